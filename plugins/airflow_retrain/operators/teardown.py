@@ -1,0 +1,112 @@
+"""Run setup and teardown: the scratch folder a run owns, and stopping whatever the run launched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import cached_property
+from typing import Any
+
+from airflow_retrain.operators.base import RetrainBaseOperator
+from airflow_retrain.training import get_backend
+from airflow_retrain.training.base import TrainingBackend
+
+
+class PrepareRunOperator(RetrainBaseOperator):
+    """Setup task: create the run's scratch folder and record what the run is (spec snapshot).
+
+    :param spec: the pipeline spec as a dict, written to ``run.json`` in the scratch folder.
+    """
+
+    ui_color = "#dddddd"
+
+    def __init__(self, *, spec: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def execute(self, context) -> dict[str, Any]:
+        run = self.run_identity(context)
+        scratch = run.scratch_dir()
+        scratch.mkdir(parents=True, exist_ok=True)
+        (scratch / "run.json").write_text(
+            json.dumps({"dag_id": run.dag_id, "run_id": run.run_id, "run_key": run.run_key, "spec": self.spec}, indent=2)
+        )
+        self.log.info("Run %s: scratch %s", run.run_key, scratch)
+        return {"run_key": run.run_key, "scratch_dir": str(scratch), "tags": run.run_tags()}
+
+
+class TeardownRunOperator(RetrainBaseOperator):
+    """Teardown task: stop every job this run launched that still runs, clean up, report compute and cost.
+
+    Runs as an Airflow teardown, so it also runs when training or any other task failed. Jobs are found by
+    the run's tags, not by XCom, so a job whose submitting task crashed is found too.
+
+    :param backend: training backend name; ``backend_config`` holds its settings.
+    :param hourly_price_usd: price override, as for training.
+    :param keep_scratch: keep the run's scratch folder (datasets) for debugging.
+    """
+
+    ui_color = "#ffcccc"
+
+    def __init__(
+        self,
+        *,
+        backend: str = "local",
+        backend_config: dict[str, Any] | None = None,
+        hourly_price_usd: float | None = None,
+        keep_scratch: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.backend_config = backend_config
+        self.hourly_price_usd = hourly_price_usd
+        self.keep_scratch = keep_scratch
+
+    @cached_property
+    def training_backend(self) -> TrainingBackend:
+        return get_backend(self.backend, **(self.backend_config or {}))
+
+    def execute(self, context) -> dict[str, Any]:
+        run = self.run_identity(context)
+        backend = self.training_backend
+        stopped, jobs, errors = [], [], []
+        for job in backend.find_jobs(run.run_tags()):
+            if not job.state.terminal:
+                self.log.warning("Training job %s is still %s: stopping it", job.job_name, job.state.value)
+                try:
+                    job = backend.stop(job.job_name)
+                    stopped.append(job.job_name)
+                except Exception as e:  # noqa: BLE001 - keep going; report every job
+                    errors.append(f"stop {job.job_name}: {e}")
+            cost = backend.cost(job, self.hourly_price_usd)
+            backend.cleanup(job.job_name)
+            jobs.append(
+                {
+                    "job_name": job.job_name,
+                    "state": job.state.value,
+                    "compute_seconds": job.billable_seconds,
+                    "cost_usd": cost.usd,
+                    "hourly_price_usd": cost.hourly_price_usd,
+                }
+            )
+        scratch = run.scratch_dir()
+        removed = None
+        if scratch.exists() and not self.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed = str(scratch)
+        result = {
+            "stopped_jobs": stopped,
+            "jobs": jobs,
+            "compute_seconds": round(sum(j["compute_seconds"] for j in jobs), 3),
+            "cost_usd": round(sum(j["cost_usd"] for j in jobs), 6),
+            "scratch_removed": removed,
+            "errors": errors,
+        }
+        self.log.info(
+            "Teardown: %d job(s), %d stopped, %.1f compute s, est. $%.4f, scratch removed: %s",
+            len(jobs), len(stopped), result["compute_seconds"], result["cost_usd"], removed,
+        )
+        if errors:
+            raise RuntimeError("teardown could not stop: " + "; ".join(errors))
+        return result

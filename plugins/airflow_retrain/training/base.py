@@ -1,0 +1,138 @@
+"""The training backend interface: submit / describe / stop / find / fetch outputs / cost.
+
+Every backend (local subprocess today; SageMaker and Vertex AI next) speaks in the same JSON-able
+:class:`TrainingJob` snapshots, so one operator, one trigger and one teardown work with all of them.
+Jobs are found again by *tags* (pipeline, dag run, owner, ttl) that every launched job carries: that is
+how a retry reattaches instead of starting a second job, and how teardown finds what a run left behind.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from airflow_retrain.cost import CostEstimate, estimate_cost
+
+
+class JobState(str, enum.Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.STOPPED)
+
+
+class TrainingJobNotFound(LookupError):
+    pass
+
+
+class TrainingJobExists(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainingJobRequest:
+    """What to run; the same request means the same job on every backend.
+
+    :param job_name: unique, deterministic per DAG run and attempt (see ``runs.job_name``).
+    :param entry_point: the training script (absolute path locally; staged by remote backends).
+    :param channels: input channel name -> data location (folder locally; ``s3://``/``gs://`` remotely).
+    :param hyperparameters: passed as ``SM_HPS`` JSON and ``--key value`` arguments.
+    :param tags: pipeline/run/owner/ttl tags every backend attaches to the job.
+    """
+
+    job_name: str
+    entry_point: str
+    channels: dict[str, str]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    instance_type: str = "local"
+    instance_count: int = 1
+    max_runtime_seconds: int = 3600
+    gpu: str = "auto"  # auto | required | none
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingJob:
+    """A JSON-able snapshot of one job, as the backend reports it."""
+
+    job_name: str
+    backend: str
+    state: JobState
+    instance_type: str = "local"
+    instance_count: int = 1
+    created_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    billable_seconds: float = 0.0
+    failure_reason: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingJob:
+        return cls(**{**data, "state": JobState(data["state"])})
+
+
+@dataclass(frozen=True)
+class TrainingOutputs:
+    """Where a finished job's model and output data can be read on this machine."""
+
+    model_dir: Path
+    output_dir: Path
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.output_dir / "metrics.json"
+
+
+class TrainingBackend(ABC):
+    """Runs training scripts written for the SageMaker training-container contract."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def submit(self, request: TrainingJobRequest) -> TrainingJob:
+        """Start the job; raise :class:`TrainingJobExists` if the name is taken."""
+
+    @abstractmethod
+    def describe(self, job_name: str) -> TrainingJob:
+        """Current state; raise :class:`TrainingJobNotFound` for an unknown name."""
+
+    @abstractmethod
+    def stop(self, job_name: str) -> TrainingJob:
+        """Ask the job to stop; a no-op on terminal jobs. Returns the state after asking."""
+
+    @abstractmethod
+    def find_jobs(self, tags: dict[str, str]) -> list[TrainingJob]:
+        """Jobs carrying all of ``tags``, oldest first."""
+
+    @abstractmethod
+    def fetch_outputs(self, job_name: str, destination: Path) -> TrainingOutputs:
+        """Make a completed job's model and output data readable locally (download if remote)."""
+
+    def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
+        """New log text since ``offset`` and the next offset; backends without logs return nothing."""
+        return "", offset
+
+    def cleanup(self, job_name: str) -> list[str]:
+        """Remove the job's scratch (inputs, model copies); keep its record. Returns what was removed."""
+        return []
+
+    def cost(self, job: TrainingJob, hourly_price_usd: float | None = None) -> CostEstimate:
+        return estimate_cost(
+            self.name, job.instance_type, job.billable_seconds, job.instance_count, hourly_price_usd
+        )
