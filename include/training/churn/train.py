@@ -12,7 +12,8 @@ Inputs
   SM_CHANNEL_TEST    directory with ``*.parquet`` files (holdout rows)
                      default /opt/ml/input/data/test
   SM_HPS             JSON object of hyperparameters (values may be strings such as "6");
-                     when unset, /opt/ml/input/config/hyperparameters.json is read if present
+                     when unset, hyperparameters.json in SM_INPUT_CONFIG_DIR
+                     (default /opt/ml/input/config) is read if present
   --key value        hyperparameters on the command line (also --key=value); CLI wins
 
 Outputs
@@ -221,9 +222,10 @@ def load_sm_hps() -> tuple[dict[str, Any], str]:
     raw = os.environ.get("SM_HPS")
     source = "SM_HPS"
     if raw is None or not raw.strip():
-        hps_file = Path(DEFAULT_HPS_FILE)
+        config_dir = os.environ.get("SM_INPUT_CONFIG_DIR")
+        hps_file = Path(config_dir) / "hyperparameters.json" if config_dir else Path(DEFAULT_HPS_FILE)
         if not hps_file.is_file():
-            return {}, "none"
+            return {}, "defaults"
         try:
             raw = hps_file.read_text()
         except OSError as exc:
@@ -258,11 +260,10 @@ def resolve_hyperparameters(argv: list[str]) -> HyperParameters:
             warn(f"unknown hyperparameter {key!r} ignored")
     if internal:
         log(f"hyperparameters: ignoring SageMaker-internal keys {sorted(internal)}")
-    if errors:
-        raise TrainingError("; ".join(errors))
-
     hp = HyperParameters(**values)
-    validate_hyperparameters(hp)
+    problems = errors + hyperparameter_problems(hp)
+    if problems:
+        raise TrainingError("invalid hyperparameters: " + "; ".join(problems))
     log(
         f"hyperparameters (from {source}"
         f"{' + command line' if from_cli else ''}): {json.dumps(dataclasses.asdict(hp), sort_keys=True)}"
@@ -270,7 +271,7 @@ def resolve_hyperparameters(argv: list[str]) -> HyperParameters:
     return hp
 
 
-def validate_hyperparameters(hp: HyperParameters) -> None:
+def hyperparameter_problems(hp: HyperParameters) -> list[str]:
     problems = []
     if not hp.target_column:
         problems.append("target_column must not be empty")
@@ -298,8 +299,7 @@ def validate_hyperparameters(hp: HyperParameters) -> None:
         problems.append("seed must be >= 0")
     if hp.device.lower() not in DEVICES:
         problems.append(f"device must be one of {'|'.join(DEVICES)}, got {hp.device!r}")
-    if problems:
-        raise TrainingError("invalid hyperparameters: " + "; ".join(problems))
+    return problems
 
 
 # --------------------------------------------------------------------------- data
@@ -354,7 +354,9 @@ def load_channel(directory: Path, channel: str) -> pd.DataFrame:
             )
         frames.append(frame[columns])
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    log(f"data: {channel}: {len(files)} parquet file(s) in {directory}, {df.shape[0]} rows x {df.shape[1]} columns")
+    log(
+        f"data: {channel}: {len(files)} parquet file(s) in {directory}, {df.shape[0]} rows x {df.shape[1]} columns"
+    )
     if df.shape[0] == 0:
         raise TrainingError(f"{channel} data is empty (0 rows in {directory})")
     return df
@@ -447,6 +449,9 @@ def _gpu_present() -> tuple[bool, str]:
         built_with_cuda = False
     if not built_with_cuda:
         return False, "xgboost is built without CUDA"
+    num_gpus = (os.environ.get("SM_NUM_GPUS") or "").strip()
+    if num_gpus == "0":
+        return False, "SM_NUM_GPUS=0"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
         return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides all GPUs"
@@ -525,9 +530,7 @@ def carve_validation(
         warn(f"too few train rows ({n}) for a stratified validation split; early stopping disabled")
         return X, y, None, None
     try:
-        X_fit, X_val, y_fit, y_val = train_test_split(
-            X, y, test_size=n_val, random_state=hp.seed, stratify=y
-        )
+        X_fit, X_val, y_fit, y_val = train_test_split(X, y, test_size=n_val, random_state=hp.seed, stratify=y)
     except ValueError as exc:
         warn(f"validation split impossible ({exc}); early stopping disabled")
         return X, y, None, None
@@ -563,9 +566,7 @@ def train_model(
     log(f"training: XGBClassifier on {len(y_fit)} rows x {X_fit.shape[1]} features, device={device}")
     started = time.perf_counter()
     if early:
-        model.fit(
-            X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=max(1, hp.n_estimators // 10)
-        )
+        model.fit(X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=max(1, hp.n_estimators // 10))
     else:
         model.fit(X_fit, y_fit, verbose=False)
     seconds = time.perf_counter() - started

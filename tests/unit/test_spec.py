@@ -1,0 +1,144 @@
+"""Pipeline spec validation: every error names the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_retrain.spec import PipelineSpec, SpecError, load_spec, load_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+CHURN = ROOT / "include" / "pipelines" / "churn.yaml"
+
+
+def churn_dict() -> dict:
+    return yaml.safe_load(CHURN.read_text())
+
+
+def write(tmp_path: Path, data, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_churn_spec_loads():
+    spec = load_spec(CHURN)
+    assert isinstance(spec, PipelineSpec)
+    assert spec.dag_id == "churn_retrain"
+    assert spec.training.backend == "local"
+    assert spec.dataset.feature_table == "churn_features"
+    assert spec.gates.metrics["roc_auc"].min == 0.80
+    assert spec.registry.primary_metric == "roc_auc"
+    assert Path(spec.root) == ROOT
+    assert spec.path(spec.training.entry_point) == ROOT / "include/training/churn/train.py"
+
+
+def test_missing_field_names_file_and_field(tmp_path):
+    data = churn_dict()
+    del data["dataset"]["target_column"]
+    path = write(tmp_path, data)
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value)
+    assert "dataset.target_column: required field is missing" in str(e.value)
+
+
+def test_wrong_type_names_field(tmp_path):
+    data = churn_dict()
+    data["training"]["resources"]["instance_count"] = "many"
+    with pytest.raises(SpecError, match=r"training\.resources\.instance_count: .*integer"):
+        load_spec(write(tmp_path, data))
+
+
+def test_unknown_backend(tmp_path):
+    data = churn_dict()
+    data["training"]["backend"] = "sagemakr"
+    with pytest.raises(SpecError, match=r"training\.backend: .*unknown training backend 'sagemakr'"):
+        load_spec(write(tmp_path, data))
+
+
+def test_unknown_dbt_model_in_selection(tmp_path):
+    data = churn_dict()
+    data["dbt"]["select"] = ["+churn_featurez"]
+    with pytest.raises(SpecError, match=r"dbt\.select\[0\]: unknown dbt model 'churn_featurez'"):
+        load_spec(write(tmp_path, data))
+
+
+def test_unknown_feature_table(tmp_path):
+    data = churn_dict()
+    data["dataset"]["feature_table"] = "no_such_mart"
+    with pytest.raises(SpecError, match=r"dataset\.feature_table: unknown dbt model 'no_such_mart'"):
+        load_spec(write(tmp_path, data))
+
+
+def test_method_selectors_are_left_to_dbt(tmp_path):
+    data = churn_dict()
+    data["dbt"]["select"] = ["tag:churn", "1+churn_features+"]
+    assert load_spec(write(tmp_path, data)).dbt.select == ["tag:churn", "1+churn_features+"]
+
+
+def test_unknown_field_is_rejected(tmp_path):
+    data = churn_dict()
+    data["gates"]["metricz"] = {}
+    with pytest.raises(SpecError, match=r"gates\.metricz: unknown field"):
+        load_spec(write(tmp_path, data))
+
+
+def test_primary_metric_must_be_gated(tmp_path):
+    data = churn_dict()
+    data["registry"]["primary_metric"] = "f1"
+    with pytest.raises(SpecError, match="registry.primary_metric 'f1' must also appear in gates.metrics"):
+        load_spec(write(tmp_path, data))
+
+
+def test_threshold_needs_a_bound_and_order(tmp_path):
+    data = churn_dict()
+    data["gates"]["metrics"]["roc_auc"] = {}
+    with pytest.raises(SpecError, match=r"gates\.metrics\.roc_auc: .*needs min and/or max"):
+        load_spec(write(tmp_path, data))
+    data["gates"]["metrics"]["roc_auc"] = {"min": 0.9, "max": 0.8}
+    with pytest.raises(SpecError, match="min 0.9 is above max 0.8"):
+        load_spec(write(tmp_path, data))
+
+
+def test_missing_entry_point(tmp_path):
+    data = churn_dict()
+    data["training"]["entry_point"] = "include/training/churn/nope.py"
+    with pytest.raises(SpecError, match=r"training\.entry_point: no such file"):
+        load_spec(write(tmp_path, data))
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write(tmp_path, "name: churn\ndbt: [unclosed\n")
+    with pytest.raises(SpecError, match=r"not valid YAML at line"):
+        load_spec(path)
+
+
+def test_not_a_mapping(tmp_path):
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(write(tmp_path, "- a\n- b\n"))
+
+
+def test_load_specs_reports_bad_files_and_keeps_good_ones(tmp_path):
+    good = churn_dict()
+    bad = churn_dict()
+    bad["name"] = "churn_bad"
+    bad["training"]["backend"] = "nope"
+    write(tmp_path, good, "a_good.yaml")
+    write(tmp_path, bad, "b_bad.yaml")
+    dup = churn_dict()
+    write(tmp_path, dup, "c_dup.yml")
+    loaded = load_specs(tmp_path)
+    assert [s.name for s in loaded.specs] == ["churn"]
+    assert set(Path(p).name for p in loaded.errors) == {"b_bad.yaml", "c_dup.yml"}
+    assert "training.backend" in str(loaded.errors[str(tmp_path / "b_bad.yaml")])
+    assert "already used by" in str(loaded.errors[str(tmp_path / "c_dup.yml")])
+
+
+def test_invalid_name(tmp_path):
+    data = churn_dict()
+    data["name"] = "Churn Model"
+    with pytest.raises(SpecError, match=r"name: String should match pattern"):
+        load_spec(write(tmp_path, data))
