@@ -14,7 +14,7 @@ and it never becomes a DAG.
 from __future__ import annotations
 
 import os
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 
 def build_dag(spec: PipelineSpec) -> DAG:
     """Build the retraining DAG of one validated spec."""
-    start = spec.start_date if spec.start_date.tzinfo else spec.start_date.replace(tzinfo=timezone.utc)
+    start = spec.start_date if spec.start_date.tzinfo else spec.start_date.replace(tzinfo=UTC)
     res = spec.training.resources
     hyperparameters: dict[str, Any] = {
         **spec.training.hyperparameters,

@@ -136,7 +136,9 @@ def backend(tmp_path):
 
 
 def request(name: str, entry_point: str, channel: Path, **kwargs) -> TrainingJobRequest:
-    return TrainingJobRequest(job_name=name, entry_point=entry_point, channels={"train": str(channel)}, **kwargs)
+    return TrainingJobRequest(
+        job_name=name, entry_point=entry_point, channels={"train": str(channel)}, **kwargs
+    )
 
 
 def read_pids(backend, job_name: str) -> dict[str, int]:
@@ -347,10 +349,6 @@ def test_stop_stops_running_script(backend, script, channel):
     assert "finished" not in backend.read_logs("stop-1")[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the runner SIGTERMs only the script; its children survive stop() (see local.py stop())",
-)
 def test_stop_kills_the_scripts_child(backend, script, channel):
     backend.submit(request("stop-2", script(GATED), channel, hyperparameters={"spawn_child": True}))
     pids = read_pids(backend, "stop-2")

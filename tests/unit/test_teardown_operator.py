@@ -74,7 +74,9 @@ def entry_point(tmp_path) -> str:
 
 
 def identity(tmp_path, suffix: str = "") -> RunIdentity:
-    return RunIdentity(pipeline=PIPELINE, dag_id=DAG_ID, run_id=f"manual__{tmp_path.name}{suffix}", owner="tests")
+    return RunIdentity(
+        pipeline=PIPELINE, dag_id=DAG_ID, run_id=f"manual__{tmp_path.name}{suffix}", owner="tests"
+    )
 
 
 def start(backend, run: RunIdentity, attempt: int, entry_point: str, channel: Path, *, gate: bool) -> str:
@@ -117,11 +119,15 @@ def test_prepare_run_creates_scratch_with_run_record(tmp_path, make_context):
         "run_key": run.run_key,
         "spec": {"name": PIPELINE},
     }
-    teardown = TeardownRunOperator(task_id="teardown", pipeline=PIPELINE, backend_config={"jobs_dir": str(tmp_path)})
+    teardown = TeardownRunOperator(
+        task_id="teardown", pipeline=PIPELINE, backend_config={"jobs_dir": str(tmp_path)}
+    )
     assert teardown.execute(make_context(DAG_ID, run.run_id))["scratch_removed"] == str(scratch)
 
 
-def test_teardown_stops_its_runs_jobs_and_leaves_others(backend, entry_point, channel, tmp_path, make_context):
+def test_teardown_stops_its_runs_jobs_and_leaves_others(
+    backend, entry_point, channel, tmp_path, make_context
+):
     run, other = identity(tmp_path), identity(tmp_path, "-other")
     done = start(backend, run, 1, entry_point, channel, gate=False)
     wait_for(lambda: backend.describe(done).state == JobState.COMPLETED)
@@ -138,7 +144,10 @@ def test_teardown_stops_its_runs_jobs_and_leaves_others(backend, entry_point, ch
     result = teardown_op(backend).execute(make_context(DAG_ID, run.run_id))
 
     assert result["stopped_jobs"] == [running]
-    assert [(j["job_name"], j["state"]) for j in result["jobs"]] == [(done, "Completed"), (running, "Stopped")]
+    assert [(j["job_name"], j["state"]) for j in result["jobs"]] == [
+        (done, "Completed"),
+        (running, "Stopped"),
+    ]
     assert result["errors"] == []
     assert backend.describe(running).state == JobState.STOPPED
     assert not alive(running_pid)

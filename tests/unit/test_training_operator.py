@@ -51,7 +51,14 @@ elif not hps.get("skip_metrics"):
 print("done", flush=True)
 """
 
-EXPECTED_METRICS = {"roc_auc": 0.91, "log_loss": None, "f1": None, "lift": None, "rows": 1000.0, "label": None}
+EXPECTED_METRICS = {
+    "roc_auc": 0.91,
+    "log_loss": None,
+    "f1": None,
+    "lift": None,
+    "rows": 1000.0,
+    "label": None,
+}
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -239,7 +246,9 @@ def test_failed_script_raises_with_reason(make_op, make_context, run, run_id, ch
 
 def test_max_runtime_is_passed_to_the_backend(make_op, make_context, run, run_id):
     started = time.monotonic()
-    with pytest.raises(TrainingJobFailed, match=rf"{run.job_name(1)} Failed: MaxRuntimeExceeded: ran over 1 s"):
+    with pytest.raises(
+        TrainingJobFailed, match=rf"{run.job_name(1)} Failed: MaxRuntimeExceeded: ran over 1 s"
+    ):
         make_op(hyperparameters={"gate": True}, max_runtime_seconds=1).execute(make_context(DAG_ID, run_id))
     assert time.monotonic() - started < 6
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from airflow_retrain.cost import CostEstimate, estimate_cost
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     COMPLETED = "Completed"

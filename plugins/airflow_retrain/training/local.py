@@ -47,6 +47,39 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
+_START_TIMEOUT_SECONDS = 60.0
+
+
+def _job_processes(pgid: int, job_name: str) -> list[int]:
+    """Live processes of the job's session (the runner leads it) that carry the job's name.
+
+    Checking the environment as well as the group guards against a recycled process-group id.
+    """
+    marker = f"SM_TRAINING_JOB_NAME={job_name}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] in ("Z", "X"):
+                continue
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _kill_job_processes(pgid: int, job_name: str) -> None:
+    """SIGKILL whatever is left of the job: the runner, the script and anything the script started."""
+    for pid in _job_processes(pgid, job_name):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _pid_running(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -187,7 +220,13 @@ class LocalTrainingBackend(TrainingBackend):
             ended = result["ended_at"]
             reason = result.get("reason")
         elif pid is None:
-            state = JobState.PENDING
+            # The submitting worker died between writing the record and starting the runner.
+            if (job_dir / "stop_requested").exists():
+                state, reason = JobState.STOPPED, "stopped before it started"
+            elif time.time() - record["created_at"] > _START_TIMEOUT_SECONDS:
+                state, reason = JobState.FAILED, "never started (the submitting worker died)"
+            else:
+                state = JobState.PENDING
         elif _pid_running(pid):
             state = JobState.STOPPING if (job_dir / "stop_requested").exists() else JobState.RUNNING
         elif (job_dir / "stop_requested").exists():
@@ -228,12 +267,8 @@ class LocalTrainingBackend(TrainingBackend):
             deadline = time.time() + grace_seconds
             while time.time() < deadline and not self.describe(job_name).state.terminal:
                 time.sleep(0.2)
-            if not self.describe(job_name).state.terminal:
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # the whole session: runner and script
-                except ProcessLookupError:
-                    pass
-                time.sleep(0.2)
+            _kill_job_processes(pid, job_name)  # what the script started (loaders, ranks) dies too
+            time.sleep(0.1)
         return self.describe(job_name)
 
     def find_jobs(self, tags: dict[str, str]) -> list[TrainingJob]:
@@ -267,6 +302,8 @@ class LocalTrainingBackend(TrainingBackend):
 
     def cleanup(self, job_name: str) -> list[str]:
         job_dir = self._dir(job_name)
+        if (pid := self._record(job_name).get("pid")) and self.describe(job_name).state.terminal:
+            _kill_job_processes(pid, job_name)  # stragglers of a finished job hold no GPU after teardown
         removed = []
         for sub in ("model", "work", "input"):
             path = job_dir / sub

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+KILL_GRACE_SECONDS = 10.0
+
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
@@ -57,11 +59,20 @@ def main(job_dir: str) -> int:
         signal.signal(signal.SIGINT, _forward)
         deadline = time.time() + job["max_runtime_seconds"]
         timed_out = False
+        terminated_at = None
         while proc.poll() is None:
-            if time.time() > deadline and not timed_out:
+            now = time.time()
+            if now > deadline and not timed_out:
                 timed_out = True
                 log.write(f"\n[local-runner] MaxRuntimeExceeded after {job['max_runtime_seconds']} s\n".encode())
                 proc.terminate()
+            if (timed_out or stop["signal"] is not None) and terminated_at is None:
+                terminated_at = now
+            if terminated_at is not None and now - terminated_at > KILL_GRACE_SECONDS:
+                # The script ignored SIGTERM: like SageMaker after its grace period, kill it.
+                log.write(b"\n[local-runner] script did not stop after SIGTERM; killing it\n")
+                proc.kill()
+                terminated_at = float("inf")
             time.sleep(0.2)
         code = proc.returncode
 

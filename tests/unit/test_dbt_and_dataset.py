@@ -1,0 +1,137 @@
+"""dbt build through DbtHook/DbtBuildOperator on the real project, and the dataset export."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook
+from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
+from airflow_retrain.operators.dbt import DbtBuildOperator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def duckdb_conn(tmp_path, churn_loader, monkeypatch):
+    """A private warehouse with the real data, reachable through an Airflow duckdb connection."""
+    path = tmp_path / "wh.duckdb"
+    churn_loader["load_to_duckdb"](str(path))
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    return path
+
+
+def test_dbt_build_summary_and_relations(duckdb_conn, make_context):
+    op = DbtBuildOperator(
+        task_id="dbt_build",
+        pipeline="unit",
+        project_dir=str(ROOT / "dbt"),
+        select=["+churn_features"],
+        warehouse_conn_id="unit_warehouse",
+    )
+    ctx = make_context()
+    summary = op.execute(ctx)
+    assert summary["success"] is True
+    assert summary["models_built"] == summary["models_total"] == 2
+    assert summary["tests_failed"] == 0 and summary["tests_passed"] == summary["tests_total"] > 10
+    assert summary["relations"]["churn_features"] == '"wh"."marts"."churn_features"'
+    assert ctx["ti"].xcoms["relations"] == summary["relations"]
+    assert summary["warehouse"] == f"duckdb:{duckdb_conn}"
+    with duckdb.connect(str(duckdb_conn), read_only=True) as con:
+        assert con.execute("select count(*) from marts.churn_features").fetchone()[0] == 7043
+
+
+def test_failing_dbt_test_names_the_test_and_does_not_retry(duckdb_conn, make_context):
+    with duckdb.connect(str(duckdb_conn)) as con:  # a duplicated customer breaks uniqueness
+        con.execute("insert into raw.telco_customers select * from raw.telco_customers limit 1")
+    op = DbtBuildOperator(
+        task_id="dbt_build", pipeline="unit", project_dir=str(ROOT / "dbt"), select=["+churn_features"],
+        warehouse_conn_id="unit_warehouse",
+    )
+    with pytest.raises(AirflowFailException) as e:
+        op.execute(make_context())
+    message = str(e.value)
+    assert "dbt build failed" in message
+    assert "unique" in message and "customer_id" in message
+
+
+def test_dbt_hook_reports_a_broken_project(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "dbt_project.yml").write_text("name: broken\nversion: '1'\nprofile: nope\n")
+    hook = DbtHook(project)
+    with pytest.raises(DbtCommandError, match="dbt build exited with code"):
+        hook.run("build", target_path=tmp_path / "target")
+
+
+def _features_table(path: Path, n: int = 500):
+    df = pd.DataFrame(  # noqa: F841 - read by DuckDB's replacement scan below
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "tenure_months": range(n),
+            "monthly_charges": [float(i % 90) for i in range(n)],
+            "churned": [i % 4 == 0 for i in range(n)],
+        }
+    ).astype({"churned": int})
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema if not exists marts")
+        con.execute("create or replace table marts.churn_features as select * from df")
+    return '"wh"."marts"."churn_features"'
+
+
+def export_op(**kw):
+    args = dict(
+        task_id="export_dataset",
+        pipeline="unit",
+        relations={"churn_features": '"wh"."marts"."churn_features"'},
+        feature_table="churn_features",
+        target_column="churned",
+        id_column="customer_id",
+        holdout_fraction=0.2,
+        min_rows=100,
+        warehouse_conn_id="unit_warehouse",
+    )
+    args.update(kw)
+    return ExportTrainingDatasetOperator(**args)
+
+
+def test_export_writes_deterministic_split(tmp_path, monkeypatch, make_context):
+    path = tmp_path / "wh.duckdb"
+    _features_table(path)
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    ctx = make_context(run_id="r1")
+    result = export_op().execute(ctx)
+    train = pd.read_parquet(result["channels"]["train"])
+    test = pd.read_parquet(result["channels"]["test"])
+    assert len(train) + len(test) == 500 and set(train.customer_id).isdisjoint(test.customer_id)
+    assert 60 <= len(test) <= 140
+    assert ctx["ti"].xcoms["channels"] == result["channels"]
+    assert result["rows"] == {"train": len(train), "test": len(test)}
+    # The split is by id hash: the same customers are held out in a later run.
+    expected = {c for c in train.customer_id.tolist() + test.customer_id.tolist()
+                if int.from_bytes(hashlib.sha256(c.encode()).digest()[:4], "big") % 10_000 < 2000}
+    assert set(test.customer_id) == expected
+    again = export_op().execute(make_context(run_id="r2"))
+    assert again["fingerprint"] == result["fingerprint"]
+    assert set(pd.read_parquet(again["channels"]["test"]).customer_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"relations": {}}, "feature table 'churn_features' was not built by the dbt stage"),
+        ({"target_column": "label"}, "column 'label' not found"),
+        ({"min_rows": 10_000}, "500 rows, fewer than dataset.min_rows=10000"),
+    ],
+)
+def test_export_errors_name_the_problem(tmp_path, monkeypatch, make_context, kwargs, message):
+    path = tmp_path / "wh.duckdb"
+    _features_table(path)
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    with pytest.raises(AirflowFailException, match=message):
+        export_op(**kwargs).execute(make_context())

@@ -1,0 +1,222 @@
+"""Register, gate and promote against a real MLflow registry (SQLite) through an Airflow connection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_retrain.operators.gates import MetricGateOperator
+from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
+
+CONN = "mlflow_unit"
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    extra = {"artifact_root": (tmp_path / "artifacts").as_uri(), "ui_url": "http://mlflow.test"}
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN.upper()}", json.dumps({"conn_type": "mlflow", "host": f"sqlite:///{db}", "extra": extra})
+    )
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real (tiny) XGBoost model and holdout, as the training stage leaves them."""
+    import xgboost
+
+    base = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"tenure": rng.integers(0, 70, 300), "charges": rng.normal(60, 20, 300)})
+    y = (x["tenure"] < 12).astype(int)
+    model = xgboost.XGBClassifier(n_estimators=5, max_depth=2)
+    model.fit(x, y)
+    (base / "model").mkdir()
+    model.save_model(base / "model" / "model.json")
+    (base / "out").mkdir()
+    (base / "out" / "metrics.json").write_text(json.dumps({"metrics": {"roc_auc": 0.9}}))
+    (base / "test").mkdir()
+    x.assign(customer_id=[f"C{i}" for i in range(300)], churned=y).to_parquet(base / "test" / "part-0.parquet")
+    return base
+
+
+def training_result(trained, roc_auc):
+    return {
+        "job_name": "churn-abc-1",
+        "backend": "local",
+        "metrics": {"roc_auc": roc_auc, "accuracy": 0.8, "log_loss": None},
+        "info": {"device": "cpu"},
+        "model_dir": str(trained / "model"),
+        "output_dir": str(trained / "out"),
+        "compute_seconds": 3.5,
+        "cost": {"usd": 0.0},
+    }
+
+
+def dataset_result(trained):
+    return {
+        "relation": '"wh"."marts"."churn_features"',
+        "channels": {"train": str(trained / "test"), "test": str(trained / "test")},
+        "rows": {"train": 300, "test": 300},
+        "id_column": "customer_id",
+        "target_column": "churned",
+        "fingerprint": "abc",
+    }
+
+
+def register(trained, make_context, run_id, roc_auc):
+    op = RegisterModelOperator(
+        task_id="register",
+        pipeline="churn",
+        model_name="churn",
+        training=training_result(trained, roc_auc),
+        dataset=dataset_result(trained),
+        experiment="retrain/churn",
+        params_to_log={"hyperparameters": {"max_depth": 2}, "spec.path": "x.yaml"},
+        mlflow_conn_id=CONN,
+    )
+    ctx = make_context("churn_retrain", run_id)
+    return op.execute(ctx), ctx
+
+
+def gate(candidate, make_context, run_id, roc_auc, min_auc=0.8):
+    op = MetricGateOperator(
+        task_id="gate_metrics",
+        pipeline="churn",
+        thresholds={"roc_auc": {"min": min_auc}},
+        metrics={"roc_auc": roc_auc},
+        candidate=candidate,
+        mlflow_conn_id=CONN,
+    )
+    return op.execute(make_context("churn_retrain", run_id))
+
+
+def promote(candidate, make_context, run_id, min_improvement=0.01):
+    op = PromoteModelOperator(
+        task_id="promote",
+        pipeline="churn",
+        candidate=candidate,
+        primary_metric="roc_auc",
+        min_improvement=min_improvement,
+        mlflow_conn_id=CONN,
+    )
+    return op.execute(make_context("churn_retrain", run_id))
+
+
+def test_register_logs_everything_and_tags_pending(registry, trained, make_context):
+    result, ctx = register(trained, make_context, "run1", 0.85)
+    assert result["version"] == "1"
+    mv = registry.get_model_version("churn", "1")
+    assert mv.tags["retrain.gate.metrics"] == "pending"
+    assert mv.tags["retrain.dag_id"] == "churn_retrain"
+    run = registry.get_run(result["run_id"])
+    assert run.data.metrics["roc_auc"] == 0.85
+    assert "log_loss" not in run.data.metrics  # None is not logged as a number
+    assert run.data.params["hp.max_depth"] == "2"
+    assert run.data.params["dataset.fingerprint"] == "abc"
+    assert ctx["ti"].xcoms["mlflow_run_url"].startswith("http://mlflow.test/#/experiments/")
+    assert ctx["ti"].xcoms["mlflow_model_version_url"] == "http://mlflow.test/#/models/churn/versions/1"
+    # The model has a signature with the two features, not the id or label.
+    from mlflow.models import get_model_info
+
+    info = get_model_info(result["model_uri"])
+    assert [c.name for c in info.signature.inputs] == ["tenure", "charges"]
+
+
+def test_register_is_idempotent_per_run(registry, trained, make_context):
+    first, _ = register(trained, make_context, "run1", 0.85)
+    again, _ = register(trained, make_context, "run1", 0.85)
+    assert again["version"] == first["version"] == "1"
+    assert len(registry.search_model_versions("name = 'churn'")) == 1
+
+
+def test_promotion_flow_with_audit_trail(registry, trained, make_context):
+    v1, _ = register(trained, make_context, "run1", 0.85)
+    gate(v1, make_context, "run1", 0.85)
+    d1 = promote(v1, make_context, "run1")
+    assert d1["decision"] == "promoted" and d1["champion_after"] == "1"
+    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
+
+    # Better, but not by the required margin: champion stays.
+    v2, _ = register(trained, make_context, "run2", 0.855)
+    gate(v2, make_context, "run2", 0.855)
+    d2 = promote(v2, make_context, "run2")
+    assert d2["decision"] == "kept_champion"
+    assert d2["champion_before"] == "1" and d2["champion_value"] == 0.85
+    assert "does not beat" in d2["reason"]
+    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert registry.get_model_version("churn", "2").tags["retrain.promotion.decision"] == "kept_champion"
+
+    # Clearly better: promoted, and both versions record the hand-over.
+    v3, _ = register(trained, make_context, "run3", 0.9)
+    gate(v3, make_context, "run3", 0.9)
+    d3 = promote(v3, make_context, "run3")
+    assert d3["decision"] == "promoted" and d3["champion_before"] == "1"
+    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "3"
+    tags3 = registry.get_model_version("churn", "3").tags
+    assert tags3["retrain.champion.previous_version"] == "1"
+    assert tags3["retrain.promotion.dag_run"] == "churn_retrain/run3"
+    assert registry.get_model_version("churn", "1").tags["retrain.champion.replaced_by"] == "3"
+
+
+def test_failed_gate_blocks_promotion(registry, trained, make_context):
+    v1, _ = register(trained, make_context, "run1", 0.7)
+    with pytest.raises(AirflowFailException, match=r"roc_auc 0.7000 < min 0.8 \(churn v1\)"):
+        gate(v1, make_context, "run1", 0.7)
+    assert registry.get_model_version("churn", "1").tags["retrain.gate.metrics"] == "failed"
+    with pytest.raises(AirflowFailException, match=r"gates not passed \{'metrics': 'failed'\}"):
+        promote(v1, make_context, "run1")
+    assert registry.get_registered_model("churn").aliases == {}
+
+
+def test_ungated_version_is_never_promoted(registry, trained, make_context):
+    v1, _ = register(trained, make_context, "run1", 0.95)
+    with pytest.raises(AirflowFailException, match="'metrics': 'pending'"):
+        promote(v1, make_context, "run1")
+
+
+def test_missing_primary_metric_fails_closed(registry, trained, make_context):
+    v1, _ = register(trained, make_context, "run1", 0.85)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", 0.9)
+    gate(v2, make_context, "run2", 0.9)
+    op = PromoteModelOperator(
+        task_id="promote", pipeline="churn", candidate=v2, primary_metric="f1", mlflow_conn_id=CONN,
+        required_gates=["metrics"],
+    )
+    with pytest.raises(AirflowFailException, match="has no finite 'f1' metric"):
+        op.execute(make_context("churn_retrain", "run2"))
+    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
+
+
+def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypatch):
+    v1, _ = register(trained, make_context, "run1", 0.85)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", 0.95)
+    gate(v2, make_context, "run2", 0.95)
+    v3, _ = register(trained, make_context, "run3", 0.96)
+    gate(v3, make_context, "run3", 0.96)
+
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc", mlflow_conn_id=CONN)
+    real = op.hook.get_version_by_alias
+    calls = {"n": 0}
+
+    def racing(name, alias):
+        calls["n"] += 1
+        if calls["n"] == 2:  # another run promotes v3 between our decision and our write
+            op.hook.set_alias(name, alias, "3")
+        return real(name, alias)
+
+    monkeypatch.setattr(op.hook, "get_version_by_alias", racing)
+    with pytest.raises(AirflowFailException, match="moved from v1 to v3"):
+        op.execute(make_context("churn_retrain", "run2"))
+    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "3"
