@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from airflow_retrain.runs import RunIdentity
+from airflow_retrain.training import get_backend
+from airflow_retrain.training.base import TrainingBackend
 
 
 class RetrainBaseOperator(BaseOperator):
@@ -20,3 +23,29 @@ class RetrainBaseOperator(BaseOperator):
 
     def run_identity(self, context) -> RunIdentity:
         return RunIdentity.from_context(context, self.pipeline)
+
+
+class TrainingBackendOperator(RetrainBaseOperator):
+    """An operator that talks to a training backend, built on first use (never in ``__init__``).
+
+    :param backend: training backend name (``local``).
+    :param backend_config: backend settings, e.g. ``{"jobs_dir": ...}`` for the local backend.
+    :param hourly_price_usd: overrides the price table in cost estimates.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "local",
+        backend_config: dict[str, Any] | None = None,
+        hourly_price_usd: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backend = backend
+        self.backend_config = backend_config
+        self.hourly_price_usd = hourly_price_usd
+
+    @cached_property
+    def training_backend(self) -> TrainingBackend:
+        return get_backend(self.backend, **(self.backend_config or {}))

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from functools import cached_property
 from typing import Any
 
-from airflow_retrain.operators.base import RetrainBaseOperator
-from airflow_retrain.training import get_backend
-from airflow_retrain.training.base import TrainingBackend
+from airflow_retrain.operators.base import RetrainBaseOperator, TrainingBackendOperator
 
 
 class PrepareRunOperator(RetrainBaseOperator):
@@ -35,7 +32,7 @@ class PrepareRunOperator(RetrainBaseOperator):
         return {"run_key": run.run_key, "scratch_dir": str(scratch), "tags": run.run_tags()}
 
 
-class TeardownRunOperator(RetrainBaseOperator):
+class TeardownRunOperator(TrainingBackendOperator):
     """Teardown task: stop every job this run launched that still runs, clean up, report compute and cost.
 
     Runs as an Airflow teardown, so it also runs when training or any other task failed. Jobs are found by
@@ -48,24 +45,9 @@ class TeardownRunOperator(RetrainBaseOperator):
 
     ui_color = "#ffcccc"
 
-    def __init__(
-        self,
-        *,
-        backend: str = "local",
-        backend_config: dict[str, Any] | None = None,
-        hourly_price_usd: float | None = None,
-        keep_scratch: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, keep_scratch: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.backend = backend
-        self.backend_config = backend_config
-        self.hourly_price_usd = hourly_price_usd
         self.keep_scratch = keep_scratch
-
-    @cached_property
-    def training_backend(self) -> TrainingBackend:
-        return get_backend(self.backend, **(self.backend_config or {}))
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)

@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_retrain.operators.base import RetrainBaseOperator
-from airflow_retrain.training import get_backend
-from airflow_retrain.training.base import JobState, TrainingBackend, TrainingJob, TrainingJobRequest
+from airflow_retrain.operators.base import TrainingBackendOperator
+from airflow_retrain.training.base import JobState, TrainingJob, TrainingJobRequest
 
 
 class TrainingJobFailed(AirflowException):
     pass
 
 
-class TrainModelOperator(RetrainBaseOperator):
+class TrainModelOperator(TrainingBackendOperator):
     """Train a model through a :class:`~airflow_retrain.training.base.TrainingBackend`.
 
     Job names are deterministic per DAG run and attempt. Before submitting, the operator looks for this
@@ -30,8 +28,8 @@ class TrainModelOperator(RetrainBaseOperator):
     :param entry_point: training script (SageMaker training-container contract).
     :param channels: channel name -> data location (e.g. from :class:`ExportTrainingDatasetOperator`).
     :param hyperparameters: passed to the script as ``SM_HPS`` and ``--key value``.
-    :param backend: backend name (``local``); ``backend_config`` holds its settings.
-    :param hourly_price_usd: overrides the price table for the cost estimate.
+    :param backend: backend name (``local``); ``backend_config`` holds its settings (see
+        :class:`~airflow_retrain.operators.base.TrainingBackendOperator`).
     :param poll_interval: seconds between status checks.
     :return: job name, state, metrics and info from ``metrics.json``, model/output locations, compute
         seconds and estimated cost.
@@ -46,13 +44,10 @@ class TrainModelOperator(RetrainBaseOperator):
         entry_point: str,
         channels: dict[str, str] | Any,
         hyperparameters: dict[str, Any] | None = None,
-        backend: str = "local",
-        backend_config: dict[str, Any] | None = None,
         instance_type: str = "local",
         instance_count: int = 1,
         max_runtime_seconds: int = 3600,
         gpu: str = "auto",
-        hourly_price_usd: float | None = None,
         poll_interval: float = 2.0,
         **kwargs: Any,
     ) -> None:
@@ -60,19 +55,12 @@ class TrainModelOperator(RetrainBaseOperator):
         self.entry_point = entry_point
         self.channels = channels
         self.hyperparameters = hyperparameters
-        self.backend = backend
-        self.backend_config = backend_config
         self.instance_type = instance_type
         self.instance_count = instance_count
         self.max_runtime_seconds = max_runtime_seconds
         self.gpu = gpu
-        self.hourly_price_usd = hourly_price_usd
         self.poll_interval = poll_interval
         self._job_name: str | None = None
-
-    @cached_property
-    def training_backend(self) -> TrainingBackend:
-        return get_backend(self.backend, **(self.backend_config or {}))
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
