@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,16 +16,23 @@ from airflow_retrain.operators.registry import PromoteModelOperator, RegisterMod
 CONN = "mlflow_unit"
 
 
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One SQLite registry for the module (creating one costs seconds); each test uses its own model name."""
+    tmp_path = tmp_path_factory.mktemp("registry")
     db = tmp_path / "mlflow.db"
     extra = {"artifact_root": (tmp_path / "artifacts").as_uri(), "ui_url": "http://mlflow.test"}
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{CONN.upper()}", json.dumps({"conn_type": "mlflow", "host": f"sqlite:///{db}", "extra": extra})
-    )
-    from mlflow import MlflowClient
+    conn = json.dumps({"conn_type": "mlflow", "host": f"sqlite:///{db}", "extra": extra})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(f"AIRFLOW_CONN_{CONN.upper()}", conn)
+        from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+        yield MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+
+
+@pytest.fixture
+def name(request) -> str:
+    return "churn_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +79,11 @@ def dataset_result(trained):
     }
 
 
-def register(trained, make_context, run_id, roc_auc):
+def register(trained, make_context, run_id, roc_auc, name):
     op = RegisterModelOperator(
         task_id="register",
         pipeline="churn",
-        model_name="churn",
+        model_name=name,
         training=training_result(trained, roc_auc),
         dataset=dataset_result(trained),
         experiment="retrain/churn",
@@ -110,10 +118,10 @@ def promote(candidate, make_context, run_id, min_improvement=0.01):
     return op.execute(make_context("churn_retrain", run_id))
 
 
-def test_register_logs_everything_and_tags_pending(registry, trained, make_context):
-    result, ctx = register(trained, make_context, "run1", 0.85)
+def test_register_logs_everything_and_tags_pending(registry, trained, make_context, name):
+    result, ctx = register(trained, make_context, "run1", 0.85, name)
     assert result["version"] == "1"
-    mv = registry.get_model_version("churn", "1")
+    mv = registry.get_model_version(name, "1")
     assert mv.tags["retrain.gate.metrics"] == "pending"
     assert mv.tags["retrain.dag_id"] == "churn_retrain"
     run = registry.get_run(result["run_id"])
@@ -122,7 +130,7 @@ def test_register_logs_everything_and_tags_pending(registry, trained, make_conte
     assert run.data.params["hp.max_depth"] == "2"
     assert run.data.params["dataset.fingerprint"] == "abc"
     assert ctx["ti"].xcoms["mlflow_run_url"].startswith("http://mlflow.test/#/experiments/")
-    assert ctx["ti"].xcoms["mlflow_model_version_url"] == "http://mlflow.test/#/models/churn/versions/1"
+    assert ctx["ti"].xcoms["mlflow_model_version_url"] == f"http://mlflow.test/#/models/{name}/versions/1"
     # The model has a signature with the two features, not the id or label.
     from mlflow.models import get_model_info
 
@@ -130,63 +138,63 @@ def test_register_logs_everything_and_tags_pending(registry, trained, make_conte
     assert [c.name for c in info.signature.inputs] == ["tenure", "charges"]
 
 
-def test_register_is_idempotent_per_run(registry, trained, make_context):
-    first, _ = register(trained, make_context, "run1", 0.85)
-    again, _ = register(trained, make_context, "run1", 0.85)
+def test_register_is_idempotent_per_run(registry, trained, make_context, name):
+    first, _ = register(trained, make_context, "run1", 0.85, name)
+    again, _ = register(trained, make_context, "run1", 0.85, name)
     assert again["version"] == first["version"] == "1"
-    assert len(registry.search_model_versions("name = 'churn'")) == 1
+    assert len(registry.search_model_versions(f"name = '{name}'")) == 1
 
 
-def test_promotion_flow_with_audit_trail(registry, trained, make_context):
-    v1, _ = register(trained, make_context, "run1", 0.85)
+def test_promotion_flow_with_audit_trail(registry, trained, make_context, name):
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
     gate(v1, make_context, "run1", 0.85)
     d1 = promote(v1, make_context, "run1")
     assert d1["decision"] == "promoted" and d1["champion_after"] == "1"
-    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
 
     # Better, but not by the required margin: champion stays.
-    v2, _ = register(trained, make_context, "run2", 0.855)
+    v2, _ = register(trained, make_context, "run2", 0.855, name)
     gate(v2, make_context, "run2", 0.855)
     d2 = promote(v2, make_context, "run2")
     assert d2["decision"] == "kept_champion"
     assert d2["champion_before"] == "1" and d2["champion_value"] == 0.85
     assert "does not beat" in d2["reason"]
-    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
-    assert registry.get_model_version("churn", "2").tags["retrain.promotion.decision"] == "kept_champion"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
+    assert registry.get_model_version(name, "2").tags["retrain.promotion.decision"] == "kept_champion"
 
     # Clearly better: promoted, and both versions record the hand-over.
-    v3, _ = register(trained, make_context, "run3", 0.9)
+    v3, _ = register(trained, make_context, "run3", 0.9, name)
     gate(v3, make_context, "run3", 0.9)
     d3 = promote(v3, make_context, "run3")
     assert d3["decision"] == "promoted" and d3["champion_before"] == "1"
-    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "3"
-    tags3 = registry.get_model_version("churn", "3").tags
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "3"
+    tags3 = registry.get_model_version(name, "3").tags
     assert tags3["retrain.champion.previous_version"] == "1"
     assert tags3["retrain.promotion.dag_run"] == "churn_retrain/run3"
-    assert registry.get_model_version("churn", "1").tags["retrain.champion.replaced_by"] == "3"
+    assert registry.get_model_version(name, "1").tags["retrain.champion.replaced_by"] == "3"
 
 
-def test_failed_gate_blocks_promotion(registry, trained, make_context):
-    v1, _ = register(trained, make_context, "run1", 0.7)
-    with pytest.raises(AirflowFailException, match=r"roc_auc 0.7000 < min 0.8 \(churn v1\)"):
+def test_failed_gate_blocks_promotion(registry, trained, make_context, name):
+    v1, _ = register(trained, make_context, "run1", 0.7, name)
+    with pytest.raises(AirflowFailException, match=rf"roc_auc 0.7000 < min 0.8 \({name} v1\)"):
         gate(v1, make_context, "run1", 0.7)
-    assert registry.get_model_version("churn", "1").tags["retrain.gate.metrics"] == "failed"
+    assert registry.get_model_version(name, "1").tags["retrain.gate.metrics"] == "failed"
     with pytest.raises(AirflowFailException, match=r"gates not passed \{'metrics': 'failed'\}"):
         promote(v1, make_context, "run1")
-    assert registry.get_registered_model("churn").aliases == {}
+    assert registry.get_registered_model(name).aliases == {}
 
 
-def test_ungated_version_is_never_promoted(registry, trained, make_context):
-    v1, _ = register(trained, make_context, "run1", 0.95)
+def test_ungated_version_is_never_promoted(registry, trained, make_context, name):
+    v1, _ = register(trained, make_context, "run1", 0.95, name)
     with pytest.raises(AirflowFailException, match="'metrics': 'pending'"):
         promote(v1, make_context, "run1")
 
 
-def test_missing_primary_metric_fails_closed(registry, trained, make_context):
-    v1, _ = register(trained, make_context, "run1", 0.85)
+def test_missing_primary_metric_fails_closed(registry, trained, make_context, name):
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
     gate(v1, make_context, "run1", 0.85)
     promote(v1, make_context, "run1")
-    v2, _ = register(trained, make_context, "run2", 0.9)
+    v2, _ = register(trained, make_context, "run2", 0.9, name)
     gate(v2, make_context, "run2", 0.9)
     op = PromoteModelOperator(
         task_id="promote", pipeline="churn", candidate=v2, primary_metric="f1", mlflow_conn_id=CONN,
@@ -194,16 +202,16 @@ def test_missing_primary_metric_fails_closed(registry, trained, make_context):
     )
     with pytest.raises(AirflowFailException, match="has no finite 'f1' metric"):
         op.execute(make_context("churn_retrain", "run2"))
-    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
 
 
-def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypatch):
-    v1, _ = register(trained, make_context, "run1", 0.85)
+def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypatch, name):
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
     gate(v1, make_context, "run1", 0.85)
     promote(v1, make_context, "run1")
-    v2, _ = register(trained, make_context, "run2", 0.95)
+    v2, _ = register(trained, make_context, "run2", 0.95, name)
     gate(v2, make_context, "run2", 0.95)
-    v3, _ = register(trained, make_context, "run3", 0.96)
+    v3, _ = register(trained, make_context, "run3", 0.96, name)
     gate(v3, make_context, "run3", 0.96)
 
     op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc", mlflow_conn_id=CONN)
@@ -219,4 +227,4 @@ def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypat
     monkeypatch.setattr(op.hook, "get_version_by_alias", racing)
     with pytest.raises(AirflowFailException, match="moved from v1 to v3"):
         op.execute(make_context("churn_retrain", "run2"))
-    assert str(registry.get_model_version_by_alias("churn", "champion").version) == "3"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "3"
