@@ -136,6 +136,13 @@ def test_register_logs_everything_and_tags_pending(registry, trained, make_conte
 
     info = get_model_info(result["model_uri"])
     assert [c.name for c in info.signature.inputs] == ["tenure", "charges"]
+    # Serving requirements are the flavor's, pinned to the training environment's versions.
+    import mlflow
+    import xgboost
+
+    requirements = open(mlflow.pyfunc.get_model_dependencies(result["model_uri"])).read()
+    assert f"xgboost=={xgboost.__version__}" in requirements
+    assert "mlflow" in requirements
 
 
 def test_register_is_idempotent_per_run(registry, trained, make_context, name):

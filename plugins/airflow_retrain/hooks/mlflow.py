@@ -143,7 +143,14 @@ class MlflowHook(BaseHook):
                 prediction = model.predict(sample)
                 signature = infer_signature(sample, prediction)
                 info = mlflow.xgboost.log_model(
-                    model, name="model", signature=signature, input_example=sample.head(3), model_format="json"
+                    model,
+                    name="model",
+                    signature=signature,
+                    input_example=sample.head(3),
+                    model_format="json",
+                    # The flavor's own requirements (pinned to what trained it): MLflow's inference of
+                    # requirements re-imports the model in a subprocess and costs seconds per candidate.
+                    pip_requirements=mlflow.xgboost.get_default_pip_requirements(),
                 )
             version = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
         except BaseException:
