@@ -39,7 +39,7 @@ def main() -> None:
     env = dict(os.environ, RETRAIN_HOME=str(ROOT), AIRFLOW__CORE__LOAD_EXAMPLES="False")
     env.setdefault("AIRFLOW_HOME", str(ROOT / ".local" / "airflow"))
     times: dict[str, list[float]] = {name: [] for name in CASES}
-    for name, code in CASES.items():  # warm the OS cache once
+    for code in CASES.values():  # warm the OS cache once
         sample(code, env)
     for _ in range(args.repeat):
         for name, code in CASES.items():

@@ -123,10 +123,10 @@ class PipelineSpec(_Strict):
     catchup: bool = False
     retries: int = Field(1, ge=0, le=10)
     tags: list[str] = Field(default_factory=list)
-    warehouse_connection_id: str | None = Field(
-        None,
-        description="Airflow connection (duckdb or postgres) for dbt and the export; "
-        "default: the embedded DuckDB warehouse under the state dir",
+    warehouse_connection_id: str = Field(
+        "retrain_warehouse",
+        description="Airflow connection (duckdb or postgres) for dbt and the export; while the default "
+        "connection is not defined, the embedded DuckDB warehouse under the state dir is used",
     )
     dbt: DbtSpec
     dataset: DatasetSpec

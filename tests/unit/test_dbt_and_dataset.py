@@ -135,3 +135,42 @@ def test_export_errors_name_the_problem(tmp_path, monkeypatch, make_context, kwa
     monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
     with pytest.raises(AirflowFailException, match=message):
         export_op(**kwargs).execute(make_context())
+
+
+def test_warehouse_default_connection_falls_back_to_embedded_duckdb(state_dir):
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    params = WarehouseHook().params
+    assert params.kind == "duckdb" and params.duckdb_path == str(state_dir / "warehouse.duckdb")
+    assert WarehouseHook().dbt_env() == {"RETRAIN_DBT_TARGET": "duckdb", "RETRAIN_DUCKDB_PATH": params.duckdb_path}
+
+
+def test_warehouse_named_connection_must_exist():
+    from airflow.exceptions import AirflowNotFoundException
+
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    with pytest.raises(AirflowNotFoundException):
+        _ = WarehouseHook("no_such_warehouse").params
+
+
+def test_postgres_connection_maps_onto_profile_env(monkeypatch):
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RETRAIN_WAREHOUSE",
+        '{"conn_type": "postgres", "host": "db", "port": 5433, "login": "u", "password": "s3cret", '
+        '"schema": "warehouse", "extra": {"schema": "analytics"}}',
+    )
+    hook = WarehouseHook()
+    assert hook.params.describe() == "postgres://db:5433/warehouse (schema analytics)"
+    assert "s3cret" not in hook.params.describe()
+    assert hook.dbt_env() == {
+        "RETRAIN_DBT_TARGET": "postgres",
+        "RETRAIN_PG_HOST": "db",
+        "RETRAIN_PG_PORT": "5433",
+        "RETRAIN_PG_USER": "u",
+        "RETRAIN_PG_DBNAME": "warehouse",
+        "RETRAIN_PG_SCHEMA": "analytics",
+        "RETRAIN_PG_PASSWORD": "s3cret",
+    }

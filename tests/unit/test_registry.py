@@ -235,3 +235,18 @@ def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypat
     with pytest.raises(AirflowFailException, match="moved from v1 to v3"):
         op.execute(make_context("churn_retrain", "run2"))
     assert str(registry.get_model_version_by_alias(name, "champion").version) == "3"
+
+
+def test_mlflow_named_connection_must_exist():
+    from airflow.exceptions import AirflowNotFoundException
+
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    with pytest.raises(AirflowNotFoundException):
+        _ = MlflowHook("no_such_mlflow").tracking_uri
+
+
+def test_mlflow_default_falls_back_to_embedded_registry(state_dir):
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    assert MlflowHook().tracking_uri == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"

@@ -31,8 +31,9 @@ SUPPORTED_FLAVORS = ("xgboost",)
 class MlflowHook(BaseHook):
     """Talk to an MLflow tracking server and registry.
 
-    :param mlflow_conn_id: Airflow connection of type ``mlflow``; when it is not defined, the embedded
-        SQLite registry under the state dir is used (and logged as such).
+    :param mlflow_conn_id: Airflow connection of type ``mlflow``. While the default ``mlflow_default`` is
+        not defined, the embedded SQLite registry under the state dir is used (and logged as such); any
+        other connection id that does not exist is an error.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -57,6 +58,8 @@ class MlflowHook(BaseHook):
         try:
             conn = self.get_connection(self.mlflow_conn_id)
         except AirflowNotFoundException:
+            if self.mlflow_conn_id != self.default_conn_name:
+                raise
             from airflow_retrain.spec import state_dir
 
             base = state_dir() / "mlflow"

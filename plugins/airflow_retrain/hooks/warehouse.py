@@ -2,18 +2,20 @@
 
 Connection types: ``duckdb`` (``host`` = path of the database file) and ``postgres`` (``host``,
 ``port``, ``login``, ``password``, ``schema`` = database; extra ``{"schema": "public"}`` = dbt schema).
-Without a connection id the embedded default is used: DuckDB at ``<state dir>/warehouse.duckdb``.
+While the default connection ``retrain_warehouse`` is not defined (or the id is ``None``), the embedded
+default is used: DuckDB at ``<state dir>/warehouse.duckdb``. A named connection that does not exist is an
+error, never a silent fallback.
 The same values become the env vars ``dbt/profiles.yml`` reads, so analysts and DAGs share one profile.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 if TYPE_CHECKING:
@@ -41,8 +43,8 @@ class WarehouseParams:
 class WarehouseHook(BaseHook):
     """Connect to the feature warehouse.
 
-    :param warehouse_conn_id: Airflow connection of type ``duckdb`` or ``postgres``; ``None`` means the
-        embedded DuckDB warehouse under the state dir.
+    :param warehouse_conn_id: Airflow connection of type ``duckdb`` or ``postgres``; ``None``, or the
+        default ``retrain_warehouse`` while it is not defined, means the embedded DuckDB warehouse.
     """
 
     conn_name_attr = "warehouse_conn_id"
@@ -50,7 +52,7 @@ class WarehouseHook(BaseHook):
     conn_type = "duckdb"
     hook_name = "DuckDB warehouse (airflow-retrain)"
 
-    def __init__(self, warehouse_conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, warehouse_conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.warehouse_conn_id = warehouse_conn_id
 
@@ -63,11 +65,17 @@ class WarehouseHook(BaseHook):
 
     @cached_property
     def params(self) -> WarehouseParams:
-        if self.warehouse_conn_id is None:
+        conn = None
+        if self.warehouse_conn_id is not None:
+            try:
+                conn = self.get_connection(self.warehouse_conn_id)
+            except AirflowNotFoundException:
+                if self.warehouse_conn_id != self.default_conn_name:
+                    raise
+        if conn is None:
             from airflow_retrain.spec import state_dir
 
             return WarehouseParams(kind="duckdb", duckdb_path=str(state_dir() / "warehouse.duckdb"))
-        conn = self.get_connection(self.warehouse_conn_id)
         if conn.conn_type == "duckdb":
             path = conn.host or conn.schema
             if not path:
@@ -132,6 +140,3 @@ class WarehouseHook(BaseHook):
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
-
-def embedded_duckdb_path() -> str:
-    return os.fspath(WarehouseHook(None).params.duckdb_path)

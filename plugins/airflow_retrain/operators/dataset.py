@@ -38,7 +38,7 @@ class ExportTrainingDatasetOperator(RetrainBaseOperator):
         id_column: str,
         holdout_fraction: float = 0.2,
         min_rows: int = 100,
-        warehouse_conn_id: str | None = None,
+        warehouse_conn_id: str | None = WarehouseHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

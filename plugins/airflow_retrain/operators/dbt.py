@@ -22,7 +22,7 @@ class DbtBuildOperator(RetrainBaseOperator):
     :param select: dbt selectors, as for ``--select``.
     :param exclude: dbt selectors, as for ``--exclude``.
     :param target: profile target; default the warehouse connection's type.
-    :param warehouse_conn_id: Airflow connection mapped onto the profile's env vars; ``None`` = embedded DuckDB.
+    :param warehouse_conn_id: Airflow connection mapped onto the profile's env vars (see :class:`WarehouseHook`).
     :param profiles_dir: folder of ``profiles.yml``; default the project folder.
     :return: a summary: models built, tests passed/failed, relations of built models.
     """
@@ -37,7 +37,7 @@ class DbtBuildOperator(RetrainBaseOperator):
         select: list[str],
         exclude: list[str] | None = None,
         target: str | None = None,
-        warehouse_conn_id: str | None = None,
+        warehouse_conn_id: str | None = WarehouseHook.default_conn_name,
         profiles_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
