@@ -1,0 +1,54 @@
+"""The run report: gathered from every stage's XCom, stored as JSON, rendered for people."""
+
+from __future__ import annotations
+
+import json
+
+from airflow_retrain.operators.report import RunReportOperator
+from airflow_retrain.report import format_report
+
+STAGES = {
+    "dbt_build": {"models_built": 2, "models_total": 2, "tests_passed": 41, "tests_total": 41, "tests_warned": 0,
+                  "elapsed_seconds": 7.5, "warehouse": "duckdb:/x"},
+    "export_dataset": {"relation": "marts.churn_features", "rows": {"train": 5620, "test": 1423},
+                       "label_rate": {"train": 0.263, "test": 0.274}, "fingerprint": "8b72"},
+    "train": {"job_name": "churn-1", "backend": "local", "info": {"device": "cuda"}, "compute_seconds": 4.0,
+              "cost": {"usd": 0.0}, "metrics": {"roc_auc": 0.8381, "log_loss": None}},
+    "register": {"model_name": "churn", "version": "2", "run_id": "abc"},
+    "gate_metrics": {"passed": True, "message": "metric gate passed: roc_auc 0.8381 within bounds"},
+    "promote": {"decision": "kept_champion", "reason": "v2 does not beat v1", "model_name": "churn",
+                "champion_after": "1"},
+    "teardown": {"jobs": [{}], "stopped_jobs": [], "compute_seconds": 4.0, "cost_usd": 0.0, "scratch_removed": "/s"},
+}
+
+
+def test_report_operator_writes_and_renders(make_context, state_dir):
+    ctx = make_context(dag_id="churn_retrain", run_id="r1", pulled=STAGES)
+    op = RunReportOperator(task_id="report", pipeline="churn", stage_task_ids=list(STAGES))
+    result = op.execute(ctx)
+    report = json.loads(open(result["report_path"]).read())
+    assert report["stages"] == STAGES
+    assert report["dag_id"] == "churn_retrain" and report["run_id"] == "r1"
+    latest = state_dir / "reports" / "churn_retrain" / "latest.json"
+    assert json.loads(latest.read_text()) == report
+    text = format_report(report)
+    assert "2/2 models built, 41/41 tests passed" in text
+    assert "job churn-1 on local (cuda): 4.0 compute s, est. $0.0000" in text
+    assert "roc_auc=0.8381, log_loss=-" in text
+    assert "KEPT_CHAMPION: v2 does not beat v1" in text
+    assert "churn@champion = version 1" in text
+    assert "scratch removed" in text
+
+
+def test_report_of_a_failed_run_says_where_it_stopped():
+    report = {
+        "pipeline": "churn",
+        "dag_id": "churn_retrain",
+        "run_id": "r2",
+        "task_states": {"train": "failed", "register": "upstream_failed"},
+        "stages": {k: STAGES[k] for k in ("dbt_build", "export_dataset", "teardown")},
+    }
+    text = format_report(report)
+    assert "training       failed" in text
+    assert "registered     upstream_failed" in text
+    assert "promotion      no result (champion unchanged)" in text
