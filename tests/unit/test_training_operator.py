@@ -344,3 +344,37 @@ def test_on_kill_stops_the_running_job(make_op, make_context, run, run_id, jobs_
     assert isinstance(box.get("error"), TrainingJobFailed), box
     assert f"training job {run.job_name(1)} Stopped: stopped by request" in str(box["error"])
     assert "done" not in backend.read_logs(run.job_name(1))[0]
+
+
+def test_task_timeout_stops_the_job(tmp_path, make_context, monkeypatch):
+    """execution_timeout interrupts the wait: the job is stopped, not left for a retry to inherit."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    script = tmp_path / "slow.py"
+    script.write_text("import time\nprint('training', flush=True)\ntime.sleep(60)\n")
+    channel = tmp_path / "train"
+    channel.mkdir()
+    op = TrainModelOperator(
+        task_id="train",
+        pipeline="unit",
+        entry_point=str(script),
+        channels={"train": str(channel)},
+        backend_config={"jobs_dir": str(tmp_path / "jobs")},
+        poll_interval=0.1,
+    )
+    backend = op.training_backend
+    real_describe = backend.describe
+    calls = {"n": 0}
+
+    def describe_then_time_out(name):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the timeout fires once, during the wait
+            raise AirflowTaskTimeout("Timeout, PID: 1")
+        return real_describe(name)
+
+    monkeypatch.setattr(backend, "describe", describe_then_time_out)
+    ctx = make_context(run_id="timeout-run")
+    with pytest.raises(AirflowTaskTimeout):
+        op.execute(ctx)
+    monkeypatch.setattr(backend, "describe", real_describe)
+    assert backend.describe(ctx["ti"].xcoms["job_name"]).state == JobState.STOPPED

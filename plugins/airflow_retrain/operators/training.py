@@ -7,7 +7,7 @@ import math
 import time
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
 
 from airflow_retrain.operators.base import TrainingBackendOperator
 from airflow_retrain.training.base import JobState, TrainingJob, TrainingJobRequest
@@ -94,7 +94,13 @@ class TrainModelOperator(TrainingBackendOperator):
             )
         self._job_name = job.job_name
         context["ti"].xcom_push(key="job_name", value=job.job_name)
-        job = self._wait(job)
+        try:
+            job = self._wait(job)
+        except AirflowTaskTimeout:
+            # The task's execution_timeout is a budget for the job too: a retry must not inherit it.
+            self.log.error("Task timed out: stopping training job %s", job.job_name)
+            backend.stop(job.job_name)
+            raise
         cost = backend.cost(job, self.hourly_price_usd)
         if job.state != JobState.COMPLETED:
             raise TrainingJobFailed(
