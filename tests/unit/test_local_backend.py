@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import alive, wait_for
 
 from airflow_retrain.training import get_backend
 from airflow_retrain.training.base import (
@@ -75,31 +76,8 @@ pathlib.Path(os.environ["SM_MODEL_DIR"], "model.json").write_text("{}")
 """
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def wait_terminal(backend, job_name: str, timeout: float = 15.0):
     return wait_for(lambda: (j := backend.describe(job_name)).state.terminal and j, timeout)
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone: it has exited and only waits to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture

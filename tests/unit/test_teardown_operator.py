@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from helpers import alive, wait_for
 
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -30,24 +30,6 @@ while hps.get("gate") and not (channel / "go").exists():
 pathlib.Path(os.environ["SM_MODEL_DIR"], "model.json").write_text("{}")
 (out / "metrics.json").write_text(json.dumps({"metrics": {"acc": 0.7}, "info": {}}))
 """
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 @pytest.fixture

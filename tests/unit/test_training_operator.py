@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -59,16 +60,6 @@ EXPECTED_METRICS = {
     "rows": 1000.0,
     "label": None,
 }
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 @pytest.fixture
