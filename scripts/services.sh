@@ -57,7 +57,8 @@ start_mlflow() {
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$DIR/mlflow/server.log" 2>&1 &
   echo $! > "$DIR/mlflow/pid"
   for _ in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null 2>&1; then
+    if "$PY" -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" \
+        "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null 2>&1; then
       echo "services: mlflow on 127.0.0.1:$MLFLOW_PORT"; return 0
     fi
     sleep 1
