@@ -4,15 +4,16 @@
 operators import mlflow, pandas, duckdb and dbt lazily, when a task runs), so parsing stays cheap.
 
 A spec that fails validation must not take down the other pipelines' DAGs, and must still show up as an
-import error naming the spec file and field. Airflow records an import error for a DAG file either when
-the module raises (which would drop every DAG in it) or when one of its DAGs fails validation while the
-others are bagged. So each broken spec is represented by a :class:`SpecErrorDag` whose ``validate()``
-raises the :class:`~airflow_retrain.spec.SpecError`: the DagBag reports it as the file's import error,
-and it never becomes a DAG.
+import error naming the spec file and field. Airflow 3 marks *every* DAG of a file that has an import
+error as stale (hidden, never scheduled), so the two jobs live in two DAG files: ``dags/retrain.py``
+calls :func:`build_dags`, which builds the valid specs' DAGs and skips broken ones; and
+``dags/retrain_spec_check.py`` calls :func:`raise_spec_errors`, whose exception becomes that file's import
+error, naming each broken spec file and field. That file has no DAGs to lose.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -29,14 +30,9 @@ from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOp
 from airflow_retrain.operators.training import TrainModelOperator
 from airflow_retrain.spec import PipelineSpec, SpecError, load_specs
 
+log = logging.getLogger(__name__)
+
 STAGES = ["prepare_run", "dbt_build", "export_dataset", "train", "register", "gate_metrics", "promote", "teardown"]
-
-
-class SpecErrorDag(DAG):
-    """Stands in for the DAG of a broken spec; failing validation turns it into an import error."""
-
-    def validate(self) -> None:
-        raise self.spec_error  # type: ignore[attr-defined]
 
 
 def _doc_md(spec: PipelineSpec) -> str:
@@ -180,22 +176,23 @@ def _specs_dir() -> Path:
 
 
 def build_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
-    """Build a DAG per spec file and put them into ``namespace`` (a DAG file's ``globals()``).
+    """Build a DAG per valid spec file and put them into ``namespace`` (a DAG file's ``globals()``).
 
-    Broken specs become :class:`SpecErrorDag` entries, reported by Airflow as this file's import error.
+    Broken specs are skipped here (and logged); :func:`raise_spec_errors` reports them.
     """
     loaded = load_specs(specs_dir or _specs_dir())
-    dags: dict[str, DAG] = {}
-    for spec in loaded.specs:
-        dags[spec.dag_id] = build_dag(spec)
-    if loaded.errors:
-        error = SpecError(
-            ", ".join(loaded.errors),
-            [str(e) for e in loaded.errors.values()],
-        ) if len(loaded.errors) > 1 else next(iter(loaded.errors.values()))
-        broken = SpecErrorDag(dag_id="retrain_invalid_specs", schedule=None, description=str(error))
-        broken.spec_error = error
-        dags["retrain_invalid_specs"] = broken
+    dags = {spec.dag_id: build_dag(spec) for spec in loaded.specs}
+    for error in loaded.errors.values():
+        log.error("Skipping pipeline: %s", error)
     if namespace is not None:
         namespace.update(dags)
     return dags
+
+
+def raise_spec_errors(specs_dir: str | os.PathLike | None = None) -> None:
+    """Raise one :class:`SpecError` naming every broken spec file and field; return if all are valid."""
+    errors = load_specs(specs_dir or _specs_dir()).errors
+    if len(errors) == 1:
+        raise next(iter(errors.values()))
+    if errors:
+        raise SpecError(", ".join(errors), [str(e) for e in errors.values()])

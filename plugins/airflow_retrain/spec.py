@@ -186,6 +186,8 @@ def _format_validation_error(err: ValidationError) -> list[str]:
             msg = "required field is missing"
         elif item["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif item["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         problems.append(f"{field}: {msg}")
     return problems
 
