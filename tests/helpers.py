@@ -17,6 +17,13 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
+def stop_running_jobs(backend) -> None:
+    """Never leave a job running behind a failed test."""
+    for job in backend.find_jobs({}):
+        if not job.state.terminal:
+            backend.stop(job.job_name, grace_seconds=2)
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone: it has exited and only waits to be reaped)."""
     try:

@@ -88,10 +88,8 @@ def format_report(report: dict[str, Any]) -> str:
     if td:
         lines.append(
             f"  teardown       {len(td['jobs'])} job(s), {len(td['stopped_jobs'])} stopped, "
-            f"{td['compute_seconds']:.1f} compute s, est. ${td['cost_usd']:.4f}; scratch removed"
-            if td.get("scratch_removed")
-            else f"  teardown       {len(td['jobs'])} job(s), {len(td['stopped_jobs'])} stopped, "
             f"{td['compute_seconds']:.1f} compute s, est. ${td['cost_usd']:.4f}"
+            + ("; scratch removed" if td.get("scratch_removed") else "")
         )
     else:
         lines.append(f"  teardown       {state('teardown')}")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_for
+from helpers import alive, stop_running_jobs, wait_for
 
 from airflow_retrain.training import get_backend
 from airflow_retrain.training.base import (
@@ -105,9 +105,7 @@ def backend(tmp_path):
     leftover_pids: list[int] = []
     backend.leftover_pids = leftover_pids  # tests register child pids to kill should they survive
     yield backend
-    for job in backend.find_jobs({}):
-        if not job.state.terminal:
-            backend.stop(job.job_name, grace_seconds=2)
+    stop_running_jobs(backend)
     for pid in leftover_pids:
         if alive(pid):
             os.kill(pid, signal.SIGKILL)

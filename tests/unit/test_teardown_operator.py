@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_for
+from helpers import alive, stop_running_jobs, wait_for
 
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -36,9 +36,7 @@ pathlib.Path(os.environ["SM_MODEL_DIR"], "model.json").write_text("{}")
 def backend(tmp_path):
     backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs")
     yield backend
-    for job in backend.find_jobs({}):
-        if not job.state.terminal:
-            backend.stop(job.job_name, grace_seconds=2)
+    stop_running_jobs(backend)
 
 
 @pytest.fixture

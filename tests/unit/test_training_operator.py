@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import stop_running_jobs, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -66,11 +66,7 @@ EXPECTED_METRICS = {
 def jobs_dir(tmp_path) -> Path:
     path = tmp_path / "jobs"
     yield path
-    # Never leave a job running behind a failed test.
-    backend = LocalTrainingBackend(jobs_dir=path)
-    for job in backend.find_jobs({}):
-        if not job.state.terminal:
-            backend.stop(job.job_name, grace_seconds=2)
+    stop_running_jobs(LocalTrainingBackend(jobs_dir=path))
 
 
 @pytest.fixture
