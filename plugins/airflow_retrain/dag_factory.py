@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import UTC, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,12 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 
 
 def build_dag(spec: PipelineSpec) -> DAG:
-    """Build the retraining DAG of one validated spec."""
-    start = spec.start_date if spec.start_date.tzinfo else spec.start_date.replace(tzinfo=UTC)
+    """Build the retraining DAG of one validated spec.
+
+    The DAG is not auto-registered: only the DAG file's namespace (see :func:`build_dags`) publishes it,
+    so a DAG that fails half-way, or one built only to check it (:func:`raise_spec_errors`), never loads.
+    """
+    start = _start_date(spec)
     res = spec.training.resources
     hyperparameters: dict[str, Any] = {
         **spec.training.hyperparameters,
@@ -82,6 +86,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         max_active_runs=1,  # one run per pipeline at a time: promotions never race within a pipeline
         tags=["retrain", spec.name, *spec.tags],
         doc_md=_doc_md(spec),
+        auto_register=False,
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": timedelta(minutes=1)},
     ) as dag:
         prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0, **common)
@@ -92,6 +97,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             exclude=list(spec.dbt.exclude),
             target=spec.dbt.target,
             warehouse_conn_id=spec.warehouse_connection_id,
+            **_pool(spec),
             **common,
         )
         export = ExportTrainingDatasetOperator(
@@ -103,6 +109,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             holdout_fraction=spec.dataset.holdout_fraction,
             min_rows=spec.dataset.min_rows,
             warehouse_conn_id=spec.warehouse_connection_id,
+            **_pool(spec),
             **common,
         )
         train = TrainModelOperator(
@@ -117,6 +124,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             gpu=res.gpu,
             hourly_price_usd=res.hourly_price_usd,
             execution_timeout=timedelta(seconds=res.max_runtime_seconds + 600),
+            **_training_environment(spec),
             **common,
         )
         register = RegisterModelOperator(
@@ -175,14 +183,77 @@ def _specs_dir() -> Path:
     return root / "include" / "pipelines"
 
 
+def _start_date(spec: PipelineSpec) -> datetime:
+    """The spec's start date, aware: a naive one is read in the spec's ``timezone``."""
+    import pendulum
+
+    start = spec.start_date
+    if start.tzinfo is None:
+        return pendulum.instance(start, tz=pendulum.timezone(spec.timezone))
+    return start
+
+
+def _pool(spec: PipelineSpec) -> dict[str, Any]:
+    """The warehouse pool of dbt and the export (one slot: the embedded DuckDB file has one writer)."""
+    return {"pool": spec.pool} if spec.pool else {}
+
+
+def _training_environment(spec: PipelineSpec) -> dict[str, Any]:
+    """What the training backend adds to its allow-listed environment, from ``training.environment/env``."""
+    config: dict[str, Any] = {}
+    if spec.training.environment:
+        config["pass_environment"] = list(spec.training.environment)
+    if spec.training.env:
+        config["environment"] = dict(spec.training.env)
+    return {"backend_config": config} if config else {}
+
+
+def _build_checked(spec: PipelineSpec) -> DAG:
+    """Build one DAG and run the checks the DagBag runs before bagging it (timetable, setup/teardown)."""
+    try:
+        dag = build_dag(spec)
+        dag.validate()
+        dag.check_cycle()
+    except SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the per-spec boundary: any error belongs to this spec only
+        field = "schedule" if "Timetable" in type(e).__name__ else "<dag>"
+        raise SpecError(spec.source_path, [f"{field}: the DAG cannot be built: {type(e).__name__}: {e}"]) from None
+    return dag
+
+
+def collect_pipelines(specs_dir: str | os.PathLike | None = None) -> tuple[dict[str, DAG], dict[str, SpecError]]:
+    """Load every spec and build its DAG, each inside its own error boundary.
+
+    :return: ``(dag_id -> DAG, spec file -> SpecError)``; never raises for a spec's fault.
+    """
+    directory = specs_dir or _specs_dir()
+    try:
+        loaded = load_specs(directory)
+    except Exception as e:  # noqa: BLE001 - e.g. an unreadable specs folder
+        return {}, {str(directory): SpecError(directory, [f"<folder>: cannot load specs: {type(e).__name__}: {e}"])}
+    dags: dict[str, DAG] = {}
+    errors = dict(loaded.errors)
+    for spec in loaded.specs:
+        try:
+            dags[spec.dag_id] = _build_checked(spec)
+        except SpecError as e:
+            errors[spec.source_path] = e
+    return dags, errors
+
+
 def build_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
     """Build a DAG per valid spec file and put them into ``namespace`` (a DAG file's ``globals()``).
 
-    Broken specs are skipped here (and logged); :func:`raise_spec_errors` reports them.
+    Broken specs -- invalid, or failing while their DAG is built -- are skipped here (and logged);
+    :func:`raise_spec_errors` reports them. This function does not raise for a spec's fault.
     """
-    loaded = load_specs(specs_dir or _specs_dir())
-    dags = {spec.dag_id: build_dag(spec) for spec in loaded.specs}
-    for error in loaded.errors.values():
+    try:
+        dags, errors = collect_pipelines(specs_dir)
+    except Exception:  # noqa: BLE001 - dags/retrain.py must never become an import error
+        log.exception("Building the retraining DAGs failed")
+        return {}
+    for error in errors.values():
         log.error("Skipping pipeline: %s", error)
     if namespace is not None:
         namespace.update(dags)
@@ -191,7 +262,7 @@ def build_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.Path
 
 def raise_spec_errors(specs_dir: str | os.PathLike | None = None) -> None:
     """Raise one :class:`SpecError` naming every broken spec file and field; return if all are valid."""
-    errors = load_specs(specs_dir or _specs_dir()).errors
+    errors = collect_pipelines(specs_dir)[1]
     if len(errors) == 1:
         raise next(iter(errors.values()))
     if errors:

@@ -14,16 +14,57 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from airflow_retrain.training import BACKEND_NAMES
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
+
+# Numbers in a spec are real numbers: ``true`` is not 1, ``.nan``/``.inf`` are not prices or margins.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Airflow connection and pool ids: what its UI and CLI accept.
+_AIRFLOW_ID_RE = r"^[A-Za-z0-9_.-]{1,250}$"
+# Hyperparameter keys become ``--key`` arguments and ``SM_HP_<KEY>`` variables.
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+#: Airflow's limit on a DAG tag (``airflow.models.dag.TAG_MAX_LEN``).
+TAG_MAX_LENGTH = 100
+#: The schedule presets Airflow accepts besides cron expressions and ``null``.
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+#: Hyperparameters the DAG sets itself from the spec (``dataset.*``, ``resources.gpu``).
+RESERVED_HYPERPARAMETERS = ("target_column", "id_column", "device")
+#: Pool that serialises dbt and the export of every pipeline on the embedded DuckDB warehouse.
+EMBEDDED_WAREHOUSE_POOL = "retrain_embedded_warehouse"
+# Names the training environment never takes from the worker: Airflow's own (connections, config,
+# secrets) and the container contract the backend writes itself.
+_FORBIDDEN_ENV_PREFIXES = ("AIRFLOW", "_AIRFLOW", "SM_")
+
+
+def _unsafe_text(value: str) -> str | None:
+    """Why ``value`` cannot travel into a subprocess argument or environment (None if it can)."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if _CONTROL_CHARS_RE.search(value):
+        return "contains a control character"
+    if any(marker in value for marker in _TEMPLATE_MARKERS):
+        return "contains a Jinja template marker ({{, {% or {#), which Airflow would render at run time"
+    return None
 
 
 class SpecError(ValueError):
@@ -49,23 +90,72 @@ class DbtSpec(_Strict):
         None, description="profile target; default: the connection's type, else the profile's default"
     )
 
+    @field_validator("select", "exclude")
+    @classmethod
+    def _selectors_are_not_flags(cls, value: list[str]) -> list[str]:
+        for i, selector in enumerate(value):
+            if not selector.strip():
+                raise ValueError(f"item {i} is empty")
+            if selector.lstrip().startswith("-"):
+                raise ValueError(f"item {i} {selector!r} starts with '-': a selector, not a dbt flag")
+            if reason := _unsafe_text(selector):
+                raise ValueError(f"item {i} {reason}")
+        return value
+
+    @field_validator("target", "project_dir")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip() or value.lstrip().startswith("-"):
+                raise ValueError(f"{value!r} is not a usable name")
+            if reason := _unsafe_text(value):
+                raise ValueError(reason)
+        return value
+
 
 class DatasetSpec(_Strict):
     """How the feature mart becomes a run-scoped training dataset."""
 
     feature_table: str = Field(description="dbt model that holds one row per example, e.g. churn_features")
-    target_column: str
-    id_column: str
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    min_rows: int = Field(100, ge=1)
+    target_column: str = Field(min_length=1)
+    id_column: str = Field(min_length=1)
+    holdout_fraction: FiniteFloat = Field(0.2, gt=0.0, lt=0.5)
+    min_rows: StrictInt = Field(100, ge=1)
+
+    @field_validator("feature_table")
+    @classmethod
+    def _model_name_only(cls, value: str) -> str:
+        if "." in value or '"' in value:
+            raise ValueError(
+                f"{value!r}: give the dbt model's name (e.g. {value.replace(chr(34), '').split('.')[-1]!r}); "
+                "its database and schema come from dbt, so a schema prefix is not allowed"
+            )
+        if not value.strip():
+            raise ValueError("empty model name")
+        return value
+
+    @field_validator("target_column", "id_column")
+    @classmethod
+    def _column_text(cls, value: str) -> str:
+        if reason := _unsafe_text(value):
+            raise ValueError(reason)
+        return value
+
+    @model_validator(mode="after")
+    def _target_is_not_the_id(self) -> DatasetSpec:
+        if self.target_column == self.id_column:
+            raise ValueError(
+                f"target_column and id_column are both {self.target_column!r}: the label cannot be the example id"
+            )
+        return self
 
 
 class ResourcesSpec(_Strict):
     instance_type: str = "local"
-    instance_count: int = Field(1, ge=1)
-    max_runtime_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    instance_count: StrictInt = Field(1, ge=1)
+    max_runtime_seconds: StrictInt = Field(3600, ge=60, le=7 * 24 * 3600)
     gpu: Literal["auto", "required", "none"] = "auto"
-    hourly_price_usd: float | None = Field(
+    hourly_price_usd: FiniteFloat | None = Field(
         None, ge=0, description="override the price table, e.g. an internal chargeback rate"
     )
 
@@ -74,7 +164,15 @@ class TrainingSpec(_Strict):
     backend: str = "local"
     entry_point: str = Field(description="training script, relative to the project root")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    hyperparameters: dict[str, str | StrictBool | StrictInt | FiniteFloat] = Field(default_factory=dict)
+    environment: list[str] = Field(
+        default_factory=list,
+        description="names of worker environment variables the training script may see, on top of the "
+        "built-in allow-list (local backend)",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables set for the training script (no secrets)"
+    )
 
     @field_validator("backend")
     @classmethod
@@ -83,10 +181,55 @@ class TrainingSpec(_Strict):
             raise ValueError(f"unknown training backend {value!r}; known: {', '.join(BACKEND_NAMES)}")
         return value
 
+    @field_validator("hyperparameters")
+    @classmethod
+    def _safe_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        seen: dict[str, str] = {}
+        for key, item in value.items():
+            if not _IDENTIFIER_RE.match(key):
+                raise ValueError(
+                    f"key {key!r} is not a valid identifier (letters, digits and _, not starting with a digit, "
+                    "at most 128 characters): it becomes --{key} and SM_HP_<KEY>"
+                )
+            if key in RESERVED_HYPERPARAMETERS:
+                raise ValueError(f"key {key!r} is set by the pipeline itself (from dataset/resources); remove it")
+            if key.upper() in seen:
+                raise ValueError(f"keys {seen[key.upper()]!r} and {key!r} both become SM_HP_{key.upper()}")
+            seen[key.upper()] = key
+            if isinstance(item, str) and (reason := _unsafe_text(item)):
+                raise ValueError(f"value of {key!r} {reason}")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _passable_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_env_name(name)
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _settable_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            _check_env_name(name)
+            if reason := _unsafe_text(item):
+                raise ValueError(f"value of {name!r} {reason}")
+        return value
+
+
+def _check_env_name(name: str) -> None:
+    if not _ENV_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    if name.upper().startswith(_FORBIDDEN_ENV_PREFIXES):
+        raise ValueError(
+            f"{name!r}: Airflow's variables (connections, config, secrets) and the SM_* container contract "
+            "never reach the training script"
+        )
+
 
 class Threshold(_Strict):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _has_bound(self) -> Threshold:
@@ -107,11 +250,11 @@ class GatesSpec(_Strict):
 class RegistrySpec(_Strict):
     model_name: str = Field(min_length=1)
     primary_metric: str
-    greater_is_better: bool = True
-    min_improvement: float = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
+    greater_is_better: StrictBool = True
+    min_improvement: FiniteFloat = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
     flavor: Literal["xgboost"] = Field("xgboost", description="MLflow flavor the model is logged with")
     experiment: str | None = Field(None, description="MLflow experiment; default: retrain/<pipeline name>")
-    connection_id: str = "mlflow_default"
+    connection_id: str = Field("mlflow_default", pattern=_AIRFLOW_ID_RE)
 
 
 class PipelineSpec(_Strict):
@@ -120,13 +263,21 @@ class PipelineSpec(_Strict):
     owner: str = "airflow"
     schedule: str | None = "@weekly"
     start_date: datetime = datetime(2026, 1, 1)
-    catchup: bool = False
-    retries: int = Field(1, ge=0, le=10)
+    timezone: str = Field("UTC", description="IANA time zone of the schedule and of a naive start_date")
+    catchup: StrictBool = False
+    retries: StrictInt = Field(1, ge=0, le=10)
     tags: list[str] = Field(default_factory=list)
     warehouse_connection_id: str = Field(
         "retrain_warehouse",
+        pattern=_AIRFLOW_ID_RE,
         description="Airflow connection (duckdb or postgres) for dbt and the export; while the default "
         "connection is not defined, the embedded DuckDB warehouse under the state dir is used",
+    )
+    warehouse_pool: str | None = Field(
+        "auto",
+        description="Airflow pool for dbt_build and export_dataset; 'auto': the 1-slot "
+        f"{EMBEDDED_WAREHOUSE_POOL!r} pool when the warehouse may be the embedded DuckDB (the default "
+        "connection), none otherwise; null: no pool",
     )
     dbt: DbtSpec
     dataset: DatasetSpec
@@ -141,6 +292,63 @@ class PipelineSpec(_Strict):
     @property
     def dag_id(self) -> str:
         return f"{self.name}_retrain"
+
+    @property
+    def pool(self) -> str | None:
+        """The pool of the warehouse tasks (dbt, export), resolved from ``warehouse_pool``."""
+        if self.warehouse_pool != "auto":
+            return self.warehouse_pool
+        return EMBEDDED_WAREHOUSE_POOL if self.warehouse_connection_id == "retrain_warehouse" else None
+
+    @field_validator("warehouse_pool")
+    @classmethod
+    def _pool_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_AIRFLOW_ID_RE, value):
+            raise ValueError(f"{value!r} is not a valid Airflow pool name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _a_date(cls, value: Any) -> Any:
+        # pydantic would read a number as seconds since 1970: a spec means a calendar date.
+        if isinstance(value, bool) or not isinstance(value, (str, date)):
+            raise ValueError(f"expected a date or date-time (2026-01-01), got {value!r}")
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _plausible_date(cls, value: datetime) -> datetime:
+        if not 1970 <= value.year <= 2200:
+            raise ValueError(f"{value.isoformat()} is outside 1970..2200")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        import pendulum
+
+        try:
+            pendulum.timezone(value)
+        except Exception:  # noqa: BLE001 - pendulum raises several types for unknown names
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return validate_schedule(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _airflow_tags(cls, value: list[str]) -> list[str]:
+        for i, tag in enumerate(value):
+            if not tag.strip():
+                raise ValueError(f"tag {i} is empty")
+            if len(tag) > TAG_MAX_LENGTH:
+                raise ValueError(f"tag {i} is {len(tag)} characters long; Airflow allows at most {TAG_MAX_LENGTH}")
+        return value
 
     @model_validator(mode="after")
     def _primary_metric_is_gated(self) -> PipelineSpec:
@@ -157,6 +365,32 @@ class PipelineSpec(_Strict):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def validate_schedule(schedule: str, *, start: datetime | None = None) -> str:
+    """Check a spec's schedule as the DAG will: a preset or a 5-field cron expression that fires.
+
+    :raises ValueError: naming what is wrong (syntax, a field out of range, a date that never comes).
+    """
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    if schedule.startswith("@"):
+        if schedule not in SCHEDULE_PRESETS:
+            raise ValueError(f"unknown preset {schedule!r}; presets: {', '.join(SCHEDULE_PRESETS)}")
+        return schedule
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{schedule!r} is not a cron expression of 5 fields (minute hour day-of-month month day-of-week) "
+            f"nor a preset ({', '.join(SCHEDULE_PRESETS)})"
+        )
+    try:
+        croniter(schedule, start or datetime(2026, 1, 1), max_years_between_matches=10).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {schedule!r} never fires (no such date within 10 years)") from None
+    except (CroniterBadCronError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"invalid cron expression {schedule!r}: {e}") from None
+    return schedule
 
 
 def project_root_for(spec_path: Path) -> Path:
@@ -223,24 +457,79 @@ def _check_dbt(spec: PipelineSpec) -> list[str]:
     return problems
 
 
-def load_spec(path: Path | str) -> PipelineSpec:
-    """Load and validate one spec file; raise :class:`SpecError` naming the file and fields."""
-    path = Path(path)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "last one wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # resolve `<<` merge keys first: overriding a merged key is allowed
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"unhashable key {key!r}", key_node.start_mark
+                ) from None
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r} (first at line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise SpecError(path, [f"cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(path, [f"<file>: not UTF-8 text (byte {e.start})"]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(path, [f"not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+        raise SpecError(path, [f"not valid YAML{where}: {getattr(e, 'problem', None) or e}"]) from None
+    except RecursionError:
+        raise SpecError(path, ["not valid YAML: nested too deeply"]) from None
+
+
+def _check_inside_project(spec: PipelineSpec, field: str, relative: str) -> str | None:
+    """The problem with a spec path that is absolute or resolves (after symlinks) outside the root."""
+    root = Path(spec.root).resolve()
+    if Path(relative).is_absolute():
+        return f"{field}: {relative!r} is an absolute path; give a path relative to the project root {root}"
+    resolved = spec.path(relative)
+    if not resolved.is_relative_to(root):
+        return f"{field}: {relative!r} resolves to {resolved}, outside the project root {root}"
+    return None
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Load and validate one spec file; raise :class:`SpecError` naming the file and fields."""
+    path = Path(path)
+    raw = _parse_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(path, ["<top level>: expected a mapping of fields"])
+    if bad := [k for k in raw if not isinstance(k, str)]:
+        raise SpecError(path, [f"<top level>: field names must be text, got {bad[0]!r}"])
     root = project_root_for(path)
     try:
         spec = PipelineSpec.model_validate({**raw, "source_path": str(path.resolve()), "root": str(root)})
     except ValidationError as e:
         raise SpecError(path, _format_validation_error(e)) from None
+    outside = [
+        problem
+        for field, relative in (("dbt.project_dir", spec.dbt.project_dir), ("training.entry_point", spec.training.entry_point))
+        if (problem := _check_inside_project(spec, field, relative))
+    ]
+    if outside:
+        raise SpecError(path, outside)
     problems = _check_dbt(spec)
     entry = spec.path(spec.training.entry_point)
     if not entry.is_file():
@@ -248,6 +537,16 @@ def load_spec(path: Path | str) -> PipelineSpec:
     if problems:
         raise SpecError(path, problems)
     return spec
+
+
+def spec_files(directory: Path | str) -> list[Path]:
+    """The spec files of a folder: ``*.yaml``/``*.yml`` in any letter case, hidden (editor) files aside."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+    )
 
 
 @dataclass(frozen=True)
@@ -261,11 +560,14 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
     specs: list[PipelineSpec] = []
     errors: dict[str, SpecError] = {}
     seen: dict[str, str] = {}
-    for path in sorted(Path(directory).glob("*.y*ml")):
+    for path in spec_files(directory):
         try:
             spec = load_spec(path)
         except SpecError as e:
             errors[str(path)] = e
+            continue
+        except Exception as e:  # noqa: BLE001 - one file's surprise must not hide the other pipelines
+            errors[str(path)] = SpecError(path, [f"<file>: could not be validated: {type(e).__name__}: {e}"])
             continue
         if spec.name in seen:
             errors[str(path)] = SpecError(path, [f"name: {spec.name!r} is already used by {seen[spec.name]}"])

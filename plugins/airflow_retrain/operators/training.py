@@ -158,15 +158,17 @@ class TrainModelOperator(TrainingBackendOperator):
         metrics = report.get("metrics") if isinstance(report, dict) else None
         if not isinstance(metrics, dict):
             raise TrainingJobFailed(f"training job {job.job_name}: metrics.json has no 'metrics' object")
-        # Keep NaN/None as None: JSON-able, and the gate fails closed on it with the metric's name.
+        # Only finite real numbers survive; anything else (true, "0.9", NaN, inf, null, {...}) becomes None:
+        # JSON-able, and the gate fails closed on it with the metric's name.
         clean = {}
         for key, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                clean[key] = None
-                continue
-            clean[key] = number if math.isfinite(number) else None
+            number = None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:  # an int too large for a float
+                    number = None
+            clean[key] = number if number is not None and math.isfinite(number) else None
         report["metrics"] = clean
         return report
 

@@ -31,7 +31,51 @@ from airflow_retrain.training.base import (
 )
 
 _RUNNER = Path(__file__).with_name("local_runner.py")
-_PRIVATE_ENV_PREFIXES = ("AIRFLOW", "SM_", "MLFLOW_", "RETRAIN_PG_", "AWS_", "GOOGLE_", "DBT_ENV_SECRET")
+
+#: Worker environment variables a training script may see (an allow-list: anything else, however it is
+#: named -- PGPASSWORD, DATABASE_URL, *_TOKEN, AIRFLOW_CONN_* -- stays with the worker). A spec adds names
+#: with ``training.environment`` and values with ``training.env``.
+BASE_ENVIRONMENT_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TEMP", "TMP", "TZ", "LANG", "LANGUAGE",
+        # thread pools: the script should size them as the worker's operator intended
+        "OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OMP_PROC_BIND", "OMP_PLACES", "OMP_DYNAMIC",
+        "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "VECLIB_MAXIMUM_THREADS",
+        # the GPU runtime
+        "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
+        # Python, minimally: no PYTHONPATH/PYTHONSTARTUP (the script runs as it would in a container)
+        "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
+    }
+)  # fmt: skip
+BASE_ENVIRONMENT_PREFIXES = ("LC_", "MKL_", "OPENBLAS_")
+# Never from the worker, even when a spec names them: Airflow's own variables (connections, config,
+# secrets) and the container contract, which the backend writes itself.
+_FORBIDDEN_ENVIRONMENT_PREFIXES = ("AIRFLOW", "_AIRFLOW", "SM_")
+
+
+def training_environment(
+    worker_env: dict[str, str] | os._Environ,
+    pass_environment: list[str] | tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The base environment of a training script: the allow-listed part of the worker's environment.
+
+    :param worker_env: the worker's environment (``os.environ``).
+    :param pass_environment: more names to take from the worker (``training.environment`` of the spec).
+    :param environment: values to set (``training.env``); they win over the worker's.
+    """
+    allowed = set(BASE_ENVIRONMENT_NAMES) | set(pass_environment)
+    env = {
+        name: value
+        for name, value in worker_env.items()
+        if (name in allowed or name.startswith(BASE_ENVIRONMENT_PREFIXES))
+        and not name.upper().startswith(_FORBIDDEN_ENVIRONMENT_PREFIXES)
+    }
+    for name, value in (environment or {}).items():
+        if name.upper().startswith(_FORBIDDEN_ENVIRONMENT_PREFIXES):
+            raise ValueError(f"training environment: {name!r} is reserved (Airflow's variables, SM_* contract)")
+        env[name] = value
+    return env
 
 
 @lru_cache(maxsize=1)
@@ -101,17 +145,28 @@ class LocalTrainingBackend(TrainingBackend):
     :param jobs_dir: where job records, models and logs live (default ``<state dir>/jobs``).
     :param python: interpreter for the training script (default: this one); point it at a separate
         training environment to keep training dependencies apart from Airflow's.
+    :param pass_environment: names of worker environment variables the script may see besides
+        :data:`BASE_ENVIRONMENT_NAMES` (the spec's ``training.environment``).
+    :param environment: variables set for the script (the spec's ``training.env``).
     """
 
     name = "local"
 
-    def __init__(self, jobs_dir: str | os.PathLike | None = None, python: str | None = None):
+    def __init__(
+        self,
+        jobs_dir: str | os.PathLike | None = None,
+        python: str | None = None,
+        pass_environment: list[str] | None = None,
+        environment: dict[str, str] | None = None,
+    ):
         if jobs_dir is None:
             from airflow_retrain.spec import state_dir
 
             jobs_dir = state_dir() / "jobs"
         self.jobs_dir = Path(jobs_dir)
         self.python = python or sys.executable
+        self.pass_environment = list(pass_environment or [])
+        self.environment = dict(environment or {})
         self._procs: dict[str, subprocess.Popen] = {}
 
     def _dir(self, job_name: str) -> Path:
@@ -131,6 +186,12 @@ class LocalTrainingBackend(TrainingBackend):
         entry = Path(request.entry_point)
         if not entry.is_file():
             raise FileNotFoundError(f"training job {request.job_name}: entry point {entry} does not exist")
+        for key, value in request.hyperparameters.items():
+            # Checked before anything exists: a job that cannot start must not leave a record to wait on.
+            if not isinstance(key, str) or not key.isidentifier() or not key.isascii():
+                raise ValueError(f"training job {request.job_name}: hyperparameter {key!r} is not a valid identifier")
+            if "\0" in (value if isinstance(value, str) else json.dumps(value)):
+                raise ValueError(f"training job {request.job_name}: hyperparameter {key!r} contains a NUL byte")
         for channel, location in request.channels.items():
             if not Path(location).exists():
                 raise FileNotFoundError(f"training job {request.job_name}: channel {channel!r} path {location} missing")
@@ -143,8 +204,9 @@ class LocalTrainingBackend(TrainingBackend):
             (job_dir / sub).mkdir(parents=True, exist_ok=True)
         hps = dict(request.hyperparameters)
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
-        # its channels. The environment is handed to the runner, never written into the job record.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
+        # its channels and an allow-listed environment. The environment is handed to the runner, never
+        # written into the job record.
+        env = training_environment(os.environ, self.pass_environment, self.environment)
         env.update(
             {
                 "SM_MODEL_DIR": str(job_dir / "model"),
