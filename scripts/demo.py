@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "churn_retrain"
+EMBEDDED_WAREHOUSE_POOL = "retrain_embedded_warehouse"  # airflow_retrain.spec.EMBEDDED_WAREHOUSE_POOL
 
 
 def _env() -> dict[str, str]:
@@ -60,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t = step(f"Initialising Airflow in {env['AIRFLOW_HOME']} (SQLite)")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    # Tasks of pipelines on the embedded DuckDB warehouse run in this pool (see README, "Spec rules"):
+    # without it the scheduler would never start them.
+    subprocess.run(
+        ["airflow", "pools", "set", EMBEDDED_WAREHOUSE_POOL, "1", "airflow-retrain: one writer of the embedded DuckDB"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     timings["airflow db migrate"] = time.monotonic() - t
     if args.prepare_only:
         return 0

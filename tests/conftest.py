@@ -47,6 +47,13 @@ def airflow_db():
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
     )
+    # The pool the factory gives dbt_build/export_dataset on the embedded warehouse (`make demo` creates
+    # it with `airflow pools set`; in-process here, saving an Airflow start).
+    from airflow.models.pool import Pool
+
+    from airflow_retrain.spec import EMBEDDED_WAREHOUSE_POOL
+
+    Pool.create_or_update_pool(EMBEDDED_WAREHOUSE_POOL, slots=1, description="embedded DuckDB", include_deferred=False)
     return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
 
 

@@ -164,7 +164,7 @@ class TrainingSpec(_Strict):
     backend: str = "local"
     entry_point: str = Field(description="training script, relative to the project root")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    hyperparameters: dict[str, str | StrictBool | StrictInt | FiniteFloat] = Field(default_factory=dict)
+    hyperparameters: dict[str, str | StrictBool | StrictInt | float] = Field(default_factory=dict)
     environment: list[str] = Field(
         default_factory=list,
         description="names of worker environment variables the training script may see, on top of the "
@@ -181,11 +181,19 @@ class TrainingSpec(_Strict):
             raise ValueError(f"unknown training backend {value!r}; known: {', '.join(BACKEND_NAMES)}")
         return value
 
-    @field_validator("hyperparameters")
+    @field_validator("hyperparameters", mode="before")
     @classmethod
-    def _safe_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _safe_hyperparameters(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic names the type error
         seen: dict[str, str] = {}
         for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"key {key!r} is not text")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"value of {key!r} is {item}, not a finite number")
+            if not isinstance(item, (str, bool, int, float)):
+                raise ValueError(f"value of {key!r} must be text, a number or true/false, not {type(item).__name__}")
             if not _IDENTIFIER_RE.match(key):
                 raise ValueError(
                     f"key {key!r} is not a valid identifier (letters, digits and _, not starting with a digit, "
