@@ -419,10 +419,16 @@ def state_dir(root: Path | str | None = None) -> Path:
     return (base / ".local").resolve()
 
 
+def _loc_part(part: Any) -> str:
+    """One step of a field path; a key that is not a plain name is quoted, so the field stays readable."""
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_\-]+", text) else repr(text)
+
+
 def _format_validation_error(err: ValidationError) -> list[str]:
     problems = []
     for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "<top level>"
+        field = ".".join(_loc_part(p) for p in item["loc"]) or "<top level>"
         msg = item["msg"]
         if item["type"] == "missing":
             msg = "required field is missing"
