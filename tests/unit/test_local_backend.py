@@ -240,7 +240,7 @@ def test_script_sees_no_private_environment(backend, script, channel, monkeypatc
     leaked = [k for k in env if k.startswith(("AIRFLOW", "MLFLOW_", "RETRAIN_PG_", "AWS_"))]
     assert leaked == []
     assert "SM_CHANNEL_SNEAKY" not in env
-    assert env["HARMLESS_SETTING"] == "visible"  # only the private prefixes are dropped
+    assert "HARMLESS_SETTING" not in env  # an allow-list: unknown names stay with the worker (issue 5)
     assert "AIRFLOW_HOME" in os.environ  # (set by conftest; proves the filter had something to drop)
 
     record = (job_dir / "job.json").read_text()
@@ -250,6 +250,82 @@ def test_script_sees_no_private_environment(backend, script, channel, monkeypatc
     for name in ("runner.log", "log.txt", "input/config/hyperparameters.json"):
         text = (job_dir / name).read_text()
         assert not any(value in text for value in SECRETS.values()), name
+
+
+# Secrets as they sit in a real worker's environment, under names no prefix deny-list would guess.
+PLANTED_SECRETS = {
+    "PGPASSWORD": "planted-pg",
+    "DATABASE_URL": "postgresql://u:planted-db@h/db",
+    "OPENAI_API_KEY": "sk-planted-openai",
+    "HF_TOKEN": "hf_planted",
+    "GITHUB_TOKEN": "ghp_planted",
+    "AZURE_CLIENT_SECRET": "planted-azure",
+    "_AIRFLOW_WWW_USER_PASSWORD": "planted-www",
+    "AIRFLOW_CONN_X": "postgresql://x:planted-conn@h/db",
+    "AWS_SECRET_ACCESS_KEY": "planted-aws",
+    "MLFLOW_TRACKING_PASSWORD": "planted-mlflow",
+}
+
+
+def _proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_running_job_environment_is_an_allow_list(tmp_path, script, channel, monkeypatch):
+    """Read the real environment of the running runner and script from /proc/<pid>/environ."""
+    for key, value in PLANTED_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    monkeypatch.setenv("PYTHONPATH", "/worker/only")
+    monkeypatch.setenv("TEAM_SETTING", "asked-for")
+    backend = LocalTrainingBackend(
+        jobs_dir=tmp_path / "jobs",
+        pass_environment=["TEAM_SETTING", "OPENAI_API_KEY_NOT_SET"],
+        environment={"MODE": "nightly"},
+    )
+    try:
+        job = backend.submit(request("env-proc", script(GATED), channel))
+        pids = read_pids(backend, "env-proc")
+        for name, pid in (("runner", job.details["pid"]), ("script", pids["script"])):
+            env = _proc_environ(pid)
+            leaked = {k: v for k, v in env.items() if k in PLANTED_SECRETS or v in PLANTED_SECRETS.values()}
+            assert leaked == {}, (name, leaked)
+            assert not [k for k in env if k.startswith(("AIRFLOW", "_AIRFLOW", "MLFLOW", "AWS_", "RETRAIN_"))], name
+            assert env["PATH"] == os.environ["PATH"]
+            assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+            assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+            assert env["TEAM_SETTING"] == "asked-for" and env["MODE"] == "nightly"
+            assert "PYTHONPATH" not in env
+            assert env["SM_TRAINING_JOB_NAME"] == "env-proc" and env["SM_CHANNEL_TRAIN"] == str(channel)
+            extra = set(env) - {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE",
+                                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TEAM_SETTING", "MODE", "PYTHONUNBUFFERED",
+                                "TRAINING_JOB_NAME", "CUDA_VISIBLE_DEVICES", "TZ", "PYTHONHASHSEED",
+                                "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "LD_LIBRARY_PATH"}  # fmt: skip
+            assert {k for k in extra if not k.startswith("SM_")} == set(), (name, extra)
+        (channel / "go").write_text("")
+        assert wait_terminal(backend, "env-proc").state == JobState.COMPLETED
+    finally:
+        stop_running_jobs(backend)
+
+
+def test_a_spec_cannot_pass_airflow_variables_or_the_contract(tmp_path):
+    backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs", environment={"AIRFLOW_CONN_WAREHOUSE": "x"})
+    with pytest.raises(ValueError, match="reserved"):
+        backend.submit(TrainingJobRequest(job_name="x", entry_point=__file__, channels={}))
+    assert not (tmp_path / "jobs" / "x").exists()
+
+
+@pytest.mark.parametrize("key", ["a=b", "nul\x00", "$(id)", "x y"])
+def test_bad_hyperparameter_key_leaves_no_job_behind(backend, script, channel, key):
+    """Refused before the job exists: no record that a retry would wait 60 s on, then run a second job."""
+    with pytest.raises(ValueError, match="not a valid identifier"):
+        backend.submit(request("badkey-1", script(TRAIN_OK), channel, hyperparameters={key: 1}))
+    assert not (backend.jobs_dir / "badkey-1").exists()
+    assert backend.find_jobs({}) == []
 
 
 # --- failures -------------------------------------------------------------------------------

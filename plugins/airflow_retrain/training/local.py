@@ -195,6 +195,7 @@ class LocalTrainingBackend(TrainingBackend):
         for channel, location in request.channels.items():
             if not Path(location).exists():
                 raise FileNotFoundError(f"training job {request.job_name}: channel {channel!r} path {location} missing")
+        base_env = training_environment(os.environ, self.pass_environment, self.environment)
         try:
             job_dir.mkdir(parents=True)
         except FileExistsError:
@@ -206,7 +207,7 @@ class LocalTrainingBackend(TrainingBackend):
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
         # its channels and an allow-listed environment. The environment is handed to the runner, never
         # written into the job record.
-        env = training_environment(os.environ, self.pass_environment, self.environment)
+        env = base_env
         env.update(
             {
                 "SM_MODEL_DIR": str(job_dir / "model"),
