@@ -109,7 +109,7 @@ def test_training_metrics_json_keeps_only_finite_reals(tmp_path, raw):
     from airflow_retrain.training.base import JobState, TrainingJob
 
     path = tmp_path / "metrics.json"
-    path.write_text('{"metrics": {"roc_auc": %s, "accuracy": 0.8, "count": 3}}' % raw)
+    path.write_text('{"metrics": {"roc_auc": ' + raw + ', "accuracy": 0.8, "count": 3}}')
     job = TrainingJob(job_name="j-1", backend="local", state=JobState.COMPLETED)
     metrics = TrainModelOperator._read_metrics(job, path)["metrics"]
     assert metrics == {"roc_auc": None, "accuracy": 0.8, "count": 3.0}
