@@ -249,7 +249,7 @@ CONCRETE = {
     "target_is_id.yaml": (_spec_text(name="p14", dataset__target_column="customer_id"), "dataset"),
     "abs_entry.yaml": (_spec_text(name="p15", training__entry_point="/etc/passwd"), "training.entry_point"),
     "dotdot_dbt.yaml": (_spec_text(name="p16", dbt__project_dir="../.."), "dbt.project_dir"),
-    "dup_keys.yaml": (CHURN_TEXT.replace("name: churn\n", "name: p17\nname: p18\n"), "not valid YAML at line"),
+    "dup_keys.yaml": (CHURN_TEXT.replace("\nname: churn\n", "\nname: p17\nname: p18\n", 1), "duplicate key 'name'"),
 }
 
 

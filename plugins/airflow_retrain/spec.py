@@ -268,7 +268,7 @@ class RegistrySpec(_Strict):
 class PipelineSpec(_Strict):
     name: str = Field(pattern=_NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
-    owner: str = "airflow"
+    owner: str = Field("airflow", min_length=1, max_length=250, description="Airflow owner of every task")
     schedule: str | None = "@weekly"
     start_date: datetime = datetime(2026, 1, 1)
     timezone: str = Field("UTC", description="IANA time zone of the schedule and of a naive start_date")
@@ -347,6 +347,13 @@ class PipelineSpec(_Strict):
         if value is None:
             return None
         return validate_schedule(value)
+
+    @field_validator("owner", "description")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("contains a NUL byte")
+        return value
 
     @field_validator("tags")
     @classmethod
