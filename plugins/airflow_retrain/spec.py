@@ -531,6 +531,24 @@ def _check_inside_project(spec: PipelineSpec, field: str, relative: str) -> str 
     return None
 
 
+def _nul_bytes(node: Any, path: str = "") -> list[str]:
+    """Fields whose text holds a NUL byte: Postgres (Airflow's metadata DB) cannot store one anywhere."""
+    found = []
+    if isinstance(node, str):
+        if "\x00" in node:
+            found.append(f"{path or '<top level>'}: contains a NUL byte")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{_loc_part(key)}" if path else _loc_part(key)
+            if isinstance(key, str) and "\x00" in key:
+                found.append(f"{where}: the key contains a NUL byte")
+            found += _nul_bytes(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _nul_bytes(value, f"{path}.{i}")
+    return found
+
+
 def load_spec(path: Path | str) -> PipelineSpec:
     """Load and validate one spec file; raise :class:`SpecError` naming the file and fields."""
     path = Path(path)
@@ -539,6 +557,8 @@ def load_spec(path: Path | str) -> PipelineSpec:
         raise SpecError(path, ["<top level>: expected a mapping of fields"])
     if bad := [k for k in raw if not isinstance(k, str)]:
         raise SpecError(path, [f"<top level>: field names must be text, got {bad[0]!r}"])
+    if nul := _nul_bytes(raw):
+        raise SpecError(path, nul)
     root = project_root_for(path)
     try:
         spec = PipelineSpec.model_validate({**raw, "source_path": str(path.resolve()), "root": str(root)})

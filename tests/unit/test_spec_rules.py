@@ -30,13 +30,13 @@ def write(tmp_path: Path, data, name: str = "p.yaml") -> Path:
 
 
 def rejected(tmp_path: Path, data, field: str, message: str = "") -> str:
-    """Load ``data`` and assert it fails naming the file, ``field`` (as ``field:``) and ``message``."""
+    """Load ``data`` and assert it fails naming the file, ``field`` (``field:`` or ``field.key:``) and ``message``."""
     path = write(tmp_path, data)
     with pytest.raises(SpecError) as e:
         load_spec(path)
     text = str(e.value)
     assert str(path) in text
-    assert f"{field}:" in text, text
+    assert f"{field}:" in text or f"{field}." in text, text  # the field, or a key/item inside it
     assert message in text, text
     return text
 
@@ -146,7 +146,7 @@ def test_build_dags_never_raises(tmp_path, monkeypatch):
     ("key", "message"),
     [
         ("a=b", "not a valid identifier"),
-        ("nul\x00key", "not a valid identifier"),
+        ("nul\x00key", "NUL byte"),
         ("$(touch /tmp/pwned)", "not a valid identifier"),
         ("1st", "not a valid identifier"),
         ("max-depth", "not a valid identifier"),
@@ -238,6 +238,13 @@ def test_upper_case_yaml_files_are_loaded_and_hidden_files_skipped(tmp_path):
     loaded = load_specs(tmp_path)
     assert sorted(s.name for s in loaded.specs) == ["churn", "fraud"]
     assert loaded.errors == {}
+
+
+def test_nul_bytes_are_refused_in_every_field(tmp_path):
+    """Airflow's metadata DB (Postgres) stores no NUL byte: one in any field would break the whole DAG file."""
+    rejected(tmp_path, mutate("description", "a\x00b"), "description", "NUL byte")
+    rejected(tmp_path, mutate("registry.model_name", "churn\x00"), "registry.model_name", "NUL byte")
+    rejected(tmp_path, mutate("gates.metrics", {"roc\x00auc": {"min": 0.1}, "roc_auc": {"min": 0.8}}), "gates.metrics")
 
 
 def test_non_utf8_file_is_an_error_not_a_crash(tmp_path):
