@@ -77,6 +77,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
     if res.gpu == "none":
         hyperparameters.setdefault("device", "cpu")
     common = {"pipeline": spec.name}
+    if spec.artifacts.root:  # else resolved on the worker: RETRAIN_ARTIFACT_ROOT, or the state dir
+        common.update(artifact_root=spec.artifacts.root, artifact_conn_id=spec.artifacts.connection_id)
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description or f"Retrain {spec.registry.model_name}",

@@ -1,27 +1,12 @@
 """The run report: one JSON per DAG run with what every stage did, and its human-readable form.
 
-Stdlib only, so the demo and any CLI can render a report without importing Airflow.
+Stdlib only, so the demo and any CLI can render a report without importing Airflow. The report operator
+stores it in the artifact store (``<run>/report.json`` and ``<root>/<dag_id>/latest_report.json``).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
-
-
-def reports_dir(state: Path) -> Path:
-    return state / "reports"
-
-
-def write_report(state: Path, dag_id: str, run_key: str, report: dict[str, Any]) -> Path:
-    folder = reports_dir(state) / dag_id
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_key}.json"
-    text = json.dumps(report, indent=2, default=str)
-    path.write_text(text)
-    (folder / "latest.json").write_text(text)
-    return path
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -94,3 +79,24 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"  teardown       {state('teardown')}")
     return "\n".join(lines)
+
+
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The few facts of a report that fit in XCom: outcome, job, version, decision, cost."""
+    stages = report.get("stages", {})
+    train = stages.get("train") or {}
+    register = stages.get("register") or {}
+    promote = stages.get("promote") or {}
+    teardown = stages.get("teardown") or {}
+    failed = sorted(k for k, v in (report.get("task_states") or {}).items() if v not in ("success", None))
+    return {
+        "pipeline": report.get("pipeline"),
+        "run_key": report.get("run_key"),
+        "failed_tasks": failed,
+        "job_name": train.get("job_name"),
+        "metrics": train.get("metrics"),
+        "version": register.get("version"),
+        "decision": promote.get("decision"),
+        "champion_after": promote.get("champion_after"),
+        "cost_usd": teardown.get("cost_usd"),
+    }

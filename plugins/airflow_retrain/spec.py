@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_retrain.artifacts import root_problems
 from airflow_retrain.training import BACKEND_NAMES
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
@@ -235,6 +236,32 @@ def _check_env_name(name: str) -> None:
         )
 
 
+class ArtifactsSpec(_Strict):
+    """Where the pipeline's runs hand data, models and reports to each other (see ``airflow_retrain.artifacts``)."""
+
+    root: str | None = Field(
+        None,
+        description="artifact store root URI: file:///abs/path, s3://bucket/prefix or gs://bucket/prefix; "
+        "default: RETRAIN_ARTIFACT_ROOT, else file://<state dir>/artifacts",
+    )
+    connection_id: str | None = Field(
+        None, description="Airflow connection for the root; default aws_default (s3), google_cloud_default (gs)"
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _usable_root(cls, value: str | None) -> str | None:
+        if value is not None and (problems := root_problems(value)):
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _connection_needs_root(self) -> ArtifactsSpec:
+        if self.connection_id and not self.root:
+            raise ValueError("connection_id is set but root is not")
+        return self
+
+
 class Threshold(_Strict):
     min: FiniteFloat | None = None
     max: FiniteFloat | None = None
@@ -292,6 +319,7 @@ class PipelineSpec(_Strict):
     training: TrainingSpec
     gates: GatesSpec
     registry: RegistrySpec
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
 
     # Set by the loader, not by the YAML.
     source_path: str = Field("", exclude=True)

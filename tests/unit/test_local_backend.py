@@ -18,6 +18,7 @@ from airflow_retrain.training.base import (
     TrainingJobExists,
     TrainingJobNotFound,
     TrainingJobRequest,
+    TrainingOutputsMissing,
 )
 from airflow_retrain.training.local import LocalTrainingBackend, local_gpu_count
 
@@ -146,17 +147,53 @@ def test_submit_runs_to_completion_with_outputs(backend, script, channel):
     assert done.failure_reason is None
     assert done.ended_at >= done.started_at >= done.created_at
 
-    outputs = backend.fetch_outputs("ok-1", Path("/unused"))
-    assert outputs.model_dir == backend.jobs_dir / "ok-1" / "model"
-    assert json.loads((outputs.model_dir / "model.json").read_text()) == {"hps": {"depth": 4}}
-    assert json.loads(outputs.metrics_path.read_text())["metrics"] == {"accuracy": 0.9}
+    store = backend.jobs_dir.parent / "store"
+    outputs = backend.fetch_outputs("ok-1", store / "training" / "ok-1")
+    assert outputs.model_uri == (store / "training" / "ok-1" / "model").as_uri()
+    assert outputs.output_uri == (store / "training" / "ok-1" / "output").as_uri()
+    published = store / "training" / "ok-1"
+    assert json.loads((published / "model" / "model.json").read_text()) == {"hps": {"depth": 4}}
+    assert outputs.metrics_uri == (published / "output" / "metrics.json").as_uri()
+    assert json.loads((published / "output" / "metrics.json").read_text())["metrics"] == {"accuracy": 0.9}
     assert backend.read_logs("ok-1")[0] == "trained\n"
+
+    # Once teardown cleaned the job up, its outputs cannot be published again: the caller retrains.
+    backend.cleanup("ok-1")
+    with pytest.raises(TrainingOutputsMissing, match="ok-1 completed, but its outputs .* were cleaned up"):
+        backend.fetch_outputs("ok-1", store / "again")
+
+
+def test_uri_channels_are_staged_into_the_job(backend, script, tmp_path):
+    """Channels given as artifact-store URIs are downloaded into <job>/input/data/<channel>."""
+    store = tmp_path / "store" / "dataset" / "train"
+    (store / "nested").mkdir(parents=True)
+    (store / "part-0.parquet").write_bytes(b"rows")
+    (store / "nested" / "part-1.parquet").write_bytes(b"more")
+    entry = script(
+        """
+        import json, os, pathlib
+        root = pathlib.Path(os.environ["SM_CHANNEL_TRAIN"])
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        out = pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"])
+        (out / "metrics.json").write_text(json.dumps({"metrics": {}, "root": str(root), "files": files}))
+        """
+    )
+    backend.submit(TrainingJobRequest(job_name="uri-1", entry_point=entry, channels={"train": store.as_uri()}))
+    assert wait_terminal(backend, "uri-1").state == JobState.COMPLETED
+    seen = json.loads((backend.jobs_dir / "uri-1" / "output" / "data" / "metrics.json").read_text())
+    assert seen["root"] == str(backend.jobs_dir / "uri-1" / "input" / "data" / "train")
+    assert seen["files"] == ["nested/part-1.parquet", "part-0.parquet"]
+
+    missing = (tmp_path / "store" / "nothing").as_uri()
+    with pytest.raises(FileNotFoundError, match=f"channel 'train' {missing} does not exist"):
+        backend.submit(TrainingJobRequest(job_name="uri-2", entry_point=entry, channels={"train": missing}))
+    assert not (backend.jobs_dir / "uri-2").exists()  # nothing half-made for a retry to trip over
 
 
 def test_fetch_outputs_refuses_unfinished_job(backend, script, channel):
     backend.submit(request("gated-1", script(GATED), channel))
     with pytest.raises(RuntimeError, match="gated-1 is Running, not Completed"):
-        backend.fetch_outputs("gated-1", Path("/unused"))
+        backend.fetch_outputs("gated-1", backend.jobs_dir.parent / "store")
 
 
 def test_describe_unknown_job(backend):
@@ -339,7 +376,7 @@ def test_failing_script_reports_last_lines(backend, script, channel):
     assert "boom: bad data in column tenure" in job.failure_reason
     assert "step 1 ok" in job.failure_reason
     with pytest.raises(RuntimeError, match="Failed, not Completed"):
-        backend.fetch_outputs("fail-1", Path("/unused"))
+        backend.fetch_outputs("fail-1", backend.jobs_dir.parent / "store")
 
 
 def test_failure_file_wins_over_log_lines(backend, script, channel):
@@ -481,7 +518,9 @@ def test_second_backend_instance_reattaches_to_running_job(backend, script, chan
     (channel / "go").touch()
     done = wait_terminal(other, "re-1")
     assert done.state == JobState.COMPLETED
-    assert (other.fetch_outputs("re-1", Path("/unused")).model_dir / "model.json").exists()
+    published = other.fetch_outputs("re-1", backend.jobs_dir.parent / "store" / "re-1")
+    assert (backend.jobs_dir.parent / "store" / "re-1" / "model" / "model.json").exists()
+    assert published.model_uri.startswith("file://")
 
 
 def test_second_backend_instance_can_stop_the_job(backend, script, channel):

@@ -6,6 +6,7 @@ import json
 
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.report import format_report
+from airflow_retrain.runs import RunIdentity
 
 STAGES = {
     "dbt_build": {"models_built": 2, "models_total": 2, "tests_passed": 41, "tests_total": 41, "tests_warned": 0,
@@ -22,15 +23,26 @@ STAGES = {
 }
 
 
-def test_report_operator_writes_and_renders(make_context, state_dir):
+def test_report_operator_writes_and_renders(make_context, tmp_path):
     ctx = make_context(dag_id="churn_retrain", run_id="r1", pulled=STAGES)
-    op = RunReportOperator(task_id="report", pipeline="churn", stage_task_ids=list(STAGES))
+    store = tmp_path / "store"
+    op = RunReportOperator(
+        task_id="report", pipeline="churn", stage_task_ids=list(STAGES), artifact_root=store.as_uri()
+    )
     result = op.execute(ctx)
-    report = json.loads(open(result["report_path"]).read())
+    run_key = RunIdentity("churn", "churn_retrain", "r1").run_key
+    assert result["report_uri"] == (store / "churn_retrain" / run_key / "report.json").as_uri()
+    report = json.loads((store / "churn_retrain" / run_key / "report.json").read_text())
     assert report["stages"] == STAGES
     assert report["dag_id"] == "churn_retrain" and report["run_id"] == "r1"
-    latest = state_dir / "reports" / "churn_retrain" / "latest.json"
+    latest = store / "churn_retrain" / "latest_report.json"
     assert json.loads(latest.read_text()) == report
+    # XCom gets the URI and a few facts, not the report.
+    assert result["summary"] == {
+        "pipeline": "churn", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
+        "metrics": {"roc_auc": 0.8381, "log_loss": None}, "version": "2", "decision": "kept_champion",
+        "champion_after": "1", "cost_usd": 0.0,
+    }
     text = format_report(report)
     assert "2/2 models built, 41/41 tests passed" in text
     assert "job churn-1 on local (cuda): 4.0 compute s, est. $0.0000" in text

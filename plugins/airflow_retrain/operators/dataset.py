@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_retrain import artifacts
 from airflow_retrain.hooks.warehouse import WarehouseHook
 from airflow_retrain.operators.base import RetrainBaseOperator
 
@@ -64,7 +66,8 @@ def check_training_frame(df: pd.DataFrame, relation: str, target_column: str, id
 
 
 class ExportTrainingDatasetOperator(RetrainBaseOperator):
-    """Read the feature table dbt just built and write ``train``/``test`` channels as Parquet.
+    """Read the feature table dbt just built and write ``train``/``test`` channels as Parquet to the run's
+    prefix in the artifact store: ``<run>/dataset/{train,test}/part-0.parquet``.
 
     The holdout split is by a hash of the id column, so an example stays on the same side of the split
     from one week's run to the next and a champion and a challenger are measured on comparable rows.
@@ -75,7 +78,8 @@ class ExportTrainingDatasetOperator(RetrainBaseOperator):
     :param id_column: unique example id.
     :param holdout_fraction: share of ids in the ``test`` channel.
     :param min_rows: fewer rows than this fails the task.
-    :return: channel paths, row counts, label rates and a content fingerprint.
+    :return: channel URIs (the ``train``/``test`` prefixes, what training reads), the Parquet files' URIs,
+        row counts, label rates and a content fingerprint.
     """
 
     template_fields = ("relations", "feature_table")
@@ -126,27 +130,35 @@ class ExportTrainingDatasetOperator(RetrainBaseOperator):
         )
         is_test = buckets < int(self.holdout_fraction * 10_000)
         run = self.run_identity(context)
-        base = run.scratch_dir() / "dataset"
+        base = self.artifact_store.run_path(run.dag_id, run.run_key) / "dataset"
+        local = run.scratch_dir() / "export" / f"try-{context['ti'].try_number}"
         channels = {}
+        files = {}
         rows = {}
         rates = {}
         for channel, part in (("train", df[~is_test]), ("test", df[is_test])):
             if part.empty:
                 raise AirflowFailException(f"{relation}: the {channel} split is empty")
-            folder = base / channel
-            folder.mkdir(parents=True, exist_ok=True)
-            part.to_parquet(folder / "part-0000.parquet", index=False)
-            channels[channel] = str(folder)
+            local_file = local / channel / "part-0.parquet"
+            local_file.parent.mkdir(parents=True, exist_ok=True)
+            part.to_parquet(local_file, index=False)
+            files[channel] = artifacts.upload(local_file, base / channel / "part-0.parquet")
+            channels[channel] = artifacts.to_uri(base / channel)
             rows[channel] = len(part)
             rates[channel] = round(float(part[self.target_column].mean()), 4)
+        shutil.rmtree(local, ignore_errors=True)
         fingerprint = hashlib.sha256(
             df.to_csv(index=False).encode()  # content, not file bytes: stable across writers
         ).hexdigest()[:16]
-        self.log.info("Exported %s: %s rows, label rate %s, fingerprint %s", relation, rows, rates, fingerprint)
+        self.log.info(
+            "Exported %s to %s: %s rows, label rate %s, fingerprint %s",
+            relation, artifacts.to_uri(base), rows, rates, fingerprint,
+        )
         context["ti"].xcom_push(key="channels", value=channels)
         return {
             "relation": relation,
             "channels": channels,
+            "files": files,
             "rows": rows,
             "label_rate": rates,
             "columns": list(df.columns),

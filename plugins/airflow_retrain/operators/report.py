@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_retrain import artifacts
 from airflow_retrain.operators.base import RetrainBaseOperator
-from airflow_retrain.report import format_report, write_report
-from airflow_retrain.spec import state_dir
+from airflow_retrain.report import format_report, report_summary
 
 
 class RunReportOperator(RetrainBaseOperator):
-    """Teardown task after the cleanup: a readable summary of the run in its log, and a JSON report.
+    """Teardown task after the cleanup: a readable summary of the run in its log, and a JSON report in the
+    artifact store (``<run>/report.json``, and ``<root>/<dag_id>/latest_report.json``).
 
     :param stage_task_ids: task ids whose results make up the report, in pipeline order.
+    :return: ``{"report_uri": ..., "summary": {...}}`` -- the URI and a few facts, not the report itself.
     """
 
     ui_color = "#eeeeee"
@@ -38,8 +40,10 @@ class RunReportOperator(RetrainBaseOperator):
             "task_states": states,
             "stages": stages,
         }
-        path = write_report(state_dir(), run.dag_id, run.run_key, report)
+        store = self.artifact_store
+        uri = artifacts.write_json(store.run_path(run.dag_id, run.run_key) / "report.json", report)
+        artifacts.write_json(store.root / run.dag_id / "latest_report.json", report)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)
-        self.log.info("Report written to %s", path)
-        return {"report_path": str(path)}
+        self.log.info("Report written to %s", uri)
+        return {"report_uri": uri, "summary": report_summary(report)}

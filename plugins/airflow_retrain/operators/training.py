@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
 
+from airflow_retrain import artifacts
 from airflow_retrain.operators.base import TrainingBackendOperator
-from airflow_retrain.training.base import JobState, TrainingJob, TrainingJobRequest
+from airflow_retrain.training.base import (
+    JobState,
+    TrainingJob,
+    TrainingJobRequest,
+    TrainingOutputs,
+    TrainingOutputsMissing,
+)
 
 
 class TrainingJobFailed(AirflowException):
@@ -21,18 +27,24 @@ class TrainModelOperator(TrainingBackendOperator):
     """Train a model through a :class:`~airflow_retrain.training.base.TrainingBackend`.
 
     Job names are deterministic per DAG run and attempt. Before submitting, the operator looks for this
-    run's jobs by tag: a running one is reattached to, a completed one is reused, and only after a failed
-    or stopped one does it start a new attempt -- a retry never runs two jobs at once. ``on_kill`` stops
-    the job; whatever is still running when the run ends is stopped by the teardown task.
+    run's jobs by tag: a running one is reattached to, a completed one is reused while its outputs still
+    exist (in the artifact store, or publishable from the backend), and only after a failed or stopped
+    one -- or a completed one whose outputs the run's teardown removed (a cleared run) -- does it start a
+    new attempt: a retry never runs two jobs at once. ``on_kill`` stops the job; whatever is still running
+    when the run ends is stopped by the teardown task.
+
+    Outputs are published to ``<run>/training/<job_name>/{model,output}/`` in the artifact store
+    (:meth:`~airflow_retrain.training.base.TrainingBackend.fetch_outputs`), then ``outputs.json`` beside
+    them marks them complete; metrics are read from the store's ``metrics.json``.
 
     :param entry_point: training script (SageMaker training-container contract).
-    :param channels: channel name -> data location (e.g. from :class:`ExportTrainingDatasetOperator`).
+    :param channels: channel name -> URI in the artifact store (from :class:`ExportTrainingDatasetOperator`).
     :param hyperparameters: passed to the script as ``SM_HPS`` and ``--key value``.
     :param backend: backend name (``local``); ``backend_config`` holds its settings (see
         :class:`~airflow_retrain.operators.base.TrainingBackendOperator`).
     :param poll_interval: seconds between status checks.
-    :return: job name, state, metrics and info from ``metrics.json``, model/output locations, compute
-        seconds and estimated cost.
+    :return: job name, backend, state, metrics and info from ``metrics.json``, ``model_uri``,
+        ``output_uri``, ``metrics_uri``, compute seconds and estimated cost.
     """
 
     template_fields = ("entry_point", "channels", "hyperparameters")
@@ -65,14 +77,18 @@ class TrainModelOperator(TrainingBackendOperator):
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
         backend = self.training_backend
+        training_path = self.artifact_store.run_path(run.dag_id, run.run_key) / "training"
         jobs = backend.find_jobs(run.run_tags())
         job = next((j for j in reversed(jobs) if not j.state.terminal), None)
+        outputs: TrainingOutputs | None = None
         if job is not None:
             self.log.info("Reattaching to training job %s (%s) from an earlier attempt", job.job_name, job.state.value)
         elif (done := next((j for j in reversed(jobs) if j.state == JobState.COMPLETED), None)) is not None:
-            job = done
-            self.log.info("Training job %s of this run already completed; reusing its outputs", job.job_name)
-        else:
+            outputs = self._reusable_outputs(done, training_path / done.job_name)
+            if outputs is not None:
+                job = done
+                self.log.info("Training job %s of this run already completed; reusing its outputs", job.job_name)
+        if job is None:
             request = TrainingJobRequest(
                 job_name=run.job_name(len(jobs) + 1),
                 entry_point=self.entry_point,
@@ -107,8 +123,9 @@ class TrainModelOperator(TrainingBackendOperator):
                 f"training job {job.job_name} {job.state.value}: {job.failure_reason or 'no reason given'} "
                 f"(compute {job.billable_seconds:.0f} s, est. ${cost.usd:.4f})"
             )
-        outputs = backend.fetch_outputs(job.job_name, run.scratch_dir() / "outputs" / job.job_name)
-        report = self._read_metrics(job, outputs.metrics_path)
+        if outputs is None:
+            outputs = self._publish_outputs(job, training_path / job.job_name)
+        report = self._read_metrics(job, outputs.metrics_uri)
         self.log.info(
             "Training job %s completed in %.1f s on %s; est. cost $%.4f; metrics %s",
             job.job_name,
@@ -124,11 +141,37 @@ class TrainModelOperator(TrainingBackendOperator):
             "state": job.state.value,
             "metrics": report["metrics"],
             "info": report.get("info", {}),
-            "model_dir": str(outputs.model_dir),
-            "output_dir": str(outputs.output_dir),
+            **outputs.to_dict(),
             "compute_seconds": job.billable_seconds,
             "cost": cost.to_dict(),
         }
+
+    def _publish_outputs(self, job: TrainingJob, destination) -> TrainingOutputs:
+        """Have the backend publish the job's outputs to the store, then mark them complete."""
+        outputs = self.training_backend.fetch_outputs(job.job_name, destination)
+        artifacts.write_json(destination / "outputs.json", {"job_name": job.job_name, **outputs.to_dict()})
+        self.log.info("Training outputs of %s published to %s", job.job_name, artifacts.to_uri(destination))
+        return outputs
+
+    def _reusable_outputs(self, job: TrainingJob, destination) -> TrainingOutputs | None:
+        """The completed job's outputs if they still exist (published, or publishable from the backend).
+
+        ``None`` when the run's teardown removed them and the backend no longer has them: the run was
+        cleared after it ended, and must train again rather than hand on URIs of deleted files.
+        """
+        store = self.artifact_store
+        try:
+            marker = artifacts.read_json(destination / "outputs.json")
+            outputs = TrainingOutputs(model_uri=marker["model_uri"], output_uri=marker["output_uri"])
+            if store.path(outputs.model_uri).exists() and store.path(outputs.metrics_uri).exists():
+                return outputs
+        except (artifacts.ArtifactNotFound, KeyError, ValueError):
+            pass
+        try:
+            return self._publish_outputs(job, destination)
+        except TrainingOutputsMissing as e:
+            self.log.warning("%s; not reusing %s: training again", e, job.job_name)
+            return None
 
     def _wait(self, job: TrainingJob) -> TrainingJob:
         backend = self.training_backend
@@ -147,12 +190,11 @@ class TrainModelOperator(TrainingBackendOperator):
             time.sleep(self.poll_interval)
             job = backend.describe(job.job_name)
 
-    @staticmethod
-    def _read_metrics(job: TrainingJob, path) -> dict[str, Any]:
+    def _read_metrics(self, job: TrainingJob, uri: str) -> dict[str, Any]:
         try:
-            report = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise TrainingJobFailed(f"training job {job.job_name} wrote no metrics.json ({path})") from None
+            report = artifacts.read_json(self.artifact_store.path(uri))
+        except artifacts.ArtifactNotFound:
+            raise TrainingJobFailed(f"training job {job.job_name} wrote no metrics.json ({uri})") from None
         except ValueError as e:
             raise TrainingJobFailed(f"training job {job.job_name}: metrics.json is not JSON: {e}") from None
         metrics = report.get("metrics") if isinstance(report, dict) else None

@@ -5,6 +5,10 @@ It runs the training script under the same environment contract SageMaker gives 
 hyperparameters, ``SM_NUM_GPUS``), so a script that trains here trains there unchanged. The job runs
 in its own session and keeps its record in ``<jobs_dir>/<job_name>/``; any worker on the same machine
 can describe, reattach to or stop it.
+
+Inputs and outputs go through the artifact store like a cloud backend's: channels given as URIs are
+downloaded into ``<job>/input/data/<channel>`` at submit, and :meth:`LocalTrainingBackend.fetch_outputs`
+uploads ``<job>/model`` and ``<job>/output/data`` to the run's prefix.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow_retrain.training.base import (
     JobState,
@@ -28,7 +33,11 @@ from airflow_retrain.training.base import (
     TrainingJobNotFound,
     TrainingJobRequest,
     TrainingOutputs,
+    TrainingOutputsMissing,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 _RUNNER = Path(__file__).with_name("local_runner.py")
 
@@ -92,6 +101,10 @@ def local_gpu_count() -> int:
 
 
 _START_TIMEOUT_SECONDS = 60.0
+
+
+def _is_uri(location: str) -> bool:
+    return bool(urlsplit(str(location)).scheme)
 
 
 def _job_processes(pgid: int, job_name: str) -> list[int]:
@@ -193,7 +206,7 @@ class LocalTrainingBackend(TrainingBackend):
             if "\0" in (value if isinstance(value, str) else json.dumps(value)):
                 raise ValueError(f"training job {request.job_name}: hyperparameter {key!r} contains a NUL byte")
         for channel, location in request.channels.items():
-            if not Path(location).exists():
+            if not _is_uri(location) and not Path(location).exists():
                 raise FileNotFoundError(f"training job {request.job_name}: channel {channel!r} path {location} missing")
         base_env = training_environment(os.environ, self.pass_environment, self.environment)
         try:
@@ -201,8 +214,13 @@ class LocalTrainingBackend(TrainingBackend):
         except FileExistsError:
             raise TrainingJobExists(f"local training job {request.job_name!r} already exists") from None
 
-        for sub in ("model", "output/data", "input/config", "work"):
+        for sub in ("model", "output/data", "input/config", "input/data", "work"):
             (job_dir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            channel_dirs = self._stage_channels(request, job_dir)
+        except Exception:
+            shutil.rmtree(job_dir, ignore_errors=True)  # no half-made job for a retry to trip over
+            raise
         hps = dict(request.hyperparameters)
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
         # its channels and an allow-listed environment. The environment is handed to the runner, never
@@ -227,7 +245,7 @@ class LocalTrainingBackend(TrainingBackend):
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        for channel, location in request.channels.items():
+        for channel, location in channel_dirs.items():
             env[f"SM_CHANNEL_{channel.upper()}"] = str(location)
         for key, value in hps.items():
             env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
@@ -266,6 +284,24 @@ class LocalTrainingBackend(TrainingBackend):
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, job_dir / "job.json")
         return self.describe(request.job_name)
+
+    @staticmethod
+    def _stage_channels(request: TrainingJobRequest, job_dir: Path) -> dict[str, Path]:
+        """Download URI channels into the job's ``input/data/<channel>`` (as a container gets them)."""
+        from airflow_retrain.artifacts import ArtifactNotFound, artifact_path, download
+
+        staged = {}
+        for channel, location in request.channels.items():
+            if not _is_uri(location):
+                staged[channel] = Path(location)
+                continue
+            try:
+                staged[channel] = download(artifact_path(location), job_dir / "input" / "data" / channel)
+            except ArtifactNotFound:
+                raise FileNotFoundError(
+                    f"training job {request.job_name}: channel {channel!r} {location} does not exist"
+                ) from None
+        return staged
 
     def describe(self, job_name: str) -> TrainingJob:
         record = self._record(job_name)
@@ -347,12 +383,22 @@ class LocalTrainingBackend(TrainingBackend):
                 jobs.append(self.describe(record["job_name"]))
         return sorted(jobs, key=lambda j: j.created_at or 0)
 
-    def fetch_outputs(self, job_name: str, destination: Path | None = None) -> TrainingOutputs:
+    def fetch_outputs(self, job_name: str, destination: ObjectStoragePath) -> TrainingOutputs:
+        """Upload ``<job>/model`` and ``<job>/output/data`` to ``destination/model`` and ``destination/output``."""
+        from airflow_retrain.artifacts import upload
+
         job = self.describe(job_name)
         if job.state != JobState.COMPLETED:
             raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs")
         job_dir = self._dir(job_name)
-        return TrainingOutputs(model_dir=job_dir / "model", output_dir=job_dir / "output" / "data")
+        model, output = job_dir / "model", job_dir / "output" / "data"
+        if not model.is_dir() or not output.is_dir():
+            raise TrainingOutputsMissing(
+                f"training job {job_name} completed, but its outputs in {job_dir} were cleaned up"
+            )
+        return TrainingOutputs(
+            model_uri=upload(model, destination / "model"), output_uri=upload(output, destination / "output")
+        )
 
     def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
         path = self._dir(job_name) / "log.txt"
