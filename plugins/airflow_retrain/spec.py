@@ -207,6 +207,9 @@ class TrainingSpec(_Strict):
             seen[key.upper()] = key
             if isinstance(item, str) and (reason := _unsafe_text(item)):
                 raise ValueError(f"value of {key!r} {reason}")
+            if isinstance(item, str) and ("$(" in item or "`" in item):
+                # argv here, but a container's shell entry script (`train $SM_HP_X`) may expand it
+                raise ValueError(f"value of {key!r} contains shell command substitution ($( or `)")
         return value
 
     @field_validator("environment")

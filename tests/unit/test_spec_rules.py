@@ -175,10 +175,15 @@ def test_hyperparameters_that_collide_in_sm_hp(tmp_path):
     rejected(tmp_path, mutate("training.hyperparameters", {"lr": 1, "LR": 2}), "training.hyperparameters", "SM_HP_LR")
 
 
-def test_command_substitution_in_a_value_is_passed_literally(tmp_path):
-    """Values are argv items and env values, never shell: ``$(...)`` is inert text and allowed."""
-    spec = load_spec(write(tmp_path, mutate("training.hyperparameters", {"note": "$(id)"})))
-    assert spec.training.hyperparameters["note"] == "$(id)"
+@pytest.mark.parametrize("value", ["$(id)", "`id`", "a $(curl x | sh) b"])
+def test_command_substitution_in_a_value_is_refused(tmp_path, value):
+    """Arguments here, but a training image's shell entry script may expand ``SM_HP_*``: refuse ``$(`` and backticks."""
+    rejected(tmp_path, mutate("training.hyperparameters", {"note": value}), "training.hyperparameters", "shell command")
+
+
+def test_ordinary_text_values_are_kept(tmp_path):
+    spec = load_spec(write(tmp_path, mutate("training.hyperparameters", {"objective": "binary:logistic", "cost": "$5"})))
+    assert spec.training.hyperparameters == {"objective": "binary:logistic", "cost": "$5"}
 
 
 @pytest.mark.parametrize(
