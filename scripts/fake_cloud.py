@@ -1128,10 +1128,13 @@ class FakeCloud:
         )
         from werkzeug.serving import make_server
 
+        class _QuietHandler(MotoRequestHandler):
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                if os.environ.get("FAKE_CLOUD_LOG_REQUESTS"):
+                    super().log_request(code, size)
+
         self._moto_app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(
-            self.host, self.port, self.wsgi, threaded=True, request_handler=MotoRequestHandler
-        )
+        self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-cloud", daemon=True)
         self._thread.start()
