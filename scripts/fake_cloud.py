@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import io
 import json
 import math
@@ -931,13 +932,14 @@ class TrainingRun:
 
     def _train(self, root: Path, program: str, code_dir: Path) -> tuple[int | None, bool]:
         env, args = self._environment(root, program, code_dir)
-        self.log_stream = f"{self.name}/{HOST_NAME}-{int(time.time())}"
         logs = self.client("logs")
         try:
             logs.create_log_group(logGroupName=LOG_GROUP)
         except logs.exceptions.ResourceAlreadyExistsException:
             pass
-        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=self.log_stream)
+        if self.log_stream is None:  # an instance restarted after a spot interruption keeps writing here
+            self.log_stream = f"{self.name}/{HOST_NAME}-{int(time.time())}"
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=self.log_stream)
         command = [self.cloud.config.python, str(code_dir / program), *args]
         self._log_line(f"Invoking script with the following command: {' '.join(command[1:])}")
         self.process = subprocess.Popen(
@@ -1068,7 +1070,7 @@ class TrainingRun:
 # --------------------------------------------------------------------------------------------- server
 
 
-def _pattern_problem(shape_name: str, field: str, value: Any) -> str | None:
+def _constraint_problems(shape_name: str, field: str, value: Any) -> list[str]:
     """Check ``value`` against the length and pattern botocore's SageMaker model gives ``shape_name``."""
     import botocore.session
 
@@ -1077,11 +1079,15 @@ def _pattern_problem(shape_name: str, field: str, value: Any) -> str | None:
         model = _SERVICE_MODEL_CACHE["model"] = botocore.session.get_session().get_service_model("sagemaker")
     meta = model.shape_for(shape_name).metadata
     text = value if isinstance(value, str) else ""
-    if "pattern" in meta and not re.fullmatch(meta["pattern"], text):
-        return f"Value '{value}' at '{field}' failed to satisfy constraint: Member must satisfy regular expression pattern: {meta['pattern']}"
+    prefix = f"Value '{value}' at '{field}' failed to satisfy constraint: Member must"
+    problems = []
     if "max" in meta and len(text) > meta["max"]:
-        return f"Value '{value}' at '{field}' failed to satisfy constraint: Member must have length less than or equal to {meta['max']}"
-    return None
+        problems.append(f"{prefix} have length less than or equal to {meta['max']}")
+    if "min" in meta and len(text) < meta["min"]:
+        problems.append(f"{prefix} have length greater than or equal to {meta['min']}")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], text):
+        problems.append(f"{prefix} satisfy regular expression pattern: {meta['pattern']}")
+    return problems
 
 
 class FakeCloud:
@@ -1106,6 +1112,7 @@ class FakeCloud:
         self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="fake-cloud-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config = config or FakeCloudConfig.from_env()
+        self._initial_config = dataclasses.replace(self.config)
         self.calls = ApiCallLog()
         self.faults = FaultPlan()
         self.runs: dict[tuple[str, str, str], TrainingRun] = {}
@@ -1134,7 +1141,10 @@ class FakeCloud:
                     super().log_request(code, size)
 
         self._moto_app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler)
+        try:
+            self._server = make_server(self.host, self.port, self.wsgi, threaded=True, request_handler=_QuietHandler)
+        except SystemExit:  # werkzeug prints "Address already in use" and exits; a library must not
+            raise OSError(errno.EADDRINUSE, f"port {self.port} on {self.host} is in use") from None
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-cloud", daemon=True)
         self._thread.start()
@@ -1167,7 +1177,7 @@ class FakeCloud:
             self.config.stop_grace_seconds = grace
 
     def reset(self) -> None:
-        """Forget everything: jobs (stopped first), buckets, logs, call counts, faults."""
+        """Forget everything: jobs (stopped first), buckets, roles, logs, call counts, faults, knobs."""
         from moto.moto_api._internal.models import moto_api_backend
 
         self.stop_all_runs()
@@ -1175,6 +1185,7 @@ class FakeCloud:
             self.runs.clear()
         self.calls.reset()
         self.faults.clear()
+        self.config = dataclasses.replace(self._initial_config)
         moto_api_backend.reset()
 
     def internal_client(self, service: str, region: str, account: str):
@@ -1245,14 +1256,8 @@ class FakeCloud:
                 start_response, *error_response(req, "SerializationException", "request body is not JSON")
             )
         name = request.get("TrainingJobName", "")
-        problems = [
-            p
-            for p in (
-                _pattern_problem("TrainingJobName", "trainingJobName", name),
-                _pattern_problem("RoleArn", "roleArn", request.get("RoleArn", "")),
-            )
-            if p
-        ]
+        problems = _constraint_problems("TrainingJobName", "trainingJobName", name)
+        problems += _constraint_problems("RoleArn", "roleArn", request.get("RoleArn", ""))
         instance_type = (request.get("ResourceConfig") or {}).get("InstanceType")
         if instance_type not in training_instance_types():
             problems.append(
@@ -1549,7 +1554,14 @@ class FakeCloudClient:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(self.connection())}
 
     def client(self, service: str):
-        """A real boto3 client talking to the fake over HTTP."""
+        """A real boto3 client talking to the fake over HTTP (one per service, reused: clients are thread-safe)."""
+        cache = self.__dict__.setdefault("_clients", {})
+        if service not in cache:
+            cache[service] = self.new_client(service)
+        return cache[service]
+
+    def new_client(self, service: str, **client_kwargs: Any):
+        """A fresh boto3 client for the fake (e.g. with its own ``config=botocore.config.Config(...)``)."""
         import boto3
 
         return boto3.session.Session().client(
@@ -1558,6 +1570,7 @@ class FakeCloudClient:
             endpoint_url=self.url,
             aws_access_key_id=DEFAULT_ACCESS_KEY,
             aws_secret_access_key=DEFAULT_ACCESS_KEY,
+            **client_kwargs,
         )
 
     def bootstrap(self, bucket: str, role_name: str = "SageMakerExecutionRole") -> str:
@@ -1638,6 +1651,7 @@ def start_fake_cloud(
     host: str = DEFAULT_HOST,
     region: str = DEFAULT_REGION,
     timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> FakeCloudHandle:
     """Start a fake cloud and wait until it answers.
 
@@ -1647,6 +1661,7 @@ def start_fake_cloud(
         ``mock_aws`` in the same process would share them); by default the fake is a child process
         running this file, exactly as ``make fake-cloud`` runs it.
     :param config: run-time knobs (:class:`FakeCloudConfig` field names).
+    :param env: extra environment of the child process (the training scripts never see it).
     :return: a handle with ``.url``, the control methods of :class:`FakeCloudClient` and ``.stop()``.
     """
     if in_process:
@@ -1658,7 +1673,7 @@ def start_fake_cloud(
     run_dir.mkdir(parents=True, exist_ok=True)
     ready = run_dir / f"ready-{uuid.uuid4().hex}.json"
     log_path = run_dir / "fake_cloud.log"
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     for name, value in (config or {}).items():
         env[f"FAKE_CLOUD_{name.upper()}"] = str(value)
     command = [
