@@ -202,9 +202,22 @@ class Fault:
 
 
 class FaultPlan:
-    def __init__(self) -> None:
+    """Pending faults; ``FAKE_CLOUD_FAULTS`` seeds it at start-up.
+
+    ``FAKE_CLOUD_FAULTS="sagemaker:CreateTrainingJob=ThrottlingException*2;s3:GetObject=AccessDenied"``
+    fails the next two ``CreateTrainingJob`` calls with throttling and the next ``GetObject`` with
+    ``AccessDenied`` (``*N`` defaults to 1).
+    """
+
+    def __init__(self, spec: str = "") -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        for item in filter(None, (part.strip() for part in spec.split(";"))):
+            match = re.fullmatch(r"([a-z0-9-]+):([A-Za-z0-9]+)=([A-Za-z0-9.]+)(?:\*(\d+))?", item)
+            if not match:
+                raise ValueError(f"FAKE_CLOUD_FAULTS: {item!r} is not service:Operation=ErrorCode[*count]")
+            service, operation, error, count = match.groups()
+            self.add(Fault(service, operation, error, int(count or 1)))
 
     def add(self, fault: Fault) -> None:
         if fault.count < 1:
@@ -941,7 +954,8 @@ class TrainingRun:
             self.log_stream = f"{self.name}/{HOST_NAME}-{int(time.time())}"
             logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=self.log_stream)
         command = [self.cloud.config.python, str(code_dir / program), *args]
-        self._log_line(f"Invoking script with the following command: {' '.join(command[1:])}")
+        shown = " ".join([Path(command[0]).name, program, *args])
+        self._log_line(f"Invoking script with the following command: {shown}")
         self.process = subprocess.Popen(
             command,
             cwd=code_dir,
@@ -1114,7 +1128,7 @@ class FakeCloud:
         self.config = config or FakeCloudConfig.from_env()
         self._initial_config = dataclasses.replace(self.config)
         self.calls = ApiCallLog()
-        self.faults = FaultPlan()
+        self.faults = FaultPlan(os.environ.get("FAKE_CLOUD_FAULTS", ""))
         self.runs: dict[tuple[str, str, str], TrainingRun] = {}
         self._runs_lock = threading.RLock()
         self._clients: dict[tuple[str, str, str], Any] = {}

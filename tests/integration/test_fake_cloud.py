@@ -564,3 +564,41 @@ def test_in_process_mode(tmp_path):
         handle.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", handle.port), timeout=1).close()
+
+
+# ------------------------------------------------------------------------- the Amazon provider's hooks
+
+
+def test_amazon_provider_hooks_use_the_fake_through_an_airflow_connection(cloud, monkeypatch):
+    """The provider's SageMakerHook and AwsLogsHook reach the fake through the connection's endpoint_url."""
+    from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    for name, value in cloud.airflow_env("aws_fake").items():
+        monkeypatch.setenv(name, value)
+    request = create_job(cloud, "provider-1", "print('hello from the provider test')")
+    hook = SageMakerHook(aws_conn_id="aws_fake")
+    job = wait_for(lambda: (d := hook.describe_training_job("provider-1"))["TrainingJobStatus"] in TERMINAL and d, timeout=60)
+    assert job["TrainingJobStatus"] == "Completed" and job["BillableTimeInSeconds"] >= 1
+    assert hook.conn.meta.endpoint_url == cloud.url
+    events = list(
+        AwsLogsHook(aws_conn_id="aws_fake", region_name="us-east-1").get_log_events(
+            "/aws/sagemaker/TrainingJobs", cloud.training_job("provider-1")["log_stream"]
+        )
+    )
+    assert any("hello from the provider test" in e["message"] for e in events)
+    # The hook's own pre-flight check of the channels' S3 URLs passes against the fake's S3.
+    hook.check_training_config({**request, "TrainingJobName": "provider-2"})
+
+
+def test_faults_from_the_environment():
+    plan = fake_cloud_module.FaultPlan("sagemaker:CreateTrainingJob=ThrottlingException*2; s3:GetObject=AccessDenied")
+    assert [(f["service"], f["operation"], f["error"], f["count"]) for f in plan.pending()] == [
+        ("sagemaker", "CreateTrainingJob", "ThrottlingException", 2),
+        ("s3", "GetObject", "AccessDenied", 1),
+    ]
+    assert plan.take("sagemaker", "CreateTrainingJob").error == "ThrottlingException"
+    assert plan.take("sagemaker", "CreateTrainingJob") is not None
+    assert plan.take("sagemaker", "CreateTrainingJob") is None
+    with pytest.raises(ValueError, match="FAKE_CLOUD_FAULTS: 'CreateTrainingJob' is not"):
+        fake_cloud_module.FaultPlan("CreateTrainingJob")
