@@ -868,7 +868,6 @@ class TrainingRun:
     def _download_checkpoints(self, root: Path) -> None:
         checkpoint = self.request.get("CheckpointConfig") or {}
         if checkpoint.get("S3Uri"):
-            bucket, prefix = _split_s3_uri(checkpoint["S3Uri"])
             try:
                 self._download_prefix(checkpoint["S3Uri"], root / "checkpoints")
             except JobInputError:

@@ -62,6 +62,16 @@ pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "cwd.txt").write_text(os.getcwd()
 print("env dumped", flush=True)
 """
 
+CHECKPOINTING = """
+import os, pathlib, time
+checkpoint = pathlib.Path(os.environ["SM_CHECKPOINT_DIR"], "steps.txt")
+previous = checkpoint.read_text() if checkpoint.exists() else ""
+checkpoint.write_text(previous + "x")
+pathlib.Path(os.environ["SM_MODEL_DIR"], "resumed_from.txt").write_text(previous)
+print("checkpoint", repr(previous), flush=True)
+time.sleep(2)
+"""
+
 FAILING = """
 import os, pathlib, sys
 print("about to fail", flush=True)
@@ -468,11 +478,13 @@ def test_spot_reclaim_interrupts_and_resumes(cloud):
     create_job(
         cloud,
         "spot-1",
-        SLEEPER.replace('"300")', '"2")'),
+        CHECKPOINTING,
         EnableManagedSpotTraining=True,
         StoppingCondition={"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200},
+        CheckpointConfig={"S3Uri": f"s3://{BUCKET}/checkpoints/spot-1"},
     )
     first_pid = wait_training(cloud, "spot-1")["pid"]
+    wait_for(lambda: any(m.startswith("checkpoint") for m in log_messages(cloud, "spot-1")), timeout=20)
     cloud.reclaim("spot-1")
     job = wait_terminal(cloud, "spot-1", timeout=60)
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
@@ -482,6 +494,8 @@ def test_spot_reclaim_interrupts_and_resumes(cloud):
     assert info["interruptions"] == 1 and len(info["script_pids"]) == 2
     assert not alive(first_pid)
     assert job["BillableTimeInSeconds"] < job["TrainingTimeInSeconds"]  # spot savings
+    # The second instance started from the checkpoint the first one left in CheckpointConfig.S3Uri.
+    assert read_tar(cloud, "output/spot-1/output/model.tar.gz")["resumed_from.txt"] == b"x"
 
 
 def test_reclaiming_an_on_demand_instance_fails_the_job(cloud):
