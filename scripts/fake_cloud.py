@@ -246,6 +246,56 @@ class FaultPlan:
             self._faults.clear()
 
 
+JOB_FAULT_PHASES = ("Starting", "Downloading", "Training")
+
+
+@dataclasses.dataclass
+class JobFault:
+    """Make the next ``count`` training jobs (whose names start with ``name_prefix``) fail in ``phase``.
+
+    ``failure_reason`` is SageMaker's text, e.g. ``"CapacityError: Unable to provision requested ML
+    compute capacity. Please retry using a different ML instance type."`` (a transient failure) or
+    ``"AlgorithmError: ..."`` (a deterministic one).
+    """
+
+    failure_reason: str
+    phase: str = "Training"
+    count: int = 1
+    name_prefix: str = ""
+
+
+class JobFaultPlan:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[JobFault] = []
+
+    def add(self, fault: JobFault) -> None:
+        if fault.phase not in JOB_FAULT_PHASES:
+            raise ValueError(f"job fault phase must be one of {', '.join(JOB_FAULT_PHASES)}, got {fault.phase!r}")
+        if fault.count < 1 or not fault.failure_reason:
+            raise ValueError("a job fault needs failure_reason and count >= 1")
+        with self._lock:
+            self._faults.append(fault)
+
+    def take(self, job_name: str) -> JobFault | None:
+        with self._lock:
+            for fault in self._faults:
+                if job_name.startswith(fault.name_prefix):
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults.remove(fault)
+                    return dataclasses.replace(fault, count=1)
+        return None
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dataclasses.asdict(f) for f in self._faults]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
 # ----------------------------------------------------------------------------------- request parsing
 
 
@@ -541,6 +591,7 @@ class TrainingRun:
         self.root: Path | None = None
         self.log_stream: str | None = None
         self.training_began: float | None = None
+        self.injected_failure: JobFault | None = None
         self.thread = threading.Thread(target=self._run, name=f"fake-sagemaker-{self.name}", daemon=True)
         self._log_lock = threading.Lock()
         self._log_lines: list[str] = []
@@ -669,10 +720,14 @@ class TrainingRun:
             return self._interrupted_or_stopped(None)
         if problem := self._output_bucket_problem():
             return "Failed", problem, None
+        if self._injected("Starting"):
+            return "Failed", self.injected_failure.failure_reason, None
         began = time.time()
         if self.job.training_start_time is None:
             self.job.training_start_time = _now()
         self._transition("Downloading", "Downloading input data")
+        if self._injected("Downloading"):
+            return "Failed", self.injected_failure.failure_reason, began
         root = self._prepare_root()
         try:
             program, code_dir = self._download_source(root)
@@ -684,6 +739,8 @@ class TrainingRun:
             return self._interrupted_or_stopped(began)
         self._transition("Training", "Training image download completed. Training in progress.")
         self.training_began = time.monotonic()
+        if self._injected("Training"):
+            return "Failed", self.injected_failure.failure_reason, began
         code, timed_out = self._train(root, program, code_dir)
         interrupted = self.reclaim_event.is_set() and not self.stop_event.is_set()
         if interrupted:
@@ -700,6 +757,9 @@ class TrainingRun:
         if code == 0:
             return "Completed", None, began
         return "Failed", f"AlgorithmError: {self._failure_text(root, code)}", began
+
+    def _injected(self, phase: str) -> bool:
+        return self.injected_failure is not None and self.injected_failure.phase == phase
 
     def _interrupted_or_stopped(self, began: float | None) -> tuple[str, str | None, float | None]:
         if self.stop_event.is_set():
@@ -1128,6 +1188,7 @@ class FakeCloud:
         self._initial_config = dataclasses.replace(self.config)
         self.calls = ApiCallLog()
         self.faults = FaultPlan(os.environ.get("FAKE_CLOUD_FAULTS", ""))
+        self.job_faults = JobFaultPlan()
         self.runs: dict[tuple[str, str, str], TrainingRun] = {}
         self._runs_lock = threading.RLock()
         self._clients: dict[tuple[str, str, str], Any] = {}
@@ -1198,6 +1259,7 @@ class FakeCloud:
             self.runs.clear()
         self.calls.reset()
         self.faults.clear()
+        self.job_faults.clear()
         self.config = dataclasses.replace(self._initial_config)
         moto_api_backend.reset()
 
@@ -1305,6 +1367,7 @@ class FakeCloud:
                 start_response(status, headers)
                 return [body]
             run = TrainingRun(self, account, req.region, backend.training_jobs[name], request)
+            run.injected_failure = self.job_faults.take(name)
             run.init_record()
             self.runs[(account, req.region, name)] = run
             run.thread.start()
@@ -1405,6 +1468,22 @@ class FakeCloud:
             if method == "DELETE":
                 self.faults.clear()
                 return 200, {"faults": []}
+        if parts == ["job-faults"]:
+            if method == "GET":
+                return 200, {"job_faults": self.job_faults.pending()}
+            if method == "POST":
+                self.job_faults.add(
+                    JobFault(
+                        failure_reason=str(payload["failure_reason"]),
+                        phase=str(payload.get("phase", "Training")),
+                        count=int(payload.get("count", 1)),
+                        name_prefix=str(payload.get("name_prefix", "")),
+                    )
+                )
+                return 200, {"job_faults": self.job_faults.pending()}
+            if method == "DELETE":
+                self.job_faults.clear()
+                return 200, {"job_faults": []}
         if parts == ["config"]:
             if method == "POST":
                 self.config.update(payload)
@@ -1443,6 +1522,8 @@ CONTROL_ENDPOINTS = [
     "GET    /fake-cloud/faults                     pending injected faults",
     "POST   /fake-cloud/faults  {operation, error, count=1, service=sagemaker, message?, status?}",
     "DELETE /fake-cloud/faults",
+    "POST   /fake-cloud/job-faults {failure_reason, phase=Training, count=1, name_prefix=''}  next jobs fail",
+    "GET    /fake-cloud/job-faults ; DELETE /fake-cloud/job-faults",
     "GET    /fake-cloud/config",
     "POST   /fake-cloud/config  {min_training_seconds, starting_seconds, stop_grace_seconds, spot_billable_fraction, validate_role, python, keep_job_dirs}",
     "GET    /fake-cloud/training-jobs[?region=R]   runs with their script pids",
@@ -1529,6 +1610,18 @@ class FakeCloudClient:
 
     def clear_faults(self) -> None:
         self._control("DELETE", "faults")
+
+    def fail_next_jobs(self, failure_reason: str, phase: str = "Training", count: int = 1, name_prefix: str = "") -> list[dict[str, Any]]:
+        """Make the next ``count`` training jobs (named ``name_prefix...``) end ``Failed`` in ``phase``
+        (``Starting``: nothing billed; ``Downloading``/``Training``: billed up to then) with ``failure_reason``."""
+        payload = {"failure_reason": failure_reason, "phase": phase, "count": count, "name_prefix": name_prefix}
+        return self._control("POST", "job-faults", payload)["job_faults"]
+
+    def job_faults(self) -> list[dict[str, Any]]:
+        return self._control("GET", "job-faults")["job_faults"]
+
+    def clear_job_faults(self) -> None:
+        self._control("DELETE", "job-faults")
 
     def config(self) -> dict[str, Any]:
         return self._control("GET", "config")

@@ -452,6 +452,26 @@ def test_s3_fault_in_s3_protocol(cloud):
     assert cloud.client("s3").get_object(Bucket=BUCKET, Key="data/train/part-0000.parquet")["ContentLength"] > 0
 
 
+def test_job_faults_fail_the_next_jobs_in_the_chosen_phase(cloud):
+    capacity = "CapacityError: Unable to provision requested ML compute capacity. Please retry using a different ML instance type."
+    cloud.fail_next_jobs(capacity, phase="Starting", name_prefix="cap-")
+    cloud.fail_next_jobs("AlgorithmError: injected", phase="Training", count=2, name_prefix="algo-")
+    create_job(cloud, "other-1", "print('unaffected')")
+    create_job(cloud, "cap-1", "print('never runs')")
+    create_job(cloud, "algo-1", "print('never runs')")
+    assert wait_terminal(cloud, "other-1")["TrainingJobStatus"] == "Completed"
+    capped = wait_terminal(cloud, "cap-1")
+    assert (capped["TrainingJobStatus"], capped["FailureReason"]) == ("Failed", capacity)
+    assert "BillableTimeInSeconds" not in capped and "TrainingStartTime" not in capped  # never got an instance
+    algo = wait_terminal(cloud, "algo-1")
+    assert (algo["TrainingJobStatus"], algo["FailureReason"]) == ("Failed", "AlgorithmError: injected")
+    assert [t["Status"] for t in algo["SecondaryStatusTransitions"]] == ["Starting", "Downloading", "Training", "Failed"]
+    assert algo["BillableTimeInSeconds"] >= 1
+    assert cloud.job_faults() == [{"failure_reason": "AlgorithmError: injected", "phase": "Training", "count": 1, "name_prefix": "algo-"}]
+    cloud.clear_job_faults()
+    assert cloud.job_faults() == []
+
+
 def test_bad_control_requests_are_refused(cloud):
     with pytest.raises(RuntimeError, match="400"):
         cloud.inject_fault("CreateTrainingJob", "ThrottlingException", count=0)
@@ -459,6 +479,8 @@ def test_bad_control_requests_are_refused(cloud):
         cloud.configure(warp_speed=9)
     with pytest.raises(RuntimeError, match="404"):
         cloud.reclaim("no-such-job")
+    with pytest.raises(RuntimeError, match="job fault phase must be one of"):
+        cloud.fail_next_jobs("AlgorithmError: x", phase="Uploading")
 
 
 # ---------------------------------------------------------------------------------- time, spot, counts
