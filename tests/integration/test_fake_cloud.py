@@ -60,6 +60,8 @@ pathlib.Path(os.environ["SM_MODEL_DIR"], "env.json").write_text(json.dumps(dict(
 pathlib.Path(os.environ["SM_MODEL_DIR"], "argv.json").write_text(json.dumps(sys.argv[1:]))
 pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "cwd.txt").write_text(os.getcwd())
 print("env dumped", flush=True)
+print("epoch 1 validation auc: 0.71", flush=True)
+print("epoch 2 validation auc: 0.83", flush=True)
 """
 
 CHECKPOINTING = """
@@ -69,7 +71,7 @@ previous = checkpoint.read_text() if checkpoint.exists() else ""
 checkpoint.write_text(previous + "x")
 pathlib.Path(os.environ["SM_MODEL_DIR"], "resumed_from.txt").write_text(previous)
 print("checkpoint", repr(previous), flush=True)
-time.sleep(2)
+time.sleep(5)  # long enough for the test to see the line and reclaim the instance mid-run
 """
 
 FAILING = """
@@ -124,7 +126,7 @@ def create_job(cloud, name: str, script: str | None = None, hyperparameters: dic
         "AlgorithmSpecification": {
             "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
             "TrainingInputMode": "File",
-            "MetricDefinitions": [{"Name": "holdout:roc_auc", "Regex": r"roc_auc=([0-9.]+)"}],
+            "MetricDefinitions": [{"Name": "validation:auc", "Regex": r"validation auc: ([0-9.]+)"}],
         },
         "HyperParameters": framework_hyperparameters("train.py", source, **(hyperparameters or {})),
         "InputDataConfig": [
@@ -209,22 +211,20 @@ def test_churn_job_runs_to_completed_with_outputs_logs_and_billing(cloud):
     assert job["BillableTimeInSeconds"] >= 1
     assert job["BillableTimeInSeconds"] == job["TrainingTimeInSeconds"]  # on-demand: billed in full
     assert "FailureReason" not in job
-    metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
-    assert 0.5 < metrics["holdout:roc_auc"] <= 1.0
 
     artifacts = job["ModelArtifacts"]["S3ModelArtifacts"]
     assert artifacts == f"s3://{BUCKET}/output/churn-happy-1/output/model.tar.gz"
+    # The script's documented outputs (its contract), read back from S3.
     model = read_tar(cloud, "output/churn-happy-1/output/model.tar.gz")
-    assert {"model.json", "feature_columns.json"} <= set(model)
-    assert len(json.loads(model["feature_columns.json"])) == 25
+    assert "model.json" in model
     output = read_tar(cloud, "output/churn-happy-1/output/output.tar.gz")
     written = json.loads(output["metrics.json"])
     written = written.get("metrics", written)  # {"metrics": {...}, "info": {...}} today
-    assert written["roc_auc"] == pytest.approx(metrics["holdout:roc_auc"], abs=1e-4)
+    assert 0.5 < written["roc_auc"] <= 1.0
 
     messages = log_messages(cloud, "churn-happy-1")
-    assert any("metrics (holdout" in m for m in messages)
-    assert any(m.startswith("Invoking script with the following command: ") for m in messages)
+    assert messages[0] == "Invoking script with the following command: python train.py --n_estimators 20 --max_depth 3"
+    assert len(messages) > 3  # the script's own lines follow
 
     tags = sm.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
     assert {"Key": "retrain:pipeline", "Value": "churn"} in tags
@@ -262,6 +262,8 @@ def test_script_gets_the_container_contract_and_no_host_secrets(cloud):
     assert env["SM_USER_ENTRY_POINT"] == "train.py"
     assert env["MY_SETTING"] == "on"
     assert read_tar(cloud, "output/env-dump-1/output/output.tar.gz")["cwd.txt"].decode().endswith("/code")
+    # MetricDefinitions are matched against the log: the last value wins, as in SageMaker.
+    assert [(m["MetricName"], m["Value"]) for m in job["FinalMetricDataList"]] == [("validation:auc", 0.83)]
 
 
 # ------------------------------------------------------------------------------------------------ failures
