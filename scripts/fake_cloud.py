@@ -591,8 +591,10 @@ class TrainingRun:
         self.root: Path | None = None
         self.log_stream: str | None = None
         self.training_began: float | None = None
+        self.started_wall: float | None = None
         self.injected_failure: JobFault | None = None
         self.thread = threading.Thread(target=self._run, name=f"fake-sagemaker-{self.name}", daemon=True)
+        self._record_lock = threading.RLock()
         self._log_lock = threading.Lock()
         self._log_lines: list[str] = []
         self._metric_values: dict[str, float] = {}
@@ -622,28 +624,34 @@ class TrainingRun:
         ]
 
     def _transition(self, status: str, message: str, *, job_status: str | None = None) -> None:
-        now = _now()
-        transitions = [dict(t) for t in self.job.secondary_status_transitions]
-        if transitions and "EndTime" not in transitions[-1]:
-            transitions[-1]["EndTime"] = now
-        transitions.append({"Status": status, "StartTime": now, "StatusMessage": message})
-        self.job.secondary_status_transitions = transitions  # replaced whole: readers never see a half list
-        self.job.secondary_status = status
-        if job_status:
-            self.job.training_job_status = job_status
-        self.job.last_modified_time = now
+        with self._record_lock:  # the runner and a StopTrainingJob request both write the record
+            now = _now()
+            transitions = [dict(t) for t in self.job.secondary_status_transitions]
+            if transitions and "EndTime" not in transitions[-1]:
+                transitions[-1]["EndTime"] = now
+            transitions.append({"Status": status, "StartTime": now, "StatusMessage": message})
+            self.job.secondary_status_transitions = transitions  # replaced whole: readers never see half a list
+            self.job.secondary_status = status
+            if job_status:
+                self.job.training_job_status = job_status
+            self.job.last_modified_time = now
 
     def _close_transitions(self) -> None:
-        transitions = [dict(t) for t in self.job.secondary_status_transitions]
-        if transitions and "EndTime" not in transitions[-1]:
-            transitions[-1]["EndTime"] = _now()
-        self.job.secondary_status_transitions = transitions
+        with self._record_lock:
+            transitions = [dict(t) for t in self.job.secondary_status_transitions]
+            if transitions and "EndTime" not in transitions[-1]:
+                transitions[-1]["EndTime"] = _now()
+            self.job.secondary_status_transitions = transitions
 
-    def request_stop(self, reason: str = "Stopped") -> None:
-        self.stop_reason = reason
-        if self.job.training_job_status == "InProgress":
+    def request_stop(self, reason: str = "Stopped") -> bool:
+        """Ask the run to stop; ``False`` when the job is no longer ``InProgress``."""
+        with self._record_lock:
+            if self.job.training_job_status != "InProgress":
+                return False
+            self.stop_reason = reason
             self._transition("Stopping", "Stopping the training job", job_status="Stopping")
-        self.stop_event.set()
+            self.stop_event.set()
+            return True
 
     def request_reclaim(self) -> None:
         self.reclaim_event.set()
@@ -680,38 +688,41 @@ class TrainingRun:
         return self.stop_event.is_set() or self.reclaim_event.is_set()
 
     def _run(self) -> None:
-        started_wall: float | None = None
         try:
-            outcome, reason = "Failed", "InternalServerError: the fake cloud lost the job"
-            while True:
-                self.reclaim_event.clear()
-                outcome, reason, began = self._attempt()
-                started_wall = started_wall or began
-                if outcome != "Interrupted":
-                    break
-                self.interruptions += 1
-                if not self.job.enable_managed_spot_training:
-                    # On-demand capacity is not given back: losing the instance fails the job.
-                    outcome, reason = "Failed", "InternalServerError: the training instance was lost (reclaimed)"
-                    break
-                max_wait = (self.request.get("StoppingCondition") or {}).get("MaxWaitTimeInSeconds")
-                if max_wait and started_wall and time.time() - started_wall > max_wait:
-                    outcome, reason = "Stopped", None
-                    self._transition("MaxWaitTimeExceeded", "Training job exceeded its MaxWaitTimeInSeconds")
-                    break
-                self._transition("Starting", "Launching requested ML instances after the interruption")
-            self._flush_logs()
-            self._finish(outcome, reason, started_wall)
-        except Exception as exc:  # noqa: BLE001 - a bug in the fake must not leave the job InProgress
-            traceback.print_exc()
+            try:
+                outcome, reason = self._attempts()
+            except Exception as exc:  # noqa: BLE001 - a bug in the fake must not leave the job InProgress
+                traceback.print_exc()
+                outcome, reason = "Failed", f"InternalServerError: fake cloud error: {exc}"
+            # Nothing of the job runs any more once its status is terminal.
             self._kill()
-            self._flush_logs()
-            self._finish("Failed", f"InternalServerError: fake cloud error: {exc}", started_wall)
+            try:
+                self._flush_logs()
+            except Exception:  # noqa: BLE001 - losing log lines must not leave the job InProgress
+                traceback.print_exc()
+            self._finish(outcome, reason, self.started_wall)
         finally:
             self._kill()
-            self._flush_logs(final=True)
             if self.root and not self.cloud.config.keep_job_dirs:
                 shutil.rmtree(self.root, ignore_errors=True)
+
+    def _attempts(self) -> tuple[str, str | None]:
+        """Run attempts until one is not interrupted (spot instances come back after a reclaim)."""
+        while True:
+            self.reclaim_event.clear()
+            outcome, reason, began = self._attempt()
+            self.started_wall = self.started_wall or began
+            if outcome != "Interrupted":
+                return outcome, reason
+            self.interruptions += 1
+            if not self.job.enable_managed_spot_training:
+                # On-demand capacity is not given back: losing the instance fails the job.
+                return "Failed", "InternalServerError: the training instance was lost (reclaimed)"
+            max_wait = (self.request.get("StoppingCondition") or {}).get("MaxWaitTimeInSeconds")
+            if max_wait and self.started_wall and time.time() - self.started_wall > max_wait:
+                self._transition("MaxWaitTimeExceeded", "Training job exceeded its MaxWaitTimeInSeconds")
+                return "Stopped", None
+            self._transition("Starting", "Launching requested ML instances after the interruption")
 
     def _attempt(self) -> tuple[str, str | None, float | None]:
         """One instance's life: provision, download, train, upload. Returns (outcome, reason, start)."""
@@ -768,6 +779,10 @@ class TrainingRun:
         return "Interrupted", None, began
 
     def _finish(self, outcome: str, reason: str | None, began: float | None) -> None:
+        with self._record_lock:
+            self._finish_record(outcome, reason, began)
+
+    def _finish_record(self, outcome: str, reason: str | None, began: float | None) -> None:
         job = self.job
         now = _now()
         if began is not None:
@@ -1055,6 +1070,7 @@ class TrainingRun:
             )
             kill_process_tree(self.process.pid, grace)
         self.process.wait()
+        self._kill_leftovers()
         reader.join(timeout=5)
         self._flush_logs()
         return self.process.returncode, timed_out
@@ -1078,7 +1094,7 @@ class TrainingRun:
         with self._log_lock:
             self._log_lines.append(line)
 
-    def _flush_logs(self, final: bool = False) -> None:
+    def _flush_logs(self) -> None:
         with self._log_lock:
             lines, self._log_lines = self._log_lines, []
         if not lines or not self.log_stream:
@@ -1138,6 +1154,32 @@ class TrainingRun:
         if self.process and self.process.poll() is None:
             kill_process_tree(self.process.pid, 0.5)
             self.process.wait()
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Kill what the script left behind (daemons, orphans re-parented to init): the instance is gone.
+
+        They are found by the script's process group and the job name in their environment, so a
+        recycled group id never takes an unrelated process down.
+        """
+        import psutil
+
+        if not self.process:
+            return
+        pgid = self.process.pid
+        leftovers = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) == pgid and proc.environ().get("TRAINING_JOB_NAME") == self.name:
+                    leftovers.append(proc)
+            except (psutil.Error, OSError):
+                continue
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=5)
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -1397,11 +1439,10 @@ class FakeCloud:
             return _respond(
                 start_response, *error_response(req, "ValidationException", "Requested resource not found.")
             )
-        status = run.job.training_job_status
-        if status != "InProgress":
+        if not run.request_stop():
+            status = run.job.training_job_status
             message = f"The request was rejected because the training job is in status {status}."
             return _respond(start_response, *error_response(req, "ValidationException", message))
-        run.request_stop()
         return _respond(start_response, 200, {"Content-Type": "application/x-amz-json-1.1"}, b"{}")
 
     # -- control API ---------------------------------------------------------------------------

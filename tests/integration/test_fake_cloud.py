@@ -74,6 +74,12 @@ print("checkpoint", repr(previous), flush=True)
 time.sleep(5)  # long enough for the test to see the line and reclaim the instance mid-run
 """
 
+ORPHANING = """
+import os, pathlib, subprocess, sys
+orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+pathlib.Path(os.environ["SM_MODEL_DIR"], "orphan.pid").write_text(str(orphan.pid))
+"""
+
 FAILING = """
 import os, pathlib, sys
 print("about to fail", flush=True)
@@ -317,6 +323,7 @@ def test_stop_training_job_kills_the_process_tree(cloud):
     create_job(cloud, "stop-1", SLEEPER)
     info = wait_training(cloud, "stop-1")
     pid = info["pid"]
+    wait_for(lambda: any("sleeper: started child" in m for m in log_messages(cloud, "stop-1")), timeout=20)
     assert alive(pid)
     sm = cloud.client("sagemaker")
     sm.stop_training_job(TrainingJobName="stop-1")
@@ -331,7 +338,7 @@ def test_stop_training_job_kills_the_process_tree(cloud):
     # The script's own child, found through the model the fake uploaded on stop (like SageMaker does).
     child_pid = int(read_tar(cloud, "output/stop-1/output/model.tar.gz")["child.pid"])
     wait_for(lambda: not alive(child_pid), timeout=10)
-    assert not cloud.training_job("stop-1")["running"]
+    wait_for(lambda: not cloud.training_job("stop-1")["running"], timeout=10)
 
     with pytest.raises(ClientError) as excinfo:
         sm.stop_training_job(TrainingJobName="stop-1")
@@ -339,6 +346,14 @@ def test_stop_training_job_kills_the_process_tree(cloud):
     with pytest.raises(ClientError) as excinfo:
         sm.stop_training_job(TrainingJobName="no-such-job")
     assert error_of(excinfo)[0] == "ValidationException"
+
+
+def test_processes_a_finished_script_leaves_behind_are_killed(cloud):
+    create_job(cloud, "daemon-1", ORPHANING)
+    job = wait_terminal(cloud, "daemon-1")
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    orphan = int(read_tar(cloud, "output/daemon-1/output/model.tar.gz")["orphan.pid"])
+    wait_for(lambda: not alive(orphan), timeout=10)
 
 
 def test_script_ignoring_sigterm_is_killed_after_the_grace_period(cloud):
