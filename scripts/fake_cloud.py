@@ -1835,6 +1835,7 @@ def start_fake_cloud(
         "--ready-file",
         str(ready),
         "--quiet",
+        "--exit-with-parent",
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -1881,6 +1882,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--starting-seconds", type=float, help="time each job spends in Starting")
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
+    parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     args = parser.parse_args(argv)
 
@@ -1897,6 +1899,16 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
+    if args.exit_with_parent:
+        # Started by start_fake_cloud(): a test process that dies (even by SIGKILL) takes its fake along.
+        parent = os.getppid()
+
+        def _watch_parent() -> None:
+            while not done.wait(1.0):
+                if os.getppid() != parent:
+                    done.set()
+
+        threading.Thread(target=_watch_parent, name="fake-cloud-parent-watch", daemon=True).start()
     client = FakeCloudClient(cloud.url, args.region)
     if args.ready_file:
         tmp = Path(args.ready_file).with_suffix(".tmp")

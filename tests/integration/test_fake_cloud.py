@@ -655,3 +655,18 @@ def test_faults_from_the_environment():
     assert plan.take("sagemaker", "CreateTrainingJob") is None
     with pytest.raises(ValueError, match="FAKE_CLOUD_FAULTS: 'CreateTrainingJob' is not"):
         fake_cloud_module.FaultPlan("CreateTrainingJob")
+
+
+def test_the_fake_exits_when_the_process_that_started_it_dies(tmp_path):
+    starter = (
+        f"import sys, time; sys.path.insert(0, {str(ROOT / 'tests')!r}); from fakes import fake_cloud; "
+        f"h = fake_cloud.start_fake_cloud(0, {str(tmp_path)!r}); print(h.process.pid, flush=True); time.sleep(300)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    try:
+        fake_pid = int(parent.stdout.readline())
+        assert alive(fake_pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not alive(fake_pid), timeout=20)
