@@ -18,15 +18,17 @@ extended in the same process:
   ``<S3OutputPath>/<job>/output/``; stdout/stderr go to CloudWatch Logs
   (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch>``); ``MetricDefinitions`` are
   matched against the log into ``FinalMetricDataList``.
-* ``StopTrainingJob`` (absent from moto) stops the run: SIGTERM to the script's process group,
-  then its whole process tree is killed (psutil) after the grace period; status ``Stopped``.
+* ``StopTrainingJob`` (absent from moto) stops the run: SIGTERM to the script and its children,
+  then whatever is left of its process tree is killed (psutil) after the grace period; status
+  ``Stopped``. A job is never reported terminal while a process of it still runs.
 * A duplicate ``CreateTrainingJob`` name, an instance type that is not in botocore's SageMaker
   service model and a role that does not exist in (moto's) IAM are rejected with
   ``ValidationException``, like SageMaker does.
 * Test controls under ``/fake-cloud/`` on the same port: API call counts per operation, injected
   faults (``ThrottlingException``, ``ResourceLimitExceeded``, ``AccessDeniedException`` ... N times
-  for an operation), run-time knobs (minimum training time, start-up delay, stop grace period), a
-  spot-instance reclaim of a running job, and a reset. See :class:`FakeCloudClient`.
+  for an operation), job faults (the next jobs end ``Failed`` with a given ``FailureReason``),
+  run-time knobs (minimum training time, start-up delay, stop grace period), a spot-instance
+  reclaim of a running job, and a reset. See :class:`FakeCloudClient`.
 
 Tests and ``make`` share this one implementation: import it by path (``tests/fakes``) and call
 :func:`start_fake_cloud`.
