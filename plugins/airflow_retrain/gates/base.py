@@ -107,7 +107,7 @@ def _threshold_text(check: Check) -> str:
 
 def _observed_text(check: Check) -> str:
     if check.observed is None:
-        return "missing"
+        return "-" if check.passed else "missing"
     return f"{check.observed:.4g}"
 
 

@@ -52,8 +52,8 @@ def score(metric: str, y_true: Any, proba: Any) -> float | None:
 
     y = np.asarray(y_true, dtype="int64")
     p = np.asarray(proba, dtype="float64")
-    if len(y) == 0:
-        return None
+    if len(y) == 0 or len(p) != len(y) or not np.all(np.isfinite(p)):
+        return None  # a NaN/inf score is no evidence: fail closed
     pred = (p >= THRESHOLD).astype("int64")
     single_class = len(np.unique(y)) < 2
     calculators = {
