@@ -128,7 +128,9 @@ def model_gate(candidate, dataset, make_context, run_id, data=None, metrics=None
 
 
 def artifact_json(client, run_id, path, tmp_path):
-    return json.loads(open(client.download_artifacts(run_id, path, str(tmp_path))).read())
+    from pathlib import Path
+
+    return json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text())
 
 
 def test_data_gates_first_run_snapshot_then_drift_stops_the_run(registry, models, make_context, name, tmp_path):

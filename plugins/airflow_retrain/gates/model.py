@@ -260,8 +260,8 @@ class SliceGate(Gate):
                     checks.append(Check(check_name, None, None, self.max_regression, False,
                                         f"candidate {self.metric} on {label} is not a finite number"))
                     continue
-                if champ is None:
-                    checks.append(Check(check_name, None, None, self.max_regression, True,
+                if champ is None:  # recorded for the next comparison; nothing to regress from
+                    checks.append(Check(check_name, cand_value, None, None, True,
                                         f"{label}: candidate {self.metric}={cand_value:.4f}; no champion to compare"))
                     continue
                 if champ_value is None:
