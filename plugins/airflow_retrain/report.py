@@ -32,7 +32,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _verdict_line(verdict: dict[str, Any]) -> str:
     checks = verdict.get("checks") or []
-    label = f"  gate {verdict['gate']:<10}"
+    label = f"  gate {verdict['gate']:<10} "
     if verdict["gate"] == "champion" and (verdict.get("details") or {}).get("decision") == "does_not_beat":
         # Not better is a decision, not a failure: promotion keeps the champion.
         return f"{label}NOT BETTER: {verdict['message'].replace('champion gate failed: ', '')}"
@@ -41,7 +41,14 @@ def _verdict_line(verdict: dict[str, Any]) -> str:
     if verdict["gate"] == "champion":
         return f"{label}{verdict['message'].replace('champion gate passed: ', 'PASSED: ')}"
     skipped = sum(1 for c in checks if str(c.get("reason", "")).startswith("skipped"))
-    return f"{label}PASSED ({len(checks)} checks" + (f", {skipped} skipped" if skipped else "") + ")"
+    text = f"{label}PASSED ({len(checks)} checks" + (f", {skipped} skipped" if skipped else "") + ")"
+    highlights = []
+    for prefix in ("psi.", "ks."):
+        drift = [c for c in checks if c["name"].startswith(prefix) and c.get("observed") is not None]
+        if drift:
+            worst = max(drift, key=lambda c: c["observed"])
+            highlights.append(f"max {prefix[:-1].upper()} {worst['observed']:.4f} ({worst['name'][len(prefix):]})")
+    return text + (": " + ", ".join(highlights) if highlights else "")
 
 
 def _gate_lines(report: dict[str, Any], task_id: str, state) -> list[str]:
@@ -56,7 +63,8 @@ def _gate_lines(report: dict[str, Any], task_id: str, state) -> list[str]:
     if not verdicts:
         known = task_id in report.get("stages", {}) or task_id in report.get("task_states", {})
         return [f"  {task_id:<15}{state(task_id)}"] if known else []
-    return [_verdict_line(v) for v in verdicts]
+    # The data verdict is shown once, before training (gate_model copies it onto the candidate's run).
+    return [_verdict_line(v) for v in verdicts if task_id == "gate_data" or v["gate"] != "data"]
 
 
 def format_report(report: dict[str, Any]) -> str:
