@@ -1,9 +1,17 @@
-"""Gate operators against a real MLflow registry (SQLite): evidence, snapshots, the champion re-scored."""
+"""Gate operators against a real MLflow registry: evidence, snapshots, the champion re-scored.
+
+Every test runs on an embedded SQLite registry; the two that move artifacts the most (snapshots, models)
+also run against the tests' MLflow tracking server (``RETRAIN_TEST_MLFLOW_URL``, from
+``scripts/services.sh start``), where artifacts travel over HTTP. Without the server those variants skip
+locally and fail in CI (``RETRAIN_REQUIRE_SERVICES=1``).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -20,21 +28,36 @@ CONTRACT = {"customer_id": "varchar", "churned": "integer", "tenure": "integer",
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("gates-registry")
-    db = tmp_path / "mlflow.db"
-    extra = {"artifact_root": (tmp_path / "artifacts").as_uri()}
-    conn = json.dumps({"conn_type": "mlflow", "host": f"sqlite:///{db}", "extra": extra})
+def registry(request, tmp_path_factory):
+    """An MLflow client on the registry the operators use (connection ``CONN``): embedded SQLite by
+    default, the tests' MLflow server when a test is parametrized with ``registry="server"``."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "server":
+        uri = os.environ.get("RETRAIN_TEST_MLFLOW_URL")
+        if not uri:
+            if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
+                pytest.fail("RETRAIN_TEST_MLFLOW_URL is not set: start the services with scripts/services.sh start")
+            pytest.skip("RETRAIN_TEST_MLFLOW_URL not set (scripts/services.sh start provides it)")
+        conn = json.dumps({"conn_type": "mlflow", "host": uri})
+    else:
+        tmp_path = tmp_path_factory.mktemp("gates-registry")
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        extra = {"artifact_root": (tmp_path / "artifacts").as_uri()}
+        conn = json.dumps({"conn_type": "mlflow", "host": uri, "extra": extra})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(f"AIRFLOW_CONN_{CONN.upper()}", conn)
         from mlflow import MlflowClient
 
-        yield MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+ON_SERVER_TOO = pytest.mark.parametrize("registry", ["sqlite", "server"], indirect=True)
 
 
 @pytest.fixture
 def name(request) -> str:
-    return "gates_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:60]
+    # Unique per test and per session: a shared tracking server outlives test sessions.
+    return "gates_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:50] + uuid.uuid4().hex[:6]
 
 
 def rows(n: int, seed: int, charges_mean: float = 60.0) -> pd.DataFrame:
@@ -133,6 +156,7 @@ def artifact_json(client, run_id, path, tmp_path):
     return json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text())
 
 
+@ON_SERVER_TOO
 def test_data_gates_first_run_snapshot_then_drift_stops_the_run(registry, models, make_context, name, tmp_path):
     week1 = write_dataset(tmp_path / "w1", rows(1200, seed=2))
     result, ctx = data_gate(week1, make_context, "run1", name)
@@ -199,6 +223,7 @@ def test_schema_change_against_previous_run(registry, make_context, name, tmp_pa
                   contract=None)
 
 
+@ON_SERVER_TOO
 @pytest.mark.parametrize("direction", ["candidate_wins", "champion_holds"])
 def test_champion_rescored_on_the_new_holdout_decides(registry, models, make_context, name, tmp_path, direction):
     dataset = write_dataset(tmp_path / "d", rows(1200, seed=7))
