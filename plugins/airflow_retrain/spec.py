@@ -367,8 +367,14 @@ def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None]
         return None
     for path in sorted([*models.rglob("*.yml"), *models.rglob("*.yaml")]):
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
+            text = path.read_text()
+        except OSError:
+            continue
+        if model not in text:  # parse only the files that can describe the model (parse time matters)
+            continue
+        try:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except yaml.YAMLError:
             continue
         for entry in doc.get("models") or []:
             if isinstance(entry, dict) and entry.get("name") == model and entry.get("columns"):
@@ -376,24 +382,36 @@ def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None]
     return None
 
 
+_METRICS_LINE = re.compile(r"^METRICS\s*(?::[^=]*)?=", re.MULTILINE)
+
+
 def declared_metrics(entry_point: Path) -> list[str] | None:
-    """The metric names a training script declares in a module-level ``METRICS = [...]`` (read with
-    :mod:`ast`, never imported); ``None`` when it declares none."""
+    """The metric names a training script declares in a module-level ``METRICS = [...]`` literal (read
+    with :mod:`ast`, never imported); ``None`` when it declares none."""
     import ast
 
     try:
-        tree = ast.parse(entry_point.read_text(), filename=str(entry_point))
-    except (OSError, SyntaxError, ValueError):
+        text = entry_point.read_text()
+    except (OSError, ValueError):
         return None
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "METRICS" for t in targets) and node.value is not None:
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError:
-                return None
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return list(value)
+    match = _METRICS_LINE.search(text)
+    if match is None:
+        return None
+    # Parse just the statement (the whole script costs tens of ms at DAG-parse time): grow it line by
+    # line until it is complete.
+    lines = text[match.start() :].splitlines()
+    for end in range(1, min(len(lines), 200) + 1):
+        try:
+            node = ast.parse("\n".join(lines[:end])).body[0]
+        except SyntaxError:
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return None
     return None
 
 
