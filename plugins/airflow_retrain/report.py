@@ -15,6 +15,43 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "-" if value is None else str(value)
 
 
+def _verdict_line(verdict: dict[str, Any]) -> str:
+    checks = verdict.get("checks") or []
+    label = f"  gate {verdict['gate']:<10} "
+    if verdict["gate"] == "champion" and (verdict.get("details") or {}).get("decision") == "does_not_beat":
+        # Not better is a decision, not a failure: promotion keeps the champion.
+        return f"{label}NOT BETTER: {verdict['message'].replace('champion gate failed: ', '')}"
+    if not verdict.get("passed"):
+        return f"{label}FAILED: {verdict['message']}"
+    if verdict["gate"] == "champion":
+        return f"{label}{verdict['message'].replace('champion gate passed: ', 'PASSED: ')}"
+    skipped = sum(1 for c in checks if str(c.get("reason", "")).startswith("skipped"))
+    text = f"{label}PASSED ({len(checks)} checks" + (f", {skipped} skipped" if skipped else "") + ")"
+    highlights = []
+    for prefix in ("psi.", "ks."):
+        drift = [c for c in checks if c["name"].startswith(prefix) and c.get("observed") is not None]
+        if drift:
+            worst = max(drift, key=lambda c: c["observed"])
+            highlights.append(f"max {prefix[:-1].upper()} {worst['observed']:.4f} ({worst['name'][len(prefix):]})")
+    return text + (": " + ", ".join(highlights) if highlights else "")
+
+
+def _gate_lines(report: dict[str, Any], task_id: str, state) -> list[str]:
+    """One line per gate verdict of a gate task (from its result, or the verdicts a failed gate pushed)."""
+    result = report.get("stages", {}).get(task_id) or {}
+    verdicts = report.get("gate_verdicts", {}).get(task_id)
+    if not verdicts:
+        if "verdicts" in result:
+            verdicts = list(result["verdicts"].values())
+        elif "verdict" in result:
+            verdicts = [result["verdict"]]
+    if not verdicts:
+        known = task_id in report.get("stages", {}) or task_id in report.get("task_states", {})
+        return [f"  {task_id:<15}{state(task_id)}"] if known else []
+    # The data verdict is shown once, before training (gate_model copies it onto the candidate's run).
+    return [_verdict_line(v) for v in verdicts if task_id == "gate_data" or v["gate"] != "data"]
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Render a run report as the lines an on-call engineer reads first."""
     s = report.get("stages", {})
@@ -42,6 +79,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  dataset        {state('export_dataset')}")
+    lines += _gate_lines(report, "gate_data", state)
     tr = s.get("train")
     if tr:
         info = tr.get("info", {})
@@ -58,11 +96,14 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  registered     {reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})")
     else:
         lines.append(f"  registered     {state('register')}")
-    gate = s.get("gate_metrics") or report.get("gate_verdict")
-    if gate:
-        lines.append(f"  gate metrics   {'PASSED' if gate['passed'] else 'FAILED'}: {gate['message']}")
+    if "gate_model" in s or "gate_model" in states or "gate_model" in report.get("gate_verdicts", {}):
+        lines += _gate_lines(report, "gate_model", state)
     else:
-        lines.append(f"  gate metrics   {state('gate_metrics')}")
+        gate = s.get("gate_metrics") or report.get("gate_verdict")
+        if gate:
+            lines.append(f"  gate metrics   {'PASSED' if gate['passed'] else 'FAILED'}: {gate['message']}")
+        else:
+            lines.append(f"  gate metrics   {state('gate_metrics')}")
     pr = s.get("promote")
     if pr:
         lines.append(f"  promotion      {pr['decision'].upper()}: {pr['reason']}")

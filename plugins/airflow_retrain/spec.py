@@ -281,8 +281,106 @@ class Threshold(_Strict):
         return self
 
 
+class RateBand(_Strict):
+    min: float | None = Field(None, ge=0.0, le=1.0)
+    max: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateBand:
+        if self.min is None and self.max is None:
+            raise ValueError("a rate band needs min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class NullRateSpec(_Strict):
+    default: float = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
+    columns: dict[str, float] = Field(default_factory=dict, description="column -> largest null rate")
+
+    @field_validator("columns")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for column, rate in value.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"null rate of {column!r} must be within [0, 1], got {rate}")
+        return value
+
+
+class DriftSpec(_Strict):
+    psi_max: float | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
+    ks_max: float | None = Field(
+        None, gt=0.0, le=1.0, description="largest Kolmogorov-Smirnov statistic D (not a p-value) of a numeric feature"
+    )
+    on_missing_snapshot: Literal["pass", "fail"] = Field(
+        description="no champion snapshot yet (first run): pass or fail; required, so the first run is explicit"
+    )
+    columns: list[str] | None = Field(None, description="features to check; default: every feature")
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> DriftSpec:
+        if self.psi_max is None and self.ks_max is None:
+            raise ValueError("a drift gate needs psi_max and/or ks_max")
+        return self
+
+
+class SchemaGateSpec(_Strict):
+    match_contract: bool = Field(True, description="columns and types match the feature model's dbt contract")
+    match_previous: bool = Field(True, description="columns and types match the last passed run's")
+
+
+class DataGateSpec(_Strict):
+    """``gates.data``: checks on the exported dataset, before training."""
+
+    schema_: SchemaGateSpec = Field(default_factory=SchemaGateSpec, alias="schema")
+    min_rows: int | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
+    max_row_change: float | None = Field(
+        None, gt=0.0, description="largest relative row-count change vs the last passed run (0.2 = 20 %)"
+    )
+    max_null_rate: NullRateSpec = Field(default_factory=NullRateSpec)
+    label_rate: RateBand | None = None
+    drift: DriftSpec | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ChampionGateSpec(_Strict):
+    """``gates.champion``: the champion re-scored on the candidate's holdout."""
+
+    metric: str | None = Field(None, description="default: registry.primary_metric")
+    min_improvement: float | None = Field(None, ge=0.0, description="default: registry.min_improvement")
+    greater_is_better: bool | None = Field(None, description="default: registry's for the primary metric")
+
+
+class SliceGateSpec(_Strict):
+    """``gates.slices``: per-slice metrics, candidate vs champion on the same holdout rows."""
+
+    columns: list[str] = Field(min_length=1, description="feature columns to slice the holdout by")
+    metric: str | None = Field(None, description="default: registry.primary_metric")
+    max_regression: float = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
+    min_rows: int = Field(30, ge=1, description="smaller slices are recorded as skipped")
+
+
+class EfficiencyGateSpec(_Strict):
+    """``gates.efficiency``: the candidate's size and batch scoring latency."""
+
+    max_model_mb: float | None = Field(None, gt=0.0)
+    max_latency_ms: float | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
+    rows: int = Field(1000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> EfficiencyGateSpec:
+        if self.max_model_mb is None and self.max_latency_ms is None:
+            raise ValueError("an efficiency gate needs max_model_mb and/or max_latency_ms")
+        return self
+
+
 class GatesSpec(_Strict):
     metrics: dict[str, Threshold] = Field(min_length=1, description="metric name -> bounds, all must hold")
+    data: DataGateSpec = Field(default_factory=DataGateSpec)
+    champion: ChampionGateSpec = Field(default_factory=ChampionGateSpec)
+    slices: SliceGateSpec | None = None
+    efficiency: EfficiencyGateSpec | None = None
 
 
 class RegistrySpec(_Strict):
@@ -405,6 +503,44 @@ class PipelineSpec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gate_thresholds_agree(self) -> PipelineSpec:
+        metric = self.gates.champion.metric or self.registry.primary_metric
+        if (
+            self.gates.champion.greater_is_better is not None
+            and metric == self.registry.primary_metric
+            and self.gates.champion.greater_is_better != self.registry.greater_is_better
+        ):
+            raise ValueError(
+                f"gates.champion.greater_is_better contradicts registry.greater_is_better for {metric!r}"
+            )
+        return self
+
+    @property
+    def champion_metric(self) -> str:
+        return self.gates.champion.metric or self.registry.primary_metric
+
+    @property
+    def champion_min_improvement(self) -> float:
+        value = self.gates.champion.min_improvement
+        return self.registry.min_improvement if value is None else value
+
+    @property
+    def champion_greater_is_better(self) -> bool | None:
+        if self.gates.champion.greater_is_better is not None:
+            return self.gates.champion.greater_is_better
+        return self.registry.greater_is_better if self.champion_metric == self.registry.primary_metric else None
+
+    @property
+    def model_gate_names(self) -> list[str]:
+        """Every gate a candidate version carries a ``retrain.gate.<name>`` tag for, in order."""
+        names = ["data", "metrics", "champion"]
+        if self.gates.slices is not None:
+            names.append("slices")
+        if self.gates.efficiency is not None:
+            names.append("efficiency")
+        return names
+
     def path(self, relative: str) -> Path:
         """Resolve a spec-relative path against the project root."""
         return (Path(self.root) / relative).resolve()
@@ -509,6 +645,112 @@ def _check_dbt(spec: PipelineSpec) -> list[str]:
     return problems
 
 
+def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
+    """Column -> ``data_type`` of a dbt model, read from its YAML (never by running dbt); ``None`` when
+    the model has no YAML entry with columns."""
+    models = project_dir / "models"
+    if not models.is_dir():
+        return None
+    for path in sorted([*models.rglob("*.yml"), *models.rglob("*.yaml")]):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if model not in text:  # parse only the files that can describe the model (parse time matters)
+            continue
+        try:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except yaml.YAMLError:
+            continue
+        for entry in doc.get("models") or []:
+            if isinstance(entry, dict) and entry.get("name") == model and entry.get("columns"):
+                return {c["name"]: c.get("data_type") for c in entry["columns"] if isinstance(c, dict) and "name" in c}
+    return None
+
+
+_METRICS_LINE = re.compile(r"^METRICS\s*(?::[^=]*)?=", re.MULTILINE)
+
+
+def declared_metrics(entry_point: Path) -> list[str] | None:
+    """The metric names a training script declares in a module-level ``METRICS = [...]`` literal (read
+    with :mod:`ast`, never imported); ``None`` when it declares none."""
+    import ast
+
+    try:
+        text = entry_point.read_text()
+    except (OSError, ValueError):
+        return None
+    match = _METRICS_LINE.search(text)
+    if match is None:
+        return None
+    # Parse just the statement (the whole script costs tens of ms at DAG-parse time): grow it line by
+    # line until it is complete.
+    lines = text[match.start() :].splitlines()
+    for end in range(1, min(len(lines), 200) + 1):
+        try:
+            node = ast.parse("\n".join(lines[:end])).body[0]
+        except SyntaxError:
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return None
+    return None
+
+
+def _check_gates(spec: PipelineSpec) -> list[str]:
+    """Gate fields checked against the dbt contract and the training script's declared metrics."""
+    from airflow_retrain.gates.model import SCORABLE_METRICS
+
+    problems = []
+    gates = spec.gates
+    contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
+    if gates.data.schema_.match_contract and not contract:
+        problems.append(
+            f"gates.data.schema.match_contract: dbt model {spec.dataset.feature_table!r} declares no columns "
+            "in its YAML; declare them (a contract) or set match_contract: false"
+        )
+    if contract:
+        columns = set(contract)
+        named = [(f"gates.data.max_null_rate.columns.{c}", c) for c in gates.data.max_null_rate.columns]
+        if gates.data.drift and gates.data.drift.columns:
+            named += [(f"gates.data.drift.columns[{i}]", c) for i, c in enumerate(gates.data.drift.columns)]
+        if gates.slices:
+            named += [(f"gates.slices.columns[{i}]", c) for i, c in enumerate(gates.slices.columns)]
+        for field_name, column in named:
+            if column not in columns:
+                problems.append(
+                    f"{field_name}: unknown column {column!r} (not in the dbt contract of {spec.dataset.feature_table})"
+                )
+    if gates.slices:
+        for i, column in enumerate(gates.slices.columns):
+            if column in (spec.dataset.target_column, spec.dataset.id_column):
+                problems.append(f"gates.slices.columns[{i}]: {column!r} is the label or id column, not a feature")
+    declared = declared_metrics(spec.path(spec.training.entry_point))
+    metric_fields = [(f"gates.metrics.{m}", m) for m in gates.metrics]
+    metric_fields.append(("registry.primary_metric", spec.registry.primary_metric))
+    rescored = [("gates.champion.metric", spec.champion_metric)]
+    if gates.slices:
+        rescored.append(("gates.slices.metric", gates.slices.metric or spec.registry.primary_metric))
+    if declared is not None:
+        for field_name, metric in [*metric_fields, *rescored]:
+            if metric not in declared:
+                problems.append(
+                    f"{field_name}: metric {metric!r} is never produced by {spec.training.entry_point} "
+                    f"(it declares METRICS = {declared})"
+                )
+    for field_name, metric in rescored:
+        if metric not in SCORABLE_METRICS:
+            problems.append(
+                f"{field_name}: metric {metric!r} cannot be re-scored by the model gates; "
+                f"known: {', '.join(SCORABLE_METRICS)}"
+            )
+    return problems
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error, not "last one wins"."""
 
@@ -606,6 +848,8 @@ def load_spec(path: Path | str) -> PipelineSpec:
     entry = spec.path(spec.training.entry_point)
     if not entry.is_file():
         problems.append(f"training.entry_point: no such file {entry}")
+    elif not problems:
+        problems += _check_gates(spec)
     if problems:
         raise SpecError(path, problems)
     return spec

@@ -74,9 +74,9 @@ else:
 
 THRESHOLD = 0.5
 CHANNELS = ("train", "test")
-
-
-# --------------------------------------------------------------------------- hyperparameters
+# The holdout metrics this script writes to metrics.json. The pipeline spec loader reads this list
+# (without importing the script) and rejects a gate on any other metric before training starts.
+METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
 
 # --------------------------------------------------------------------------- hyperparameters
@@ -418,6 +418,7 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[dict[str, fl
         "log_loss": lambda: log_loss(y_true, proba, labels=[0, 1]),
         "brier": lambda: float(np.mean((proba - y_true) ** 2)),
     }
+    assert tuple(calculators) == METRICS, "METRICS must list exactly the metrics computed here"
     metrics: dict[str, float | None] = {}
     for name, calculate in calculators.items():
         if name in reasons:

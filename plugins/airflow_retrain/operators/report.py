@@ -32,6 +32,12 @@ class RunReportOperator(RetrainBaseOperator):
             states = {k: str(v) if v is not None else None for k, v in states.get(run.run_id, {}).items()}
         except Exception:  # noqa: BLE001 - states are a nicety; results are the report
             states = {}
+        # Gate tasks push their verdicts before failing, so a failed gate's evidence is in the report too.
+        gate_verdicts = {
+            tid: ti.xcom_pull(task_ids=tid, key="verdicts", default=None)
+            for tid in self.stage_task_ids
+            if tid.startswith("gate_")
+        }
         report = {
             "pipeline": self.pipeline,
             "dag_id": run.dag_id,
@@ -39,6 +45,7 @@ class RunReportOperator(RetrainBaseOperator):
             "run_key": run.run_key,
             "task_states": states,
             "stages": stages,
+            "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
         }
         store = self.artifact_store
         uri = artifacts.write_json(store.run_path(run.dag_id, run.run_key) / "report.json", report)
