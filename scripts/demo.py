@@ -12,7 +12,6 @@ Run it twice: the second run's candidate is compared against the first run's cha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import runpy
 import subprocess
@@ -66,20 +65,18 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path = state / "demo" / "last_run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    reports = state / "reports" / DAG_ID
-    latest = reports / "latest.json"
-    before = latest.stat().st_mtime if latest.exists() else 0.0
+    latest = _latest_report_path()
+    before = _read_report(latest)
     t = step(f"Running DAG {DAG_ID} through Airflow (`airflow dags test`; log: {log_path})")
     with open(log_path, "w") as log:
         proc = subprocess.run(["airflow", "dags", "test", DAG_ID], env=env, stdout=log, stderr=subprocess.STDOUT)
     timings["DAG run"] = time.monotonic() - t
 
-    if not latest.exists() or latest.stat().st_mtime <= before:
+    report = _read_report(latest)
+    if report is None or (before is not None and report.get("run_id") == before.get("run_id")):
         print(f"!! the DAG run wrote no report (exit code {proc.returncode}); last lines of {log_path}:")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-40:]))
         return 1
-    report = json.loads(latest.read_text())
-    sys.path.insert(0, str(ROOT / "plugins"))
     from airflow_retrain.report import format_report
 
     print()
@@ -95,6 +92,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! tasks not successful: {failed}; see {log_path}")
         return 1
     return 0 if champion else 1
+
+
+def _latest_report_path():
+    """``<artifact root>/churn_retrain/latest_report.json``, wherever the spec or deployment puts the store."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airflow_retrain.artifacts import ArtifactStore
+    from airflow_retrain.spec import load_spec
+
+    spec = load_spec(ROOT / "include" / "pipelines" / "churn.yaml")
+    store = ArtifactStore.resolve(spec.artifacts.root, spec.artifacts.connection_id)
+    print(f"    artifact store: {store.describe()}")
+    return store.root / DAG_ID / "latest_report.json"
+
+
+def _read_report(path) -> dict | None:
+    from airflow_retrain.artifacts import ArtifactNotFound, read_json
+
+    try:
+        return read_json(path)
+    except ArtifactNotFound:
+        return None
 
 
 def _resolve_champion(state: Path) -> str | None:
