@@ -58,8 +58,13 @@ class ArtifactNotFound(FileNotFoundError):
         super().__init__(f"{what} {uri} does not exist in the artifact store")
 
 
+def file_uri(path: str | os.PathLike) -> str:
+    """``file:///abs/path``, unescaped: ObjectStoragePath takes the path as written (``%20`` stays ``%20``)."""
+    return f"file://{Path(path).resolve()}"
+
+
 def _default_root() -> str:
-    return (state_dir() / "artifacts").as_uri()
+    return file_uri(state_dir() / "artifacts")
 
 
 def to_uri(path: ObjectStoragePath | str) -> str:
@@ -68,7 +73,7 @@ def to_uri(path: ObjectStoragePath | str) -> str:
         return path
     protocol = path.protocol or "file"
     if protocol in ("file", "local"):
-        return Path(path.path).as_uri()
+        return file_uri(path.path)
     return f"{protocol}://{path.path}"
 
 
@@ -95,7 +100,7 @@ def artifact_path(uri: str, conn_id: str | None = None) -> ObjectStoragePath:
 
     scheme = urlsplit(uri).scheme
     if not scheme:
-        uri, scheme = Path(uri).resolve().as_uri(), "file"
+        uri, scheme = file_uri(uri), "file"
     if scheme == "file":
         return ObjectStoragePath(uri)
     conn_id = conn_id or DEFAULT_CONN_IDS.get(scheme)

@@ -103,12 +103,14 @@ def test_bad_roots_name_their_source(monkeypatch, root, message):
 
 
 def test_file_store_round_trip(tmp_path):
-    store = ArtifactStore.resolve((tmp_path / "store").as_uri())
+    root = tmp_path / "my store"  # URIs are not percent-encoded: ObjectStoragePath takes paths as written
+    store = ArtifactStore.resolve(artifacts.file_uri(root))
     run = store.run_path("churn_retrain", "abc123")
     source = _local_tree(tmp_path)
 
     uri = artifacts.upload(source, run / "training" / "job-1" / "model")
-    assert uri == (tmp_path / "store" / "churn_retrain" / "abc123" / "training" / "job-1" / "model").as_uri()
+    assert uri == f"file://{root}/churn_retrain/abc123/training/job-1/model"
+    assert (root / "churn_retrain" / "abc123" / "training" / "job-1" / "model" / "model.json").is_file()
     local = artifacts.download(store.path(uri), tmp_path / "copy")
     assert (local / "model.json").read_text() == '{"trees": 3}'
     assert (local / "sub" / "weights.bin").read_bytes() == (source / "sub" / "weights.bin").read_bytes()
