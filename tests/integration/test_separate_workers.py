@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_workers_retrain"
+# One fixed date: the second test clears and reruns the first test's run (its run id is named after it).
+WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.integration
 
 
@@ -82,7 +85,7 @@ def separate_workers(tmp_path, monkeypatch):
 
 
 def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
-    dr = bag.dags[DAG_ID].test()
+    dr = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == "success", states
     assert set(states.values()) == {"success"}
@@ -114,3 +117,21 @@ def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
     # ... and nothing used the shared state dir as scratch.
     assert not (state_dir / "runs" / DAG_ID).exists()
     assert not (state_dir / "artifacts" / DAG_ID).exists()
+
+
+def test_run_cleared_after_teardown_trains_again(bag, store, separate_workers):
+    """``dag.test`` on the same date clears the first test's finished run and runs it again: the same run
+    id, whose training outputs its teardown deleted. It must train a second job (not hand on URIs of
+    deleted files, which used to end in a bare StopIteration in register) and register that job's model."""
+    (run_dir,) = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    before = json.loads((run_dir / "report.json").read_text())["stages"]
+    assert not (run_dir / "training").exists()  # teardown removed the outputs
+
+    again = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
+    states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert again.state == "success", states
+    assert [p for p in (store / DAG_ID).iterdir() if p.is_dir()] == [run_dir]  # the same run
+    after = json.loads((run_dir / "report.json").read_text())["stages"]
+    assert before["train"]["job_name"].endswith("-1")
+    assert after["train"]["job_name"] == before["train"]["job_name"][:-1] + "2"
+    assert int(after["register"]["version"]) == int(before["register"]["version"]) + 1
