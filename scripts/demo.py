@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import runpy
 import subprocess
@@ -95,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log_path = state / "demo" / "last_run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    reports = state / "reports" / dag_id
-    latest = reports / "latest.json"
-    before = latest.stat().st_mtime if latest.exists() else 0.0
+    latest = _latest_report_path(spec_path, dag_id)
+    before = _read_report(latest)
     cloud = None
     if raw_spec.get("training", {}).get("backend") == "sagemaker":
         t = step("Starting the fake cloud (scripts/fake_cloud.py: moto S3, SageMaker, CloudWatch Logs)")
@@ -115,12 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if cloud is not None and owned:
             cloud.stop()
 
-    if not latest.exists() or latest.stat().st_mtime <= before:
+    report = _read_report(latest)
+    if report is None or (before is not None and report.get("run_id") == before.get("run_id")):
         print(f"!! the DAG run wrote no report (exit code {proc.returncode}); last lines of {log_path}:")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-40:]))
         return 1
-    report = json.loads(latest.read_text())
-    sys.path.insert(0, str(ROOT / "plugins"))
     from airflow_retrain.report import format_report
 
     print()
@@ -136,6 +133,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! tasks not successful: {failed}; see {log_path}")
         return 1
     return 0 if champion else 1
+
+
+def _latest_report_path(spec_path: Path, dag_id: str):
+    """``<artifact root>/<dag_id>/latest_report.json``, wherever the spec or deployment puts the store."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airflow_retrain.artifacts import ArtifactStore
+    from airflow_retrain.spec import load_spec
+
+    spec = load_spec(spec_path)
+    store = ArtifactStore.resolve(spec.artifacts.root, spec.artifacts.connection_id)
+    print(f"    artifact store: {store.describe()}")
+    return store.root / dag_id / "latest_report.json"
+
+
+def _read_report(path) -> dict | None:
+    from airflow_retrain.artifacts import ArtifactNotFound, read_json
+
+    try:
+        return read_json(path)
+    except ArtifactNotFound:
+        return None
 
 
 def _resolve_champion(state: Path, model_name: str = "churn") -> str | None:

@@ -38,13 +38,15 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_retrain.spec import artifact_root_problems as root_problems
+from airflow_retrain.spec import state_dir
+
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 ARTIFACT_ROOT_ENV = "RETRAIN_ARTIFACT_ROOT"
 ARTIFACT_CONN_ENV = "RETRAIN_ARTIFACT_CONN_ID"
 DEFAULT_CONN_IDS = {"s3": "aws_default", "gs": "google_cloud_default", "gcs": "google_cloud_default"}
-SCHEMES = ("file", "s3", "gs", "gcs")
 SCRATCH_PREFIXES = ("dataset", "training")
 
 
@@ -56,27 +58,13 @@ class ArtifactNotFound(FileNotFoundError):
         super().__init__(f"{what} {uri} does not exist in the artifact store")
 
 
-def root_problems(root: str) -> list[str]:
-    """What is wrong with an artifact root URI (empty when it is usable)."""
-    parts = urlsplit(root)
-    if parts.scheme not in SCHEMES:
-        return [f"{root!r} must be a URI with one of the schemes {', '.join(s + '://' for s in SCHEMES)}"]
-    if "@" in parts.netloc:
-        return [f"{root!r}: name the connection in connection_id, not in the URI"]
-    if parts.scheme == "file":
-        if parts.netloc or not parts.path.startswith("/"):
-            return [f"{root!r}: a file:// root needs an absolute path (file:///srv/artifacts)"]
-    elif not parts.netloc:
-        return [f"{root!r}: no bucket"]
-    if parts.query or parts.fragment:
-        return [f"{root!r}: no query or fragment allowed"]
-    return []
+def file_uri(path: str | os.PathLike) -> str:
+    """``file:///abs/path``, unescaped: ObjectStoragePath takes the path as written (``%20`` stays ``%20``)."""
+    return f"file://{Path(path).resolve()}"
 
 
 def _default_root() -> str:
-    from airflow_retrain.spec import state_dir
-
-    return (state_dir() / "artifacts").as_uri()
+    return file_uri(state_dir() / "artifacts")
 
 
 def to_uri(path: ObjectStoragePath | str) -> str:
@@ -85,7 +73,7 @@ def to_uri(path: ObjectStoragePath | str) -> str:
         return path
     protocol = path.protocol or "file"
     if protocol in ("file", "local"):
-        return Path(path.path).as_uri()
+        return file_uri(path.path)
     return f"{protocol}://{path.path}"
 
 
@@ -95,7 +83,7 @@ def _ensure_s3_filesystem(conn_id: str) -> None:
         return
     from airflow.sdk.io import attach
 
-    from airflow_retrain.hooks.s3_filesystem import S3HookFileSystem
+    from airflow_retrain.s3_filesystem import S3HookFileSystem
 
     store = attach("s3", conn_id)  # Airflow's process-wide cache of stores, one per (protocol, connection)
     if not isinstance(store.__dict__.get("fs"), S3HookFileSystem):
@@ -112,7 +100,7 @@ def artifact_path(uri: str, conn_id: str | None = None) -> ObjectStoragePath:
 
     scheme = urlsplit(uri).scheme
     if not scheme:
-        uri, scheme = Path(uri).resolve().as_uri(), "file"
+        uri, scheme = file_uri(uri), "file"
     if scheme == "file":
         return ObjectStoragePath(uri)
     conn_id = conn_id or DEFAULT_CONN_IDS.get(scheme)
@@ -265,9 +253,12 @@ def read_json(source: ObjectStoragePath) -> Any:
     return json.loads(text)
 
 
-def write_json(destination: ObjectStoragePath, data: Any) -> str:
-    """Write a small JSON document (``default=str`` for dates and the like); return its URI."""
-    text = json.dumps(data, indent=2, default=str, allow_nan=False)
+def write_json(destination: ObjectStoragePath, data: Any, *, strict: bool = True) -> str:
+    """Write a small JSON document (``default=str`` for dates and the like); return its URI.
+
+    :param strict: refuse NaN and infinities (``ValueError``) rather than write non-standard JSON.
+    """
+    text = json.dumps(data, indent=2, default=str, allow_nan=not strict)
     destination = as_artifact_path(destination)
     if _is_local(destination):
         local = Path(destination.path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -30,7 +31,6 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_retrain.artifacts import root_problems
 from airflow_retrain.training import BACKEND_NAMES
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
@@ -239,6 +239,27 @@ def _check_env_name(name: str) -> None:
         )
 
 
+ARTIFACT_SCHEMES = ("file", "s3", "gs", "gcs")
+
+
+def artifact_root_problems(root: str) -> list[str]:
+    """What is wrong with an artifact root URI (empty when it is usable)."""
+    parts = urlsplit(root)
+    if parts.scheme not in ARTIFACT_SCHEMES:
+        return [f"{root!r} must be a URI with one of the schemes {', '.join(s + '://' for s in ARTIFACT_SCHEMES)}"]
+    if "@" in parts.netloc:
+        return [f"{root!r}: name the connection in connection_id, not in the URI"]
+    if parts.scheme == "file":
+        if parts.netloc or not parts.path.startswith("/"):
+            return [f"{root!r}: a file:// root needs an absolute path (file:///srv/artifacts)"]
+    elif not parts.netloc:
+        return [f"{root!r}: no bucket"]
+    if parts.query or parts.fragment:
+        return [f"{root!r}: no query or fragment allowed"]
+    return []
+
+
+
 class ArtifactsSpec(_Strict):
     """Where the pipeline's runs hand data, models and reports to each other (see ``airflow_retrain.artifacts``)."""
 
@@ -254,7 +275,7 @@ class ArtifactsSpec(_Strict):
     @field_validator("root")
     @classmethod
     def _usable_root(cls, value: str | None) -> str | None:
-        if value is not None and (problems := root_problems(value)):
+        if value is not None and (problems := artifact_root_problems(value)):
             raise ValueError("; ".join(problems))
         return value
 

@@ -62,7 +62,13 @@ def mlflow_client(state_dir):
 
 
 def report(state_dir, dag_id):
-    return json.loads((state_dir / "reports" / dag_id / "latest.json").read_text())
+    return json.loads((state_dir / "artifacts" / dag_id / "latest_report.json").read_text())
+
+
+def all_removed(uris) -> bool:
+    from airflow_retrain.artifacts import artifact_path
+
+    return bool(uris) and not any(artifact_path(uri).exists() for uri in uris)
 
 
 def test_good_run_promotes_first_champion(bag, state_dir):
@@ -103,7 +109,7 @@ def test_good_run_promotes_first_champion(bag, state_dir):
     text = (state_dir / "reports" / "churn_retrain" / "latest.json").read_text()
     assert '"gate_data"' in text and '"gate_model"' in text
     teardown = rep["stages"]["teardown"]
-    assert teardown["scratch_removed"] and not Path(teardown["scratch_removed"]).exists()
+    assert all_removed(teardown["scratch_removed"])
     assert teardown["jobs"][0]["state"] == "Completed"
     assert teardown["compute_seconds"] > 0
 
@@ -145,7 +151,7 @@ def test_training_failure_still_tears_down(bag, state_dir):
     rep = report(state_dir, "churn_trainfail_retrain")
     teardown = rep["stages"]["teardown"]
     assert [j["state"] for j in teardown["jobs"]] == ["Failed"]
-    assert teardown["scratch_removed"] and not Path(teardown["scratch_removed"]).exists()
+    assert all_removed(teardown["scratch_removed"])
     client = mlflow_client(state_dir)
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'churn'")) == ["1", "2"]
     assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"

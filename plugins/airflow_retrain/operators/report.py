@@ -48,8 +48,9 @@ class RunReportOperator(RetrainBaseOperator):
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
         }
         store = self.artifact_store
-        uri = artifacts.write_json(store.run_path(run.dag_id, run.run_key) / "report.json", report)
-        artifacts.write_json(store.root / run.dag_id / "latest_report.json", report)
+        # Not strict: a stray NaN in some stage's result must not cost the run its report.
+        uri = artifacts.write_json(store.run_path(run.dag_id, run.run_key) / "report.json", report, strict=False)
+        artifacts.write_json(store.root / run.dag_id / "latest_report.json", report, strict=False)
         for line in format_report(report).splitlines():
             self.log.info("%s", line)
         self.log.info("Report written to %s", uri)

@@ -99,6 +99,7 @@ class TrainModelOperator(TrainingBackendOperator):
                 max_runtime_seconds=self.max_runtime_seconds,
                 gpu=self.gpu,
                 tags=run.job_tags(ttl_seconds=self.max_runtime_seconds + 3600),
+                artifact_conn_id=self.artifact_store.conn_id,
             )
             job = backend.submit(request)
             self.log.info(

@@ -55,6 +55,9 @@ class TrainingJobRequest:
         ``gs://``; see :mod:`airflow_retrain.artifacts`). The local backend also takes a plain local folder.
     :param hyperparameters: passed as ``SM_HPS`` JSON and ``--key value`` arguments.
     :param tags: pipeline/run/owner/ttl tags every backend attaches to the job.
+    :param artifact_conn_id: the Airflow connection of the artifact store the channel URIs are in, for
+        backends that read channels through Airflow (the local backend downloads them); ``None``: the
+        default connection of the URI's scheme.
     """
 
     job_name: str
@@ -66,6 +69,7 @@ class TrainingJobRequest:
     max_runtime_seconds: int = 3600
     gpu: str = "auto"  # auto | required | none
     tags: dict[str, str] = field(default_factory=dict)
+    artifact_conn_id: str | None = None
 
 
 @dataclass

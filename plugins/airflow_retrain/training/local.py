@@ -296,7 +296,8 @@ class LocalTrainingBackend(TrainingBackend):
                 staged[channel] = Path(location)
                 continue
             try:
-                staged[channel] = download(artifact_path(location), job_dir / "input" / "data" / channel)
+                source = artifact_path(location, request.artifact_conn_id)
+                staged[channel] = download(source, job_dir / "input" / "data" / channel)
             except ArtifactNotFound:
                 raise FileNotFoundError(
                     f"training job {request.job_name}: channel {channel!r} {location} does not exist"
