@@ -114,6 +114,9 @@ class LocalTrainingBackend(TrainingBackend):
         self.python = python or sys.executable
         self._procs: dict[str, subprocess.Popen] = {}
 
+    def config(self) -> dict[str, Any]:
+        return {"jobs_dir": str(self.jobs_dir), "python": self.python}
+
     def _dir(self, job_name: str) -> Path:
         return self.jobs_dir / job_name
 
