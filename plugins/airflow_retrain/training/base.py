@@ -142,9 +142,16 @@ class TrainingBackend(ABC):
         """Remove the job's scratch (inputs, model copies); keep its record. Returns what was removed."""
         return []
 
+    #: FailureReason prefixes (SageMaker's vocabulary, which the local backend speaks too) of failures a
+    #: retry reproduces: the script raised (AlgorithmError) or the request/input was wrong (ClientError).
+    #: InternalServerError, CapacityError and a lost runner are worth a retry.
+    permanent_failure_prefixes: ClassVar[tuple[str, ...]] = ("AlgorithmError", "ClientError")
+
     def is_permanent_failure(self, job: TrainingJob) -> bool:
         """True when a failed job failed for a reason a retry cannot fix (the script's error, bad input)."""
-        return False
+        return job.state == JobState.FAILED and str(job.failure_reason or "").startswith(
+            self.permanent_failure_prefixes
+        )
 
     def job_links(self, job_name: str) -> dict[str, str]:
         """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""

@@ -53,9 +53,6 @@ _PENDING_SECONDARY = {"Starting", "Pending", "LaunchingMLInstances", "PreparingT
                       "DownloadingTrainingImage"}
 _STATUS = {"Completed": JobState.COMPLETED, "Failed": JobState.FAILED, "Stopping": JobState.STOPPING,
            "Stopped": JobState.STOPPED}
-# FailureReason prefixes SageMaker uses for failures that a retry reproduces: the script raised
-# (AlgorithmError) or the request/input was wrong (ClientError). InternalServerError/CapacityError retry.
-_PERMANENT_REASONS = ("AlgorithmError", "ClientError")
 _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
 
@@ -635,9 +632,6 @@ class SageMakerTrainingBackend(TrainingBackend):
                 removed.append(f"s3://{self.bucket}/{prefix}")
         self._log_streams.pop(job_name, None)
         return removed
-
-    def is_permanent_failure(self, job: TrainingJob) -> bool:
-        return job.state == JobState.FAILED and str(job.failure_reason or "").startswith(_PERMANENT_REASONS)
 
     def job_links(self, job_name: str) -> dict[str, str]:
         console = f"https://{self.region}.console.aws.amazon.com"
