@@ -61,6 +61,12 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 """
 
 
+def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
+    """The backend's settings from the spec block named after it (``training.sagemaker``), if any."""
+    block = getattr(spec.training, spec.training.backend, None)
+    return block.model_dump(exclude_none=True) if block is not None else None
+
+
 def build_dag(spec: PipelineSpec) -> DAG:
     """Build the retraining DAG of one validated spec."""
     start = spec.start_date if spec.start_date.tzinfo else spec.start_date.replace(tzinfo=UTC)
@@ -73,6 +79,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
     if res.gpu == "none":
         hyperparameters.setdefault("device", "cpu")
     common = {"pipeline": spec.name}
+    backend_config = _backend_config(spec)
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description or f"Retrain {spec.registry.model_name}",
@@ -117,6 +124,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             gpu=res.gpu,
             hourly_price_usd=res.hourly_price_usd,
             execution_timeout=timedelta(seconds=res.max_runtime_seconds + 600),
+            backend_config=backend_config,
+            max_cost_usd=spec.training.max_cost_usd,
+            **({"pool": spec.training.pool} if spec.training.pool else {}),
             **common,
         )
         register = RegisterModelOperator(
@@ -156,6 +166,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         teardown = TeardownRunOperator(
             task_id="teardown",
             backend=spec.training.backend,
+            backend_config=backend_config,
             hourly_price_usd=res.hourly_price_usd,
             retries=2,
             **common,
