@@ -254,7 +254,7 @@ def test_missing_role_or_bucket_names_the_field(field):
 def test_unknown_image_region_names_the_field(clients, source):
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, region="xx-nowhere-1")
     with pytest.raises(TrainingInputError, match=r"training.sagemaker.image: not set and .*'xx-nowhere-1'"):
-        backend.image_uri
+        _ = backend.image_uri
 
 
 def test_resource_limit_exceeded_quotes_reason_and_leaves_nothing(monkeypatch, backend, clients, source):
