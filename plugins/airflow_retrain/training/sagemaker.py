@@ -26,6 +26,7 @@ import io
 import json
 import re
 import tarfile
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
@@ -338,15 +339,16 @@ class SageMakerTrainingBackend(TrainingBackend):
         )
 
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
+        """Stage the source and local channels, then create the job.
+
+        A taken name raises :class:`TrainingJobExists` (SageMaker refuses duplicate names), so a retry
+        that races its own earlier attempt reattaches instead of starting a second job.
+        """
+        from botocore.exceptions import ClientError
+
         name = request.job_name
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name):
             raise TrainingInputError(f"training job name {name!r} is not valid on SageMaker (<= 63 of [a-zA-Z0-9-])")
-        try:
-            self._describe_raw(name)
-        except TrainingJobNotFound:
-            pass
-        else:
-            raise TrainingJobExists(f"SageMaker training job {name!r} already exists")
         entry = Path(request.entry_point)
         if not entry.is_file():
             raise TrainingInputError(f"training.entry_point: no such file {entry}")
@@ -361,11 +363,33 @@ class SageMakerTrainingBackend(TrainingBackend):
             channels = {ch: self._channel_uri(name, ch, loc, staged) for ch, loc in request.channels.items()}
             params = self._create_params(request, image, submit_dir, channels)
             with self._cloud_errors("CreateTrainingJob", name, request):
-                self.sagemaker.create_training_job(**params)
+                try:
+                    self.sagemaker.create_training_job(**params)
+                except ClientError as e:
+                    err = e.response.get("Error", {})
+                    if err.get("Code") in ("ResourceInUse", "ValidationException") and (
+                        "unique" in str(err.get("Message", "")).lower()
+                        or "already exists" in str(err.get("Message", "")).lower()
+                    ):
+                        # A taken name keeps its staged files: they are the existing job's inputs.
+                        staged.clear()
+                        raise TrainingJobExists(f"SageMaker training job {name!r} already exists") from None
+                    raise
         except BaseException:
             self._delete_keys(staged)  # nothing half-done: no staged inputs without a job
             raise
-        return self.describe(name)
+        # The job as just created (a describe would cost one more call and say the same).
+        return TrainingJob(
+            job_name=name,
+            backend=self.name,
+            state=JobState.PENDING,
+            instance_type=request.instance_type,
+            instance_count=request.instance_count,
+            created_at=time.time(),
+            tags=dict(params["Tags"] and {t["Key"]: t["Value"] for t in params["Tags"]}),
+            details={"status": "InProgress", "secondary_status": "Starting", "region": self.region,
+                     "spot": self.spot},
+        )
 
     @staticmethod
     def _has_gpu(instance_type: str) -> bool:
