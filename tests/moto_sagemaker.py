@@ -80,6 +80,19 @@ def _write_outputs(job) -> None:
     s3.put_object(bucket, f"{base}/output.tar.gz", _tar({"metrics.json": json.dumps(metrics).encode()}))
 
 
+def _utc(epoch: float):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None)
+
+
+def _transition(job, status: str, message: str) -> None:
+    now = _utc(time.time())
+    if job.secondary_status_transitions:
+        job.secondary_status_transitions[-1]["EndTime"] = now
+    job.secondary_status_transitions.append({"Status": status, "StartTime": now, "StatusMessage": message})
+
+
 def _refresh(job) -> None:
     fake = getattr(job, "_fake", None)
     if fake is None or fake["final"]:
@@ -95,6 +108,8 @@ def _refresh(job) -> None:
         job.secondary_status = "Starting" if now - started < fake["duration"] / 5 else "Training"
         if job.secondary_status == "Training" and not fake["logged_start"]:
             fake["logged_start"] = True
+            job.training_start_time = _utc(started + fake["duration"] / 5)
+            _transition(job, "Training", "Training image download completed. Training in progress.")
             _log(job, ["Invoking script with the following command:", "epoch 1 loss 0.52"])
         return
     else:
@@ -108,10 +123,10 @@ def _refresh(job) -> None:
         _log(job, ["epoch 2 loss 0.41", "ERROR: " + outcome_reason if outcome_reason else "Training complete"])
     fake["final"] = True
     trained = max(1, round(end - started))
-    job.training_start_time = job.creation_time
-    from datetime import UTC, datetime
-
-    job.training_end_time = job.last_modified_time = datetime.fromtimestamp(end, tz=UTC).replace(tzinfo=None)
+    if job.training_start_time is None:
+        job.training_start_time = job.creation_time
+    job.training_end_time = job.last_modified_time = _utc(end)
+    _transition(job, job.secondary_status, f"Training job {job.secondary_status.lower()}")
     job.training_time_in_seconds = trained
     billable = trained
     if job.enable_managed_spot_training:
