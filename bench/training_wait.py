@@ -1,6 +1,7 @@
 """Benchmark: worker-slot seconds and cloud API calls while a SageMaker training job runs.
 
-Side by side in one run, each on a job that trains for ``--job-seconds`` on a moto server:
+Side by side in one run -- concurrently, each against its own moto server so its API calls are counted
+apart -- each on a job that trains for ``--job-seconds``:
 
 - ours: ``TrainModelOperator`` (deferrable): ``execute`` submits and defers, the
   ``TrainingJobTrigger`` waits, ``execute_complete`` fetches the outputs and metrics;
@@ -24,7 +25,7 @@ jobs stay InProgress for a set time, report BillableTimeInSeconds, write outputs
 plain moto completes jobs at once; the extended fake cloud (``scripts/fake_cloud.py``) can take its
 place once it lands.
 
-    .venv/bin/python bench/training_wait.py [--job-seconds 60] [--poll 2] [--json FILE]
+    .venv/bin/python bench/training_wait.py [--job-seconds 600] [--poll 5] [--json FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 BUCKET = "bench-training-wait"
 ROLE = "arn:aws:iam::123456789012:role/bench"
-CONN = "aws_bench"
+CONNS = {"ours": "aws_bench_ours", "sync": "aws_bench_sync", "deferrable": "aws_bench_deferrable"}
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 
 
@@ -88,7 +90,7 @@ def _job_end(sagemaker, name: str) -> float:
     return desc["TrainingEndTime"].timestamp()
 
 
-def run_ours(job_s: float, poll: float, sagemaker) -> dict[str, Any]:
+def run_ours(job_s: float, poll: float) -> dict[str, Any]:
     from airflow.sdk.exceptions import TaskDeferred
 
     from airflow_retrain.operators.training import TrainModelOperator
@@ -100,7 +102,7 @@ def run_ours(job_s: float, poll: float, sagemaker) -> dict[str, Any]:
         channels={"train": f"s3://{BUCKET}/data/train/"},
         hyperparameters={"fake_duration_s": job_s},
         backend="sagemaker",
-        backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "ours", "connection_id": CONN},
+        backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "ours", "connection_id": CONNS["ours"]},
         instance_type="ml.m5.xlarge",
         max_runtime_seconds=3600,
         poll_interval=poll,
@@ -186,10 +188,10 @@ def run_provider(job_s: float, poll: float, deferrable: bool) -> dict[str, Any]:
     from airflow.sdk.exceptions import TaskDeferred
 
     name = f"provider-{'deferrable' if deferrable else 'sync'}"
-    op = SageMakerTrainingOperator(
+    train = SageMakerTrainingOperator(
         task_id="train",
         config=_provider_config(name, job_s),
-        aws_conn_id=CONN,
+        aws_conn_id=CONNS["deferrable" if deferrable else "sync"],
         region_name="us-east-1",
         check_interval=int(poll),
         max_attempts=int(10 * job_s / poll) + 10,
@@ -199,55 +201,69 @@ def run_provider(job_s: float, poll: float, deferrable: bool) -> dict[str, Any]:
     slot = 0.0
     start = time.perf_counter()
     try:
-        op.execute(ctx)
+        train.execute(ctx)
         slot += time.perf_counter() - start
     except TaskDeferred as deferred:
         slot += time.perf_counter() - start
         (event,) = asyncio.run(_drain(deferred.trigger))
         start = time.perf_counter()
-        op.execute_complete(ctx, event=event.payload)
+        train.execute_complete(ctx, event=event.payload)
         slot += time.perf_counter() - start
-    return {"slot_s": slot, "job": op.config["TrainingJobName"], "done_at": time.time()}
+    return {"slot_s": slot, "job": train.config["TrainingJobName"], "done_at": time.time()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--job-seconds", type=float, default=60.0, help="how long each job trains")
-    parser.add_argument("--poll", type=float, default=2.0, help="poll interval of every contender")
+    parser.add_argument("--job-seconds", type=float, default=600.0, help="how long each job trains")
+    parser.add_argument("--poll", type=float, default=5.0, help="poll interval of every contender")
+    parser.add_argument("--stagger", type=float, default=15.0, help="seconds between the contenders' starts")
     parser.add_argument("--json", dest="json_path", help="write the results to this file")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # keep the table readable: request logs, provider chatter
 
     import boto3
-    from moto_sagemaker import API_CALLS, FakeCloud
+    from moto_sagemaker import FakeCloud
 
     _without_aiobotocore()
 
-    with FakeCloud() as cloud:
-        os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = cloud.connection_uri()
-        kwargs = {"endpoint_url": cloud.endpoint_url, "region_name": "us-east-1", "aws_access_key_id": "bench",
-                  "aws_secret_access_key": "bench"}
+    clouds = {name: FakeCloud() for name in CONNS}
+    for name, cloud in clouds.items():
+        cloud.__enter__()
+        os.environ[f"AIRFLOW_CONN_{CONNS[name].upper()}"] = cloud.connection_uri()
+    try:
+        kwargs = {"endpoint_url": clouds["ours"].endpoint_url, "region_name": "us-east-1",
+                  "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
         s3, sagemaker = boto3.client("s3", **kwargs), boto3.client("sagemaker", **kwargs)
-        s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=BUCKET)  # moto's state is shared by the three servers
         s3.put_object(Bucket=BUCKET, Key="data/train/part-0.parquet", Body=b"PAR1")
         s3.put_object(Bucket=BUCKET, Key="provider/sourcedir.tar.gz", Body=b"")
+        for cloud in clouds.values():
+            cloud.calls.clear()
 
-        rows: dict[str, dict[str, Any]] = {}
-        for label, runner in (
-            ("ours (deferrable)", lambda: run_ours(args.job_seconds, args.poll, sagemaker)),
-            ("provider sync", lambda: run_provider(args.job_seconds, args.poll, deferrable=False)),
-            ("provider deferrable", lambda: run_provider(args.job_seconds, args.poll, deferrable=True)),
-        ):
-            API_CALLS.clear()
-            result = runner()
-            calls = Counter(API_CALLS)
-            result["api_calls"] = sum(calls.values())
-            result["calls_by_kind"] = dict(sorted(calls.items()))
-            result["done_latency_s"] = result["done_at"] - _job_end(sagemaker, result["job"])
-            rows[label] = result
+        contenders = {
+            "ours (deferrable)": ("ours", lambda: run_ours(args.job_seconds, args.poll)),
+            "provider sync": ("sync", lambda: run_provider(args.job_seconds, args.poll, deferrable=False)),
+            "provider deferrable": ("deferrable", lambda: run_provider(args.job_seconds, args.poll, deferrable=True)),
+        }
+        with ThreadPoolExecutor(max_workers=len(contenders)) as pool:
+            futures = {}
+            for i, (label, (_, runner)) in enumerate(contenders.items()):
+                # Staggered starts: building boto3 clients is CPU-bound, and three at once on a small
+                # machine would charge each contender for the others' setup.
+                futures[label] = pool.submit(lambda r=runner, d=i * args.stagger: (time.sleep(d), r())[1])
+            rows: dict[str, dict[str, Any]] = {label: future.result() for label, future in futures.items()}
+        for label, (name, _) in contenders.items():
+            calls = Counter(clouds[name].calls)
+            rows[label]["api_calls"] = sum(calls.values())
+            rows[label]["calls_by_kind"] = dict(sorted(calls.items()))
+            rows[label]["done_latency_s"] = rows[label]["done_at"] - _job_end(sagemaker, rows[label]["job"])
+    finally:
+        for cloud in clouds.values():
+            cloud.__exit__(None, None, None)
 
     job_s = args.job_seconds
-    print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; moto server (timed-job patch)")
+    print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; the three run concurrently, one moto "
+          f"server each (timed-job patch)")
     print(f"{'contender':22} {'slot s':>8} {'slot/job':>9} {'API calls':>10} {'done latency s':>15}")
     for label, row in rows.items():
         print(f"{label:22} {row['slot_s']:8.2f} {row['slot_s'] / job_s:9.2%} {row['api_calls']:10d} "

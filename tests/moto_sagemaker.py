@@ -30,6 +30,8 @@ from collections import Counter
 from typing import Any
 
 API_CALLS: Counter[str] = Counter()
+# The same, per server port: several servers in one process share moto's state but count apart.
+API_CALLS_BY_PORT: dict[str, Counter[str]] = {}
 _LOCK = threading.RLock()
 _PATCHED = False
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -224,7 +226,9 @@ def install() -> None:
     def counting_call(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET") or f"{environ.get('REQUEST_METHOD')} s3"
         if not environ.get("PATH_INFO", "").startswith("/moto-api"):
-            API_CALLS[target.rsplit(".", 1)[-1]] += 1
+            kind = target.rsplit(".", 1)[-1]
+            API_CALLS[kind] += 1
+            API_CALLS_BY_PORT.setdefault(str(environ.get("SERVER_PORT")), Counter())[kind] += 1
         return dispatch(self, environ, start_response)
 
     DomainDispatcherApplication.__call__ = counting_call
@@ -247,6 +251,11 @@ class FakeCloud:
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
+
+    @property
+    def calls(self) -> Counter[str]:
+        """Requests this server answered, by API."""
+        return API_CALLS_BY_PORT.setdefault(str(self.server.get_host_and_port()[1]), Counter())
 
     def reset(self) -> None:
         import urllib.request
