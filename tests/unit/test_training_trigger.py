@@ -289,3 +289,43 @@ def test_name_taken_but_not_found_by_search_is_reattached(monkeypatch, make_op, 
     ]
     assert not backend.describe(run.job_name(1)).state.terminal
     backend.stop(run.job_name(1))
+
+
+def test_teardown_stops_what_a_deferred_run_left_running(monkeypatch, make_op, make_context, backend):
+    from airflow_retrain.operators.teardown import TeardownRunOperator
+
+    with pytest.raises(TaskDeferred) as deferred:
+        make_op(hyperparameters={"fake_duration_s": 60}).execute(make_context(DAG_ID, "manual__orphan"))
+    # The deferred task was killed where no trigger could stop the job (e.g. its triggerer lost):
+    teardown = TeardownRunOperator(task_id="teardown", pipeline="churn", backend="sagemaker", backend_config=CONFIG)
+    result = teardown.execute(make_context(DAG_ID, "manual__orphan"))
+    name = deferred.value.trigger.job_name
+    assert result["stopped_jobs"] == [name]
+    assert result["jobs"][0]["cost_usd"] is not None and result["errors"] == []
+    assert backend.describe(name).state == JobState.STOPPED
+    assert [j["TrainingJobName"] for j in backend.sagemaker.list_training_jobs()["TrainingJobSummaries"]] == [name]
+
+
+def test_on_kill_in_sync_mode_stops_the_job(monkeypatch, make_op, make_context, backend):
+    import threading
+
+    monkeypatch.setenv("RETRAIN_DEFERRABLE", "false")
+    op = make_op(hyperparameters={"fake_duration_s": 60})
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            op.execute(make_context(DAG_ID, "manual__kill"))
+        except BaseException as e:  # noqa: BLE001 - the job's stop ends the wait with a failure
+            errors.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    name = RunIdentity("churn", DAG_ID, "manual__kill").job_name(1)
+    deadline = time.time() + 30
+    while op._job_name is None and time.time() < deadline:
+        time.sleep(0.1)
+    op.on_kill()
+    worker.join(30)
+    assert backend.describe(name).state == JobState.STOPPED
+    assert errors and "Stopped" in str(errors[0])
