@@ -308,3 +308,15 @@ def test_unreachable_cloud_names_the_connection(monkeypatch, source):
     with pytest.raises(SageMakerCloudError, match=r"cannot reach AWS .*connection 'aws_nowhere'.*endpoint_url"):
         backend.submit(request(source))
     assert time.monotonic() - started < 30
+
+
+def test_channels_as_file_uris_and_unsupported_schemes(backend, clients, source):
+    entry, data = source
+    base = request(source)
+    job = TrainingJobRequest(**{**base.__dict__, "channels": {"train": data.as_uri()}})
+    backend.submit(job)
+    assert _keys(clients["s3"], "unit/churn-abc123-1/input/") == ["unit/churn-abc123-1/input/train/part-0.parquet"]
+    bad = TrainingJobRequest(**{**base.__dict__, "job_name": "churn-abc123-2", "channels": {"train": "gs://b/x"}})
+    with pytest.raises(TrainingInputError, match=r"channel 'train' at gs://b/x is neither s3:// nor a local folder"):
+        backend.submit(bad)
+    assert _keys(clients["s3"], "unit/churn-abc123-2/") == []  # the staged source was removed again
