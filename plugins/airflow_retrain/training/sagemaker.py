@@ -58,6 +58,10 @@ _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
 
 
+class _OutputsMissing(LookupError):
+    pass
+
+
 class SageMakerCloudError(RuntimeError):
     """The cloud failed a call for a reason that may pass (quota, throttling, network): retry the task."""
 
@@ -547,20 +551,22 @@ class SageMakerTrainingBackend(TrainingBackend):
     def fetch_outputs(self, job_name: str, destination: Any) -> TrainingOutputs:
         """Download and unpack ``model.tar.gz`` and ``output.tar.gz`` under ``destination``.
 
+        The outputs lie where this backend told SageMaker to write them (``S3OutputPath/<job>/output/``),
+        so no describe call (and no SageMaker client) is needed unless they are missing.
+
         :param destination: a folder as ``Path`` or ``ObjectStoragePath`` (anything with ``/``, ``mkdir``
             and ``write_bytes``); the files land in ``destination/model`` and ``destination/output``.
         """
-        job = self.describe(job_name)
-        if job.state != JobState.COMPLETED:
-            raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs")
-        model_uri = job.details.get("model_artifacts") or (
-            f"{job.details.get('output_path', f's3://{self.bucket}/{self.prefix}').rstrip('/')}/{job_name}"
-            "/output/model.tar.gz"
-        )
-        output_uri = model_uri.rsplit("/", 1)[0] + "/output.tar.gz"
+        base = f"s3://{self.bucket}/{self.job_prefix(job_name)}/output"
         model_dir, output_dir = destination / "model", destination / "output"
-        self._unpack(job_name, model_uri, model_dir, "model (SM_MODEL_DIR)")
-        self._unpack(job_name, output_uri, output_dir, "output data (SM_OUTPUT_DATA_DIR, metrics.json)")
+        try:
+            self._unpack(job_name, f"{base}/model.tar.gz", model_dir, "model (SM_MODEL_DIR)")
+            self._unpack(job_name, f"{base}/output.tar.gz", output_dir, "output data (SM_OUTPUT_DATA_DIR, metrics.json)")
+        except _OutputsMissing as missing:
+            job = self.describe(job_name)
+            if job.state != JobState.COMPLETED:
+                raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs") from None
+            raise RuntimeError(f"training job {job_name} completed but {missing}") from None
         return TrainingOutputs(model_dir=model_dir, output_dir=output_dir)
 
     def _unpack(self, job_name: str, uri: str, target: Any, what: str) -> None:
@@ -573,9 +579,8 @@ class SageMakerTrainingBackend(TrainingBackend):
             except ClientError as e:
                 err = e.response.get("Error", {})
                 if err.get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    raise RuntimeError(
-                        f"training job {job_name} completed but its {what} is missing from S3: {uri} "
-                        f"({err.get('Code')}: {err.get('Message', '')})"
+                    raise _OutputsMissing(
+                        f"its {what} is missing from S3: {uri} ({err.get('Code')}: {err.get('Message', '')})"
                     ) from None
                 raise
         target.mkdir(parents=True, exist_ok=True)

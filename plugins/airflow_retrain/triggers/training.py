@@ -48,7 +48,7 @@ class TrainingJobTrigger(BaseTrigger):
     :param log_offset: where the job's log was read up to before deferring.
     :param max_log_lines: how many of the last log lines the final event carries to the task.
     :param max_consecutive_errors: polls in a row that may fail (network, throttling) before giving up.
-    :param max_poll_interval: the longest wait between polls (default: the larger of 60 s and
+    :param max_poll_interval: the longest wait between polls (default: the larger of 30 s and
         ``poll_interval``).
     :param backoff_fraction: the wait between polls as a share of the job's age (0 polls evenly).
     :param log_interval: seconds between log reads while the job runs (default: the larger of 30 s and
@@ -107,7 +107,7 @@ class TrainingJobTrigger(BaseTrigger):
 
     def next_poll_in(self, job_created_at: float | None) -> float:
         """Seconds until the next poll: a share of the job's age, within the poll bounds."""
-        ceiling = self.max_poll_interval if self.max_poll_interval is not None else max(60.0, self.poll_interval)
+        ceiling = self.max_poll_interval if self.max_poll_interval is not None else max(30.0, self.poll_interval)
         age = time.time() - job_created_at if job_created_at else 0.0
         wait = min(max(self.poll_interval, self.backoff_fraction * age), max(ceiling, self.poll_interval))
         if self.deadline is not None:
