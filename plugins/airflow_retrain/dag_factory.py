@@ -89,6 +89,15 @@ def _data_gate_config(spec: PipelineSpec) -> dict[str, Any]:
     }
 
 
+def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
+    """The backend's settings from the spec block named after it (``training.sagemaker``), if any."""
+    block = getattr(spec.training, spec.training.backend, None)
+    config = block.model_dump(exclude_none=True) if block is not None else {}
+    if spec.training.backend == "local":  # the allow-listed environment's additions (training.environment/env)
+        config.update(_training_environment(spec).get("backend_config", {}))
+    return config or None
+
+
 def build_dag(spec: PipelineSpec) -> DAG:
     """Build the retraining DAG of one validated spec.
 
@@ -107,6 +116,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
     common = {"pipeline": spec.name}
     if spec.artifacts.root:  # else resolved on the worker: RETRAIN_ARTIFACT_ROOT, or the state dir
         common.update(artifact_root=spec.artifacts.root, artifact_conn_id=spec.artifacts.connection_id)
+    backend_config = _backend_config(spec)
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description or f"Retrain {spec.registry.model_name}",
@@ -163,7 +173,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             gpu=res.gpu,
             hourly_price_usd=res.hourly_price_usd,
             execution_timeout=timedelta(seconds=res.max_runtime_seconds + 600),
-            **_training_environment(spec),
+            backend_config=backend_config,
+            max_cost_usd=spec.training.max_cost_usd,
+            **({"pool": spec.training.pool} if spec.training.pool else {}),
             **common,
         )
         register = RegisterModelOperator(
@@ -214,6 +226,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         teardown = TeardownRunOperator(
             task_id="teardown",
             backend=spec.training.backend,
+            backend_config=backend_config,
             hourly_price_usd=res.hourly_price_usd,
             retries=2,
             **common,

@@ -86,7 +86,8 @@ def format_report(report: dict[str, Any]) -> str:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in tr["metrics"].items())
         lines.append(
             f"  training       job {tr['job_name']} on {tr['backend']} ({info.get('device', '?')}): "
-            f"{tr['compute_seconds']:.1f} compute s, est. ${tr['cost']['usd']:.4f}"
+            f"{tr['compute_seconds']:.1f} compute s, est. "
+            + (f"${tr['cost']['usd']:.4f}" if tr["cost"].get("usd") is not None else "cost unknown (no price)")
         )
         lines.append(f"  holdout        {metrics}")
     else:

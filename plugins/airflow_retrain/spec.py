@@ -161,6 +161,33 @@ class ResourcesSpec(_Strict):
     )
 
 
+class SageMakerSpec(_Strict):
+    """Where and how SageMaker runs the job (``training.sagemaker``, required with ``backend: sagemaker``).
+
+    The instance type and count come from ``training.resources``; credentials and the endpoint come
+    from the Airflow AWS connection (``connection_id``), never from the spec.
+    """
+
+    role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$", description="execution role")
+    bucket: str = Field(min_length=3, max_length=63, description="S3 bucket for code, inputs and outputs")
+    prefix: str = Field("airflow-retrain", description="key prefix under the bucket")
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    connection_id: str = Field("aws_default", description="Airflow AWS connection (credentials, endpoint_url)")
+    image: str | None = Field(None, description="training image; default: the SageMaker XGBoost framework image")
+    framework_version: str = Field("1.7-1", description="SageMaker XGBoost framework version for the image")
+    volume_size_gb: int = Field(30, ge=1, le=16384)
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = Field(None, description="KMS key for the output and the training volume")
+    spot: bool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+
+    @model_validator(mode="after")
+    def _vpc_pair(self) -> SageMakerSpec:
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("subnets and security_group_ids go together (a VPC config needs both)")
+        return self
+
+
 class TrainingSpec(_Strict):
     backend: str = "local"
     entry_point: str = Field(description="training script, relative to the project root")
@@ -174,6 +201,13 @@ class TrainingSpec(_Strict):
     env: dict[str, str] = Field(
         default_factory=dict, description="environment variables set for the training script (no secrets)"
     )
+    pool: str | None = Field(
+        None, description="Airflow pool for the train task (create it with include_deferred so deferred tasks count)"
+    )
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="refuse to launch when hourly price x instances x max runtime exceeds this"
+    )
+    sagemaker: SageMakerSpec | None = None
 
     @field_validator("backend")
     @classmethod
@@ -666,6 +700,60 @@ def _check_dbt(spec: PipelineSpec) -> list[str]:
     return problems
 
 
+def _check_training(spec: PipelineSpec) -> list[str]:
+    """Backend settings, instance type, price and budget: everything knowable before a job starts."""
+    from airflow_retrain.cost import UnknownPriceError, max_job_cost
+
+    training, res = spec.training, spec.training.resources
+    problems: list[str] = []
+    region = None
+    if training.backend == "sagemaker":
+        from airflow_retrain.training.sagemaker_catalog import (
+            UnknownImageError,
+            training_instance_types,
+            xgboost_image_uri,
+        )
+
+        sm = training.sagemaker
+        if sm is None:
+            return ["training.sagemaker: required with backend 'sagemaker' (role_arn, bucket, ...)"]
+        region = sm.region
+        if sm.image is None:
+            try:
+                xgboost_image_uri(sm.region, sm.framework_version)
+            except UnknownImageError as e:
+                problems.append(f"training.sagemaker.image: not set and {e}; name an image")
+        if res.instance_type not in training_instance_types():
+            problems.append(
+                f"training.resources.instance_type: {res.instance_type!r} is not a SageMaker training "
+                f"instance type (botocore's SageMaker model lists e.g. ml.m5.xlarge, ml.g5.xlarge)"
+            )
+            return problems
+    elif training.sagemaker is not None:
+        problems.append(f"training.sagemaker: set, but training.backend is {training.backend!r}")
+    spot = bool(training.sagemaker and training.sagemaker.spot)
+    try:
+        worst = max_job_cost(
+            training.backend,
+            res.instance_type,
+            res.instance_count,
+            res.max_runtime_seconds,
+            res.hourly_price_usd,
+            region=region,
+            spot=spot,
+        )
+    except UnknownPriceError as e:
+        problems.append(f"training.resources.instance_type: {e}")
+        return problems
+    if training.max_cost_usd is not None and worst.usd > training.max_cost_usd:
+        problems.append(
+            f"training.max_cost_usd: a job may cost up to ${worst.usd:.2f} ({res.instance_count} x "
+            f"{res.instance_type} at ${worst.hourly_price_usd}/h for max_runtime_seconds "
+            f"{res.max_runtime_seconds}), above the budget of ${training.max_cost_usd:.2f}"
+        )
+    return problems
+
+
 def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
     """Column -> ``data_type`` of a dbt model, read from its YAML (never by running dbt); ``None`` when
     the model has no YAML entry with columns."""
@@ -865,7 +953,7 @@ def load_spec(path: Path | str) -> PipelineSpec:
     ]
     if outside:
         raise SpecError(path, outside)
-    problems = _check_dbt(spec)
+    problems = _check_dbt(spec) + _check_training(spec)
     entry = spec.path(spec.training.entry_point)
     if not entry.is_file():
         problems.append(f"training.entry_point: no such file {entry}")

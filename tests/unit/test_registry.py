@@ -289,3 +289,21 @@ def test_mlflow_default_falls_back_to_embedded_registry(state_dir):
     from airflow_retrain.hooks.mlflow import MlflowHook
 
     assert MlflowHook().tracking_uri == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def test_register_logs_cost_provenance_and_never_unknown_as_zero(registry, trained, make_context, name):
+    def run_with(cost, run_id):
+        training = {**training_result(trained, 0.85), "cost": cost}
+        op = RegisterModelOperator(task_id="register", pipeline="churn", model_name=name, training=training,
+                                   dataset=dataset_result(trained), experiment="retrain/churn", mlflow_conn_id=CONN)
+        return registry.get_run(op.execute(make_context("churn_retrain", run_id))["run_id"]).data
+
+    unknown = run_with({"usd": None, "price_source": "unknown", "instance_type": "ml.g5.xlarge", "region": "local",
+                        "instance_count": 1, "price_table_version": "2026-11", "spot": False}, "run_cost_unknown")
+    assert "training_cost_usd" not in unknown.metrics
+    assert unknown.params["training.cost"] == "unknown price, table 2026-11, 1 x ml.g5.xlarge in local"
+    spot = run_with({"usd": 0.42, "price_source": "table", "instance_type": "ml.g5.xlarge", "region": "us-east-1",
+                     "instance_count": 2, "price_table_version": "2026-11", "spot": True, "spot_savings_usd": 0.98},
+                    "run_cost_spot")
+    assert (spot.metrics["training_cost_usd"], spot.metrics["training_spot_savings_usd"]) == (0.42, 0.98)
+    assert spot.params["training.cost"].endswith("2 x ml.g5.xlarge in us-east-1, spot")

@@ -117,7 +117,16 @@ class RegisterModelOperator(RetrainBaseOperator):
         }
         metrics = {k: v for k, v in self.training["metrics"].items() if v is not None}
         metrics["training_compute_seconds"] = float(self.training["compute_seconds"])
-        metrics["training_cost_usd"] = float(self.training["cost"]["usd"])
+        cost = self.training.get("cost") or {}
+        if cost.get("usd") is not None:  # an unknown price is logged as a param, never as $0
+            metrics["training_cost_usd"] = float(cost["usd"])
+            if cost.get("spot"):
+                metrics["training_spot_savings_usd"] = float(cost.get("spot_savings_usd") or 0.0)
+        params["training.cost"] = (
+            f"{cost.get('price_source', 'unknown')} price, table {cost.get('price_table_version', '?')}, "
+            f"{cost.get('instance_count', 1)} x {cost.get('instance_type', '?')} in {cost.get('region') or '?'}"
+            + (", spot" if cost.get("spot") else "")
+        )
         identity = {
             f"{TAG}.pipeline": self.pipeline,
             f"{TAG}.dag_id": run.dag_id,

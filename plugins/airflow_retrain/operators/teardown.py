@@ -96,7 +96,9 @@ class TeardownRunOperator(TrainingBackendOperator):
             "stopped_jobs": stopped,
             "jobs": jobs,
             "compute_seconds": round(sum(j["compute_seconds"] for j in jobs), 3),
-            "cost_usd": round(sum(j["cost_usd"] for j in jobs), 6),
+            # A job without a known price counts as unknown, not as free.
+            "cost_usd": round(sum(j["cost_usd"] for j in jobs if j["cost_usd"] is not None), 6),
+            "cost_unknown_jobs": [j["job_name"] for j in jobs if j["cost_usd"] is None],
             "scratch_removed": removed,
             "errors": errors,
         }

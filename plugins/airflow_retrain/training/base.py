@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_retrain.cost import CostEstimate, estimate_cost
+from airflow_retrain.cost import CostEstimate, job_cost
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -43,6 +43,14 @@ class TrainingJobExists(RuntimeError):
 class TrainingOutputsMissing(LookupError):
     """A job completed, but its outputs no longer exist where the backend keeps them (cleaned up or
     expired): they cannot be published again, so the run must train again."""
+
+
+class TrainingInputError(ValueError):
+    """The cloud refused the job for a reason a retry cannot fix (bad input, validation, access denied).
+
+    The operator fails such a task without burning retries; the message quotes the cloud's reason and
+    names the spec field or connection to fix.
+    """
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,8 @@ class TrainingBackend(ABC):
     """Runs training scripts written for the SageMaker training-container contract."""
 
     name: ClassVar[str]
+    #: Jobs run elsewhere (a cloud): the operator defers while they run instead of holding a worker slot.
+    remote: ClassVar[bool] = False
 
     @abstractmethod
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
@@ -174,7 +184,38 @@ class TrainingBackend(ABC):
         """
         return []
 
+    #: FailureReason prefixes (SageMaker's vocabulary, which the local backend speaks too) of failures a
+    #: retry reproduces: the script raised (AlgorithmError) or the request/input was wrong (ClientError).
+    #: InternalServerError, CapacityError and a lost runner are worth a retry.
+    permanent_failure_prefixes: ClassVar[tuple[str, ...]] = ("AlgorithmError", "ClientError")
+
+    def is_permanent_failure(self, job: TrainingJob) -> bool:
+        """True when a failed job failed for a reason a retry cannot fix (the script's error, bad input)."""
+        return job.state == JobState.FAILED and str(job.failure_reason or "").startswith(
+            self.permanent_failure_prefixes
+        )
+
+    def job_links(self, job_name: str) -> dict[str, str]:
+        """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able settings this backend was built with (names and connection ids, no secrets).
+
+        A trigger rebuilds the backend from ``(name, config())`` in the triggerer.
+        """
+        return {}
+
     def cost(self, job: TrainingJob, hourly_price_usd: float | None = None) -> CostEstimate:
-        return estimate_cost(
-            self.name, job.instance_type, job.billable_seconds, job.instance_count, hourly_price_usd
+        """What ``job`` cost; an unknown price gives ``usd=None`` and a warning, never an error."""
+        training = job.details.get("training_seconds")
+        return job_cost(
+            self.name,
+            job.instance_type,
+            job.billable_seconds,
+            job.instance_count,
+            hourly_price_usd,
+            region=job.details.get("region"),
+            spot=bool(job.details.get("spot", False)),
+            training_seconds=training if training is not None else None,
         )

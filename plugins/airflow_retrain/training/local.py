@@ -182,6 +182,9 @@ class LocalTrainingBackend(TrainingBackend):
         self.environment = dict(environment or {})
         self._procs: dict[str, subprocess.Popen] = {}
 
+    def config(self) -> dict[str, Any]:
+        return {"jobs_dir": str(self.jobs_dir), "python": self.python}
+
     def _dir(self, job_name: str) -> Path:
         return self.jobs_dir / job_name
 
