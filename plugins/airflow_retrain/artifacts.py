@@ -71,6 +71,8 @@ def to_uri(path: ObjectStoragePath | str) -> str:
     """The plain URI of a path: ``s3://bucket/key``, ``file:///abs/path`` (never the ``conn@`` form)."""
     if isinstance(path, str):
         return path
+    if not hasattr(path, "protocol"):  # a local pathlib.Path
+        return file_uri(str(path))
     protocol = path.protocol or "file"
     if protocol in ("file", "local"):
         return file_uri(path.path)

@@ -20,6 +20,7 @@ from airflow_retrain.training.base import (
     TrainingJobExists,
     TrainingJobNotFound,
     TrainingJobRequest,
+    TrainingOutputsMissing,
 )
 from airflow_retrain.training.sagemaker import SageMakerCloudError, SageMakerTrainingBackend
 
@@ -141,8 +142,10 @@ def test_states_logs_outputs_and_cost(backend, source, tmp_path):
     assert rest.splitlines() == ["epoch 2 loss 0.41", "Training complete"]
 
     outputs = backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
-    assert json.loads(outputs.metrics_path.read_text())["metrics"]["roc_auc"] == 0.91
-    assert (outputs.model_dir / "model.json").exists() and (outputs.model_dir / "sub" / "extra.txt").exists()
+    assert outputs.model_uri == f"file://{tmp_path / 'out' / 'model'}"
+    assert json.loads((tmp_path / "out" / "output" / "metrics.json").read_text())["metrics"]["roc_auc"] == 0.91
+    model_dir = tmp_path / "out" / "model"
+    assert (model_dir / "model.json").exists() and (model_dir / "sub" / "extra.txt").exists()
 
     cost = backend.cost(done)
     assert (cost.usd, cost.hourly_price_usd, cost.region, cost.price_source) == (
@@ -195,7 +198,7 @@ def test_failed_job_quotes_failure_reason_and_is_permanent(backend, source):
 
 def test_outputs_missing_from_s3_name_the_uri(backend, source, tmp_path):
     backend.submit(request(source, fake_outcome="NoOutputs"))
-    with pytest.raises(RuntimeError, match=r"completed but its model .* missing from S3: s3://retrain-tests/unit/"
+    with pytest.raises(TrainingOutputsMissing, match=r"completed but its model .* missing from S3: s3://retrain-tests/unit/"
                                            r"churn-abc123-1/output/model.tar.gz \(NoSuchKey"):
         backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
 
@@ -204,7 +207,8 @@ def test_duplicate_name_and_unknown_job(backend, source):
     backend.submit(request(source))
     with pytest.raises(TrainingJobExists):
         backend.submit(request(source))
-    assert API_CALLS["CreateTrainingJob"] == 1
+    # Two requests, one job: SageMaker itself refuses the taken name (no probing describe beforehand).
+    assert API_CALLS["CreateTrainingJob"] == 2, dict(API_CALLS)
     with pytest.raises(TrainingJobNotFound, match="nope-1"):
         backend.describe("nope-1")
 
