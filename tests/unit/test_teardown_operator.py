@@ -189,6 +189,7 @@ def test_teardown_of_a_run_with_nothing_to_do(backend, tmp_path, make_context):
         "jobs": [],
         "compute_seconds": 0,
         "cost_usd": 0,
+        "cost_unknown_jobs": [],
         "scratch_removed": None,
         "errors": [],
     }
