@@ -203,12 +203,14 @@ def test_outputs_missing_from_s3_name_the_uri(backend, source, tmp_path):
         backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
 
 
-def test_duplicate_name_and_unknown_job(backend, source):
+def test_duplicate_name_and_unknown_job(backend, clients, source):
     backend.submit(request(source))
     with pytest.raises(TrainingJobExists):
         backend.submit(request(source))
-    # Two requests, one job: SageMaker itself refuses the taken name (no probing describe beforehand).
-    assert API_CALLS["CreateTrainingJob"] == 2, dict(API_CALLS)
+    # SageMaker refused the second create; one job exists and its staged inputs are kept.
+    assert API_CALLS["CreateTrainingJob"] == 2
+    assert [j.job_name for j in backend.find_jobs({"retrain:run-key": "abc123"})] == ["churn-abc123-1"]
+    assert _keys(clients["s3"], "unit/churn-abc123-1/source/") == ["unit/churn-abc123-1/source/sourcedir.tar.gz"]
     with pytest.raises(TrainingJobNotFound, match="nope-1"):
         backend.describe("nope-1")
 
