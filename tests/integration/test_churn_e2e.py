@@ -106,7 +106,7 @@ def test_good_run_promotes_first_champion(bag, state_dir):
     assert rep["stages"]["dbt_build"]["tests_failed"] == 0
     assert rep["stages"]["dbt_build"]["models_built"] == 2
     assert rep["stages"]["promote"]["champion_after"] == "1"
-    text = (state_dir / "reports" / "churn_retrain" / "latest.json").read_text()
+    text = (state_dir / "artifacts" / "churn_retrain" / "latest_report.json").read_text()
     assert '"gate_data"' in text and '"gate_model"' in text
     teardown = rep["stages"]["teardown"]
     assert all_removed(teardown["scratch_removed"])
