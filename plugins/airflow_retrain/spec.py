@@ -114,6 +114,12 @@ class RegistrySpec(_Strict):
     connection_id: str = "mlflow_default"
 
 
+class BudgetSpec(_Strict):
+    """Spending limits; crossing one warns in the run's teardown log (it never stops a run)."""
+
+    weekly_usd: float = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=_NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
@@ -133,6 +139,7 @@ class PipelineSpec(_Strict):
     training: TrainingSpec
     gates: GatesSpec
     registry: RegistrySpec
+    budget: BudgetSpec | None = None
 
     # Set by the loader, not by the YAML.
     source_path: str = Field("", exclude=True)

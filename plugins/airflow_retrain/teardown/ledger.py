@@ -160,7 +160,7 @@ class CostLedger:
     def _sql(self, sql: str) -> str:
         return sql if self.params.kind == "duckdb" else sql.replace("?", "%s")
 
-    def _run(self, statements: list[tuple[str, Iterable[tuple]]], fetch: str | None = None) -> list[tuple]:
+    def _run(self, statements: list[tuple[str, Iterable[tuple]]], fetch: tuple[str, tuple] | None = None) -> list[tuple]:
         con = self._connect()
         try:
             cur = con.cursor()
@@ -171,7 +171,7 @@ class CostLedger:
                 for params in params_list:
                     cur.execute(self._sql(sql), params)
             if fetch is not None:
-                cur.execute(self._sql(fetch[0]), fetch[1]) if isinstance(fetch, tuple) else cur.execute(fetch)
+                cur.execute(self._sql(fetch[0]), fetch[1])
                 rows = cur.fetchall()
             con.commit()
             return rows
