@@ -208,8 +208,12 @@ class CostLedger:
     def week_usd(self, pipeline: str, now: float) -> float:
         """Dollars the pipeline's training runs spent in the ISO week (Monday 00:00 UTC) holding ``now``."""
         start = week_start(_utc(now))
-        sql = f"SELECT COALESCE(SUM(usd), 0) FROM {TABLE} WHERE pipeline = ? AND source = 'training_run' AND ts >= ?"
-        rows = self._run([], fetch=(sql, (pipeline, start.replace(tzinfo=None))))
+        sql = (
+            f"SELECT COALESCE(SUM(usd), 0) FROM {TABLE} "
+            "WHERE pipeline = ? AND source = 'training_run' AND ts >= ? AND ts < ?"
+        )
+        start = start.replace(tzinfo=None)
+        rows = self._run([], fetch=(sql, (pipeline, start, start + timedelta(days=7))))
         return float(rows[0][0] or 0.0)
 
 
