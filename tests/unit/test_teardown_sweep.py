@@ -331,3 +331,52 @@ def test_two_concurrent_sweeps_act_once(cloud, clock):
     assert deletes == ["idle-ep"]
     assert STOP_CALLS == ["expired-job"]
     assert sorted(r.outcome for result in results for r in result.records if r.resource == "expired-job").count("acted") == 1
+
+
+def test_sweep_operator_logs_a_table_records_actions_in_the_ledger_and_fails_after_errors(cloud, tmp_path, monkeypatch, capsys):
+    from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
+    from airflow_retrain.teardown.ledger import CostLedger
+
+    sm, _ = cloud
+    create_endpoint(sm, "idle-ep", OURS)
+    create_endpoint(sm, "kept-ep", {**OURS, "retrain:keep": "true"})
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(
+        f"aws: [{{connection_id: {CONN_ID}, regions: [{REGION}]}}]\nlocal: {{enabled: false}}\n"
+        "idle_window: 1s\ngrace_period: 0s\nclaim_settle_seconds: 0\nwarehouse_connection_id: sweep_ledger\n"
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_SWEEP_LEDGER", json.dumps({"conn_type": "duckdb", "host": str(tmp_path / "w.duckdb")}))
+    time.sleep(1.1)  # older than the idle window, by the real clock the operator uses
+    op = GpuTeardownSweepOperator(task_id="sweep", policy_path=str(policy_file))
+
+    dry = GpuTeardownSweepOperator(task_id="sweep", policy_path=str(policy_file), dry_run=True).execute({})
+    assert dry["outcomes"] == {"would mark": 1, "exempt": 1}
+    first = op.execute({})
+    assert first["outcomes"] == {"marked": 1, "exempt": 1}
+    second = op.execute({})
+    assert second["outcomes"] == {"acted": 1, "exempt": 1}
+    assert second["saving_usd_per_hour"] == estimate_cost("sagemaker", "ml.g4dn.xlarge", 3600).usd
+    out = capsys.readouterr().out
+    assert "outcome  kind" in out and "acted    sagemaker.endpoint  idle-ep" in out
+    (row,) = CostLedger.from_connection("sweep_ledger").rows()
+    assert (row["resource"], row["source"], row["kind"], row["pipeline"]) == ("idle-ep", "sweep", "sagemaker.endpoint", "churn")
+    assert row["saving_usd_per_hour"] == second["saving_usd_per_hour"]
+    assert row["usd"] == pytest.approx(row["saving_usd_per_hour"] * row["seconds"] / 3600, abs=1e-6)
+    assert row["details"]["evidence"]["invocations"] == 0
+
+    # An error on one resource: the sweep completes, then the task fails naming it.
+    create_endpoint(sm, "denied-ep", OURS)
+    time.sleep(1.1)
+    op.execute({})  # marks it
+    event, handler = _fail("DeleteEndpoint", "AccessDeniedException", "no", lambda p: True)
+    real_client = SageMakerInventory._client
+
+    def client_with_denial(self, client_type):
+        client = real_client(self, client_type)
+        if client_type == "sagemaker":
+            client.meta.events.register(event, handler)
+        return client
+
+    monkeypatch.setattr(SageMakerInventory, "_client", client_with_denial)
+    with pytest.raises(RuntimeError, match="denied-ep.*AccessDeniedException"):
+        op.execute({})

@@ -97,17 +97,22 @@ class SweepResult:
         return {**self.summary(), "records": [r.to_dict() for r in self.records]}
 
 
-def hourly_usd(resource: Resource) -> float | None:
-    """What the resource costs per hour by the package's one cost model; ``None`` without a price."""
+def resource_usd(resource: Resource, seconds: float) -> float | None:
+    """What ``seconds`` of the resource cost by the package's one cost model; ``None`` without a price."""
     variants = resource.details.get("variant_instances")
     try:
         if variants:
-            return sum(estimate_cost(resource.backend, t, 3600.0, int(n)).usd for t, n in variants)
+            return round(sum(estimate_cost(resource.backend, t, seconds, int(n)).usd for t, n in variants), 6)
         if not resource.instance_type:
             return None
-        return estimate_cost(resource.backend, resource.instance_type, 3600.0, resource.instance_count).usd
+        return estimate_cost(resource.backend, resource.instance_type, seconds, resource.instance_count).usd
     except UnknownPriceError:
         return None
+
+
+def hourly_usd(resource: Resource) -> float | None:
+    """The resource's burn rate: what stopping it saves per hour."""
+    return resource_usd(resource, 3600.0)
 
 
 def resource_gpu_hours(resource: Resource, seconds: float) -> float:
@@ -155,8 +160,7 @@ class Sweeper:
     # -----------------------------------------------------------------------------------------------
     def _record(self, resource: Resource, outcome: str, reason: str, **kwargs: Any) -> SweepRecord:
         now = self.clock()
-        uptime = resource.uptime(now)
-        price = hourly_usd(resource)
+        uptime = round(resource.uptime(now), 1)
         tags = self.policy.tags
         return SweepRecord(
             kind=resource.kind,
@@ -169,9 +173,9 @@ class Sweeper:
             backend=resource.backend,
             instance_type=resource.instance_type,
             instance_count=resource.instance_count,
-            uptime_seconds=round(uptime, 1),
-            usd_uptime=None if price is None else round(price * uptime / 3600.0, 6),
-            saving_usd_per_hour=price,
+            uptime_seconds=uptime,
+            usd_uptime=resource_usd(resource, uptime),
+            saving_usd_per_hour=hourly_usd(resource),
             gpu_hours=resource_gpu_hours(resource, uptime),
             at=now,
             **kwargs,
