@@ -134,3 +134,17 @@ def invoke(cloudwatch, endpoint: str, at: float, count: float = 5.0) -> None:
 
 def tags_of(sm, arn: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+
+def create_processing_job(sm, name: str, tags: dict[str, str], instance_type: str = "ml.g4dn.xlarge") -> None:
+    sm.create_processing_job(
+        ProcessingJobName=name,
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": instance_type, "VolumeSizeInGB": 10}},
+        AppSpecification={"ImageUri": "img:latest"},
+        RoleArn=ROLE,
+        StoppingCondition={"MaxRuntimeInSeconds": 86400},
+        Tags=_tags(tags),
+    )
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends[ACCOUNT][REGION].processing_jobs[name].processing_job_status = "InProgress"

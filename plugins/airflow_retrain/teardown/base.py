@@ -122,8 +122,11 @@ class Inventory(ABC):
         """Every running, billable resource of the enabled kinds, with its tags."""
 
     @abstractmethod
-    def assess(self, resources: list[Resource]) -> dict[str, Finding]:
-        """A finding per resource key (batched where the service allows, e.g. one metrics query)."""
+    def assess(self, resources: list[Resource], refreshed: bool = False) -> dict[str, Finding]:
+        """A finding per resource key (batched where the service allows, e.g. one metrics query).
+
+        :param refreshed: the resources were just read by :meth:`refresh`; do not describe them again.
+        """
 
     @abstractmethod
     def refresh(self, resource: Resource) -> Resource:

@@ -277,7 +277,7 @@ class LocalInventory(Inventory):
         evidence = {"run_id": run_id, "run_state": state or "unknown"}
         return (state in _ENDED_RUN_STATES), evidence
 
-    def assess(self, resources: list[Resource]) -> dict[str, Finding]:
+    def assess(self, resources: list[Resource], refreshed: bool = False) -> dict[str, Finding]:
         now = self.clock()
         findings = {}
         for resource in resources:

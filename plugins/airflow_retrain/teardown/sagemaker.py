@@ -221,13 +221,14 @@ class SageMakerInventory(Inventory):
             raise ResourceGone(f"{resource.kind} {resource.name} is {status} now")
         return d
 
-    def assess(self, resources: list[Resource]) -> dict[str, Finding]:
+    def assess(self, resources: list[Resource], refreshed: bool = False) -> dict[str, Finding]:
         now = self.clock()
         findings: dict[str, Finding] = {}
         endpoints: list[Resource] = []
         for resource in resources:
             try:
-                self._describe(resource)
+                if not refreshed:
+                    self._describe(resource)
             except ResourceGone as e:
                 findings[resource.key] = Finding(False, str(e), {"gone": True})
                 continue
@@ -344,8 +345,7 @@ class SageMakerInventory(Inventory):
 
     # -- writing -------------------------------------------------------------------------------------
     def set_tag(self, resource: Resource, key: str, value: str) -> None:
-        # AddTags overwrites a key on AWS; moto appends a duplicate. Deleting first is right on both.
-        self.sagemaker.delete_tags(ResourceArn=resource.arn, TagKeys=[key])
+        # AddTags overwrites a key on AWS (moto appends a duplicate; reading keeps the newest, the last).
         self.sagemaker.add_tags(ResourceArn=resource.arn, Tags=[{"Key": key, "Value": value}])
         resource.tags[key] = value
 

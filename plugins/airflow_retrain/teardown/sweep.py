@@ -258,24 +258,23 @@ class Sweeper:
     def _claim_and_act(self, inventory: Inventory, resource: Resource, finding: Finding, action: str) -> SweepRecord:
         tags = self.policy.tags
         mark_value = resource.tags[tags.planned]
-        fresh = inventory.refresh(resource)
-        if fresh.tags.get(tags.planned) != mark_value:
-            return self._record(fresh, "skipped", "its mark changed since the listing (another sweep)", action=action)
-        held = fresh.tags.get(tags.claim)
+        held = resource.tags.get(tags.claim)
         if held and not self._claim_is_stale(held):
-            return self._record(fresh, "skipped", f"claimed by sweep {held.split('@')[0]}", action=action)
+            return self._record(resource, "skipped", f"claimed by sweep {held.split('@')[0]}", action=action)
         claim = f"{self.sweep_id}@{int(self.clock())}"
-        inventory.set_tag(fresh, tags.claim, claim)
-        self.sleep(self.policy.claim_settle_seconds)
-        fresh = inventory.refresh(fresh)
+        inventory.set_tag(resource, tags.claim, claim)
+        self.sleep(self.policy.claim_settle_seconds)  # lets a concurrent claim land before we read back
+        fresh = inventory.refresh(resource)
         if fresh.tags.get(tags.claim) != claim:
             return self._record(fresh, "skipped", "another sweep claimed it first", action=action)
         if fresh.tags.get(tags.planned) != mark_value:
             return self._record(fresh, "skipped", "its mark changed while claiming", action=action)
-        recheck = inventory.assess([fresh]).get(fresh.key) or Finding(False, "no finding")
+        recheck = inventory.assess([fresh], refreshed=True).get(fresh.key) or Finding(False, "no finding")
         if not recheck.idle:
             if recheck.evidence.get("gone"):
                 raise ResourceGone(recheck.reason)
+            if recheck.evidence.get("error"):
+                raise RuntimeError(recheck.reason)
             detail = self._unmark(inventory, fresh, "busy again at the re-check")
             return self._record(fresh, UNMARKED, recheck.reason, detail=detail, evidence=recheck.evidence)
         detail = inventory.act(fresh, action)
