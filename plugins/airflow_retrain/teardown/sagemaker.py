@@ -20,7 +20,9 @@ What counts as idle (a *finding*):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -73,15 +75,25 @@ class SageMakerInventory(Inventory):
 
     :param connection_id: Airflow connection of type ``aws``.
     :param region: AWS region to sweep.
+    :param read_threads: parallel reads (tags, describes); writes (marks, actions) stay sequential.
     """
 
     name = "sagemaker"
     kinds = tuple(_RUNNING)
 
-    def __init__(self, policy: Any, clock: Clock | None = None, connection_id: str = "aws_default", region: str = "us-east-1"):
+    def __init__(
+        self,
+        policy: Any,
+        clock: Clock | None = None,
+        connection_id: str = "aws_default",
+        region: str = "us-east-1",
+        read_threads: int = 8,
+    ):
         super().__init__(policy, clock)
         self.connection_id = connection_id
         self.region = region
+        self.read_threads = read_threads
+        self._lock = threading.Lock()
 
     @classmethod
     def from_policy(cls, policy: Any, clock: Clock | None = None) -> list[Inventory]:
@@ -92,7 +104,15 @@ class SageMakerInventory(Inventory):
         return f"{self.connection_id}/{self.region}"
 
     def _count_call(self, **_: Any) -> None:
-        self.api_calls += 1
+        with self._lock:
+            self.api_calls += 1
+
+    def _map(self, fn, items: list) -> list:
+        """``fn`` over ``items`` on a few threads (boto3 clients are thread-safe): reads run in parallel."""
+        if len(items) < 2 or self.read_threads < 2:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.read_threads, thread_name_prefix="teardown-read") as pool:
+            return list(pool.map(fn, items))
 
     def _client(self, client_type: str):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -145,27 +165,35 @@ class SageMakerInventory(Inventory):
             kwargs["NextToken"] = page["NextToken"]
 
     def resources(self) -> Iterable[Resource]:
-        for kind in self.kinds:
-            if not self.policy.enabled(kind):
+        listed = [
+            (kind, name, arn, summary)
+            for kind in self.kinds
+            if self.policy.enabled(kind)
+            for name, arn, summary in self._list(kind)
+        ]
+
+        def read_tags(item) -> dict[str, str] | None:
+            try:
+                return self._tags(item[2])
+            except ClientError as e:
+                if is_gone_error(e):
+                    return None  # went away between listing and reading its tags: nothing to sweep
+                raise
+
+        for (kind, name, arn, summary), tags in zip(listed, self._map(read_tags, listed), strict=True):
+            if tags is None:
                 continue
-            for name, arn, summary in self._list(kind):
-                try:
-                    tags = self._tags(arn)
-                except ClientError as e:
-                    if is_gone_error(e):
-                        continue  # went away between listing and reading its tags: nothing to sweep
-                    raise
-                yield Resource(
-                    kind=kind,
-                    name=name,
-                    location=self.location,
-                    state=_RUNNING[kind],
-                    tags=tags,
-                    started_at=_epoch(summary.get("CreationTime")),
-                    backend="sagemaker",
-                    instance_type=summary.get("InstanceType"),
-                    arn=arn,
-                )
+            yield Resource(
+                kind=kind,
+                name=name,
+                location=self.location,
+                state=_RUNNING[kind],
+                tags=tags,
+                started_at=_epoch(summary.get("CreationTime")),
+                backend="sagemaker",
+                instance_type=summary.get("InstanceType"),
+                arn=arn,
+            )
 
     # -- judging -------------------------------------------------------------------------------------
     def _describe(self, resource: Resource) -> dict[str, Any]:
@@ -225,15 +253,20 @@ class SageMakerInventory(Inventory):
         now = self.clock()
         findings: dict[str, Finding] = {}
         endpoints: list[Resource] = []
-        for resource in resources:
+
+        def describe(resource: Resource) -> Finding | None:
             try:
                 if not refreshed:
                     self._describe(resource)
             except ResourceGone as e:
-                findings[resource.key] = Finding(False, str(e), {"gone": True})
-                continue
+                return Finding(False, str(e), {"gone": True})
             except ClientError as e:
-                findings[resource.key] = Finding(False, f"could not describe: {_error_text(e)}", {"error": _error_text(e)})
+                return Finding(False, f"could not describe: {_error_text(e)}", {"error": _error_text(e)})
+            return None
+
+        for resource, failed in zip(resources, self._map(describe, resources), strict=True):
+            if failed is not None:
+                findings[resource.key] = failed
                 continue
             expired, ttl_evidence = ttl_expired(resource.tags, self.policy.tags.ttl, now)
             uptime = resource.uptime(now)

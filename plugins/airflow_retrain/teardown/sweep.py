@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +129,7 @@ class Sweeper:
     :param clock: epoch seconds now (injectable: tests move time past the grace period).
     :param sleep: how to wait ``claim_settle_seconds`` (injectable, like the clock).
     :param dry_run: overrides the policy's ``dry_run`` when given.
+    :param act_threads: due resources re-checked and acted on in parallel (throttling: adaptive retries).
     """
 
     def __init__(
@@ -136,8 +139,10 @@ class Sweeper:
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         dry_run: bool | None = None,
+        act_threads: int = 4,
     ) -> None:
         self.policy = policy
+        self.act_threads = act_threads
         self.inventories = inventories
         self.clock = clock or time.time
         self.sleep = sleep
@@ -199,19 +204,57 @@ class Sweeper:
         if not candidates:
             return
         findings = inventory.assess(candidates)
+        due: list[tuple[Resource, Finding, str]] = []
         for resource in candidates:
             finding = findings.get(resource.key) or Finding(False, "no finding")
-            try:
-                result.records.append(self._decide(inventory, resource, finding))
-            except ResourceGone as e:
-                result.records.append(self._record(resource, "gone", str(e)))
-            except Exception as e:  # noqa: BLE001 - a permission error on one resource: go on with the rest
-                message = f"{type(e).__name__}: {e}"
-                if hasattr(e, "response"):
-                    err = e.response.get("Error", {})
-                    message = f"{err.get('Code')}: {err.get('Message')}"
-                result.errors.append(f"{resource.kind} {resource.name} ({resource.location}): {message}")
-                result.records.append(self._record(resource, "error", message, evidence=finding.evidence))
+            with self._guard(result, resource, finding):
+                decided = self._decide(inventory, resource, finding)
+                if isinstance(decided, SweepRecord):
+                    result.records.append(decided)
+                else:
+                    due.append((resource, finding, decided))
+        if not due:
+            return
+        # Claim every due resource first and wait once, so a sweep acting on many resources waits
+        # claim_settle_seconds once, not once per resource.
+        claimed: list[tuple[Resource, Finding, str, str]] = []
+        for resource, finding, action in due:
+            with self._guard(result, resource, finding):
+                held = resource.tags.get(self.policy.tags.claim)
+                if held and not self._claim_is_stale(held):
+                    result.records.append(
+                        self._record(resource, "skipped", f"claimed by sweep {held.split('@')[0]}", action=action)
+                    )
+                    continue
+                claim = f"{self.sweep_id}@{int(self.clock())}"
+                inventory.set_tag(resource, self.policy.tags.claim, claim)
+                claimed.append((resource, finding, action, claim))
+        if claimed:
+            self.sleep(self.policy.claim_settle_seconds)  # lets a concurrent claim land before we read back
+
+        def verify_and_act(item: tuple[Resource, Finding, str, str]) -> None:
+            resource, finding, action, claim = item
+            with self._guard(result, resource, finding):
+                result.records.append(self._verify_and_act(inventory, resource, finding, action, claim))
+
+        # Each due resource is independent of the others: re-check and act on a few at a time.
+        with ThreadPoolExecutor(max_workers=max(1, self.act_threads), thread_name_prefix="teardown-act") as pool:
+            list(pool.map(verify_and_act, claimed))
+
+    @contextmanager
+    def _guard(self, result: SweepResult, resource: Resource, finding: Finding):
+        """Record a vanished resource or an error on one resource, and go on with the rest."""
+        try:
+            yield
+        except ResourceGone as e:
+            result.records.append(self._record(resource, "gone", str(e)))
+        except Exception as e:  # noqa: BLE001 - a permission error on one resource: go on with the rest
+            message = f"{type(e).__name__}: {e}"
+            if hasattr(e, "response"):
+                err = e.response.get("Error", {})
+                message = f"{err.get('Code')}: {err.get('Message')}"
+            result.errors.append(f"{resource.kind} {resource.name} ({resource.location}): {message}")
+            result.records.append(self._record(resource, "error", message, evidence=finding.evidence))
 
     def _unmark(self, inventory: Inventory, resource: Resource, why: str) -> str:
         if self.dry_run:
@@ -221,7 +264,8 @@ class Sweeper:
             inventory.remove_tag(resource, self.policy.tags.claim)
         return f"mark removed ({why})"
 
-    def _decide(self, inventory: Inventory, resource: Resource, finding: Finding) -> SweepRecord:
+    def _decide(self, inventory: Inventory, resource: Resource, finding: Finding) -> SweepRecord | str:
+        """The record of what was decided, or the action's name when the resource is due for it."""
         tags, now = self.policy.tags, self.clock()
         if finding.evidence.get("gone"):
             return self._record(resource, "gone", finding.reason, evidence=finding.evidence)
@@ -253,17 +297,13 @@ class Sweeper:
             )
         if self.dry_run:
             return self._record(resource, "would act", finding.reason, action=action, evidence=finding.evidence)
-        return self._claim_and_act(inventory, resource, finding, action)
+        return action
 
-    def _claim_and_act(self, inventory: Inventory, resource: Resource, finding: Finding, action: str) -> SweepRecord:
+    def _verify_and_act(
+        self, inventory: Inventory, resource: Resource, finding: Finding, action: str, claim: str
+    ) -> SweepRecord:
         tags = self.policy.tags
         mark_value = resource.tags[tags.planned]
-        held = resource.tags.get(tags.claim)
-        if held and not self._claim_is_stale(held):
-            return self._record(resource, "skipped", f"claimed by sweep {held.split('@')[0]}", action=action)
-        claim = f"{self.sweep_id}@{int(self.clock())}"
-        inventory.set_tag(resource, tags.claim, claim)
-        self.sleep(self.policy.claim_settle_seconds)  # lets a concurrent claim land before we read back
         fresh = inventory.refresh(resource)
         if fresh.tags.get(tags.claim) != claim:
             return self._record(fresh, "skipped", "another sweep claimed it first", action=action)
