@@ -15,6 +15,7 @@ time includes what parallel reads (8 threads) and sequential writes (marks, clai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -113,13 +114,17 @@ def main() -> None:
     fake.patch_training_jobs()
     server, url = fake.start_server()
     os.environ[f"AIRFLOW_CONN_{fake.CONN_ID.upper()}"] = fake.aws_connection(url)
+    real_stdout = sys.stdout
     try:
-        run_size(url, 10)  # warm-up: imports and first connections, not timed
-        rows = [row for n in args.sizes for row in run_size(url, n)]
-        if args.latency_ms:
-            rows += run_size(url, max(args.sizes), args.latency_ms)
+        with contextlib.redirect_stdout(sys.stderr):  # Airflow's log lines stay off the table / JSON
+            logging.getLogger("airflow.providers.amazon").setLevel(logging.WARNING)
+            run_size(url, 10)  # warm-up: imports and first connections, not timed
+            rows = [row for n in args.sizes for row in run_size(url, n)]
+            if args.latency_ms:
+                rows += run_size(url, max(args.sizes), args.latency_ms)
     finally:
         server.stop()
+    sys.stdout = real_stdout
     fits = {}
     for sweep in ("mark", "act"):
         b, a = slope([(r["resources"], r["api_calls"]) for r in rows if r["sweep"] == sweep and not r["latency_ms"]])

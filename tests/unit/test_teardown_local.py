@@ -75,10 +75,29 @@ def test_job_of_a_run_whose_worker_died_is_stopped_by_the_sweep(backend, tmp_pat
     live = RunIdentity("churn", DAG_ID, f"scheduled__{tmp_path.name}-live", "ml-team")
     for run in (dead, live):
         PrepareRunOperator(task_id="prepare_run", pipeline="churn").execute(make_context(DAG_ID, run.run_id))
-    dead_job, live_job = start_job(backend, tmp_path, dead), start_job(backend, tmp_path, live)
+    live_job = start_job(backend, tmp_path, live)
+    # A worker process submits the dead run's job, then is killed with SIGKILL mid-training: no on_kill,
+    # no teardown. The job (its own session) trains on, orphaned.
+    entry = tmp_path / "train.py"
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from airflow_retrain.runs import RunIdentity
+        from airflow_retrain.training.base import TrainingJobRequest
+        from airflow_retrain.training.local import LocalTrainingBackend
+        run = RunIdentity("churn", {DAG_ID!r}, {dead.run_id!r}, "ml-team")
+        LocalTrainingBackend(jobs_dir={str(backend.jobs_dir)!r}).submit(TrainingJobRequest(
+            job_name=run.job_name(1), entry_point={str(entry)!r}, channels={{"train": {str(tmp_path / "train")!r}}},
+            tags=run.job_tags()))
+        time.sleep(600)
+    """)])
+    dead_job = dead.job_name(1)
+    wait_for((backend.jobs_dir / dead_job / "output" / "data" / "pid").exists, timeout=60)
+    worker.kill()
+    worker.wait()
     pid = script_pid(backend, dead_job)
-    # The worker running `train` was killed and the run failed; its teardown task never ran. Airflow
-    # knows the run ended (the Task SDK answers inside a task; here a lookup stands in for it).
+    assert backend.describe(dead_job).state == JobState.RUNNING and alive(pid)
+    # The run failed; Airflow knows it ended (the Task SDK answers inside the sweep task; here a lookup
+    # stands in for it).
     states = {dead.run_id: "failed", live.run_id: "running"}
     clock = Clock()
     pol = policy(tmp_path)
