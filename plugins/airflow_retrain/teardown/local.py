@@ -216,8 +216,16 @@ class LocalInventory(Inventory):
             return None
         return parse_compute_apps(out.stdout)
 
+    def _drop_stale_marks(self, live_names: set[str]) -> None:
+        """Marks of local jobs that ended since (stopped by their own teardown, or finished) go too."""
+        prefix = f"{_safe('local.training_job')}--"
+        for path in self.marks_dir.glob(f"{prefix}*") if self.marks_dir.is_dir() else []:
+            if path.name.removeprefix(prefix).rsplit(".", 1)[0] not in {_safe(n) for n in live_names}:
+                path.unlink(missing_ok=True)
+
     def resources(self) -> Iterable[Resource]:
         live = self._live_jobs()
+        self._drop_stale_marks({job.job_name for job in live})
         if self.policy.enabled("local.training_job"):
             yield from (self._job_resource(job) for job in live)
         if not (self.policy.enabled("local.gpu_process") and self.policy.local.gpu_processes):
