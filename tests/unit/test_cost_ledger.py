@@ -155,3 +155,19 @@ def test_make_cost_report_prints_the_ledger(tmp_path, root, monkeypatch):
     report = json.loads(out.stdout[out.stdout.index("{"):])
     assert report["weekly"][0]["usd"] == 1.25
     assert report["sweeps"][0]["saving_usd_per_hour"] == 3.0
+
+
+def test_duckdb_ledger_waits_for_a_writer_holding_the_file(tmp_path):
+    path = tmp_path / "w.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"  # e.g. a dbt build holding the warehouse
+        ledger = CostLedger(type("P", (), {"kind": "duckdb", "duckdb_path": str(path), "describe": lambda self: "x"})())
+        assert ledger.write([entry(1, datetime.now(UTC), "churn", 1.0, 60, 0.0)]) == 1
+        assert [r["entry_id"] for r in ledger.rows()] == ["e1"]
+    finally:
+        holder.kill()
+        holder.wait()

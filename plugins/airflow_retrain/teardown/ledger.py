@@ -17,6 +17,7 @@ counts twice. ``make cost-report`` (:func:`format_cost_report`) prints it per pi
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from typing import Any
 from airflow_retrain.cost import CostEstimate, gpus_per_instance
 
 SCHEMA = "retrain_ledger"
+LOCK_WAIT_SECONDS = 120.0
 TABLE = f"{SCHEMA}.entries"
 _COLUMNS = (
     "entry_id", "ts", "pipeline", "kind", "resource", "backend", "location", "instance_type", "instance_count",
@@ -152,7 +154,15 @@ class CostLedger:
             import duckdb
 
             Path(p.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
-            return duckdb.connect(p.duckdb_path)
+            # DuckDB has one writer per file: while a dbt build or export holds it, wait (briefly).
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    return duckdb.connect(p.duckdb_path)
+                except duckdb.IOException as e:
+                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
         import psycopg2
 
         return psycopg2.connect(host=p.host, port=p.port, user=p.user, password=p.password, dbname=p.dbname)
