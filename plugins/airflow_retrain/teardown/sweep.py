@@ -195,10 +195,9 @@ class Sweeper:
                 result.out_of_scope += 1
                 continue
             if self.policy.is_exempt(resource.tags):
-                detail = ""
-                if tags.planned in resource.tags:
-                    detail = self._unmark(inventory, resource, "exempt")
-                result.records.append(self._record(resource, "exempt", f"tagged {tags.exempt}", detail=detail))
+                with self._guard(result, resource, Finding(False, "exempt")):
+                    detail = self._unmark(inventory, resource, "exempt") if tags.planned in resource.tags else ""
+                    result.records.append(self._record(resource, "exempt", f"tagged {tags.exempt}", detail=detail))
                 continue
             candidates.append(resource)
         if not candidates:
