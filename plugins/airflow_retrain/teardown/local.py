@@ -67,14 +67,12 @@ def parse_compute_apps(text: str) -> list[GpuProcess]:
 
 def task_sdk_run_state(dag_id: str, run_id: str) -> str | None:
     """The DAG run's state through the Task SDK (inside a running task only); ``None`` elsewhere."""
-    try:
-        from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time import task_runner
 
-        if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
-            return None
-        return str(task_runner.RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id))
-    except Exception:  # noqa: BLE001 - no answer is "unknown", never "ended"
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
         return None
+    state = task_runner.RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    return None if state is None else str(getattr(state, "value", state))  # DagRunState.SUCCESS -> "success"
 
 
 def _safe(key: str) -> str:
@@ -281,7 +279,11 @@ class LocalInventory(Inventory):
             run_id = json.loads((self.state_root / "runs" / dag_id / run_key / "run.json").read_text())["run_id"]
         except (OSError, ValueError, KeyError):
             return False, {"run_state": "unknown (no run record)"}
-        state = self.run_state(dag_id, run_id)
+        try:
+            state = self.run_state(dag_id, run_id)
+        except Exception as e:  # noqa: BLE001 - no answer is "unknown", never "ended"
+            state = None
+            self.notes.append(f"could not read the state of DAG run {dag_id}/{run_id}: {type(e).__name__}: {e}")
         evidence = {"run_id": run_id, "run_state": state or "unknown"}
         return (state in _ENDED_RUN_STATES), evidence
 
