@@ -18,8 +18,11 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__API__PORT ?= 8080
 export PATH := $(VENV)/bin:$(PATH)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+# `make demo BACKEND=sagemaker` trains on the fake cloud; `make fake-cloud` serves it in the foreground.
+BACKEND ?= local
+FAKE_CLOUD_PORT ?= 5599
 
-.PHONY: venv demo test ui dbt-build load-data lock lint clean bench cost-report bench-teardown
+.PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
 
 venv: $(VENV)/.installed
 
@@ -31,7 +34,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 demo: venv
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py --backend $(BACKEND)
+
+# A fake AWS (moto S3, SageMaker with training jobs that really run, CloudWatch, Logs, IAM, STS) on
+# loopback; prints the AIRFLOW_CONN_AWS_DEFAULT to export. Ctrl-C stops it and every job it runs.
+fake-cloud: venv
+	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -38,7 +38,10 @@ def test_churn_dag_shape():
     assert dag.max_active_runs == 1
     assert {"retrain", "churn"} <= set(dag.tags)
     assert dag.doc_md and "include/pipelines/churn.yaml" in dag.doc_md
-    order = ["prepare_run", "dbt_build", "export_dataset", "train", "register", "gate_metrics", "promote", "teardown", "report"]
+    order = [
+        "prepare_run", "dbt_build", "export_dataset", "gate_data", "train", "register", "gate_model", "promote",
+        "teardown", "report",
+    ]
     assert sorted(dag.task_ids) == sorted(order)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
+from airflow_retrain.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 
 
 class AirflowRetrainPlugin(AirflowPlugin):
     name = "airflow_retrain"
-    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]
+    operator_extra_links = [
+        MlflowRunLink(),
+        MlflowModelVersionLink(),
+        SageMakerTrainingJobLink(),
+        SageMakerTrainingLogsLink(),
+    ]

@@ -37,9 +37,10 @@ def test_sweep_dag_stops_the_job_of_an_ended_run(tmp_path, monkeypatch, airflow_
 
     backend = LocalTrainingBackend(jobs_dir=jobs_dir)
     run = RunIdentity("churn", dag.dag_id, first.run_id, "ml-team")
-    scratch = run.scratch_dir()
-    scratch.mkdir(parents=True, exist_ok=True)
-    (scratch / "run.json").write_text(json.dumps({"dag_id": run.dag_id, "run_id": run.run_id, "run_key": run.run_key}))
+    from airflow_retrain import artifacts
+
+    run_path = artifacts.ArtifactStore.resolve().run_path(run.dag_id, run.run_key)  # as PrepareRunOperator does
+    artifacts.write_json(run_path / "run.json", {"dag_id": run.dag_id, "run_id": run.run_id, "run_key": run.run_key})
     entry = tmp_path / "train.py"
     entry.write_text(textwrap.dedent("""
         import os, pathlib, time

@@ -61,8 +61,8 @@ def training_result(trained, roc_auc):
         "backend": "local",
         "metrics": {"roc_auc": roc_auc, "accuracy": 0.8, "log_loss": None},
         "info": {"device": "cpu"},
-        "model_dir": str(trained / "model"),
-        "output_dir": str(trained / "out"),
+        "model_uri": (trained / "model").as_uri(),
+        "output_uri": (trained / "out").as_uri(),
         "compute_seconds": 3.5,
         "cost": {"usd": 0.0},
     }
@@ -71,7 +71,7 @@ def training_result(trained, roc_auc):
 def dataset_result(trained):
     return {
         "relation": '"wh"."marts"."churn_features"',
-        "channels": {"train": str(trained / "test"), "test": str(trained / "test")},
+        "channels": {"train": (trained / "test").as_uri(), "test": (trained / "test").as_uri()},
         "rows": {"train": 300, "test": 300},
         "id_column": "customer_id",
         "target_column": "churned",
@@ -150,6 +150,45 @@ def test_register_is_idempotent_per_run(registry, trained, make_context, name):
     again, _ = register(trained, make_context, "run1", 0.85, name)
     assert again["version"] == first["version"] == "1"
     assert len(registry.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_register_from_missing_outputs_fails_naming_the_uri(registry, trained, make_context, name, tmp_path):
+    """A run cleared after its teardown: register must not crash on a bare StopIteration."""
+    gone = (tmp_path / "gone" / "model").as_uri()
+    training = {**training_result(trained, 0.85), "model_uri": gone}
+    op = RegisterModelOperator(
+        task_id="register",
+        pipeline="churn",
+        model_name=name,
+        training=training,
+        dataset=dataset_result(trained),
+        experiment="retrain/churn",
+        mlflow_conn_id=CONN,
+    )
+    with pytest.raises(AirflowFailException, match=re.escape(f"the trained model {gone} no longer exists")):
+        op.execute(make_context("churn_retrain", "cleared-run"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    op.dataset = {**dataset_result(trained), "channels": {"test": empty.as_uri()}}
+    op.training = training_result(trained, 0.85)
+    with pytest.raises(AirflowFailException, match=re.escape(f"the holdout channel {empty.as_uri()}")):
+        op.execute(make_context("churn_retrain", "cleared-run"))
+    assert registry.search_model_versions(f"name = '{name}'") == []  # nothing half-registered
+
+
+def test_a_new_job_of_the_same_run_registers_a_new_version(registry, trained, make_context, name):
+    first, _ = register(trained, make_context, "run1", 0.85, name)
+    op = RegisterModelOperator(
+        task_id="register",
+        pipeline="churn",
+        model_name=name,
+        training={**training_result(trained, 0.86), "job_name": "churn-abc-2"},
+        dataset=dataset_result(trained),
+        experiment="retrain/churn",
+        mlflow_conn_id=CONN,
+    )
+    second = op.execute(make_context("churn_retrain", "run1"))
+    assert (first["version"], second["version"]) == ("1", "2")
 
 
 def test_promotion_flow_with_audit_trail(registry, trained, make_context, name):
@@ -250,3 +289,21 @@ def test_mlflow_default_falls_back_to_embedded_registry(state_dir):
     from airflow_retrain.hooks.mlflow import MlflowHook
 
     assert MlflowHook().tracking_uri == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def test_register_logs_cost_provenance_and_never_unknown_as_zero(registry, trained, make_context, name):
+    def run_with(cost, run_id):
+        training = {**training_result(trained, 0.85), "cost": cost}
+        op = RegisterModelOperator(task_id="register", pipeline="churn", model_name=name, training=training,
+                                   dataset=dataset_result(trained), experiment="retrain/churn", mlflow_conn_id=CONN)
+        return registry.get_run(op.execute(make_context("churn_retrain", run_id))["run_id"]).data
+
+    unknown = run_with({"usd": None, "price_source": "unknown", "instance_type": "ml.g5.xlarge", "region": "local",
+                        "instance_count": 1, "price_table_version": "2026-11", "spot": False}, "run_cost_unknown")
+    assert "training_cost_usd" not in unknown.metrics
+    assert unknown.params["training.cost"] == "unknown price, table 2026-11, 1 x ml.g5.xlarge in local"
+    spot = run_with({"usd": 0.42, "price_source": "table", "instance_type": "ml.g5.xlarge", "region": "us-east-1",
+                     "instance_count": 2, "price_table_version": "2026-11", "spot": True, "spot_savings_usd": 0.98},
+                    "run_cost_spot")
+    assert (spot.metrics["training_cost_usd"], spot.metrics["training_spot_savings_usd"]) == (0.42, 0.98)
+    assert spot.params["training.cost"].endswith("2 x ml.g5.xlarge in us-east-1, spot")

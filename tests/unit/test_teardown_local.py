@@ -129,15 +129,16 @@ def test_ttl_passed_or_run_report_written(backend, tmp_path, state_dir):
     reported = RunIdentity("churn", DAG_ID, f"manual__{tmp_path.name}-rep")
     expired_job = start_job(backend, tmp_path, expired, ttl=-1)
     reported_job = start_job(backend, tmp_path, reported)
-    report = state_dir / "reports" / DAG_ID / f"{reported.run_key}.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("{}")
+    from airflow_retrain import artifacts
+
+    report = artifacts.ArtifactStore.resolve().run_path(DAG_ID, reported.run_key) / "report.json"
+    artifacts.write_json(report, {"pipeline": "churn"})
     pol = policy(tmp_path, dry_run=True)
     result = Sweeper(pol, [LocalInventory(pol, run_state=lambda *_: None)]).run()
     by_name = {r.resource: r for r in result.records}
     assert by_name[expired_job].outcome == "would mark" and by_name[expired_job].reason == "past its TTL"
     assert by_name[reported_job].outcome == "would mark"
-    assert by_name[reported_job].evidence["run_report"] == str(report)
+    assert by_name[reported_job].evidence["run_report"] == artifacts.to_uri(report)
 
 
 def test_unknown_run_state_is_not_an_ended_run(backend, tmp_path):

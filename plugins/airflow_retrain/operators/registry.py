@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_retrain import artifacts
 from airflow_retrain.hooks.mlflow import MlflowHook
 from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
 from airflow_retrain.operators.base import RetrainBaseOperator
@@ -23,11 +26,15 @@ class RegisterModelOperator(RetrainBaseOperator):
     """Log a trained candidate to MLflow (params, metrics, model with signature) and register a version.
 
     Every candidate is registered, whatever the gates later decide; its gate tags start as ``pending``.
-    A retry of the same DAG run reuses the version it already registered.
+    A retry of the same DAG run reuses the version it already registered from the same training job.
+    The model, its ``metrics.json`` and a holdout sample (for the signature) are downloaded from the
+    artifact store into a temporary folder; if they are gone (the run's teardown removed them), the task
+    fails without retry, naming the missing URI -- clear the ``train`` task too, and the run trains again.
 
     :param model_name: registered model name.
-    :param training: the result of :class:`TrainModelOperator`.
-    :param dataset: the result of :class:`ExportTrainingDatasetOperator` (for the signature sample).
+    :param training: the result of :class:`TrainModelOperator` (``model_uri``, ``output_uri``).
+    :param dataset: the result of :class:`ExportTrainingDatasetOperator` (its ``test`` channel URI gives the
+        signature sample).
     :param experiment: MLflow experiment name.
     :param flavor: MLflow flavor of the model files (``xgboost``).
     :param params: extra params to log (hyperparameters, spec fields).
@@ -65,15 +72,36 @@ class RegisterModelOperator(RetrainBaseOperator):
         return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context) -> dict[str, Any]:
-        import pandas as pd
-
         run = self.run_identity(context)
         existing = self._existing_version(run.run_key)
         if existing is not None:
             self.log.info("Run %s already registered %s v%s; reusing it", run.run_key, self.model_name, existing["version"])
             return existing
-        test_dir = Path(self.dataset["channels"]["test"])
-        sample = pd.read_parquet(next(test_dir.glob("*.parquet"))).head(50)
+        local = Path(tempfile.mkdtemp(prefix="retrain-register-"))
+        try:
+            return self._register(context, run, local)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+    def _download(self, uri: str, local: Path, what: str) -> Path:
+        try:
+            return artifacts.download(self.artifact_store.path(uri), local)
+        except artifacts.ArtifactNotFound:
+            raise AirflowFailException(
+                f"cannot register {self.model_name}: {what} {uri} no longer exists in the artifact store (the "
+                f"run's teardown removes its scratch); clear the train task as well so that the run trains again"
+            ) from None
+
+    def _register(self, context, run, local: Path) -> dict[str, Any]:
+        import pandas as pd
+
+        model_dir = self._download(self.training["model_uri"], local / "model", "the trained model")
+        output_dir = self._download(self.training["output_uri"], local / "output", "the training output")
+        test_dir = self._download(self.dataset["channels"]["test"], local / "test", "the holdout channel")
+        parquet = sorted(test_dir.rglob("*.parquet"))
+        if not parquet:
+            raise AirflowFailException(f"the holdout channel {self.dataset['channels']['test']} holds no Parquet file")
+        sample = pd.read_parquet(parquet[0]).head(50)
         sample = sample.drop(columns=[self.dataset["id_column"], self.dataset["target_column"]])
         info = self.training.get("info", {})
         params = {
@@ -89,7 +117,16 @@ class RegisterModelOperator(RetrainBaseOperator):
         }
         metrics = {k: v for k, v in self.training["metrics"].items() if v is not None}
         metrics["training_compute_seconds"] = float(self.training["compute_seconds"])
-        metrics["training_cost_usd"] = float(self.training["cost"]["usd"])
+        cost = self.training.get("cost") or {}
+        if cost.get("usd") is not None:  # an unknown price is logged as a param, never as $0
+            metrics["training_cost_usd"] = float(cost["usd"])
+            if cost.get("spot"):
+                metrics["training_spot_savings_usd"] = float(cost.get("spot_savings_usd") or 0.0)
+        params["training.cost"] = (
+            f"{cost.get('price_source', 'unknown')} price, table {cost.get('price_table_version', '?')}, "
+            f"{cost.get('instance_count', 1)} x {cost.get('instance_type', '?')} in {cost.get('region') or '?'}"
+            + (", spot" if cost.get("spot") else "")
+        )
         identity = {
             f"{TAG}.pipeline": self.pipeline,
             f"{TAG}.dag_id": run.dag_id,
@@ -104,12 +141,12 @@ class RegisterModelOperator(RetrainBaseOperator):
             params=params,
             metrics=metrics,
             tags=identity,
-            model_dir=self.training["model_dir"],
+            model_dir=model_dir,
             flavor=self.flavor,
             sample=sample,
             model_name=self.model_name,
             version_tags=version_tags,
-            artifacts={"training": Path(self.training["output_dir"]) / "metrics.json"},
+            artifacts={"training": output_dir / "metrics.json"},
         )
         MlflowRunLink.persist(context, result.get("run_url"))
         MlflowModelVersionLink.persist(context, result.get("version_url"))
@@ -122,8 +159,11 @@ class RegisterModelOperator(RetrainBaseOperator):
             versions = client.search_model_versions(f"name = '{self.model_name}'")
         except Exception:  # noqa: BLE001 - a registry without the model yet
             return None
+        job_name = self.training["job_name"]
         for v in versions:
-            if (v.tags or {}).get(f"{TAG}.run_key") == run_key:
+            tags = v.tags or {}
+            # The same run *and* job: a cleared run that trained again registers its new model.
+            if tags.get(f"{TAG}.run_key") == run_key and tags.get(f"{TAG}.job_name") == job_name:
                 run = client.get_run(v.run_id)
                 return {
                     "run_id": v.run_id,

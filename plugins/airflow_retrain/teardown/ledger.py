@@ -5,8 +5,8 @@ embedded DuckDB by default, Postgres when that connection is a postgres one), ne
 database. Rows come from two sources, both priced by :func:`airflow_retrain.cost.estimate_cost`:
 
 - ``training_run``: written by each run's ``teardown`` task, one row per training job (the backend's
-  billable seconds x instances x price; ``pricing`` is ``spot`` for managed-spot jobs, whose billable
-  seconds already carry the spot saving);
+  billable seconds x instances x price; ``pricing`` is ``spot`` for managed-spot jobs, priced by the
+  cost model's spot column);
 - ``sweep``: written by the ``gpu_teardown`` DAG, one row per resource it stopped or deleted (price x
   uptime until the action, and ``saving_usd_per_hour``: the burn rate the action stopped).
 
@@ -96,13 +96,13 @@ def training_run_entry(pipeline: str, dag_id: str, run_key: str, job: Any, cost:
         kind="training_job",
         resource=job.job_name,
         backend=job.backend,
-        location=str(job.details.get("region") or job.backend),
+        location=str(getattr(cost, "region", None) or job.details.get("region") or job.backend),
         instance_type=job.instance_type,
         instance_count=job.instance_count,
         seconds=float(job.billable_seconds),
         gpu_hours=round(job.billable_seconds * job.instance_count * (gpus or 0) / 3600.0, 6),
         usd=cost.usd,
-        pricing=str(job.details.get("pricing") or "on_demand"),
+        pricing="spot" if getattr(cost, "spot", False) or job.details.get("pricing") == "spot" else "on_demand",
         saving_usd_per_hour=None,
         source="training_run",
         details={"dag_id": dag_id, "run_key": run_key, "state": job.state.value,

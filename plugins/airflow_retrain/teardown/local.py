@@ -4,9 +4,10 @@
 run are findings when their TTL tag passed, when they ran past their maximum runtime, or when *their DAG
 run has ended*: a run whose worker was killed never runs its teardown, so its job would train on. Tasks
 may not read Airflow's database, so "run ended" comes from two honest signals: the run's report (the
-``report`` teardown task writes ``<state dir>/reports/<dag_id>/<run_key>.json`` as the run's last act),
-and, inside a task, the Task SDK's ``get_dagrun_state`` for the run id the run recorded in its scratch
-``run.json``. Outside a task (CLI, tests) a ``run_state`` callable can be given instead.
+``report`` teardown task writes ``<run>/report.json`` to the artifact store as the run's last act), and,
+inside a task, the Task SDK's ``get_dagrun_state`` for the run id the run recorded in ``<run>/run.json``
+(the deployment's artifact store, ``RETRAIN_ARTIFACT_ROOT``; a pipeline with its own ``artifacts.root``
+is judged by its TTL alone). Outside a task (CLI, tests) a ``run_state`` callable can be given instead.
 
 **GPU processes** come from ``nvidia-smi --query-compute-apps`` (skipped, with a note, where it is
 absent). A process started by a local job carries ``SM_TRAINING_JOB_NAME`` in its environment: while that
@@ -268,17 +269,27 @@ class LocalInventory(Inventory):
             yield resource
 
     # -- judging -------------------------------------------------------------------------------------
+    def _run_record(self, dag_id: str, run_key: str, name: str) -> tuple[dict[str, Any] | None, str]:
+        """A JSON record of the run (``run.json``, ``report.json``) from the deployment's artifact store."""
+        try:
+            from airflow_retrain import artifacts
+
+            path = artifacts.ArtifactStore.resolve().run_path(dag_id, run_key) / name
+            return artifacts.read_json(path), artifacts.to_uri(path)
+        except Exception:  # noqa: BLE001 - no record (or no store) is "unknown", never "ended"
+            return None, ""
+
     def _run_ended(self, tags: dict[str, str]) -> tuple[bool, dict[str, Any]]:
         dag_id, run_key = tags.get("retrain:dag-id"), tags.get("retrain:run-key")
         if not dag_id or not run_key:
             return False, {}
-        report = self.state_root / "reports" / dag_id / f"{run_key}.json"
-        if report.exists():
-            return True, {"run_report": str(report)}
-        try:
-            run_id = json.loads((self.state_root / "runs" / dag_id / run_key / "run.json").read_text())["run_id"]
-        except (OSError, ValueError, KeyError):
+        report, uri = self._run_record(dag_id, run_key, "report.json")
+        if report is not None:
+            return True, {"run_report": uri}
+        run, _ = self._run_record(dag_id, run_key, "run.json")
+        if not run or not run.get("run_id"):
             return False, {"run_state": "unknown (no run record)"}
+        run_id = str(run["run_id"])
         try:
             state = self.run_state(dag_id, run_id)
         except Exception as e:  # noqa: BLE001 - no answer is "unknown", never "ended"

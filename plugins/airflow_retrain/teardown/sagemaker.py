@@ -193,6 +193,7 @@ class SageMakerInventory(Inventory):
                 backend="sagemaker",
                 instance_type=summary.get("InstanceType"),
                 arn=arn,
+                details={"region": self.region},
             )
 
     # -- judging -------------------------------------------------------------------------------------

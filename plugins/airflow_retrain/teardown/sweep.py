@@ -102,12 +102,17 @@ class SweepResult:
 def resource_usd(resource: Resource, seconds: float) -> float | None:
     """What ``seconds`` of the resource cost by the package's one cost model; ``None`` without a price."""
     variants = resource.details.get("variant_instances")
+    region = resource.details.get("region")
     try:
         if variants:
-            return round(sum(estimate_cost(resource.backend, t, seconds, int(n)).usd for t, n in variants), 6)
+            return round(
+                sum(estimate_cost(resource.backend, t, seconds, int(n), region=region).usd for t, n in variants), 6
+            )
         if not resource.instance_type:
             return None
-        return estimate_cost(resource.backend, resource.instance_type, seconds, resource.instance_count).usd
+        return estimate_cost(
+            resource.backend, resource.instance_type, seconds, resource.instance_count, region=region
+        ).usd
     except UnknownPriceError:
         return None
 
