@@ -22,7 +22,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 
-.PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud
+.PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
 
 venv: $(VENV)/.installed
 
@@ -65,6 +65,14 @@ lint: venv
 
 bench: venv
 	$(PY) bench/dag_parse.py
+
+# The cost ledger: GPU-hours and dollars per pipeline per day/week, on-demand vs spot, waste stopped by sweeps.
+cost-report: venv
+	$(PY) scripts/cost_report.py $(COST_REPORT_ARGS)
+
+# One gpu_teardown sweep over 1,000 fake SageMaker resources (moto): wall time and API calls.
+bench-teardown: venv
+	$(PY) bench/teardown_sweep.py
 
 clean:
 	rm -rf $(RETRAIN_STATE_DIR) dbt/target dbt/logs

@@ -254,3 +254,32 @@ def max_job_cost(
     return estimate_cost(
         backend, instance_type, max_runtime_seconds, instance_count, hourly_price_usd, region=region, spot=spot
     )
+
+
+# backend -> instance type -> GPUs per instance, for the ledger's GPU-hours (an unknown type counts 0).
+GPUS_PER_INSTANCE: dict[str, dict[str, int]] = {
+    "sagemaker": {
+        "ml.g4dn.xlarge": 1,
+        "ml.g4dn.2xlarge": 1,
+        "ml.g4dn.12xlarge": 4,
+        "ml.g5.xlarge": 1,
+        "ml.g5.2xlarge": 1,
+        "ml.g5.12xlarge": 4,
+        "ml.g5.48xlarge": 8,
+        "ml.g6.xlarge": 1,
+        "ml.p3.2xlarge": 1,
+        "ml.p3.8xlarge": 4,
+        "ml.p3.16xlarge": 8,
+        "ml.p4d.24xlarge": 8,
+    },
+    "vertex": {
+        "n1-standard-4+nvidia-tesla-t4": 1,
+        "g2-standard-8+nvidia-l4": 1,
+        "a2-highgpu-1g": 1,
+    },
+}
+
+
+def gpus_per_instance(backend: str, instance_type: str | None) -> int:
+    """GPUs on one instance of ``instance_type`` (0 when unknown or CPU-only)."""
+    return GPUS_PER_INSTANCE.get(backend, {}).get(instance_type or "", 0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,11 @@ from airflow_retrain.operators.dbt import DbtBuildOperator
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
 from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_retrain.operators.report import RunReportOperator
+from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
 from airflow_retrain.spec import PipelineSpec, SpecError, dbt_contract_columns, load_specs
+from airflow_retrain.teardown.policy import default_policy_path, load_policy
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             backend=spec.training.backend,
             backend_config=backend_config,
             hourly_price_usd=res.hourly_price_usd,
+            warehouse_conn_id=spec.warehouse_connection_id,
+            weekly_budget_usd=spec.budget.weekly_usd if spec.budget else None,
             retries=2,
             **common,
         )
@@ -330,3 +334,42 @@ def raise_spec_errors(specs_dir: str | os.PathLike | None = None) -> None:
         raise next(iter(errors.values()))
     if errors:
         raise SpecError(", ".join(errors), [str(e) for e in errors.values()])
+
+
+GPU_TEARDOWN_DAG_ID = "gpu_teardown"
+
+
+def build_gpu_teardown_dag(
+    namespace: dict[str, Any] | None = None, policy_path: str | os.PathLike | None = None
+) -> DAG:
+    """The scheduled sweep: one task, the schedule from the teardown policy.
+
+    A malformed policy raises :class:`~airflow_retrain.teardown.policy.PolicyError` (file and field named)
+    here, at parse time. ``dags/gpu_teardown.py`` holds this DAG alone, so that import error hides no
+    other DAG: unlike the retraining DAGs, no separate check file is needed.
+    """
+    path = Path(policy_path) if policy_path is not None else default_policy_path()
+    policy = load_policy(path)
+    with DAG(
+        dag_id=GPU_TEARDOWN_DAG_ID,
+        description="Stop idle or expired GPU resources (mark, grace, re-check, act) and ledger the cost",
+        schedule=policy.schedule,
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,  # with the per-resource claim: two sweeps never act on one resource
+        dagrun_timeout=timedelta(minutes=30),
+        tags=["retrain", "teardown", "cost"],
+        doc_md=f"""### gpu_teardown
+Sweeps SageMaker ({len(policy.aws)} account(s)) and this machine for billable resources that are idle or
+past their TTL; marks them (`{policy.tags.planned}`), acts after a grace of {int(policy.grace_period)} s
+if still idle, records every action in the cost ledger. Policy: `{policy.source_path}`
+(dry run: {policy.dry_run}). `make cost-report` prints the ledger.
+""",
+        default_args={"owner": "ml-platform", "retries": 0},
+    ) as dag:
+        GpuTeardownSweepOperator(
+            task_id="sweep", policy_path=str(path), execution_timeout=timedelta(minutes=14)
+        )
+    if namespace is not None:
+        namespace[dag.dag_id] = dag
+    return dag

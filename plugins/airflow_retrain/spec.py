@@ -448,6 +448,12 @@ class RegistrySpec(_Strict):
     connection_id: str = Field("mlflow_default", pattern=_AIRFLOW_ID_RE)
 
 
+class BudgetSpec(_Strict):
+    """Spending limits; crossing one warns in the run's teardown log (it never stops a run)."""
+
+    weekly_usd: float = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
+
+
 class PipelineSpec(_Strict):
     name: str = Field(pattern=_NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
@@ -475,6 +481,7 @@ class PipelineSpec(_Strict):
     training: TrainingSpec
     gates: GatesSpec
     registry: RegistrySpec
+    budget: BudgetSpec | None = None
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
 
     # Set by the loader, not by the YAML.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import time
 from typing import Any
 
 from airflow_retrain import artifacts
 from airflow_retrain.operators.base import RetrainBaseOperator, TrainingBackendOperator
+from airflow_retrain.teardown.ledger import CostLedger, training_run_entry
 
 
 class PrepareRunOperator(RetrainBaseOperator):
@@ -43,6 +45,8 @@ class TeardownRunOperator(TrainingBackendOperator):
     :param backend: training backend name; ``backend_config`` holds its settings.
     :param hourly_price_usd: price override, as for training.
     :param keep_scratch: keep the run's scratch artifacts (``dataset/``, ``training/``) for debugging.
+    :param warehouse_conn_id: the warehouse holding the cost ledger (each job's cost is recorded there).
+    :param weekly_budget_usd: the spec's ``budget.weekly_usd``: warn when this ISO week's spend crosses it.
 
     Scratch is the run's ``dataset/`` and ``training/`` prefixes in the artifact store (registered models
     live on in MLflow, which copied them) and this worker's local scratch folder. Once they are gone, a
@@ -51,14 +55,23 @@ class TeardownRunOperator(TrainingBackendOperator):
 
     ui_color = "#ffcccc"
 
-    def __init__(self, *, keep_scratch: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        keep_scratch: bool = False,
+        warehouse_conn_id: str | None = "retrain_warehouse",
+        weekly_budget_usd: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.keep_scratch = keep_scratch
+        self.warehouse_conn_id = warehouse_conn_id
+        self.weekly_budget_usd = weekly_budget_usd
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
         backend = self.training_backend
-        stopped, jobs, errors = [], [], []
+        stopped, jobs, errors, entries = [], [], [], []
         for job in backend.find_jobs(run.run_tags()):
             if not job.state.terminal:
                 self.log.warning("Training job %s is still %s: stopping it", job.job_name, job.state.value)
@@ -68,6 +81,7 @@ class TeardownRunOperator(TrainingBackendOperator):
                 except Exception as e:  # noqa: BLE001 - keep going; report every job
                     errors.append(f"stop {job.job_name}: {e}")
             cost = backend.cost(job, self.hourly_price_usd)
+            entries.append(training_run_entry(self.pipeline, run.dag_id, run.run_key, job, cost, time.time()))
             backend.cleanup(job.job_name)
             jobs.append(
                 {
@@ -106,6 +120,25 @@ class TeardownRunOperator(TrainingBackendOperator):
             "Teardown: %d job(s), %d stopped, %.1f compute s, est. $%.4f, scratch removed: %s",
             len(jobs), len(stopped), result["compute_seconds"], result["cost_usd"], removed,
         )
+        errors.extend(self._record_cost(entries))
         if errors:
             raise RuntimeError("teardown could not stop or clean up: " + "; ".join(errors))
         return result
+
+    def _record_cost(self, entries: list) -> list[str]:
+        """Write the run's jobs to the cost ledger and warn over the weekly budget; return errors."""
+        if not entries:
+            return []
+        ledger = CostLedger.from_connection(self.warehouse_conn_id)
+        try:
+            ledger.write(entries)
+            spent = ledger.week_usd(self.pipeline, time.time()) if self.weekly_budget_usd else None
+        except Exception as e:  # noqa: BLE001 - reported as a teardown error; the retry writes it again
+            return [f"cost ledger ({ledger.params.describe()}): {type(e).__name__}: {e}"]
+        self.log.info("Cost ledger: %d job(s) recorded in %s", len(entries), ledger.describe())
+        if spent is not None and spent > self.weekly_budget_usd:
+            self.log.warning(
+                "Budget: pipeline %s spent $%.2f this week, over its weekly budget of $%.2f (spec budget.weekly_usd)",
+                self.pipeline, spent, self.weekly_budget_usd,
+            )
+        return []
