@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_retrain.links.dbt import DbtDocsLink
 from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
 
 
 class AirflowRetrainPlugin(AirflowPlugin):
     name = "airflow_retrain"
-    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DbtDocsLink()]
