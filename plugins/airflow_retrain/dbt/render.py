@@ -83,8 +83,8 @@ def marts_of(index: ManifestIndex, model_ids: list[str]) -> list[str]:
 
 
 def asset_uri(project_name: str, model_name: str) -> str:
-    """The Airflow Asset a built dbt model emits."""
-    return f"dbt://{project_name}/{model_name}"
+    """The Airflow Asset a built dbt model emits (``x-``: a custom scheme, no provider lookup at parse time)."""
+    return f"x-dbt://{project_name}/{model_name}"
 
 
 def _task_id(uid: str, index: ManifestIndex, taken: set[str]) -> str:

@@ -38,6 +38,11 @@ def _safe(uid: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", uid)
 
 
+def status_file_name(unique_id: str) -> str:
+    """The file a node's result is written to, inside the run's status folder."""
+    return f"{_safe(unique_id)}.json"
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, default=str))
@@ -47,12 +52,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def write_node_status(status_dir: Path, result: dict[str, Any]) -> None:
     """Record one finished node (``unique_id``, ``status``, ``message``, ``execution_time``, ...)."""
     status_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(status_dir / f"{_safe(result['unique_id'])}.json", result)
+    write_json_atomic(status_dir / status_file_name(result["unique_id"]), result)
 
 
 def read_node_status(status_dir: Path, unique_id: str) -> dict[str, Any] | None:
     try:
-        return json.loads((status_dir / f"{_safe(unique_id)}.json").read_text())
+        return json.loads((status_dir / status_file_name(unique_id)).read_text())
     except (OSError, ValueError):
         return None
 

@@ -8,6 +8,8 @@ model. Each trigger polls the small status files the ``dbt_build`` task writes a
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,27 @@ from airflow.triggers.base import (
     TriggerEvent,
 )
 
-from airflow_retrain.dbt.results import FAILED, SKIPPED, read_done, read_node_status
+from airflow_retrain.dbt.results import DONE_MARKER, FAILED, SKIPPED, read_done, read_node_status, status_file_name
+
+#: one directory listing per status folder and interval, shared by all node triggers of a run in this
+#: triggerer (a thousand triggers cost one ``listdir`` per poll, not thousands of file reads)
+_LISTINGS: dict[str, tuple[float, frozenset[str]]] = {}
+
+
+def _listing(status_dir: str, max_age: float) -> frozenset[str]:
+    now = time.monotonic()
+    cached = _LISTINGS.get(status_dir)
+    if cached and now - cached[0] < max_age:
+        return cached[1]
+    try:
+        names = frozenset(os.listdir(status_dir))
+    except OSError:
+        names = frozenset()
+    if len(_LISTINGS) > 256:  # forget runs nobody polls any more
+        for key in [k for k, (t, _) in _LISTINGS.items() if now - t > 60]:
+            del _LISTINGS[key]
+    _LISTINGS[status_dir] = (now, names)
+    return names
 
 
 def node_outcome(
@@ -110,11 +132,16 @@ class DbtNodeTrigger(BaseTrigger):
 
     async def run(self):
         status_dir = Path(self.status_dir)
+        is_source = self.unique_id.startswith("source.")
+        wanted = {status_file_name(u) for u in (self.test_ids if is_source else [self.unique_id, *self.test_ids])}
         while True:
-            outcome = node_outcome(self.unique_id, self.test_ids, status_dir)
-            if outcome is not None:
-                break
+            names = _listing(self.status_dir, self.poll_interval * 0.8)
+            if DONE_MARKER in names or wanted <= names:
+                outcome = node_outcome(self.unique_id, self.test_ids, status_dir, final=DONE_MARKER in names)
+                if outcome is not None:
+                    break
             await asyncio.sleep(self.poll_interval)
+
         for line in outcome["lines"]:
             self.log.info("%s", line)
         xcoms: dict[str, Any] = {
