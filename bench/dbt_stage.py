@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OURS_RENDER = """
 import sys, time
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Asset, TaskGroup
 import airflow_retrain.dbt.render as render
-import airflow_retrain.operators.dbt  # what a DAG file imports anyway
+import airflow_retrain.operators.dbt, airflow_retrain.spec  # what a DAG file imports anyway
 select = {select!r} or None
 t = time.perf_counter()
 with DAG("render_ours", schedule=None) as dag:

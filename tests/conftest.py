@@ -106,3 +106,26 @@ def make_context():
         }
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(state_dir) -> Path:
+    """The repo's dbt project parsed once (``dbt parse``) into this session's manifest cache."""
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    cache_manifest(str(ROOT / "dbt"))
+    return ROOT / "dbt"
+
+
+@pytest.fixture(scope="session")
+def shop_project(tmp_path_factory) -> Path:
+    """A copy of tests/fixtures/dbt_shop (seeds, snapshot, ephemeral, source tests, a package, own
+    profiles.yml), with ``dbt deps`` run and its manifest cached."""
+    import shutil
+
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    project = tmp_path_factory.mktemp("shop") / "dbt_shop"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "dbt_shop", project)
+    cache_manifest(str(project))
+    return project

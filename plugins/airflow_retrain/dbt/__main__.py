@@ -22,13 +22,13 @@ def cache_manifest(project_dir: str, profiles_dir: str | None = None, target: st
     from airflow_retrain.hooks.dbt import DbtHook
 
     project = Path(project_dir).resolve()
-    fingerprint = project_fingerprint(project)
     hook = DbtHook(project, profiles_dir=profiles_dir, partial_parse_file=partial_parse_file(project, target or "default"))
     with tempfile.TemporaryDirectory(prefix="dbt-parse-") as tmp:
         if ((project / "packages.yml").is_file() or (project / "dependencies.yml").is_file()) and not (
             project / "dbt_packages"
         ).is_dir():
             hook.run("deps", target_path=tmp)
+        fingerprint = project_fingerprint(project)  # after deps: installed packages are part of the project
         hook.run("parse", target=target, target_path=tmp)
         index = store_manifest(project, Path(tmp) / "manifest.json", fingerprint)
     return f"cached manifest of {project} ({index.project_name}, {len(index.nodes)} nodes, fingerprint {fingerprint})"

@@ -143,7 +143,7 @@ def profile_from_connection(profile_name: str, params: Any, target_name: str | N
             "host": params.host,
             "port": int(params.port or 5432),
             "user": params.user,
-            "password": "{{ env_var('" + PASSWORD_ENV + "', '') }}",
+            "password": '{{ env_var("' + PASSWORD_ENV + '", "") }}',
             "dbname": params.dbname,
             "schema": params.schema,
             "threads": 4,

@@ -206,7 +206,9 @@ class DbtHook(BaseHook):
             (target_path / stale).unlink(missing_ok=True)
         shutil.rmtree(log_path, ignore_errors=True)
         argv = [*command.split(), "--project-dir", str(self.project_dir), "--profiles-dir", str(self.profiles_dir)]
-        argv += ["--target-path", str(target_path), "--log-path", str(log_path)]
+        if command not in ("deps", "clean"):  # they take no --target-path
+            argv += ["--target-path", str(target_path)]
+        argv += ["--log-path", str(log_path)]
         argv += ["--log-format-file", "json", "--no-use-colors"]
         if target:
             argv += ["--target", target]

@@ -141,11 +141,11 @@ class DbtBuildOperator(RetrainBaseOperator):
             raise AirflowFailException(str(e)) from None
         self.hook.partial_parse_file = self.hook.partial_parse_file.parent.parent / resolved.target / "partial_parse.msgpack"
         self.log.info("dbt writes to %s", resolved.describe())
-        fingerprint = project_fingerprint(self.project_dir)
         timeout = self.dbt_timeout or (self.execution_timeout.total_seconds() if self.execution_timeout else None)
         try:
             if self.run_deps:
                 self._deps(target_path)
+            fingerprint = project_fingerprint(self.project_dir)
             result = self.hook.run(
                 "build",
                 select=self.select,
