@@ -166,6 +166,7 @@ class DbtHook(BaseHook):
         self.env_passthrough = tuple(env_passthrough)
         self.partial_parse_file = Path(partial_parse_file) if partial_parse_file else None
         self._proc: subprocess.Popen | None = None
+        self._killed = False
 
     def child_env(self) -> dict[str, str]:
         return child_env(self.env, self.env_passthrough)
@@ -174,6 +175,7 @@ class DbtHook(BaseHook):
         """Stop the running dbt process and its children (for ``on_kill``)."""
         if self._proc is not None and self._proc.poll() is None:
             self.log.warning("Stopping dbt (pid %s) and its children", self._proc.pid)
+            self._killed = True
             kill_tree(self._proc.pid)
 
     def run(
@@ -223,6 +225,7 @@ class DbtHook(BaseHook):
             shutil.copyfile(self.partial_parse_file, target_path / "partial_parse.msgpack")
         exe = self.dbt_executable or default_dbt_executable()
         self.log.info("Running: dbt %s", " ".join(argv))
+        self._killed = False
         start = time.monotonic()
         self._proc = proc = subprocess.Popen(
             [exe, *argv],
@@ -287,6 +290,8 @@ class DbtHook(BaseHook):
             result.nodes = list(nodes_seen.values())
         if not timed_out and returncode in (0, 1) and self.partial_parse_file:
             self._keep_partial_parse(target_path)
+        if self._killed:
+            raise DbtCommandError(f"dbt {command} was stopped (the task was killed) after {elapsed:.0f} s", result)
         if timed_out:
             raise DbtTimeoutError(f"dbt {command} ran past its timeout of {timeout:g} s and was killed", result)
         if raise_on_failure:
@@ -331,7 +336,7 @@ class DbtHook(BaseHook):
 
     @staticmethod
     def _raise_for(command: str, result: DbtRunResult, tail: list[str]) -> None:
-        errors = [e for e in result.errors if e.strip()]
+        errors = [" ".join(e.replace("Encountered an error:", "").split()) for e in result.errors if e.strip()]
         compile_errors = [e for e in errors if any(m in e for m in _COMPILE_MARKERS)]
         compile_errors += [
             f"{n['resource_type']} {n['name']}: {n['message']}"

@@ -21,7 +21,14 @@ from airflow.triggers.base import (
     TriggerEvent,
 )
 
-from airflow_retrain.dbt.results import DONE_MARKER, FAILED, SKIPPED, read_done, read_node_status, status_file_name
+from airflow_retrain.dbt.results import (
+    DONE_MARKER,
+    FAILED,
+    SKIPPED,
+    read_done,
+    read_node_status,
+    status_file_name,
+)
 
 #: one directory listing per status folder and interval, shared by all node triggers of a run in this
 #: triggerer (a thousand triggers cost one ``listdir`` per poll, not thousands of file reads)
