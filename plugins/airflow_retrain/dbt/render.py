@@ -122,13 +122,20 @@ def build_dbt_stage(
     dbt_timeout: timedelta = timedelta(hours=2),
     group_id: str = "dbt",
     producer_task_id: str = "dbt_build",
+    stream: bool | None = None,
     **producer_kwargs: Any,
 ):
     """Create ``dbt_build`` and the ``dbt`` task group in the current DAG.
 
-    :return: ``(producer, group or None, plan)``; the group's node tasks start with the producer (they
-        complete from its results), so only the producer needs upstream dependencies.
+    :param stream: node tasks start in the triggerer beside ``dbt_build`` and finish as dbt finishes their
+        node (default; needs a triggerer). ``False`` (``RETRAIN_DBT_STREAM_NODES=0``): they run after
+        ``dbt_build`` on a worker and report its results, which ``dag.test()``/``airflow dags test`` need,
+        since they run no triggerer.
+    :return: ``(producer, group or None, plan)``; streaming node tasks complete from the producer's
+        results, so only the producer needs upstream dependencies.
     """
+    if stream is None:
+        stream = os.environ.get("RETRAIN_DBT_STREAM_NODES", "1") not in ("0", "false", "False")
     from airflow.sdk import Asset, TaskGroup
 
     from airflow_retrain.dbt.results import status_dir_template
@@ -185,8 +192,11 @@ def build_dbt_stage(
                 status_dir=status_dir,
                 docs_url=docs_url,
                 timeout=node_timeout,
+                stream=stream,
                 retries=0,
                 doc_md=f"dbt {rtype} `{uid}` with {len(tests)} test(s); built by `{producer_task_id}`."
                 + (f" [dbt docs]({docs_url})" if docs_url else ""),
             )
+    if not stream:
+        producer >> group
     return producer, group, plan

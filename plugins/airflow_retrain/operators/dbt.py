@@ -220,6 +220,8 @@ class DbtNodeOperator(BaseOperator):
     :param status_dir: run-scoped status folder (templated).
     :param docs_url: the node in dbt docs (the task's "dbt docs" link).
     :param timeout: how long to wait for ``dbt_build`` before failing.
+    :param stream: start in the triggerer (``start_from_trigger``) beside ``dbt_build``; ``False``: run on a
+        worker after it (for ``dag.test()``, which runs no triggerer).
     """
 
     template_fields = ("status_dir",)
@@ -234,14 +236,17 @@ class DbtNodeOperator(BaseOperator):
         status_dir: str,
         docs_url: str | None = None,
         timeout: timedelta | None = None,
+        stream: bool = True,
         **kwargs: Any,
     ) -> None:
+        if not stream:
+            kwargs.setdefault("trigger_rule", "all_done")  # report failed and skipped nodes too
         super().__init__(**kwargs)
         self.unique_id = unique_id
         self.test_ids = test_ids
         self.status_dir = status_dir
         self.docs_url = docs_url
-        self.start_from_trigger = True
+        self.start_from_trigger = stream
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls="airflow_retrain.triggers.dbt.DbtNodeTrigger",
             trigger_kwargs={
@@ -255,9 +260,23 @@ class DbtNodeOperator(BaseOperator):
         )
 
     def execute(self, context) -> dict[str, Any] | None:
-        """Only when the triggerer path is unavailable (e.g. ``dag.test()``): the same trigger, deferred."""
-        from airflow_retrain.triggers.dbt import DbtNodeTrigger
+        """On a worker (``stream=False``): report the node from ``dbt_build``'s results, else defer to the trigger."""
+        from airflow.sdk.exceptions import AirflowSkipException
 
+        from airflow_retrain.triggers.dbt import DbtNodeTrigger, node_outcome
+
+        outcome = node_outcome(self.unique_id, self.test_ids, Path(self.status_dir))
+        if outcome is not None:
+            for line in outcome["lines"]:
+                self.log.info("%s", line)
+            if self.docs_url:
+                context["ti"].xcom_push(key="dbt_docs_url", value=self.docs_url)
+            if outcome["state"] == "failed":
+                raise AirflowFailException(outcome["message"])
+            if outcome["state"] == "skipped":
+                raise AirflowSkipException(outcome["message"])
+            self.log.info("%s", outcome["message"])
+            return {"state": outcome["state"], "message": outcome["message"], "results": outcome["results"]}
         self.defer(
             trigger=DbtNodeTrigger(self.unique_id, self.test_ids, self.status_dir, self.docs_url),
             method_name="execute_complete",
