@@ -168,7 +168,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
 
         prepare >> dbt >> gate_dbt >> export >> train >> register >> gate >> promote >> teardown >> report
-        if _dbt_nodes is not None:
+        if _dbt_nodes is not None and dbt_plan.stream:
             prepare >> _dbt_nodes  # the node tasks wait for dbt_build's per-node results, not for its end
         teardown.as_teardown(setups=prepare)
         report.as_teardown(setups=prepare)

@@ -69,7 +69,7 @@ def _render(project, **kwargs):
 
 
 def test_render_one_node_per_model_seed_snapshot_with_tests(shop_project):
-    dag, producer, group, plan = _render(shop_project)
+    dag, producer, group, plan = _render(shop_project, stream=True)
     nodes = {t.removeprefix("dbt."): dag.get_task(t) for t in dag.task_ids if t.startswith("dbt.")}
     assert set(nodes) == {
         "raw_customers", "raw_orders", "raw_payments", "stg_customers", "stg_orders", "stg_payments",
@@ -227,3 +227,12 @@ def test_index_is_small_json(shop_project):
     data = json.loads(index_file.read_text())
     assert set(data) >= {"nodes", "parent_map", "child_map", "selectors"}
     assert index_file.stat().st_size < (index_file.parent / "manifest.json").stat().st_size / 3
+
+
+def test_streaming_nodes_start_beside_the_producer(shop_project):
+    dag, producer, group, plan = _render(shop_project, stream=True)
+    node = dag.get_task("dbt.customers")
+    assert node.start_from_trigger and node.upstream_task_ids == set() and plan.stream
+    dag, producer, group, plan = _render(shop_project, stream=False)
+    node = dag.get_task("dbt.customers")
+    assert not node.start_from_trigger and node.upstream_task_ids == {"dbt_build"} and node.trigger_rule == "all_done"

@@ -33,6 +33,8 @@ class DbtGroupPlan:
     note: str = ""
     marts: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: node tasks start beside the producer (they need the producer's upstreams), else after it
+    stream: bool = True
 
 
 def plan_group(
@@ -197,6 +199,7 @@ def build_dbt_stage(
                 doc_md=f"dbt {rtype} `{uid}` with {len(tests)} test(s); built by `{producer_task_id}`."
                 + (f" [dbt docs]({docs_url})" if docs_url else ""),
             )
+    plan.stream = stream
     if not stream:
         producer >> group
     return producer, group, plan
