@@ -123,7 +123,7 @@ class DbtBuildOperator(RetrainBaseOperator):
         hook.partial_parse_file = partial_parse_file(self.project_dir, target_name)
 
     def execute(self, context) -> dict[str, Any]:
-        from airflow_retrain.dbt.manifest import project_fingerprint, store_manifest
+        from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint, store_manifest
         from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
 
         run = self.run_identity(context)
@@ -173,7 +173,8 @@ class DbtBuildOperator(RetrainBaseOperator):
             write_node_status(status_dir, node)
         self._done(status_dir, "success", "dbt build finished")
         manifest = target_path / "manifest.json"
-        if manifest.is_file() and project_fingerprint(self.project_dir) == fingerprint:
+        cached = cache_dir(self.project_dir, fingerprint) / "index.json"
+        if manifest.is_file() and not cached.is_file() and project_fingerprint(self.project_dir) == fingerprint:
             store_manifest(self.project_dir, manifest, fingerprint)
         summary = result.summary()
         summary["warehouse"] = resolved.describe()

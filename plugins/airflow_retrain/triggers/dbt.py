@@ -116,7 +116,7 @@ class DbtNodeTrigger(BaseTrigger):
         test_ids: list[str],
         status_dir: str,
         docs_url: str | None = None,
-        poll_interval: float = 0.5,
+        poll_interval: float = 0.3,
     ) -> None:
         super().__init__()
         self.unique_id = unique_id
