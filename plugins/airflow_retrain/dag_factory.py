@@ -88,7 +88,6 @@ def build_dag(spec: PipelineSpec) -> DAG:
         dbt, _dbt_nodes, dbt_plan = _dbt_stage(spec, common)
         gate_dbt = DbtEvidenceGateOperator(
             task_id="gate_dbt",
-            build_verdict=dbt.output["verdict"],
             project_dir=str(spec.path(spec.dbt.project_dir)),
             sources=[f"source:{uid.split('.', 2)[2]}" for uid in dbt_plan.sources],
             target=spec.dbt.target,

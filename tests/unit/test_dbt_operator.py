@@ -195,3 +195,25 @@ def test_project_without_profiles_gets_one_generated_from_the_connection(shop, m
     summary = build_op(shop, warehouse_conn_id="shop_wh", select=["+stg_customers"]).execute(make_context(run_id="manual__gen"))
     assert summary["warehouse"] == f"duckdb:{db} (profile shop, target duckdb)" and db.exists()
     assert os.environ.get("DBT_ENV_SECRET_RETRAIN_PASSWORD") is None
+
+
+def test_evidence_gate_records_a_failed_build(shop, make_context):
+    failed = {"gate": "dbt", "passed": False, "message": "m", "checks": [
+        {"name": "test.shop.unique_x.1", "observed": 2.0, "min": None, "max": 0.0, "passed": False,
+         "reason": "test unique_x fail (2 failing rows): Got 2 results, configured to fail if != 0"}]}  # fmt: skip
+    gate = DbtEvidenceGateOperator(
+        task_id="gate_dbt", pipeline="unit", project_dir=str(shop), warehouse_conn_id=None,
+        mlflow_conn_id="mlflow_default", experiment="retrain/unit-dbt-evidence",
+    )  # fmt: skip
+    assert gate.trigger_rule == "all_done"  # runs after a failed dbt_build, to record why
+    ctx = make_context(run_id="manual__gate", pulled={"dbt_build": failed})
+    with pytest.raises(AirflowFailException, match=r"unique_x fail \(2 failing rows\): Got 2 results"):
+        gate.execute(ctx)
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    client = MlflowHook("mlflow_default").client  # the verdict is on an MLflow run of the pipeline
+    exp = client.get_experiment_by_name("retrain/unit-dbt-evidence")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.tags["retrain.gate.dbt"] == "failed" and "unique_x fail" in run.data.tags["retrain.gate.dbt.message"]
+    with pytest.raises(AirflowFailException, match=r"dbt_build produced no dbt results"):
+        gate.execute(make_context(run_id="manual__gate2"))

@@ -295,7 +295,9 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
     for the sources the selection reads, and logs the verdict (task log, XCom, and the MLflow run of the
     pipeline's experiment when ``mlflow_conn_id`` is set).
 
-    :param build_verdict: the ``dbt_build`` task's verdict (XCom).
+    :param build_verdict: the ``dbt_build`` task's verdict; default: its XCom ``verdict``, pulled at run
+        time (the gate runs even when ``dbt_build`` failed, so a failed build's verdict is recorded too).
+    :param build_task_id: the producer task, when ``build_verdict`` is not given.
     :param project_dir: dbt project folder.
     :param sources: ``source:`` selectors to check for freshness (none: skip freshness).
     :param target: profile target.
@@ -312,8 +314,9 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
     def __init__(
         self,
         *,
-        build_verdict: Any,
         project_dir: str,
+        build_verdict: Any = None,
+        build_task_id: str = "dbt_build",
         sources: list[str] | None = None,
         target: str | None = None,
         warehouse_conn_id: str | None = WarehouseHook.default_conn_name,
@@ -323,8 +326,10 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
         dbt_timeout: float | None = 600,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.build_verdict = build_verdict
+        self.build_task_id = build_task_id
         self.project_dir = project_dir
         self.sources = sources
         self.target = target
@@ -349,8 +354,19 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow_retrain.gates.base import Verdict
 
-        checks = list(Verdict.from_dict(self.build_verdict).checks) if self.build_verdict else []
-        if self.sources:
+        from airflow_retrain.gates.base import Check
+
+        build = self.build_verdict or context["ti"].xcom_pull(task_ids=self.build_task_id, key="verdict")
+        if build:
+            checks = list(Verdict.from_dict(build).checks)
+        else:
+            checks = [
+                Check(
+                    name=self.build_task_id, observed=None, min=None, max=None, passed=False,
+                    reason=f"{self.build_task_id} produced no dbt results (it failed before dbt ran a node; see its log)",
+                )
+            ]  # fmt: skip
+        if self.sources and build:
             scratch = self.run_identity(context).scratch_dir() / "dbt"
             builder = self.builder
             builder._configure_hook(scratch, self.target or "default")
