@@ -352,9 +352,7 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
         )
 
     def execute(self, context) -> dict[str, Any]:
-        from airflow_retrain.gates.base import Verdict
-
-        from airflow_retrain.gates.base import Check
+        from airflow_retrain.gates.base import Check, Verdict
 
         build = self.build_verdict or context["ti"].xcom_pull(task_ids=self.build_task_id, key="verdict")
         if build:
