@@ -236,3 +236,30 @@ def test_streaming_nodes_start_beside_the_producer(shop_project):
     dag, producer, group, plan = _render(shop_project, stream=False)
     node = dag.get_task("dbt.customers")
     assert not node.start_from_trigger and node.upstream_task_ids == {"dbt_build"} and node.trigger_rule == "all_done"
+
+
+def test_many_node_triggers_share_one_poller(tmp_path):
+    from airflow_retrain.triggers.dbt import _StatusWatcher
+
+    ids = [f"model.p.m{i}" for i in range(200)]
+
+    async def run_all():
+        async def one(uid):
+            async for event in DbtNodeTrigger(uid, [], str(tmp_path), poll_interval=0.01).run():
+                return event
+
+        async def finish():
+            await asyncio.sleep(0.05)
+            for uid in ids[:150]:
+                write_node_status(tmp_path, _result(uid, "success"))
+            await asyncio.sleep(0.05)
+            write_json_atomic(tmp_path / DONE_MARKER, {"state": "failed", "message": "dbt exited"})
+
+        results = await asyncio.gather(finish(), *(one(u) for u in ids))
+        return results[1:]
+
+    events = asyncio.run(run_all())
+    states = [e.task_instance_state for e in events]
+    assert states[:150] == ["success"] * 150 and set(states[150:]) == {"failed"}
+    watcher = _StatusWatcher._by_dir[str(tmp_path)]
+    assert watcher.waiters == [] and watcher.task.done()

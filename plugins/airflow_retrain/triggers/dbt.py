@@ -1,15 +1,14 @@
 """DbtNodeTrigger: completes one dbt node's task in the Airflow grid when ``dbt_build`` reports it finished.
 
 The node tasks start in the triggerer (``start_from_trigger``): no worker slot and no process start per
-model. Each trigger polls the small status files the ``dbt_build`` task writes as dbt finishes nodes
-(:mod:`airflow_retrain.dbt.results`) and ends its task as success, failed or skipped.
+model. The triggers of a run share one poller of the small status files the ``dbt_build`` task writes as
+dbt finishes nodes (:mod:`airflow_retrain.dbt.results`); each ends its task as success, failed or skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +29,58 @@ from airflow_retrain.dbt.results import (
     status_file_name,
 )
 
-#: one directory listing per status folder and interval, shared by all node triggers of a run in this
-#: triggerer (a thousand triggers cost one ``listdir`` per poll, not thousands of file reads)
-_LISTINGS: dict[str, tuple[float, frozenset[str]]] = {}
+class _StatusWatcher:
+    """One poller per status folder in this triggerer, shared by all node triggers of a run.
 
+    Each poll is one ``listdir``; a trigger is woken only when all its files (or ``_done.json``) exist, so
+    a thousand waiting nodes cost the triggerer one listing per interval, not a thousand wake-ups.
+    """
 
-def _listing(status_dir: str, max_age: float) -> frozenset[str]:
-    now = time.monotonic()
-    cached = _LISTINGS.get(status_dir)
-    if cached and now - cached[0] < max_age:
-        return cached[1]
-    try:
-        names = frozenset(os.listdir(status_dir))
-    except OSError:
-        names = frozenset()
-    if len(_LISTINGS) > 256:  # forget runs nobody polls any more
-        for key in [k for k, (t, _) in _LISTINGS.items() if now - t > 60]:
-            del _LISTINGS[key]
-    _LISTINGS[status_dir] = (now, names)
-    return names
+    _by_dir: dict[str, _StatusWatcher] = {}
+
+    def __init__(self, status_dir: str, interval: float) -> None:
+        self.status_dir = status_dir
+        self.interval = interval
+        self.waiters: list[tuple[frozenset[str], asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    @classmethod
+    def for_dir(cls, status_dir: str, interval: float) -> _StatusWatcher:
+        watcher = cls._by_dir.get(status_dir)
+        if watcher is None:
+            if len(cls._by_dir) > 256:  # forget runs nobody waits on any more
+                for key in [k for k, w in cls._by_dir.items() if not w.waiters]:
+                    del cls._by_dir[key]
+            watcher = cls._by_dir[status_dir] = cls(status_dir, interval)
+        return watcher
+
+    async def wait_for(self, wanted: frozenset[str]) -> frozenset[str]:
+        """Return the folder's listing once every name in ``wanted`` (or the done marker) is in it."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append((wanted, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._poll())
+        return await future
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                names = frozenset(os.listdir(self.status_dir))
+            except OSError:
+                names = frozenset()
+            finished = DONE_MARKER in names
+            waiting = []
+            for wanted, future in self.waiters:
+                if future.done():
+                    continue
+                if finished or wanted <= names:
+                    future.set_result(names)
+                else:
+                    waiting.append((wanted, future))
+            self.waiters = waiting
+            if not waiting:
+                return
+            await asyncio.sleep(self.interval)
 
 
 def node_outcome(
@@ -141,12 +173,12 @@ class DbtNodeTrigger(BaseTrigger):
         status_dir = Path(self.status_dir)
         is_source = self.unique_id.startswith("source.")
         wanted = {status_file_name(u) for u in (self.test_ids if is_source else [self.unique_id, *self.test_ids])}
+        watcher = _StatusWatcher.for_dir(self.status_dir, self.poll_interval)
         while True:
-            names = _listing(self.status_dir, self.poll_interval * 0.8)
-            if DONE_MARKER in names or wanted <= names:
-                outcome = node_outcome(self.unique_id, self.test_ids, status_dir, final=DONE_MARKER in names)
-                if outcome is not None:
-                    break
+            names = await watcher.wait_for(frozenset(wanted))
+            outcome = node_outcome(self.unique_id, self.test_ids, status_dir, final=DONE_MARKER in names)
+            if outcome is not None:
+                break
             await asyncio.sleep(self.poll_interval)
 
         for line in outcome["lines"]:
