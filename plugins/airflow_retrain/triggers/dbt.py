@@ -29,6 +29,7 @@ from airflow_retrain.dbt.results import (
     status_file_name,
 )
 
+
 class _StatusWatcher:
     """One poller per status folder in this triggerer, shared by all node triggers of a run.
 
