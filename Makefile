@@ -76,3 +76,37 @@ bench-teardown: venv
 
 clean:
 	rm -rf $(RETRAIN_STATE_DIR) dbt/target dbt/logs
+
+# --- dbt stage ----------------------------------------------------------------------------------------
+# `make dbt ARGS="build -s churn_features"`: the plain dbt CLI on the repo's project and profile, against
+# the embedded warehouse (what the DAG uses while no warehouse connection is defined).
+DBT_PROJECT_DIR ?= dbt
+DBT_DOCS_PORT ?= 8081
+.PHONY: dbt dbt-manifest dbt-docs bench-dbt bench-venv
+
+dbt: venv
+	cd $(DBT_PROJECT_DIR) && RETRAIN_DUCKDB_PATH=$(RETRAIN_STATE_DIR)/warehouse.duckdb $(VENV)/bin/dbt $(ARGS) --profiles-dir .
+
+# dbt deps + dbt parse, cached by a hash of the project's files: what DAG parsing renders the dbt group from.
+dbt-manifest: venv
+	$(PY) -m airflow_retrain.dbt manifest --project-dir $(DBT_PROJECT_DIR)
+
+# dbt docs for the project, served where the dbt nodes' "dbt docs" links point (RETRAIN_DBT_DOCS_URL).
+dbt-docs: venv
+	cd $(DBT_PROJECT_DIR) && RETRAIN_DUCKDB_PATH=$(RETRAIN_STATE_DIR)/warehouse.duckdb $(VENV)/bin/dbt docs generate --profiles-dir .
+	cd $(DBT_PROJECT_DIR) && RETRAIN_DUCKDB_PATH=$(RETRAIN_STATE_DIR)/warehouse.duckdb $(VENV)/bin/dbt docs serve --profiles-dir . --port $(DBT_DOCS_PORT) --no-browser
+
+# The benchmark's own venv: the lock + this package + astronomer-cosmos (benchmark-only, never in the lock).
+BENCH_VENV := $(ROOT)/.venv-bench
+bench-venv: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed: requirements.txt pyproject.toml venv
+	$(VENV)/bin/uv venv -q --python $(PY) $(BENCH_VENV)
+	$(VENV)/bin/uv pip sync -q --python $(BENCH_VENV)/bin/python requirements.txt
+	$(VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python --no-deps -e .
+	$(VENV)/bin/uv pip install -q --python $(BENCH_VENV)/bin/python astronomer-cosmos==1.15.1
+	@touch $@
+
+# `make bench-dbt ARGS="--project-dir DIR [--select ...] [--json FILE]"`; default: a generated 100-model project.
+bench-dbt: bench-venv
+	@test -n "$(ARGS)" || $(PY) bench/generate_dbt_project.py --models 100 --out $(RETRAIN_STATE_DIR)/bench-dbt/synthetic_100
+	$(BENCH_VENV)/bin/python bench/dbt_stage.py $(if $(ARGS),$(ARGS),--project-dir $(RETRAIN_STATE_DIR)/bench-dbt/synthetic_100)

@@ -44,6 +44,7 @@ def _env() -> dict[str, str]:
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("RETRAIN_DBT_STREAM_NODES", "0")  # `airflow dags test` runs no triggerer for the dbt node tasks
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 

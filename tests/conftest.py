@@ -26,6 +26,7 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.pop("RETRAIN_SPECS_DIR", None)
 os.environ.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ["RETRAIN_DBT_STREAM_NODES"] = "0"  # dag.test() runs no triggerer: dbt node tasks run after dbt_build
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
@@ -139,3 +140,26 @@ def fake_cloud(fake_cloud_server):
     fake_cloud_server.reset()
     yield fake_cloud_server
     fake_cloud_server.reset()  # stops any job the test left running
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(state_dir) -> Path:
+    """The repo's dbt project parsed once (``dbt parse``) into this session's manifest cache."""
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    cache_manifest(str(ROOT / "dbt"))
+    return ROOT / "dbt"
+
+
+@pytest.fixture(scope="session")
+def shop_project(tmp_path_factory) -> Path:
+    """A copy of tests/fixtures/dbt_shop (seeds, snapshot, ephemeral, source tests, a package, own
+    profiles.yml), with ``dbt deps`` run and its manifest cached."""
+    import shutil
+
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    project = tmp_path_factory.mktemp("shop") / "dbt_shop"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "dbt_shop", project)
+    cache_manifest(str(project))
+    return project

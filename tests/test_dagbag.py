@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.usefixtures("dbt_manifest")
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
@@ -39,10 +42,15 @@ def test_churn_dag_shape():
     assert {"retrain", "churn"} <= set(dag.tags)
     assert dag.doc_md and "include/pipelines/churn.yaml" in dag.doc_md
     order = [
-        "prepare_run", "dbt_build", "export_dataset", "gate_data", "train", "register", "gate_model", "promote",
-        "teardown", "report",
+        "prepare_run", "dbt_build", "gate_dbt", "export_dataset", "gate_data", "train", "register", "gate_model",
+        "promote", "teardown", "report",
     ]
-    assert sorted(dag.task_ids) == sorted(order)
+    dbt_nodes = ["dbt.churn_features", "dbt.stg_telco_customers", "dbt.source_raw__telco_customers"]
+    assert sorted(dag.task_ids) == sorted(order + dbt_nodes)
+    for node in dbt_nodes:  # one grid node per dbt model (and source with tests), completed by dbt_build
+        # the tests run dag.test(), so the nodes run after dbt_build (RETRAIN_DBT_STREAM_NODES=0, conftest)
+        assert not dag.get_task(node).start_from_trigger and "dbt_build" in dag.get_task(node).upstream_task_ids
+    assert len(dag.get_task("dbt.churn_features").test_ids) == 30
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     for task_id in ("teardown", "report"):
@@ -96,4 +104,4 @@ def test_every_spec_broken_still_reports_each(tmp_path, monkeypatch):
     assert [p.rsplit("/", 1)[-1] for p in bag.import_errors] == ["retrain_spec_check.py"]
     message = json.dumps(bag.import_errors)
     assert "a.yaml" in message and "registry: required field is missing" in message
-    assert "b.yaml" in message and "unknown dbt model 'nope'" in message
+    assert "b.yaml" in message and "dbt selector '+nope' matches no node" in message

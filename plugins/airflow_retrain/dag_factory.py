@@ -22,7 +22,7 @@ from typing import Any
 from airflow.sdk import DAG
 
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
-from airflow_retrain.operators.dbt import DbtBuildOperator
+from airflow_retrain.operators.dbt import DbtEvidenceGateOperator
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
 from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
 from airflow_retrain.operators.report import RunReportOperator
@@ -35,7 +35,7 @@ from airflow_retrain.teardown.policy import default_policy_path, load_policy
 log = logging.getLogger(__name__)
 
 STAGES = [
-    "prepare_run", "dbt_build", "export_dataset", "gate_data", "train", "register", "gate_model", "promote", "teardown",
+    "prepare_run", "dbt_build", "gate_dbt", "export_dataset", "gate_data", "train", "register", "gate_model", "promote", "teardown",
 ]
 
 
@@ -51,7 +51,7 @@ Spec: `{spec.source_path}`. Registered model: `{spec.registry.model_name}`; `cha
 gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at least
 {spec.registry.min_improvement}.
 
-1. `dbt_build`: `dbt build --select {' '.join(spec.dbt.select)}` (dbt tests are data-quality evidence)
+1. `dbt_build`: one `dbt build --select {' '.join(spec.dbt.select)}`; the `dbt` group shows each model with its tests; `gate_dbt`: test results + source freshness as a data-quality verdict
 2. `export_dataset`: `{spec.dataset.feature_table}` to Parquet train/holdout ({spec.dataset.holdout_fraction:.0%} holdout)
 3. `gate_data`: schema vs the dbt contract and the last run, row count, null rates, label rate, drift vs the
    champion's training snapshot; a failure stops the run before training
@@ -122,7 +122,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
     with DAG(
         dag_id=spec.dag_id,
         description=spec.description or f"Retrain {spec.registry.model_name}",
-        schedule=spec.schedule,
+        schedule=_dag_schedule(spec),
         start_date=start,
         catchup=spec.catchup,
         max_active_runs=1,  # one run per pipeline at a time: promotions never race within a pipeline
@@ -132,14 +132,18 @@ def build_dag(spec: PipelineSpec) -> DAG:
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": timedelta(minutes=1)},
     ) as dag:
         prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0, **common)
-        dbt = DbtBuildOperator(
-            task_id="dbt_build",
+        dbt, _dbt_nodes, dbt_plan = _dbt_stage(spec, common)
+        gate_dbt = DbtEvidenceGateOperator(
+            task_id="gate_dbt",
             project_dir=str(spec.path(spec.dbt.project_dir)),
-            select=list(spec.dbt.select),
-            exclude=list(spec.dbt.exclude),
+            sources=[f"source:{uid.split('.', 2)[2]}" for uid in dbt_plan.sources],
             target=spec.dbt.target,
             warehouse_conn_id=spec.warehouse_connection_id,
             **_pool(spec),
+            profiles_dir=str(spec.path(spec.dbt.profiles_dir)) if spec.dbt.profiles_dir else None,
+            mlflow_conn_id=spec.registry.connection_id,
+            experiment=spec.registry.experiment or f"retrain/{spec.name}",
+            retries=0,
             **common,
         )
         export = ExportTrainingDatasetOperator(
@@ -237,10 +241,55 @@ def build_dag(spec: PipelineSpec) -> DAG:
         )
         report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
 
-        prepare >> dbt >> export >> gate_data >> train >> register >> gate >> promote >> teardown >> report
+        prepare >> dbt >> gate_dbt >> export >> gate_data >> train >> register >> gate >> promote >> teardown >> report
+        if _dbt_nodes is not None and dbt_plan.stream:
+            prepare >> _dbt_nodes  # the node tasks wait for dbt_build's per-node results, not for its end
         teardown.as_teardown(setups=prepare)
         report.as_teardown(setups=prepare)
     return dag
+
+
+def _dbt_stage(spec: PipelineSpec, common: dict[str, Any]):
+    """``dbt_build`` plus the ``dbt`` group of per-model nodes, rendered from the cached manifest."""
+    from airflow_retrain.dbt.render import build_dbt_stage
+
+    return build_dbt_stage(
+        project_dir=str(spec.path(spec.dbt.project_dir)),
+        select=list(spec.dbt.select),
+        exclude=list(spec.dbt.exclude),
+        selector=spec.dbt.selector,
+        target=spec.dbt.target,
+        warehouse_conn_id=spec.warehouse_connection_id,
+        profiles_dir=str(spec.path(spec.dbt.profiles_dir)) if spec.dbt.profiles_dir else None,
+        dbt_timeout=timedelta(minutes=spec.dbt.timeout_minutes),
+        **_pool(spec),
+        **common,
+    )
+
+
+def _dag_schedule(spec: PipelineSpec) -> Any:
+    """A cron/preset string as is; an asset schedule as the dbt Assets (or assets-or-cron)."""
+    from airflow_retrain.spec import AssetSchedule
+
+    if not isinstance(spec.schedule, AssetSchedule):
+        return spec.schedule
+    import yaml
+    from airflow.sdk import Asset
+
+    from airflow_retrain.dbt.render import asset_uri
+
+    project = spec.path(spec.dbt.project_dir)
+    project_name = (yaml.safe_load((project / "dbt_project.yml").read_text()) or {}).get("name", project.name)
+    names = spec.schedule.assets or [spec.dataset.feature_table.split(".")[-1]]
+    assets = [Asset(asset_uri(project_name, n)) for n in names]
+    condition = assets[0]
+    for a in assets[1:]:
+        condition = condition | a
+    if spec.schedule.cron:
+        from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(spec.schedule.cron, timezone="UTC"), assets=condition)
+    return condition
 
 
 def _specs_dir() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_retrain.links.dbt import DbtDocsLink
 from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
 from airflow_retrain.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 
@@ -15,4 +16,5 @@ class AirflowRetrainPlugin(AirflowPlugin):
         MlflowModelVersionLink(),
         SageMakerTrainingJobLink(),
         SageMakerTrainingLogsLink(),
+        DbtDocsLink(),
     ]

@@ -82,14 +82,36 @@ class _Strict(BaseModel):
 
 
 class DbtSpec(_Strict):
-    """Which part of the dbt project the pipeline builds before training."""
+    """Which part of the dbt project the pipeline builds before training.
+
+    The selection means what it means to ``dbt build --select/--exclude/--selector`` and is checked
+    against the project's cached manifest (:mod:`airflow_retrain.dbt.selection`), never against file names.
+    """
 
     project_dir: str = Field("dbt", description="dbt project folder, relative to the project root")
-    select: list[str] = Field(min_length=1, description="dbt node selection, as for `dbt build --select`")
+    select: list[str] = Field(default_factory=list, description="dbt node selection, as for `dbt build --select`")
     exclude: list[str] = Field(default_factory=list)
+    selector: str | None = Field(None, description="a YAML selector of the project, as for `dbt build --selector`")
     target: str | None = Field(
         None, description="profile target; default: the connection's type, else the profile's default"
     )
+    profiles_dir: str | None = Field(
+        None, description="folder of profiles.yml, relative to the project root; default: the dbt project folder"
+    )
+    timeout_minutes: int = Field(120, ge=1, le=24 * 60, description="dbt is killed (with its children) after this")
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> DbtSpec:
+        if not self.select and not self.selector:
+            raise ValueError("dbt.select or dbt.selector is required")
+        return self
+
+
+class AssetSchedule(_Strict):
+    """Data-aware schedule: run when the listed dbt models' Assets are updated (and/or on a cron)."""
+
+    assets: list[str] = Field(default_factory=list, description="dbt model names; default: dataset.feature_table")
+    cron: str | None = Field(None, description="also run on this cron (AssetOrTimeSchedule)")
 
     @field_validator("select", "exclude")
     @classmethod
@@ -458,7 +480,7 @@ class PipelineSpec(_Strict):
     name: str = Field(pattern=_NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
     owner: str = Field("airflow", min_length=1, max_length=250, description="Airflow owner of every task")
-    schedule: str | None = "@weekly"
+    schedule: str | AssetSchedule | None = "@weekly"
     start_date: datetime = datetime(2026, 1, 1)
     timezone: str = Field("UTC", description="IANA time zone of the schedule and of a naive start_date")
     catchup: StrictBool = False
@@ -487,6 +509,14 @@ class PipelineSpec(_Strict):
     # Set by the loader, not by the YAML.
     source_path: str = Field("", exclude=True)
     root: str = Field("", exclude=True)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _asset_schedule_shorthand(cls, value: Any) -> Any:
+        """``schedule: asset`` = retrain when the feature table's dbt Asset is updated."""
+        if value == "asset":
+            return AssetSchedule()
+        return value
 
     @property
     def dag_id(self) -> str:
@@ -534,9 +564,13 @@ class PipelineSpec(_Strict):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_schedule(cls, value: str | None) -> str | None:
+    def _valid_schedule(cls, value: str | AssetSchedule | None) -> str | AssetSchedule | None:
         if value is None:
             return None
+        if isinstance(value, AssetSchedule):  # data-aware; its optional cron fallback is a schedule too
+            if value.cron:
+                validate_schedule(value.cron)
+            return value
         return validate_schedule(value)
 
     @field_validator("owner", "description")
@@ -676,11 +710,8 @@ def _format_validation_error(err: ValidationError) -> list[str]:
     return problems
 
 
-_GRAPH_OPS = re.compile(r"^(\d*\+)?(?P<name>[^+@]+?)(\+\d*)?$")
-
-
 def dbt_model_names(project_dir: Path) -> set[str]:
-    """Model names of a dbt project, read from its files (never by running dbt at parse time)."""
+    """Model names of a dbt project, read from its files (only while no manifest is cached)."""
     names: set[str] = set()
     models = project_dir / "models"
     for pattern in ("*.sql", "*.py"):
@@ -689,21 +720,60 @@ def dbt_model_names(project_dir: Path) -> set[str]:
 
 
 def _check_dbt(spec: PipelineSpec) -> list[str]:
+    """The dbt selection against the project's cached manifest, with dbt's selector semantics.
+
+    Without a cached manifest (``make dbt-manifest`` was never run and no build ran yet) only the feature
+    table is checked, by file name; the selection is then checked by ``dbt_build``, which fails naming a
+    selector that matches nothing.
+    """
+    from airflow_retrain.dbt.manifest import ManifestError, load_index
+    from airflow_retrain.dbt.selection import SelectionError, Selector
+
     project = spec.path(spec.dbt.project_dir)
     if not (project / "dbt_project.yml").is_file():
         return [f"dbt.project_dir: no dbt_project.yml in {project}"]
-    models = dbt_model_names(project)
+    try:
+        index = load_index(project, allow_stale=True)
+    except ManifestError:
+        index = None
     problems = []
-    for i, selector in enumerate(spec.dbt.select):
-        for part in selector.replace(",", " ").split():
-            if ":" in part:  # method selectors (tag:, path:, source:) are dbt's to resolve
-                continue
-            m = _GRAPH_OPS.match(part.lstrip("@"))
-            name = m.group("name") if m else part
+    feature = spec.dataset.feature_table.split(".")[-1]
+    if index is None:
+        if feature not in dbt_model_names(project):
+            problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
+        return problems
+    selector = Selector(index)
+    for field_name, items in (("select", spec.dbt.select), ("exclude", spec.dbt.exclude)):
+        for i, item in enumerate(items):
+            for token in item.split():
+                try:
+                    matched = selector.match(token) if not token.startswith("selector:") else selector.yaml_selector(token[9:])
+                except SelectionError as e:
+                    problems.append(f"dbt.{field_name}[{i}]: {e}")
+                    continue
+                if not matched:
+                    problems.append(f"dbt.{field_name}[{i}]: dbt selector {token!r} matches no node of {project}")
+    if spec.dbt.selector:
+        try:
+            selector.yaml_selector(spec.dbt.selector)
+        except SelectionError as e:
+            problems.append(f"dbt.selector: {e}")
+    if not problems:
+        try:
+            chosen = selector.select(spec.dbt.select, spec.dbt.exclude, spec.dbt.selector)
+        except SelectionError as e:
+            problems.append(f"dbt.select: {e}")
+            chosen = set()
+        models = {n["name"] for u, n in index.nodes.items() if n["resource_type"] == "model"}
+        if feature not in models:
+            problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
+        elif chosen and not any(index.nodes[u]["name"] == feature for u in chosen):
+            problems.append(f"dataset.feature_table: {feature!r} is not in the dbt selection, so it would not be built")
+    if isinstance(spec.schedule, AssetSchedule):
+        models = {n["name"] for n in index.nodes.values() if n["resource_type"] == "model"}
+        for i, name in enumerate(spec.schedule.assets):
             if name not in models:
-                problems.append(f"dbt.select[{i}]: unknown dbt model {name!r} in {project}")
-    if spec.dataset.feature_table.split(".")[-1] not in models:
-        problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
+                problems.append(f"schedule.assets[{i}]: unknown dbt model {name!r} in {project}")
     return problems
 
 

@@ -38,7 +38,7 @@ def specs_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bag(specs_dir, airflow_db, warehouse):
+def bag(specs_dir, airflow_db, warehouse, dbt_manifest):
     from airflow.dag_processing.dagbag import DagBag
 
     os.environ["RETRAIN_SPECS_DIR"] = str(specs_dir)

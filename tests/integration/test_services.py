@@ -128,3 +128,44 @@ def test_promotion_through_a_remote_mlflow_server(monkeypatch, make_context, tmp
     mlflow.set_tracking_uri(url)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert len(model.predict(x.head(5))) == 5
+
+
+def test_postgres_connection_becomes_a_dbt_profile_with_no_secret_on_disk_in_logs_or_env(
+    pg, pg_conn, make_context, caplog, tmp_path, monkeypatch, shop_project
+):
+    """A project without profiles.yml, pointed at a postgres connection: the generated profile reads the
+    password from one variable only the dbt process gets; nothing else of the worker's env reaches dbt."""
+    import shutil
+    import stat
+    import sys
+
+    from airflow_retrain.operators.dbt import DbtBuildOperator
+
+    project = tmp_path / "shop"
+    shutil.copytree(shop_project, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb", "profiles.yml"))
+    text = (project / "dbt_project.yml").read_text()  # drop the DuckDB-only on-run-start hooks
+    (project / "dbt_project.yml").write_text(text.split("on-run-start:")[0] + "models:" + text.split("models:", 1)[1])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "planted-ml-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "planted-aws-secret")
+    environ = tmp_path / "environ"
+    exe = tmp_path / "dbt"
+    exe.write_text(f"#!/bin/sh\ncat /proc/$$/environ > {environ}\nexec {Path(sys.executable).with_name('dbt')} \"$@\"\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("RETRAIN_DBT_EXECUTABLE", str(exe))
+    ctx = make_context(dag_id="pg_shop_retrain", run_id=f"pg-shop-{os.getpid()}")
+    op = DbtBuildOperator(
+        task_id="dbt_build", pipeline="pg_shop", project_dir=str(project), select=["+stg_customers"],
+        warehouse_conn_id=pg_conn,
+    )  # fmt: skip
+    summary = op.execute(ctx)
+    assert summary["seeds_loaded"] == 1 and summary["models_built"] == 1
+    assert summary["warehouse"].startswith(f"postgres://{pg['host']}:{pg['port']}/{pg['dbname']}")
+    assert summary["target"] == "postgres" and summary["relations"]["stg_customers"].startswith(f'"{pg["dbname"]}"')
+    env = dict(item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item)
+    assert env["DBT_ENV_SECRET_RETRAIN_PASSWORD"] == pg["password"]
+    assert not {"MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_CONN_PG_WAREHOUSE"} & set(env)
+    generated = list((Path(os.environ["RETRAIN_STATE_DIR"]) / "runs").rglob("profile/profiles.yml"))
+    assert generated and all(pg["password"] not in p.read_text() for p in generated)
+    logs = list((Path(os.environ["RETRAIN_STATE_DIR"]) / "runs").rglob("dbt.log"))
+    everything = json.dumps([summary, ctx["ti"].xcoms]) + caplog.text + "".join(p.read_text() for p in logs)
+    assert pg["password"] not in everything

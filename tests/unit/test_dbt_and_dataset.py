@@ -41,7 +41,7 @@ def test_dbt_build_summary_and_relations(duckdb_conn, make_context):
     assert summary["tests_failed"] == 0 and summary["tests_passed"] == summary["tests_total"] > 10
     assert summary["relations"]["churn_features"] == '"wh"."marts"."churn_features"'
     assert ctx["ti"].xcoms["relations"] == summary["relations"]
-    assert summary["warehouse"] == f"duckdb:{duckdb_conn}"
+    assert summary["warehouse"] == f"duckdb:{duckdb_conn} (profile retrain, target duckdb)"
     with duckdb.connect(str(duckdb_conn), read_only=True) as con:
         assert con.execute("select count(*) from marts.churn_features").fetchone()[0] == 7043
 

@@ -59,10 +59,10 @@ def test_unknown_backend(tmp_path):
         load_spec(write(tmp_path, data))
 
 
-def test_unknown_dbt_model_in_selection(tmp_path):
+def test_unknown_dbt_model_in_selection(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["+churn_featurez"]
-    with pytest.raises(SpecError, match=r"dbt\.select\[0\]: unknown dbt model 'churn_featurez'"):
+    with pytest.raises(SpecError, match=r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node"):
         load_spec(write(tmp_path, data))
 
 
@@ -73,7 +73,7 @@ def test_unknown_feature_table(tmp_path):
         load_spec(write(tmp_path, data))
 
 
-def test_method_selectors_are_left_to_dbt(tmp_path):
+def test_method_selectors_are_resolved_like_dbt(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["tag:churn", "1+churn_features+"]
     assert load_spec(write(tmp_path, data)).dbt.select == ["tag:churn", "1+churn_features+"]

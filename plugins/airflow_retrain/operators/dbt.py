@@ -1,84 +1,424 @@
-"""DbtBuildOperator: build the pipeline's dbt selection; dbt tests are data-quality evidence."""
+"""The dbt stage's operators: one ``dbt build`` (the producer), per-node tasks that complete from its
+results, and the evidence gate (test results + source freshness → a Verdict).
+
+- :class:`DbtBuildOperator` (``dbt_build``) runs the selection in ONE ``dbt build`` (dbt's own threads,
+  partial parsing kept between runs) and writes each node's result as dbt finishes it.
+- :class:`DbtNodeOperator` (one per model, seed and snapshot, in the ``dbt`` task group) starts in the
+  triggerer and completes as success, failed or skipped when its node and the node's tests are done: the
+  grid shows per-model state and timing at the cost of one ``dbt build``.
+- :class:`DbtEvidenceGateOperator` (``gate_dbt``) turns ``run_results`` and ``dbt source freshness`` into a
+  data-quality :class:`~airflow_retrain.gates.base.Verdict` that blocks training.
+"""
 
 from __future__ import annotations
 
+import shutil
+from datetime import timedelta
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
+from airflow.triggers.base import StartTriggerArgs
 
+from airflow_retrain.dbt.results import (
+    DONE_MARKER,
+    run_status_dir,
+    verdict_from_results,
+    write_json_atomic,
+    write_node_status,
+)
 from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook
 from airflow_retrain.hooks.warehouse import WarehouseHook
+from airflow_retrain.links.dbt import DbtDocsLink
 from airflow_retrain.operators.base import RetrainBaseOperator
 
 
 class DbtBuildOperator(RetrainBaseOperator):
-    """Run ``dbt build`` for a selection, in one dbt invocation.
+    """Run ``dbt build`` for a selection, in one dbt invocation; report each node as dbt finishes it.
 
-    A failing model or test fails the task without retries (rerunning cannot fix the data) and the message
-    names every failing node; anything else (a connection error) fails normally and is retried.
+    Node failures (a failing test, a model the database rejects) and compile errors fail the task without
+    retries, naming each node and its cause; a timeout or a connection error fails normally and is retried.
 
     :param project_dir: dbt project folder.
     :param select: dbt selectors, as for ``--select``.
     :param exclude: dbt selectors, as for ``--exclude``.
-    :param target: profile target; default the warehouse connection's type.
-    :param warehouse_conn_id: Airflow connection mapped onto the profile's env vars (see :class:`WarehouseHook`).
+    :param selector: a YAML selector of the project, as for ``--selector``.
+    :param target: profile target; default the profile's own default.
+    :param warehouse_conn_id: Airflow connection mapped onto the profile's env vars (see :class:`WarehouseHook`);
+        for a project without ``profiles.yml``, a profile is generated from it (no secret in the file).
     :param profiles_dir: folder of ``profiles.yml``; default the project folder.
-    :return: a summary: models built, tests passed/failed, relations of built models.
+    :param dbt_timeout: seconds before dbt (and its children) is killed; default ``execution_timeout``.
+    :param env_passthrough: names of worker environment variables dbt may also see.
+    :param run_deps: run ``dbt deps`` first when the project declares packages that are not installed.
+    :return: a summary: models/seeds/snapshots built, tests passed/failed, relations, target.
     """
 
-    template_fields = ("select", "exclude", "target")
+    template_fields = ("select", "exclude", "selector", "target")
     ui_color = "#ff694b"
 
     def __init__(
         self,
         *,
         project_dir: str,
-        select: list[str],
+        select: list[str] | None = None,
         exclude: list[str] | None = None,
+        selector: str | None = None,
         target: str | None = None,
         warehouse_conn_id: str | None = WarehouseHook.default_conn_name,
         profiles_dir: str | None = None,
+        dbt_timeout: float | None = None,
+        env_passthrough: list[str] | None = None,
+        run_deps: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.project_dir = project_dir
         self.select = select
         self.exclude = exclude
+        self.selector = selector
         self.target = target
         self.warehouse_conn_id = warehouse_conn_id
         self.profiles_dir = profiles_dir
+        self.dbt_timeout = dbt_timeout
+        self.env_passthrough = env_passthrough
+        self.run_deps = run_deps
 
     @cached_property
     def warehouse_hook(self) -> WarehouseHook:
         return WarehouseHook(self.warehouse_conn_id)
 
+    def _profile(self, scratch: Path) -> tuple[str, dict[str, str]]:
+        """The profiles folder and the env the profile reads; generated from the connection if the project has none."""
+        from airflow.sdk.log import mask_secret
+
+        from airflow_retrain.dbt.profiles import profile_from_connection, project_profile_name
+
+        params = self.warehouse_hook.params
+        if params.password:
+            mask_secret(params.password)
+        profiles_dir = Path(self.profiles_dir or self.project_dir)
+        if (profiles_dir / "profiles.yml").is_file():
+            return str(profiles_dir), self.warehouse_hook.dbt_env()
+        text, env = profile_from_connection(project_profile_name(self.project_dir), params)
+        generated = scratch / "profile"
+        generated.mkdir(parents=True, exist_ok=True)
+        (generated / "profiles.yml").write_text(text)
+        self.log.info("No profiles.yml in %s: generated one from connection %s", profiles_dir, self.warehouse_conn_id)
+        return str(generated), env
+
     @cached_property
     def hook(self) -> DbtHook:
-        return DbtHook(self.project_dir, profiles_dir=self.profiles_dir, env=self.warehouse_hook.dbt_env())
+        return DbtHook(self.project_dir)
+
+    def _configure_hook(self, scratch: Path, target_name: str) -> None:
+        from airflow_retrain.dbt.manifest import partial_parse_file
+
+        profiles_dir, env = self._profile(scratch)
+        hook = self.hook
+        hook.profiles_dir = Path(profiles_dir)
+        hook.env = env
+        hook.env_passthrough = tuple(self.env_passthrough or ())
+        hook.partial_parse_file = partial_parse_file(self.project_dir, target_name)
 
     def execute(self, context) -> dict[str, Any]:
+        from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint, store_manifest
+        from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
+
         run = self.run_identity(context)
-        target_path = run.scratch_dir() / "dbt" / f"try-{context['ti'].try_number}"
-        self.log.info("Warehouse: %s", self.warehouse_hook.params.describe())
+        dag_run = context.get("dag_run")
+        status_dir = run_status_dir(run.dag_id, run.run_id, getattr(dag_run, "clear_number", 0) or 0)
+        shutil.rmtree(status_dir, ignore_errors=True)
+        status_dir.mkdir(parents=True, exist_ok=True)
+        scratch = run.scratch_dir() / "dbt"
+        target_path = scratch / f"try-{context['ti'].try_number}"
         try:
+            self._configure_hook(scratch, self.target or "default")
+            resolved = resolve_target(self.project_dir, self.hook.profiles_dir, self.target, self.hook.child_env())
+        except DbtProfileError as e:
+            self._done(status_dir, "failed", str(e))
+            raise AirflowFailException(str(e)) from None
+        self.hook.partial_parse_file = self.hook.partial_parse_file.parent.parent / resolved.target / "partial_parse.msgpack"
+        self.log.info("dbt writes to %s", resolved.describe())
+        timeout = self.dbt_timeout or (self.execution_timeout.total_seconds() if self.execution_timeout else None)
+        try:
+            if self.run_deps:
+                self._deps(target_path)
+            fingerprint = project_fingerprint(self.project_dir)
             result = self.hook.run(
-                "build", select=self.select, exclude=self.exclude, target=self.target, target_path=target_path
+                "build",
+                select=self.select,
+                exclude=self.exclude,
+                selector=self.selector,
+                target=self.target,
+                target_path=target_path,
+                timeout=timeout,
+                on_node_finished=lambda r: write_node_status(status_dir, r),
             )
         except DbtCommandError as e:
-            if e.result.failed:
+            if e.result is not None:
+                for node in e.result.nodes:
+                    write_node_status(status_dir, node)
+                verdict = verdict_from_results(e.result.nodes)
+                context["ti"].xcom_push(key="verdict", value=verdict.to_dict())
+            self._done(status_dir, "failed", str(e))
+            if not e.retryable:
                 raise AirflowFailException(str(e)) from None
             raise
+        except BaseException as e:
+            self._done(status_dir, "failed", f"dbt_build failed: {e}")
+            raise
+        for node in result.nodes:  # run_results.json is authoritative (messages, nodes missed by the log)
+            write_node_status(status_dir, node)
+        self._done(status_dir, "success", "dbt build finished")
+        manifest = target_path / "manifest.json"
+        cached = cache_dir(self.project_dir, fingerprint) / "index.json"
+        if manifest.is_file() and not cached.is_file() and project_fingerprint(self.project_dir) == fingerprint:
+            store_manifest(self.project_dir, manifest, fingerprint)
         summary = result.summary()
-        summary["warehouse"] = self.warehouse_hook.params.describe()
+        summary["warehouse"] = resolved.describe()
+        summary["target"] = resolved.target
+        summary["profile"] = resolved.profile
+        verdict = verdict_from_results(result.nodes)
+        context["ti"].xcom_push(key="verdict", value=verdict.to_dict())
         # Also under its own key, so a downstream task can take ``dbt_task.output["relations"]``.
         context["ti"].xcom_push(key="relations", value=summary["relations"])
         self.log.info(
-            "dbt build: %d models built, %d/%d tests passed (%d warned) in %.1f s",
+            "dbt build: %d models, %d seeds, %d snapshots built, %d/%d tests passed (%d warned) in %.1f s on %s",
             summary["models_built"],
+            summary["seeds_loaded"],
+            summary["snapshots_built"],
             summary["tests_passed"],
             summary["tests_total"],
             summary["tests_warned"],
             summary["elapsed_seconds"],
+            summary["warehouse"],
         )
         return summary
+
+    def _deps(self, target_path: Path) -> None:
+        project = Path(self.project_dir)
+        declared = (project / "packages.yml").is_file() or (project / "dependencies.yml").is_file()
+        if declared and not (project / "dbt_packages").is_dir():
+            self.hook.run("deps", target_path=target_path)
+
+    @staticmethod
+    def _done(status_dir: Path, state: str, message: str) -> None:
+        write_json_atomic(status_dir / DONE_MARKER, {"state": state, "message": message})
+
+    def on_kill(self) -> None:
+        self.hook.kill()
+
+
+class DbtNodeOperator(BaseOperator):
+    """One dbt model, seed or snapshot (with its tests) in the Airflow grid; finishes when ``dbt_build`` did it.
+
+    Starts in the triggerer (``start_from_trigger``): no worker process per node.
+
+    :param unique_id: the node's dbt ``unique_id``.
+    :param test_ids: dbt tests attached to this node.
+    :param status_dir: run-scoped status folder (templated).
+    :param docs_url: the node in dbt docs (the task's "dbt docs" link).
+    :param timeout: how long to wait for ``dbt_build`` before failing.
+    :param stream: start in the triggerer (``start_from_trigger``) beside ``dbt_build``; ``False``: run on a
+        worker after it (for ``dag.test()``, which runs no triggerer).
+    """
+
+    template_fields = ("status_dir",)
+    ui_color = "#ffb199"
+    operator_extra_links = (DbtDocsLink(),)
+
+    def __init__(
+        self,
+        *,
+        unique_id: str,
+        test_ids: list[str],
+        status_dir: str,
+        docs_url: str | None = None,
+        timeout: timedelta | None = None,
+        stream: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not stream:
+            kwargs.setdefault("trigger_rule", "all_done")  # report failed and skipped nodes too
+        super().__init__(**kwargs)
+        self.unique_id = unique_id
+        self.test_ids = test_ids
+        self.status_dir = status_dir
+        self.docs_url = docs_url
+        self.start_from_trigger = stream
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls="airflow_retrain.triggers.dbt.DbtNodeTrigger",
+            trigger_kwargs={
+                "unique_id": unique_id,
+                "test_ids": test_ids,
+                "status_dir": status_dir,
+                "docs_url": docs_url,
+            },
+            next_method="execute_complete",
+            timeout=timeout,
+        )
+
+    def execute(self, context) -> dict[str, Any] | None:
+        """On a worker (``stream=False``): report the node from ``dbt_build``'s results, else defer to the trigger."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airflow_retrain.triggers.dbt import DbtNodeTrigger, node_outcome
+
+        outcome = node_outcome(self.unique_id, self.test_ids, Path(self.status_dir))
+        if outcome is not None:
+            for line in outcome["lines"]:
+                self.log.info("%s", line)
+            if self.docs_url:
+                context["ti"].xcom_push(key="dbt_docs_url", value=self.docs_url)
+            if outcome["state"] == "failed":
+                raise AirflowFailException(outcome["message"])
+            if outcome["state"] == "skipped":
+                raise AirflowSkipException(outcome["message"])
+            self.log.info("%s", outcome["message"])
+            return {"state": outcome["state"], "message": outcome["message"], "results": outcome["results"]}
+        self.defer(
+            trigger=DbtNodeTrigger(self.unique_id, self.test_ids, self.status_dir, self.docs_url),
+            method_name="execute_complete",
+            timeout=self.start_trigger_args.timeout if self.start_trigger_args else None,
+        )
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        return event
+
+
+class DbtEvidenceGateOperator(RetrainBaseOperator):
+    """dbt's results as a data-quality gate: failing/erroring tests or a source past ``error_after`` block training.
+
+    Reads the build's per-node verdict (XCom ``verdict`` of ``dbt_build``), runs ``dbt source freshness``
+    for the sources the selection reads, and logs the verdict (task log, XCom, and the MLflow run of the
+    pipeline's experiment when ``mlflow_conn_id`` is set).
+
+    :param build_verdict: the ``dbt_build`` task's verdict; default: its XCom ``verdict``, pulled at run
+        time (the gate runs even when ``dbt_build`` failed, so a failed build's verdict is recorded too).
+    :param build_task_id: the producer task, when ``build_verdict`` is not given.
+    :param project_dir: dbt project folder.
+    :param sources: ``source:`` selectors to check for freshness (none: skip freshness).
+    :param target: profile target.
+    :param warehouse_conn_id: see :class:`DbtBuildOperator`.
+    :param profiles_dir: see :class:`DbtBuildOperator`.
+    :param mlflow_conn_id: where to record the verdict; ``None`` to skip.
+    :param experiment: MLflow experiment for the record.
+    :return: the verdict as a dict (``{"gate": "dbt", "passed", "message", "checks", ...}``).
+    """
+
+    template_fields = ("build_verdict", "sources", "target")
+    ui_color = "#fde2d9"
+
+    def __init__(
+        self,
+        *,
+        project_dir: str,
+        build_verdict: Any = None,
+        build_task_id: str = "dbt_build",
+        sources: list[str] | None = None,
+        target: str | None = None,
+        warehouse_conn_id: str | None = WarehouseHook.default_conn_name,
+        profiles_dir: str | None = None,
+        mlflow_conn_id: str | None = None,
+        experiment: str | None = None,
+        dbt_timeout: float | None = 600,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.build_verdict = build_verdict
+        self.build_task_id = build_task_id
+        self.project_dir = project_dir
+        self.sources = sources
+        self.target = target
+        self.warehouse_conn_id = warehouse_conn_id
+        self.profiles_dir = profiles_dir
+        self.mlflow_conn_id = mlflow_conn_id
+        self.experiment = experiment
+        self.dbt_timeout = dbt_timeout
+
+    @cached_property
+    def builder(self) -> DbtBuildOperator:
+        """The build operator's profile logic, reused (never run)."""
+        return DbtBuildOperator(
+            task_id=f"{self.task_id}__profile",
+            pipeline=self.pipeline,
+            project_dir=self.project_dir,
+            target=self.target,
+            warehouse_conn_id=self.warehouse_conn_id,
+            profiles_dir=self.profiles_dir,
+        )
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow_retrain.gates.base import Check, Verdict
+
+        build = self.build_verdict or context["ti"].xcom_pull(task_ids=self.build_task_id, key="verdict")
+        if build:
+            checks = list(Verdict.from_dict(build).checks)
+        else:
+            checks = [
+                Check(
+                    name=self.build_task_id, observed=None, min=None, max=None, passed=False,
+                    reason=f"{self.build_task_id} produced no dbt results (it failed before dbt ran a node; see its log)",
+                )
+            ]  # fmt: skip
+        if self.sources and build:
+            scratch = self.run_identity(context).scratch_dir() / "dbt"
+            builder = self.builder
+            builder._configure_hook(scratch, self.target or "default")
+            try:
+                freshness = builder.hook.run_freshness(
+                    select=self.sources,
+                    target=self.target,
+                    target_path=scratch / f"freshness-{context['ti'].try_number}",
+                    timeout=self.dbt_timeout,
+                )
+            except DbtCommandError as e:
+                if not e.retryable:
+                    raise AirflowFailException(str(e)) from None
+                raise
+            checks += verdict_from_results([], freshness).checks
+        verdict = Verdict(gate="dbt", passed=all(c.passed for c in checks), message=verdict_from_checks(checks), checks=checks)
+        for check in verdict.checks:
+            if not check.passed or " warn" in check.reason:
+                self.log.log(30 if check.passed else 40, "%s %s", "WARN" if check.passed else "FAIL", check.reason)
+        self.log.info("%s", verdict.message)
+        self._record(context, verdict)
+        if not verdict.passed:
+            raise AirflowFailException(verdict.message)
+        return verdict.to_dict()
+
+    def _record(self, context, verdict) -> None:
+        if not self.mlflow_conn_id:
+            return
+        try:
+            from airflow_retrain.hooks.mlflow import MlflowHook
+
+            run = self.run_identity(context)
+            hook = MlflowHook(self.mlflow_conn_id)
+            exp = hook.ensure_experiment(self.experiment or f"retrain/{self.pipeline}")
+            mlrun = hook.client.create_run(exp, run_name=f"dbt-evidence-{run.run_key}", tags=run.job_tags())
+            hook.log_dict(mlrun.info.run_id, verdict.to_dict(), "gates/dbt.json")
+            hook.set_run_tags(
+                mlrun.info.run_id,
+                {"retrain.gate.dbt": "passed" if verdict.passed else "failed", "retrain.gate.dbt.message": verdict.message[:4000]},
+            )
+            hook.client.set_terminated(mlrun.info.run_id, status="FINISHED" if verdict.passed else "FAILED")
+            self.log.info("dbt verdict recorded on MLflow run %s", mlrun.info.run_id)
+        except Exception as e:  # the verdict stands; its record is best effort, and said so
+            self.log.warning("could not record the dbt verdict in MLflow: %s", e)
+
+
+def verdict_from_checks(checks) -> str:
+    failed = [c for c in checks if not c.passed]
+    warned = [c for c in checks if c.passed and " warn" in c.reason]
+    if failed:
+        return f"dbt evidence failed ({len(failed)} of {len(checks)} checks): " + "; ".join(c.reason for c in failed)
+    message = f"dbt evidence passed: {len(checks)} checks"
+    if warned:
+        message += f", {len(warned)} warned: " + "; ".join(c.reason for c in warned)
+    return message
+
+
