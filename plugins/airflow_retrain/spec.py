@@ -106,13 +106,6 @@ class DbtSpec(_Strict):
             raise ValueError("dbt.select or dbt.selector is required")
         return self
 
-
-class AssetSchedule(_Strict):
-    """Data-aware schedule: run when the listed dbt models' Assets are updated (and/or on a cron)."""
-
-    assets: list[str] = Field(default_factory=list, description="dbt model names; default: dataset.feature_table")
-    cron: str | None = Field(None, description="also run on this cron (AssetOrTimeSchedule)")
-
     @field_validator("select", "exclude")
     @classmethod
     def _selectors_are_not_flags(cls, value: list[str]) -> list[str]:
@@ -125,7 +118,7 @@ class AssetSchedule(_Strict):
                 raise ValueError(f"item {i} {reason}")
         return value
 
-    @field_validator("target", "project_dir")
+    @field_validator("target", "project_dir", "selector", "profiles_dir")
     @classmethod
     def _plain_text(cls, value: str | None) -> str | None:
         if value is not None:
@@ -134,6 +127,13 @@ class AssetSchedule(_Strict):
             if reason := _unsafe_text(value):
                 raise ValueError(reason)
         return value
+
+
+class AssetSchedule(_Strict):
+    """Data-aware schedule: run when the listed dbt models' Assets are updated (and/or on a cron)."""
+
+    assets: list[str] = Field(default_factory=list, description="dbt model names; default: dataset.feature_table")
+    cron: str | None = Field(None, description="also run on this cron (AssetOrTimeSchedule)")
 
 
 class DatasetSpec(_Strict):
@@ -1025,7 +1025,12 @@ def load_spec(path: Path | str) -> PipelineSpec:
         raise SpecError(path, _format_validation_error(e)) from None
     outside = [
         problem
-        for field, relative in (("dbt.project_dir", spec.dbt.project_dir), ("training.entry_point", spec.training.entry_point))
+        for field, relative in (
+            ("dbt.project_dir", spec.dbt.project_dir),
+            ("dbt.profiles_dir", spec.dbt.profiles_dir),
+            ("training.entry_point", spec.training.entry_point),
+        )
+        if relative is not None
         if (problem := _check_inside_project(spec, field, relative))
     ]
     if outside:
