@@ -97,10 +97,10 @@ class MlflowTarget:
     """
 
     tracking_uri: str
-    client_uri: str
+    client_uri: str = field(repr=False)
     username: str | None = None
-    password: str | None = None
-    token: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
     ui_url: str | None = None
     artifact_root: str | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -334,6 +334,17 @@ class MlflowHook(BaseHook):
         return build_client(t.client_uri, username=t.username, password=t.password, token=t.token,
                             policy=self.http_policy)
 
+    @cached_property
+    def client_without_http_retries(self) -> MlflowClient:
+        """A client whose requests are never retried at the HTTP level: for calls that create something.
+
+        MLflow's HTTP layer retries a POST that got a 5xx, so a create whose answer was lost runs twice on
+        the server; creations go through this client and :meth:`create_version_once` checks before retrying.
+        """
+        t = self.target
+        policy = HttpPolicy(max_retries=0, backoff_factor=0, timeout=self.http_policy.timeout)
+        return build_client(t.client_uri, username=t.username, password=t.password, token=t.token, policy=policy)
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this connection replaced by ``***``."""
         for secret in self.target.secrets:
@@ -519,7 +530,8 @@ class MlflowHook(BaseHook):
                 return existing
             try:
                 with quiet_mlflow_logs():
-                    return self.client.create_model_version(model_name, source, run_id=run_id, tags=tags)
+                    return self.client_without_http_retries.create_model_version(model_name, source, run_id=run_id,
+                                                                                 tags=tags)
             except Exception as exc:  # noqa: BLE001 - classified like call()
                 elapsed = time.monotonic() - started
                 if not is_transient(exc) or attempt >= self.max_attempts or elapsed > self.retry_budget_seconds:
@@ -666,7 +678,8 @@ class MlflowHook(BaseHook):
         while True:
             current = self.read_lease(model_name)
             now = time.time()
-            if current and current.get("expires_at", 0) > now:
+            # The same holder is a retry of the same task whose earlier attempt died holding it.
+            if current and current.get("expires_at", 0) > now and current.get("holder") != holder:
                 if time.monotonic() > deadline:
                     raise LeaseUnavailable(
                         f"promotion lease of {model_name!r} is held by {current.get('holder')} until "
@@ -675,7 +688,10 @@ class MlflowHook(BaseHook):
                     )
                 time.sleep(poll_seconds * (0.5 + random.random()))
                 continue
-            if current:
+            if current and current.get("holder") == holder:
+                self.log.warning("Taking over the promotion lease of %r left by an earlier attempt of %s", model_name,
+                                 holder)
+            elif current:
                 self.log.warning("Taking over the expired promotion lease of %r from %s", model_name,
                                  current.get("holder"))
             nonce = uuid.uuid4().hex

@@ -143,6 +143,14 @@ def build_client(
                 repos[resource_id] = get_artifact_repository(location, tracking_uri=artifact_tracking_uri)
             return repos[resource_id]
 
+        # MLflow's own versions of these two build a fresh default client from the URI (environment
+        # credentials); this client's repository carries its own.
+        def list_artifacts(self, run_id, path=None):
+            return self._get_artifact_repo(run_id).list_artifacts(path)
+
+        def download_artifacts(self, run_id, path, dst_path=None):
+            return self._get_artifact_repo(run_id).download_artifacts(path, dst_path)
+
     class _RegistryClient(ModelRegistryClient):
         @property
         def store(self):
