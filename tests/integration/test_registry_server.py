@@ -125,9 +125,12 @@ def test_outage_fails_within_the_retry_budget_with_the_cause(monkeypatch, make_c
                        f"@127.0.0.1:{port}")
     op = promote_op({"model_name": "churn", "version": "1"}, "mlflow_down")
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"churn.* failed after 3 attempts .*Connection refused") as err:
+    with pytest.raises(RuntimeError, match=r"churn.* failed after 3 attempts in .*Connection refused") as err:
         op.execute(make_context("down_retrain", "r1"))
-    assert time.monotonic() - started < 30
+    import re
+
+    own = float(re.search(r"after 3 attempts in ([0-9.]+) s", str(err.value)).group(1))
+    assert own < 20 and time.monotonic() - started < 90  # was 522 s; wall time is loose for loaded CI machines
     assert PASSWORD not in str(err.value) and "pl4nted" not in str(err.value)
 
 
@@ -144,17 +147,17 @@ def test_two_promotions_race_20_times_consistent_champion_and_history(conn, make
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def run(cand, run_id):
+        def run(cand, run_id, barrier, errors):
             op = promote_op(cand, conn)
-            op.hook.client  # build the client before the start line
+            assert op.hook.client is not None  # build the client before the start line
             barrier.wait()
             try:
                 op.execute(make_context("race_retrain", run_id))
-            except BaseException as e:  # noqa: BLE001
-                errors.append(e)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(worse, f"w{rep}")),
-                   threading.Thread(target=run, args=(better, f"b{rep}"))]
+        threads = [threading.Thread(target=run, args=(worse, f"w{rep}", barrier, errors)),
+                   threading.Thread(target=run, args=(better, f"b{rep}", barrier, errors))]
         for t in threads:
             t.start()
         for t in threads:
@@ -222,7 +225,7 @@ def test_server_stopped_mid_promotion_then_restarted(server, conn, make_context,
         with pytest.raises(RuntimeError, match=r"failed after 3 attempts .*(Connection|502|503|refused)"):
             op.execute(make_context("outage_retrain", "second"))
         took = time.monotonic() - started
-        assert took < 60, took  # the retry budget, not MLflow's 7 retries of up to 120 s each
+        assert took < 90, took  # the retry budget, not MLflow's 7 retries of up to 120 s each
     finally:
         server.start()
     # Airflow's retry: a new operator instance, same DAG run, same task.

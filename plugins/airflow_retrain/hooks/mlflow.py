@@ -84,8 +84,16 @@ class LeaseUnavailable(RegistryError):
     """Another run holds the model's promotion lease and did not release it in time."""
 
 
+class _ConcurrentWrite(Exception):  # noqa: N818 - internal signal, never escapes the hook
+    """Two writers hit the same registry tag at once."""
+
+
 class LeaseLost(RegistryError):
     """The lease was taken over (it expired or was overwritten) before the write it protects."""
+
+
+class AliasMoved(LeaseLost):
+    """The alias is not where the decision found it: decide again under a fresh lease."""
 
 
 @dataclass(frozen=True)
@@ -368,6 +376,8 @@ class MlflowHook(BaseHook):
             try:
                 with quiet_mlflow_logs():
                     return fn(*args, **kwargs)
+            except _ConcurrentWrite:
+                raise
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised with the cause
                 transient = is_transient(exc)
                 elapsed = time.monotonic() - started
@@ -625,10 +635,18 @@ class MlflowHook(BaseHook):
                   lease.model_name, f"{HISTORY_TAG}.{seq:06d}", json.dumps(record, default=str, sort_keys=True))
         return record
 
-    def move_alias(self, lease: Lease, alias: str, version: str, entry: dict[str, Any]) -> dict[str, Any]:
-        """Move ``alias`` to ``version`` and record it (from, to, who, why, when); under the lease."""
+    def move_alias(self, lease: Lease, alias: str, version: str, entry: dict[str, Any],
+                   expected_from: str | None | object = ...) -> dict[str, Any]:
+        """Move ``alias`` to ``version`` and record it (from, to, who, why, when); under the lease.
+
+        :param expected_from: the version the decision was made against (``None``: no alias yet); when
+            the alias points elsewhere now, nothing is written and :class:`AliasMoved` is raised.
+        """
         current = self.get_version_by_alias(lease.model_name, alias)
         before = str(current.version) if current is not None else None
+        if expected_from is not ... and before != expected_from:
+            raise AliasMoved(f"{lease.model_name}@{alias} moved from v{expected_from} to v{before} since the decision; "
+                             "nothing written")
         record = {"alias": alias, "from": before, "to": str(version), **entry}
         lease.verify()
         self.set_alias(lease.model_name, alias, version)
@@ -696,8 +714,13 @@ class MlflowHook(BaseHook):
                                  current.get("holder"))
             nonce = uuid.uuid4().hex
             record = {"holder": holder, "nonce": nonce, "expires_at": now + ttl_seconds, "acquired_at": utc_now()}
-            self.call(f"write lease of {model_name!r}", self.client.set_registered_model_tag, model_name, LEASE_TAG,
-                      json.dumps(record))
+            try:
+                self.call(f"write lease of {model_name!r}", self._write_lease, model_name, json.dumps(record))
+            except _ConcurrentWrite:
+                # Another contender wrote the tag in the same instant (the server's upsert lost a race on
+                # its unique key): that is a lost race, not an error; look again.
+                time.sleep(poll_seconds * random.random())
+                continue
             time.sleep(settle_seconds)
             check = self.read_lease(model_name)
             if check and check.get("nonce") == nonce:
@@ -706,6 +729,17 @@ class MlflowHook(BaseHook):
             if time.monotonic() > deadline:
                 raise LeaseUnavailable(f"promotion lease of {model_name!r}: lost every race for {wait_seconds:.0f} s "
                                        f"(last holder {check.get('holder') if check else None}); nothing changed")
+
+    def _write_lease(self, model_name: str, value: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_tag(model_name, LEASE_TAG, value)
+        except MlflowException as e:
+            text = str(e).lower()
+            if "unique" in text or "duplicate" in text or "already exists" in text:
+                raise _ConcurrentWrite(str(e)) from None
+            raise
 
     def release_lease(self, lease: Lease) -> None:
         from mlflow.exceptions import MlflowException

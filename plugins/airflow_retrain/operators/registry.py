@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_retrain.hooks.mlflow import (
     TAG,
+    LeaseLost,
     LeaseUnavailable,
     MlflowHook,
     RegistryError,
@@ -106,7 +107,8 @@ def signature_from_parquet(channels: list[str], drop: list[str], not_null: list[
         if pa.types.is_boolean(t):
             kind = "double" if may_be_null else "boolean"
         elif pa.types.is_integer(t):
-            kind = "double" if may_be_null else ("integer" if t.bit_width <= 32 else "long")
+            # long accepts int32/int64 input; double accepts them and NaN (MLflow refuses NA for any integer)
+            kind = "double" if may_be_null else "long"
         elif pa.types.is_floating(t) or pa.types.is_decimal(t):
             kind = "double" if t.bit_width == 64 or pa.types.is_decimal(t) else "float"
         elif pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -425,7 +427,19 @@ class PromoteModelOperator(_RegistryOperator):
             self._fail(f"champion gate verdict has no usable decision ({outcome!r}): nothing promoted")
         return decision
 
-    def promote(self, context) -> dict[str, Any]:
+    def promote(self, context, max_rounds: int = 5) -> dict[str, Any]:
+        """Decide and act under the lease; a lease lost before the alias move (nothing written) means
+        deciding again under a fresh lease, up to ``max_rounds`` times."""
+        for round_ in range(1, max_rounds + 1):
+            try:
+                return self._promote_once(context)
+            except LeaseLost as e:
+                if round_ == max_rounds:
+                    raise
+                self.log.warning("%s; deciding again (round %d/%d)", e, round_ + 1, max_rounds)
+        raise AssertionError("unreachable")
+
+    def _promote_once(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
         name = self.candidate["model_name"]
         version = str(self.candidate["version"])
@@ -447,7 +461,7 @@ class PromoteModelOperator(_RegistryOperator):
                     "action": "promote", "by": holder, "reason": decision["reason"],
                     "candidate_version": version, "evidence": decision["evidence"],
                     "approved_by": (approval or {}).get("by"),
-                })
+                }, expected_from=decision["champion_before"])
             else:
                 entry = self.hook.append_history(lease, {
                     "action": "kept" if decision["decision"] == "kept_champion" else decision["decision"],
@@ -567,7 +581,7 @@ class RollbackModelOperator(_RegistryOperator):
             if wanted == before:
                 self._fail(f"{name} v{wanted} is already {self.alias}; nothing changed")
             entry = self.hook.move_alias(lease, self.alias, wanted, {"action": "rollback", "by": holder,
-                                                                   "reason": reason})
+                                                                   "reason": reason}, expected_from=before)
         MlflowModelVersionLink.persist(context, self.hook.version_url(name, wanted))
         self.log.info("Rolled %s@%s back from v%s to v%s: %s (history #%s)", name, self.alias, before, wanted,
                       reason, entry["seq"])
