@@ -34,7 +34,8 @@ def test_rollback_dag_per_spec_with_params(tmp_path, monkeypatch):
     assert dag.schedule is None and dag.max_active_runs == 1 and dag.render_template_as_native_obj
     assert dag.task_ids == ["rollback"]
     params = dag.params
-    assert params["version"] is None and params["reason"] == ""
+    assert params["version"] is None
+    assert params.get_param("reason").schema == {"type": "string", "minLength": 3, "maxLength": 1000}  # required
     schema = params.get_param("version").schema
     assert schema["type"] == ["null", "integer"] and schema["minimum"] == 1
     task = dag.get_task("rollback")

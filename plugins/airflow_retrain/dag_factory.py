@@ -250,8 +250,8 @@ def build_rollback_dag(spec: PipelineSpec) -> DAG:
         params={
             "version": Param(None, type=["null", "integer"], minimum=1,
                              description="version to restore; empty: the champion before the current one"),
-            "reason": Param("", type="string", minLength=3, maxLength=1000,
-                            description="why (recorded in the promotion history)"),
+            "reason": Param(type="string", minLength=3, maxLength=1000,
+                            description="why (required; recorded in the promotion history)"),
         },
         doc_md=f"""### Roll back `{registry.model_name}@champion`
 Trigger with `version` empty to restore the champion before the current one (read from the promotion
