@@ -636,6 +636,8 @@ class PromotionApprovalOperator(ApprovalOperator):
         result = HITLOperator.execute_complete(self, context=context, event=event)  # validates; never skips
         chosen = result["chosen_options"][0]
         user = result.get("responded_by_user") or {}
+        if not isinstance(user, dict):  # a pydantic HITLUser on some paths, a TypedDict on others
+            user = {"id": getattr(user, "id", None), "name": getattr(user, "name", None)}
         timed_out = bool(event.get("timedout"))
         reason = (result.get("params_input") or {}).get("reason") or ""
         if timed_out:
