@@ -94,7 +94,7 @@ def test_second_run_then_rollback_from_the_history(bag):
     run = hook.client.get_run(v2.run_id)
     better = hook.client.create_run(run.info.experiment_id)
     hook.client.log_metric(better.info.run_id, "roc_auc", run.data.metrics["roc_auc"] + 0.05)
-    v3 = hook.client.create_model_version("churn", v2.source, run_id=better.info.run_id,
+    v3 = hook.client.create_model_version("churn", f"{better.info.artifact_uri}/model", run_id=better.info.run_id,
                                           tags={"retrain.gate.metrics": "passed"})
     ctx = {"dag": bag.dags["churn_retrain"], "run_id": "manual__demo_v3", "task": type("T", (), {"owner": "t"})(),
            "ti": type("TI", (), {"xcom_push": lambda *a, **k: None})()}
