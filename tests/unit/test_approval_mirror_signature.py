@@ -69,7 +69,8 @@ def test_approval_shows_the_evidence_and_approve_moves_champion(registry, name, 
     op = PromotionApprovalOperator(task_id="approve_promotion", decision=decision)
     assert op.defaults == ["Reject"]  # no answer before the timeout = reject
     answer = op.execute_complete({}, approval_event("Approve", reason="looks right"))
-    assert answer == {"approved": True, "asked": True, "by": "oncall", "timed_out": False, "reason": "looks right"}
+    assert answer == {"approved": True, "asked": True, "by": "oncall", "timed_out": False, "reason": "looks right",
+                      "candidate_version": "2", "champion_before": "1"}
     result = promote(v2, make_context, "r2", approval=answer)
     assert result["promoted"] and str(registry.get_version_by_alias(name, "champion").version) == "2"
     assert registry.promotion_history(name)[-1]["approved_by"] == "oncall"
@@ -93,6 +94,20 @@ def test_reject_or_timeout_keeps_champion_and_records_why(registry, name, make_c
     assert str(registry.get_version_by_alias(name, "champion").version) == "1"
     last = registry.promotion_history(name)[-1]
     assert last["action"] == "rejected" and why in last["reason"] and last["to"] == "1"
+
+
+def test_an_approval_given_against_another_champion_is_stale(registry, name, make_context):
+    v1 = candidate(registry, name, 0.80)
+    promote(v1, make_context, "r1")
+    v2 = candidate(registry, name, 0.90)
+    decision = promote(v2, make_context, "r2", mode="decide")
+    answer = PromotionApprovalOperator(task_id="approve_promotion", decision=decision).execute_complete(
+        {}, approval_event("Approve", reason="ok"))
+    v3 = candidate(registry, name, 0.85)
+    promote(v3, make_context, "r3")  # another pipeline promotes meanwhile
+    result = promote(v2, make_context, "r2", approval=answer)
+    assert result["decision"] == "rejected" and "approval is stale" in result["reason"]
+    assert str(registry.get_version_by_alias(name, "champion").version) == "3"
 
 
 def test_nothing_to_approve_asks_nobody(registry, name, make_context):

@@ -447,6 +447,11 @@ class PromoteModelOperator(_RegistryOperator):
         with self._lease(name, holder) as lease:
             decision = self.decide(context)  # under the lease: gates and champion as they are now
             approval = self.approval or None
+            if (decision.get("promote") and approval is not None and approval.get("approved")
+                    and approval.get("champion_before", decision["champion_before"]) != decision["champion_before"]):
+                approval = {**approval, "approved": False,
+                            "reason": f"approved against champion v{approval.get('champion_before')}, but the champion "
+                                      f"is now v{decision['champion_before']}: approval is stale"}
             if decision.get("promote") and approval is not None and not approval.get("approved"):
                 why = approval.get("reason") or ("approval timed out" if approval.get("timed_out") else "rejected")
                 decision.update(promote=False, decision="rejected",
@@ -643,6 +648,8 @@ class PromotionApprovalOperator(ApprovalOperator):
         if timed_out:
             reason = "approval timed out"
         answer = {"approved": chosen == self.APPROVE and not timed_out, "asked": True,
+                  "candidate_version": (self.decision or {}).get("candidate_version"),
+                  "champion_before": (self.decision or {}).get("champion_before"),
                   "by": None if timed_out else (user.get("name") or user.get("id")), "timed_out": timed_out,
                   "reason": reason}
         self.log.info("Approval answer: %s", answer)
