@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     champion = _resolve_champion(state)
     print()
     print(f"  models:/churn@champion -> {champion}")
+    _print_history(state)
     timings["total"] = time.monotonic() - began
     print("  timings        " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if failed:
@@ -109,6 +110,24 @@ def _resolve_champion(state: Path) -> str | None:
         print(f"!! models:/churn@champion does not resolve: {e}")
         return None
     return f"version {version.version} (loaded: {type(model).__name__}, inputs {len(model.metadata.get_input_schema().inputs)} features)"
+
+
+def _print_history(state: Path) -> None:
+    """The promotion history of churn, read from the MLflow registry alone (registered-model tags)."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    try:
+        tags = client.get_registered_model("churn").tags
+    except Exception:  # noqa: BLE001 - no model yet
+        return
+    entries = sorted((json.loads(v) for k, v in tags.items() if k.startswith("retrain.history.")), key=lambda e: e["seq"])
+    print("  promotion history (MLflow registered-model tags retrain.history.*):")
+    for e in entries[-8:]:
+        print(f"    #{e['seq']} {e['at']} {e['action']:<10} {e.get('alias')}: v{e.get('from')} -> v{e.get('to')}"
+              f"  by {e.get('by')}  ({e.get('reason')})")
 
 
 if __name__ == "__main__":
