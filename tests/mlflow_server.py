@@ -1,4 +1,4 @@
-"""A real ``mlflow server`` on loopback that a test can stop and restart, and a proxy in front of it.
+"""MLflow's server app on loopback that a test can stop and restart, and a proxy in front of it.
 
 The proxy checks basic auth (so a test sees the credentials a client really sends), records every request,
 and injects faults: a 503 before forwarding (the server never saw it) or after forwarding (the server did
@@ -11,11 +11,7 @@ import base64
 import http.client
 import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,59 +27,6 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {low}-{high}")
-
-
-class MlflowServer:
-    """``mlflow server`` with a SQLite store and proxied artifacts under ``base``; stop and start at will."""
-
-    def __init__(self, base: Path, port: int | None = None):
-        self.base = base
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-        base.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120) -> None:
-        log = open(self.base / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{self.base / 'mlflow.db'}",
-             "--artifacts-destination", str(self.base / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.base / 'server.log').read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(f"{self.url}/health", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError("mlflow server did not answer /health in time")
-
-    def stop(self) -> None:
-        """Stop the server's whole process group (uvicorn workers included) and wait for it."""
-        if self.proc is None:
-            return
-        import signal
-
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        self.proc = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # the port is free again before a restart binds it
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.1)
 
 
 class AuthProxy:
