@@ -78,7 +78,22 @@ def responder(answer: str | None, reason: str = ""):
     raise AssertionError("the approval task never parked in awaiting_input")
 
 
+def _warm_up_imports() -> None:
+    """Import in this thread what both threads touch: two threads importing Airflow's models at once can
+    deadlock on the import lock while SQLAlchemy configures its mappers."""
+    import airflow.providers.standard.operators.trigger_dagrun  # noqa: F401  (dag.test() imports it lazily)
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner  # noqa: F401
+    from airflow.models import import_all_models
+    from airflow.models.hitl import HITLDetail  # noqa: F401
+    from airflow.models.trigger import handle_event_submit  # noqa: F401
+    from sqlalchemy.orm import configure_mappers
+
+    import_all_models()
+    configure_mappers()
+
+
 def run_with(bag, answer, reason=""):
+    _warm_up_imports()
     seen: dict = {}
     thread = threading.Thread(target=lambda: seen.update(responder(answer, reason)), daemon=True)
     thread.start()
