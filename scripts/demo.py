@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     champion = _resolve_champion(state, model_name)
     print()
     print(f"  models:/{model_name}@champion -> {champion}")
+    _print_history(state, model_name)
     timings["total"] = time.monotonic() - began
     print("  timings        " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if failed:
@@ -244,6 +245,24 @@ def _print_fake_cloud_summary(cloud) -> None:
     jobs = cloud.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     print("  fake cloud     " + ", ".join(f"{j['TrainingJobName']} {j['TrainingJobStatus']}" for j in jobs))
     print("                 API calls: " + ", ".join(f"{k}={v}" for k, v in calls.items() if k.startswith("sagemaker:")))
+
+
+def _print_history(state: Path, model_name: str = "churn") -> None:
+    """The model's promotion history, read from the MLflow registry alone (registered-model tags)."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    try:
+        tags = client.get_registered_model(model_name).tags
+    except Exception:  # noqa: BLE001 - no model yet
+        return
+    entries = sorted((json.loads(v) for k, v in tags.items() if k.startswith("retrain.history.")), key=lambda e: e["seq"])
+    print("  promotion history (MLflow registered-model tags retrain.history.*):")
+    for e in entries[-8:]:
+        print(f"    #{e['seq']} {e['at']} {e['action']:<10} {e.get('alias')}: v{e.get('from')} -> v{e.get('to')}"
+              f"  by {e.get('by')}  ({e.get('reason')})")
 
 
 if __name__ == "__main__":

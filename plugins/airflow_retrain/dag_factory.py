@@ -24,7 +24,13 @@ from airflow.sdk import DAG
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
 from airflow_retrain.operators.dbt import DbtEvidenceGateOperator
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
-from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_retrain.operators.registry import (
+    MirrorToSageMakerOperator,
+    PromoteModelOperator,
+    PromotionApprovalOperator,
+    RegisterModelOperator,
+    RollbackModelOperator,
+)
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
@@ -217,18 +223,47 @@ def build_dag(spec: PipelineSpec) -> DAG:
             mlflow_conn_id=spec.registry.connection_id,
             **common,
         )
-        promote = PromoteModelOperator(
-            task_id="promote",
-            candidate=register.output,
-            primary_metric=spec.registry.primary_metric,
-            greater_is_better=spec.registry.greater_is_better,
-            min_improvement=spec.registry.min_improvement,
-            # The champion comparison is decided by gate_model (re-scored on the same holdout, in its
-            # result and the retrain.gate.champion.* tags); the blocking gates must read "passed".
-            required_gates=[g for g in spec.model_gate_names if g != "champion"],
-            mlflow_conn_id=spec.registry.connection_id,
+        registry = spec.registry
+        lease = {"lease_wait_seconds": registry.lease.wait_seconds, "lease_settle_seconds": registry.lease.settle_seconds}
+        promotion = {
+            "candidate": register.output,
+            "primary_metric": registry.primary_metric,
+            "greater_is_better": registry.greater_is_better,
+            "min_improvement": registry.min_improvement,
+            # The champion comparison is gate_model's (re-scored on the same holdout): its verdict is the
+            # evidence promote decides on; the blocking gates' version tags must read "passed".
+            "required_gates": [g for g in spec.model_gate_names if g != "champion"],
+            "comparison": gate.output["champion"],
+            "mlflow_conn_id": registry.connection_id,
+            **lease,
             **common,
-        )
+        }
+        before_promote = [gate]
+        approval = None
+        if registry.approval.required:
+            decide = PromoteModelOperator(task_id="decide_promotion", mode="decide", **promotion)
+            approval_task = PromotionApprovalOperator(
+                task_id="approve_promotion",
+                decision=decide.output,
+                response_timeout=timedelta(minutes=registry.approval.timeout_minutes),
+                retries=0,
+            )
+            approval = approval_task.output
+            gate >> decide >> approval_task
+            before_promote = [approval_task]
+        promote = PromoteModelOperator(task_id="promote", approval=approval, **promotion)
+        if registry.mirror.sagemaker is not None:
+            mirror_spec = registry.mirror.sagemaker
+            mirror = MirrorToSageMakerOperator(
+                task_id="mirror_sagemaker",
+                decision=promote.output,
+                model_package_group=mirror_spec.model_package_group,
+                aws_conn_id=mirror_spec.connection_id,
+                region=mirror_spec.region,
+                mlflow_conn_id=registry.connection_id,
+                **common,
+            )
+            promote >> mirror
         teardown = TeardownRunOperator(
             task_id="teardown",
             backend=spec.training.backend,
@@ -241,7 +276,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
         )
         report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
 
-        prepare >> dbt >> gate_dbt >> export >> gate_data >> train >> register >> gate >> promote >> teardown >> report
+        prepare >> dbt >> gate_dbt >> export >> gate_data >> train >> register >> gate
+        before_promote >> promote >> teardown >> report
         if _dbt_nodes is not None and dbt_plan.stream:
             prepare >> _dbt_nodes  # the node tasks wait for dbt_build's per-node results, not for its end
         teardown.as_teardown(setups=prepare)
@@ -422,3 +458,59 @@ if still idle, records every action in the cost ledger. Policy: `{policy.source_
     if namespace is not None:
         namespace[dag.dag_id] = dag
     return dag
+
+
+def build_rollback_dag(spec: PipelineSpec) -> DAG:
+    """``rollback_<name>``: manually restore the previous champion, or a named version that passed its gates."""
+    from airflow.sdk import Param
+
+    registry = spec.registry
+    with DAG(
+        dag_id=f"rollback_{spec.name}",
+        description=f"Roll {registry.model_name}@champion back (manual)",
+        schedule=None,
+        start_date=_start_date(spec),
+        catchup=False,
+        max_active_runs=1,
+        auto_register=False,
+        tags=["retrain", "rollback", spec.name],
+        render_template_as_native_obj=True,
+        params={
+            "version": Param(None, type=["null", "integer"], minimum=1,
+                             description="version to restore; empty: the champion before the current one"),
+            "reason": Param(type="string", minLength=3, maxLength=1000,
+                            description="why (required; recorded in the promotion history)"),
+        },
+        doc_md=f"""### Roll back `{registry.model_name}@champion`
+Trigger with `version` empty to restore the champion before the current one (read from the promotion
+history in MLflow), or with a version number that once passed its gates. The move happens under the
+model's promotion lease and is recorded in the history with `reason`. Pipeline spec: `{spec.source_path}`.
+""",
+        default_args={"owner": spec.owner, "retries": 2, "retry_delay": timedelta(seconds=30)},
+    ) as dag:
+        RollbackModelOperator(
+            task_id="rollback",
+            model_name=registry.model_name,
+            version="{{ params.version }}",
+            reason="{{ params.reason }}",
+            mlflow_conn_id=registry.connection_id,
+            lease_wait_seconds=registry.lease.wait_seconds,
+            lease_settle_seconds=registry.lease.settle_seconds,
+            pipeline=spec.name,
+        )
+    return dag
+
+
+def build_rollback_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
+    """A rollback DAG per valid spec; a spec whose DAG cannot be built is logged and skipped, never fatal."""
+    dags: dict[str, DAG] = {}
+    for spec in load_specs(specs_dir or _specs_dir()).specs:
+        try:
+            dag = build_rollback_dag(spec)
+        except Exception as e:  # noqa: BLE001 - one broken spec must not hide the other DAGs
+            log.error("Skipping rollback DAG of %s: %s", spec.source_path, e)
+            continue
+        dags[dag.dag_id] = dag
+    if namespace is not None:
+        namespace.update(dags)
+    return dags

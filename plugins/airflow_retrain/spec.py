@@ -460,6 +460,34 @@ class GatesSpec(_Strict):
     efficiency: EfficiencyGateSpec | None = None
 
 
+class ApprovalSpec(_Strict):
+    """A human approves each promotion in the Airflow UI (Airflow's ApprovalOperator) before it happens."""
+
+    required: bool = False
+    timeout_minutes: int = Field(
+        24 * 60, ge=1, le=30 * 24 * 60, description="no answer within this counts as a rejection"
+    )
+
+
+class SageMakerMirrorSpec(_Strict):
+    model_package_group: str = Field(
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", description="SageMaker model package group name"
+    )
+    connection_id: str = Field("aws_default", description="Airflow AWS connection")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
+class MirrorSpec(_Strict):
+    sagemaker: SageMakerMirrorSpec | None = None
+
+
+class LeaseSpec(_Strict):
+    """The promotion lease in the registry (shared by every pipeline and deployment using the model)."""
+
+    wait_seconds: float = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
+    settle_seconds: float = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
+
+
 class RegistrySpec(_Strict):
     model_name: str = Field(min_length=1)
     primary_metric: str
@@ -468,6 +496,18 @@ class RegistrySpec(_Strict):
     flavor: Literal["xgboost"] = Field("xgboost", description="MLflow flavor the model is logged with")
     experiment: str | None = Field(None, description="MLflow experiment; default: retrain/<pipeline name>")
     connection_id: str = Field("mlflow_default", pattern=_AIRFLOW_ID_RE)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    mirror: MirrorSpec = Field(default_factory=MirrorSpec)
+    lease: LeaseSpec = Field(default_factory=LeaseSpec)
+
+    @field_validator("model_name")
+    @classmethod
+    def _quotable_name(cls, value: str) -> str:
+        if '"' in value and "'" in value:
+            raise ValueError("a model name cannot contain both ' and \" (MLflow search filters cannot quote it)")
+        if value != value.strip() or any(ord(c) < 32 for c in value):
+            raise ValueError("a model name cannot have control characters or leading/trailing spaces")
+        return value
 
 
 class BudgetSpec(_Strict):
