@@ -111,7 +111,8 @@ def test_training_metrics_json_keeps_only_finite_reals(tmp_path, raw):
     path = tmp_path / "metrics.json"
     path.write_text('{"metrics": {"roc_auc": ' + raw + ', "accuracy": 0.8, "count": 3}}')
     job = TrainingJob(job_name="j-1", backend="local", state=JobState.COMPLETED)
-    metrics = TrainModelOperator._read_metrics(job, path)["metrics"]
+    operator = TrainModelOperator(task_id="train", pipeline="p", entry_point="train.py", channels={})
+    metrics = operator._read_metrics(job, path.as_uri())["metrics"]
     assert metrics == {"roc_auc": None, "accuracy": 0.8, "count": 3.0}
     verdict = MetricThresholdGate({"roc_auc": {"min": 0.5}, "accuracy": {"min": 0.5}}).evaluate(metrics)
     assert not verdict.passed

@@ -133,16 +133,9 @@ def close_data_run(hook: MlflowHook, run_id: str, verdict: Verdict) -> None:
 
 
 def download_version(hook: MlflowHook, model_name: str, version: str | int, dst: str | Path) -> Path:
-    """Download a registered version's model files to ``dst`` (through this hook's URIs)."""
-    import mlflow.artifacts
-
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{model_name}/{version}",
-        dst_path=str(dst),
-        tracking_uri=hook.tracking_uri,
-        registry_uri=hook.tracking_uri,
-    )
-    return Path(local)
+    """Download a registered version's model files to ``dst`` with the hook's own client (never through
+    process-wide tracking/registry URIs)."""
+    return Path(hook.download_model(model_name, version, dst))
 
 
 def directory_bytes(path: Path) -> int:
