@@ -113,6 +113,7 @@ class InProcessMlflowServer:
         self.port = port or free_port()
         self.server = None
         self.thread: threading.Thread | None = None
+        self._environ: dict[str, str] | None = None
         base.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -121,6 +122,9 @@ class InProcessMlflowServer:
 
     def start(self) -> None:
         from werkzeug.serving import make_server
+
+        if self._environ is None:
+            self._environ = dict(os.environ)  # the server app writes MLFLOW_* into the environment
 
         os.environ["_MLFLOW_SERVER_FILE_STORE"] = f"sqlite:///{self.base / 'mlflow.db'}"
         os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = f"sqlite:///{self.base / 'mlflow.db'}"
@@ -137,7 +141,11 @@ class InProcessMlflowServer:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and give the test process its environment back (no MLFLOW_* left to other tests)."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        if self._environ is not None:
+            os.environ.clear()
+            os.environ.update(self._environ)
