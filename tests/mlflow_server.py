@@ -141,7 +141,7 @@ class InProcessMlflowServer:
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop serving and give the test process its environment back (no MLFLOW_* left to other tests)."""
+        """Stop serving; give the test process its environment and MLflow's default URIs back."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -149,3 +149,9 @@ class InProcessMlflowServer:
         if self._environ is not None:
             os.environ.clear()
             os.environ.update(self._environ)
+        # The server app also sets MLflow's process-wide tracking/registry URIs to its own store.
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
