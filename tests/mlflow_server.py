@@ -113,6 +113,7 @@ class InProcessMlflowServer:
         self.port = port or free_port()
         self.server = None
         self.thread: threading.Thread | None = None
+        self._environ: dict[str, str] | None = None
         base.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -121,6 +122,9 @@ class InProcessMlflowServer:
 
     def start(self) -> None:
         from werkzeug.serving import make_server
+
+        if self._environ is None:
+            self._environ = dict(os.environ)  # the server app writes MLFLOW_* into the environment
 
         os.environ["_MLFLOW_SERVER_FILE_STORE"] = f"sqlite:///{self.base / 'mlflow.db'}"
         os.environ["_MLFLOW_SERVER_REGISTRY_STORE"] = f"sqlite:///{self.base / 'mlflow.db'}"
@@ -137,7 +141,17 @@ class InProcessMlflowServer:
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving; give the test process its environment and MLflow's default URIs back."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        if self._environ is not None:
+            os.environ.clear()
+            os.environ.update(self._environ)
+        # The server app also sets MLflow's process-wide tracking/registry URIs to its own store.
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
