@@ -18,8 +18,11 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__API__PORT ?= 8080
 export PATH := $(VENV)/bin:$(PATH)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+# `make demo BACKEND=sagemaker` trains on the fake cloud; `make fake-cloud` serves it in the foreground.
+BACKEND ?= local
+FAKE_CLOUD_PORT ?= 5599
 
-.PHONY: venv demo test ui dbt-build load-data lock lint clean bench
+.PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
 
 venv: $(VENV)/.installed
 
@@ -31,7 +34,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 demo: venv
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py --backend $(BACKEND)
+
+# A fake AWS (moto S3, SageMaker with training jobs that really run, CloudWatch, Logs, IAM, STS) on
+# loopback; prints the AIRFLOW_CONN_AWS_DEFAULT to export. Ctrl-C stops it and every job it runs.
+fake-cloud: venv
+	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -57,6 +65,14 @@ lint: venv
 
 bench: venv
 	$(PY) bench/dag_parse.py
+
+# The cost ledger: GPU-hours and dollars per pipeline per day/week, on-demand vs spot, waste stopped by sweeps.
+cost-report: venv
+	$(PY) scripts/cost_report.py $(COST_REPORT_ARGS)
+
+# One gpu_teardown sweep over 1,000 fake SageMaker resources (moto): wall time and API calls.
+bench-teardown: venv
+	$(PY) bench/teardown_sweep.py
 
 clean:
 	rm -rf $(RETRAIN_STATE_DIR) dbt/target dbt/logs

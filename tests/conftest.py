@@ -48,6 +48,13 @@ def airflow_db():
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
     )
+    # The pool the factory gives dbt_build/export_dataset on the embedded warehouse (`make demo` creates
+    # it with `airflow pools set`; in-process here, saving an Airflow start).
+    from airflow.models.pool import Pool
+
+    from airflow_retrain.spec import EMBEDDED_WAREHOUSE_POOL
+
+    Pool.create_or_update_pool(EMBEDDED_WAREHOUSE_POOL, slots=1, description="embedded DuckDB", include_deferred=False)
     return Path(os.environ["AIRFLOW_HOME"]) / "airflow.db"
 
 
@@ -107,6 +114,32 @@ def make_context():
         }
 
     return _make
+
+
+# --- The fake AWS cloud (scripts/fake_cloud.py): one child process per session, reset per test ---------
+
+
+@pytest.fixture(scope="session")
+def fake_cloud_server(tmp_path_factory):
+    """The fake cloud users run with ``make fake-cloud``, on loopback (``RETRAIN_TEST_FAKE_CLOUD_PORT``
+    or a free port). Its environment carries canary secrets that no training script may see."""
+    from fakes import fake_cloud
+
+    handle = fake_cloud.start_fake_cloud(
+        int(os.environ.get("RETRAIN_TEST_FAKE_CLOUD_PORT", "0")),
+        tmp_path_factory.mktemp("fake-cloud"),
+        env={"AWS_SECRET_ACCESS_KEY": "canary-host-secret", "AIRFLOW_CONN_CANARY": "postgres://u:canary@h/db"},
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def fake_cloud(fake_cloud_server):
+    """The session's fake cloud, reset (no jobs, buckets, faults, counts; default knobs) for this test."""
+    fake_cloud_server.reset()
+    yield fake_cloud_server
+    fake_cloud_server.reset()  # stops any job the test left running
 
 
 @pytest.fixture(scope="session")

@@ -1,67 +1,163 @@
-"""The one cost model: compute seconds x instances x an hourly price.
+"""The one cost model: billable seconds x instances x an hourly price from a versioned table.
 
-Every number the package reports as money comes from :func:`estimate_cost`, for training runs today and
-for the teardown sweep later, so runs and sweeps can never disagree about what an hour costs.
-Prices are on-demand list prices in USD per instance-hour (us-east-1, late 2026); override them per
-pipeline with ``training.resources.hourly_price_usd`` (e.g. an internal chargeback rate).
+Every number the package reports as money comes from here -- training runs, the budget check before a
+launch (``training.max_cost_usd``), teardown and the sweep -- so they can never disagree about what an
+hour costs.
+
+Prices are list prices in USD per instance-hour, keyed by backend, region and instance type, with an
+on-demand and a spot column (:data:`PRICE_TABLE_VERSION` says when they were taken; check them against
+your bill and override per pipeline with ``training.resources.hourly_price_usd``, e.g. a negotiated or
+chargeback rate). SageMaker bills managed spot training at the on-demand rate for fewer seconds: its
+``BillableTimeInSeconds`` already carries the discount, so its spot column equals on-demand and the
+savings come from ``TrainingTimeInSeconds - BillableTimeInSeconds``. Vertex AI bills Spot VMs at a lower
+rate for the same seconds. One formula covers both::
+
+    usd            = billable_seconds / 3600 x instances x (spot rate if spot else on-demand rate)
+    on_demand_usd  = training_seconds / 3600 x instances x on-demand rate
+    spot_savings   = on_demand_usd - usd
+
+An unknown price never fails a finished job: :func:`job_cost` reports the cost as unknown (``usd`` is
+``None``) with a warning; the spec check flags the instance type at load time instead.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
-# backend -> instance type -> USD per instance-hour.
-PRICE_TABLE: dict[str, dict[str, float]] = {
+log = logging.getLogger(__name__)
+
+PRICE_TABLE_VERSION = "2026-11"
+
+# backend -> region -> instance type -> (on-demand, spot) USD per instance-hour.
+PRICES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     # Local runs cost nothing by default; set hourly_price_usd to charge for the machine.
-    "local": {"local": 0.0},
+    "local": {"local": {"local": (0.0, 0.0)}},
+    # SageMaker training list prices; spot == on-demand on purpose (see the module docstring).
     "sagemaker": {
-        "ml.m5.xlarge": 0.23,
-        "ml.m5.2xlarge": 0.461,
-        "ml.g4dn.xlarge": 0.736,
-        "ml.g4dn.2xlarge": 0.94,
-        "ml.g5.xlarge": 1.408,
-        "ml.g5.2xlarge": 1.515,
-        "ml.g6.xlarge": 1.1672,
-        "ml.p3.2xlarge": 3.825,
-        "ml.p4d.24xlarge": 37.688,
+        "us-east-1": {
+            "ml.m5.large": (0.115, 0.115),
+            "ml.m5.xlarge": (0.23, 0.23),
+            "ml.m5.2xlarge": (0.461, 0.461),
+            "ml.c5.xlarge": (0.204, 0.204),
+            "ml.g4dn.xlarge": (0.736, 0.736),
+            "ml.g4dn.2xlarge": (0.94, 0.94),
+            "ml.g5.xlarge": (1.408, 1.408),
+            "ml.g5.2xlarge": (1.515, 1.515),
+            "ml.g6.xlarge": (1.1672, 1.1672),
+            "ml.p3.2xlarge": (3.825, 3.825),
+            "ml.p4d.24xlarge": (37.688, 37.688),
+        },
+        "us-west-2": {
+            "ml.m5.large": (0.115, 0.115),
+            "ml.m5.xlarge": (0.23, 0.23),
+            "ml.m5.2xlarge": (0.461, 0.461),
+            "ml.g4dn.xlarge": (0.736, 0.736),
+            "ml.g5.xlarge": (1.408, 1.408),
+            "ml.g5.2xlarge": (1.515, 1.515),
+            "ml.p3.2xlarge": (3.825, 3.825),
+        },
+        "eu-west-1": {
+            "ml.m5.large": (0.128, 0.128),
+            "ml.m5.xlarge": (0.256, 0.256),
+            "ml.m5.2xlarge": (0.512, 0.512),
+            "ml.g4dn.xlarge": (0.822, 0.822),
+            "ml.g5.xlarge": (1.571, 1.571),
+            "ml.p3.2xlarge": (4.131, 4.131),
+        },
     },
     "vertex": {
-        "n1-standard-4": 0.2185,
-        "n1-standard-4+nvidia-tesla-t4": 0.6210,
-        "g2-standard-8+nvidia-l4": 1.0358,
-        "a2-highgpu-1g": 4.2245,
+        "us-central1": {
+            "n1-standard-4": (0.2185, 0.0438),
+            "n1-standard-4+nvidia-tesla-t4": (0.6210, 0.1863),
+            "g2-standard-8+nvidia-l4": (1.0358, 0.3107),
+            "a2-highgpu-1g": (4.2245, 1.2674),
+        },
     },
+}
+
+# The region a price is looked up in when the caller names none.
+DEFAULT_REGIONS: dict[str, str] = {"local": "local", "sagemaker": "us-east-1", "vertex": "us-central1"}
+
+# backend -> instance type -> on-demand price in the backend's default region (kept for callers that
+# only need "the" price of a type).
+PRICE_TABLE: dict[str, dict[str, float]] = {
+    backend: {itype: prices[0] for itype, prices in regions[DEFAULT_REGIONS[backend]].items()}
+    for backend, regions in PRICES.items()
 }
 
 
 class UnknownPriceError(KeyError):
-    """No price for a backend/instance type and no override: say so instead of guessing zero."""
+    """No price for a backend/region/instance type and no override: say so instead of guessing zero."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
 class CostEstimate:
+    """What a job cost (or would cost); ``usd`` is ``None`` when no price is known.
+
+    :param seconds: billable seconds per instance.
+    :param training_seconds: seconds the job trained (>= billable with managed spot).
+    :param on_demand_usd: what the training seconds would cost on demand.
+    :param spot_savings_usd: ``on_demand_usd - usd`` (0 for on-demand jobs).
+    """
+
     backend: str
     instance_type: str
     instance_count: int
     seconds: float
-    hourly_price_usd: float
-    usd: float
-    price_source: str  # "table" or "override"
+    hourly_price_usd: float | None
+    usd: float | None
+    price_source: str  # "table", "override" or "unknown"
+    region: str | None = None
+    spot: bool = False
+    training_seconds: float | None = None
+    on_demand_usd: float | None = None
+    spot_savings_usd: float | None = None
+    price_table_version: str = PRICE_TABLE_VERSION
+
+    @property
+    def known(self) -> bool:
+        return self.usd is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def hourly_price(backend: str, instance_type: str, override: float | None = None) -> tuple[float, str]:
+def _region(backend: str, region: str | None) -> str:
+    return region or DEFAULT_REGIONS.get(backend, "")
+
+
+def hourly_prices(
+    backend: str, instance_type: str, override: float | None = None, region: str | None = None
+) -> tuple[float, float, str]:
+    """``(on-demand, spot, source)`` USD per instance-hour; an override is used for both columns."""
     if override is not None:
-        return float(override), "override"
+        return float(override), float(override), "override"
+    where = _region(backend, region)
     try:
-        return PRICE_TABLE[backend][instance_type], "table"
+        on_demand, spot = PRICES[backend][where][instance_type]
     except KeyError:
         raise UnknownPriceError(
-            f"no price for {backend} instance type {instance_type!r}; add it to "
-            f"airflow_retrain.cost.PRICE_TABLE or set training.resources.hourly_price_usd"
+            f"no price for {backend} instance type {instance_type!r} in region {where!r} (price table "
+            f"{PRICE_TABLE_VERSION}); add it to airflow_retrain.cost.PRICES or set "
+            f"training.resources.hourly_price_usd"
         ) from None
+    return float(on_demand), float(spot), "table"
+
+
+def hourly_price(
+    backend: str,
+    instance_type: str,
+    override: float | None = None,
+    region: str | None = None,
+    spot: bool = False,
+) -> tuple[float, str]:
+    """The hourly price a job pays and where it came from (``table`` or ``override``)."""
+    on_demand, spot_price, source = hourly_prices(backend, instance_type, override, region)
+    return (spot_price if spot else on_demand), source
 
 
 def estimate_cost(
@@ -70,9 +166,120 @@ def estimate_cost(
     seconds: float,
     instance_count: int = 1,
     hourly_price_usd: float | None = None,
+    *,
+    region: str | None = None,
+    spot: bool = False,
+    training_seconds: float | None = None,
 ) -> CostEstimate:
-    """Cost of ``seconds`` of billable time on ``instance_count`` instances."""
-    price, source = hourly_price(backend, instance_type, hourly_price_usd)
+    """Cost of ``seconds`` of billable time on ``instance_count`` instances; raises on unknown prices.
+
+    :param training_seconds: seconds the job trained, when they differ from the billable ones
+        (SageMaker managed spot); the on-demand comparison and spot savings are computed from them.
+    """
+    on_demand, spot_price, source = hourly_prices(backend, instance_type, hourly_price_usd, region)
+    price = spot_price if spot else on_demand
     seconds = max(0.0, float(seconds))
+    trained = max(seconds, float(training_seconds)) if training_seconds is not None else seconds
     usd = round(seconds / 3600.0 * instance_count * price, 6)
-    return CostEstimate(backend, instance_type, instance_count, round(seconds, 3), price, usd, source)
+    on_demand_usd = round(trained / 3600.0 * instance_count * on_demand, 6)
+    return CostEstimate(
+        backend=backend,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        seconds=round(seconds, 3),
+        hourly_price_usd=price,
+        usd=usd,
+        price_source=source,
+        region=_region(backend, region),
+        spot=spot,
+        training_seconds=round(trained, 3),
+        on_demand_usd=on_demand_usd,
+        spot_savings_usd=round(max(0.0, on_demand_usd - usd), 6),
+    )
+
+
+def job_cost(
+    backend: str,
+    instance_type: str,
+    seconds: float,
+    instance_count: int = 1,
+    hourly_price_usd: float | None = None,
+    *,
+    region: str | None = None,
+    spot: bool = False,
+    training_seconds: float | None = None,
+) -> CostEstimate:
+    """Like :func:`estimate_cost`, but an unknown price gives ``usd=None`` and a warning, never an error.
+
+    Used for jobs that already ran: their result must not be lost to a missing table row.
+    """
+    try:
+        return estimate_cost(
+            backend,
+            instance_type,
+            seconds,
+            instance_count,
+            hourly_price_usd,
+            region=region,
+            spot=spot,
+            training_seconds=training_seconds,
+        )
+    except UnknownPriceError as e:
+        log.warning("Cost unknown: %s", e)
+        return CostEstimate(
+            backend=backend,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            seconds=round(max(0.0, float(seconds)), 3),
+            hourly_price_usd=None,
+            usd=None,
+            price_source="unknown",
+            region=_region(backend, region),
+            spot=spot,
+            training_seconds=None if training_seconds is None else round(float(training_seconds), 3),
+        )
+
+
+def max_job_cost(
+    backend: str,
+    instance_type: str,
+    instance_count: int,
+    max_runtime_seconds: float,
+    hourly_price_usd: float | None = None,
+    *,
+    region: str | None = None,
+    spot: bool = False,
+) -> CostEstimate:
+    """The most a job can cost: price x instances x its max runtime (raises on unknown prices)."""
+    return estimate_cost(
+        backend, instance_type, max_runtime_seconds, instance_count, hourly_price_usd, region=region, spot=spot
+    )
+
+
+# backend -> instance type -> GPUs per instance, for the ledger's GPU-hours (an unknown type counts 0).
+GPUS_PER_INSTANCE: dict[str, dict[str, int]] = {
+    "sagemaker": {
+        "ml.g4dn.xlarge": 1,
+        "ml.g4dn.2xlarge": 1,
+        "ml.g4dn.12xlarge": 4,
+        "ml.g5.xlarge": 1,
+        "ml.g5.2xlarge": 1,
+        "ml.g5.12xlarge": 4,
+        "ml.g5.48xlarge": 8,
+        "ml.g6.xlarge": 1,
+        "ml.p3.2xlarge": 1,
+        "ml.p3.8xlarge": 4,
+        "ml.p3.16xlarge": 8,
+        "ml.p4d.24xlarge": 8,
+    },
+    "vertex": {
+        "n1-standard-4+nvidia-tesla-t4": 1,
+        "g2-standard-8+nvidia-l4": 1,
+        "a2-highgpu-1g": 1,
+    },
+}
+
+
+def gpus_per_instance(backend: str, instance_type: str | None) -> int:
+    """GPUs on one instance of ``instance_type`` (0 when unknown or CPU-only)."""
+    return GPUS_PER_INSTANCE.get(backend, {}).get(instance_type or "", 0)

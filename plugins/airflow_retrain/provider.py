@@ -25,6 +25,14 @@ def get_provider_info() -> dict:
         "extra-links": [
             "airflow_retrain.links.mlflow.MlflowRunLink",
             "airflow_retrain.links.mlflow.MlflowModelVersionLink",
+            "airflow_retrain.links.sagemaker.SageMakerTrainingJobLink",
+            "airflow_retrain.links.sagemaker.SageMakerTrainingLogsLink",
+        ],
+        "triggers": [
+            {
+                "integration-name": "Airflow Retrain",
+                "python-modules": ["airflow_retrain.triggers.training"],
+            }
         ],
         "plugins": [
             {"name": "airflow_retrain", "plugin-class": "airflow_retrain.plugin.AirflowRetrainPlugin"},

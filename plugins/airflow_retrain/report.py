@@ -1,33 +1,55 @@
 """The run report: one JSON per DAG run with what every stage did, and its human-readable form.
 
-Stdlib only, so the demo and any CLI can render a report without importing Airflow.
+Stdlib only, so the demo and any CLI can render a report without importing Airflow. The report operator
+stores it in the artifact store (``<run>/report.json`` and ``<root>/<dag_id>/latest_report.json``).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
-
-
-def reports_dir(state: Path) -> Path:
-    return state / "reports"
-
-
-def write_report(state: Path, dag_id: str, run_key: str, report: dict[str, Any]) -> Path:
-    folder = reports_dir(state) / dag_id
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_key}.json"
-    text = json.dumps(report, indent=2, default=str)
-    path.write_text(text)
-    (folder / "latest.json").write_text(text)
-    return path
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return "-" if value is None else str(value)
+
+
+def _verdict_line(verdict: dict[str, Any]) -> str:
+    checks = verdict.get("checks") or []
+    label = f"  gate {verdict['gate']:<10} "
+    if verdict["gate"] == "champion" and (verdict.get("details") or {}).get("decision") == "does_not_beat":
+        # Not better is a decision, not a failure: promotion keeps the champion.
+        return f"{label}NOT BETTER: {verdict['message'].replace('champion gate failed: ', '')}"
+    if not verdict.get("passed"):
+        return f"{label}FAILED: {verdict['message']}"
+    if verdict["gate"] == "champion":
+        return f"{label}{verdict['message'].replace('champion gate passed: ', 'PASSED: ')}"
+    skipped = sum(1 for c in checks if str(c.get("reason", "")).startswith("skipped"))
+    text = f"{label}PASSED ({len(checks)} checks" + (f", {skipped} skipped" if skipped else "") + ")"
+    highlights = []
+    for prefix in ("psi.", "ks."):
+        drift = [c for c in checks if c["name"].startswith(prefix) and c.get("observed") is not None]
+        if drift:
+            worst = max(drift, key=lambda c: c["observed"])
+            highlights.append(f"max {prefix[:-1].upper()} {worst['observed']:.4f} ({worst['name'][len(prefix):]})")
+    return text + (": " + ", ".join(highlights) if highlights else "")
+
+
+def _gate_lines(report: dict[str, Any], task_id: str, state) -> list[str]:
+    """One line per gate verdict of a gate task (from its result, or the verdicts a failed gate pushed)."""
+    result = report.get("stages", {}).get(task_id) or {}
+    verdicts = report.get("gate_verdicts", {}).get(task_id)
+    if not verdicts:
+        if "verdicts" in result:
+            verdicts = list(result["verdicts"].values())
+        elif "verdict" in result:
+            verdicts = [result["verdict"]]
+    if not verdicts:
+        known = task_id in report.get("stages", {}) or task_id in report.get("task_states", {})
+        return [f"  {task_id:<15}{state(task_id)}"] if known else []
+    # The data verdict is shown once, before training (gate_model copies it onto the candidate's run).
+    return [_verdict_line(v) for v in verdicts if task_id == "gate_data" or v["gate"] != "data"]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -57,13 +79,15 @@ def format_report(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  dataset        {state('export_dataset')}")
+    lines += _gate_lines(report, "gate_data", state)
     tr = s.get("train")
     if tr:
         info = tr.get("info", {})
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in tr["metrics"].items())
         lines.append(
             f"  training       job {tr['job_name']} on {tr['backend']} ({info.get('device', '?')}): "
-            f"{tr['compute_seconds']:.1f} compute s, est. ${tr['cost']['usd']:.4f}"
+            f"{tr['compute_seconds']:.1f} compute s, est. "
+            + (f"${tr['cost']['usd']:.4f}" if tr["cost"].get("usd") is not None else "cost unknown (no price)")
         )
         lines.append(f"  holdout        {metrics}")
     else:
@@ -73,11 +97,14 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  registered     {reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})")
     else:
         lines.append(f"  registered     {state('register')}")
-    gate = s.get("gate_metrics") or report.get("gate_verdict")
-    if gate:
-        lines.append(f"  gate metrics   {'PASSED' if gate['passed'] else 'FAILED'}: {gate['message']}")
+    if "gate_model" in s or "gate_model" in states or "gate_model" in report.get("gate_verdicts", {}):
+        lines += _gate_lines(report, "gate_model", state)
     else:
-        lines.append(f"  gate metrics   {state('gate_metrics')}")
+        gate = s.get("gate_metrics") or report.get("gate_verdict")
+        if gate:
+            lines.append(f"  gate metrics   {'PASSED' if gate['passed'] else 'FAILED'}: {gate['message']}")
+        else:
+            lines.append(f"  gate metrics   {state('gate_metrics')}")
     pr = s.get("promote")
     if pr:
         lines.append(f"  promotion      {pr['decision'].upper()}: {pr['reason']}")
@@ -94,3 +121,24 @@ def format_report(report: dict[str, Any]) -> str:
     else:
         lines.append(f"  teardown       {state('teardown')}")
     return "\n".join(lines)
+
+
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The few facts of a report that fit in XCom: outcome, job, version, decision, cost."""
+    stages = report.get("stages", {})
+    train = stages.get("train") or {}
+    register = stages.get("register") or {}
+    promote = stages.get("promote") or {}
+    teardown = stages.get("teardown") or {}
+    failed = sorted(k for k, v in (report.get("task_states") or {}).items() if v not in ("success", None))
+    return {
+        "pipeline": report.get("pipeline"),
+        "run_key": report.get("run_key"),
+        "failed_tasks": failed,
+        "job_name": train.get("job_name"),
+        "metrics": train.get("metrics"),
+        "version": register.get("version"),
+        "decision": promote.get("decision"),
+        "champion_after": promote.get("champion_after"),
+        "cost_usd": teardown.get("cost_usd"),
+    }

@@ -7,6 +7,7 @@ teardown, a later sweep) finds the same folder and the same jobs without passing
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from airflow_retrain.spec import state_dir
 
 TAG_PREFIX = "retrain"
 DEFAULT_TTL_SECONDS = 6 * 3600
+SCRATCH_ENV = "RETRAIN_SCRATCH"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,12 @@ class RunIdentity:
         return hashlib.sha256(f"{self.dag_id}\x00{self.run_id}".encode()).hexdigest()[:12]
 
     def scratch_dir(self, root: Path | str | None = None) -> Path:
-        return state_dir(root) / "runs" / self.dag_id / self.run_key
+        """This worker's local scratch for the run (``RETRAIN_SCRATCH`` or ``<state dir>/runs``).
+
+        Only the task that writes here reads it: hand-offs between tasks go through the artifact store.
+        """
+        base = Path(env) if (env := os.environ.get(SCRATCH_ENV)) else state_dir(root) / "runs"
+        return base / self.dag_id / self.run_key
 
     def job_name(self, attempt: int) -> str:
         """``<pipeline>-<run key>-<attempt>``: valid on SageMaker and Vertex (<= 63, [a-z0-9-])."""

@@ -12,17 +12,60 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from airflow_retrain.training import BACKEND_NAMES
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
+
+# Numbers in a spec are real numbers: ``true`` is not 1, ``.nan``/``.inf`` are not prices or margins.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# Airflow connection and pool ids: what its UI and CLI accept.
+_AIRFLOW_ID_RE = r"^[A-Za-z0-9_.-]{1,250}$"
+# Hyperparameter keys become ``--key`` arguments and ``SM_HP_<KEY>`` variables.
+_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+#: Airflow's limit on a DAG tag (``airflow.models.dag.TAG_MAX_LEN``).
+TAG_MAX_LENGTH = 100
+#: The schedule presets Airflow accepts besides cron expressions and ``null``.
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+#: Hyperparameters the DAG sets itself from the spec (``dataset.*``, ``resources.gpu``).
+RESERVED_HYPERPARAMETERS = ("target_column", "id_column", "device")
+#: Pool that serialises dbt and the export of every pipeline on the embedded DuckDB warehouse.
+EMBEDDED_WAREHOUSE_POOL = "retrain_embedded_warehouse"
+# Names the training environment never takes from the worker: Airflow's own (connections, config,
+# secrets) and the container contract the backend writes itself.
+_FORBIDDEN_ENV_PREFIXES = ("AIRFLOW", "_AIRFLOW", "SM_")
+
+
+def _unsafe_text(value: str) -> str | None:
+    """Why ``value`` cannot travel into a subprocess argument or environment (None if it can)."""
+    if "\x00" in value:
+        return "contains a NUL byte"
+    if _CONTROL_CHARS_RE.search(value):
+        return "contains a control character"
+    if any(marker in value for marker in _TEMPLATE_MARKERS):
+        return "contains a Jinja template marker ({{, {% or {#), which Airflow would render at run time"
+    return None
 
 
 class SpecError(ValueError):
@@ -63,6 +106,28 @@ class DbtSpec(_Strict):
             raise ValueError("dbt.select or dbt.selector is required")
         return self
 
+    @field_validator("select", "exclude")
+    @classmethod
+    def _selectors_are_not_flags(cls, value: list[str]) -> list[str]:
+        for i, selector in enumerate(value):
+            if not selector.strip():
+                raise ValueError(f"item {i} is empty")
+            if selector.lstrip().startswith("-"):
+                raise ValueError(f"item {i} {selector!r} starts with '-': a selector, not a dbt flag")
+            if reason := _unsafe_text(selector):
+                raise ValueError(f"item {i} {reason}")
+        return value
+
+    @field_validator("target", "project_dir", "selector", "profiles_dir")
+    @classmethod
+    def _plain_text(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip() or value.lstrip().startswith("-"):
+                raise ValueError(f"{value!r} is not a usable name")
+            if reason := _unsafe_text(value):
+                raise ValueError(reason)
+        return value
+
 
 class AssetSchedule(_Strict):
     """Data-aware schedule: run when the listed dbt models' Assets are updated (and/or on a cron)."""
@@ -75,27 +140,96 @@ class DatasetSpec(_Strict):
     """How the feature mart becomes a run-scoped training dataset."""
 
     feature_table: str = Field(description="dbt model that holds one row per example, e.g. churn_features")
-    target_column: str
-    id_column: str
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    min_rows: int = Field(100, ge=1)
+    target_column: str = Field(min_length=1)
+    id_column: str = Field(min_length=1)
+    holdout_fraction: FiniteFloat = Field(0.2, gt=0.0, lt=0.5)
+    min_rows: StrictInt = Field(100, ge=1)
+
+    @field_validator("feature_table")
+    @classmethod
+    def _model_name_only(cls, value: str) -> str:
+        if "." in value or '"' in value:
+            raise ValueError(
+                f"{value!r}: give the dbt model's name (e.g. {value.replace(chr(34), '').split('.')[-1]!r}); "
+                "its database and schema come from dbt, so a schema prefix is not allowed"
+            )
+        if not value.strip():
+            raise ValueError("empty model name")
+        return value
+
+    @field_validator("target_column", "id_column")
+    @classmethod
+    def _column_text(cls, value: str) -> str:
+        if reason := _unsafe_text(value):
+            raise ValueError(reason)
+        return value
+
+    @model_validator(mode="after")
+    def _target_is_not_the_id(self) -> DatasetSpec:
+        if self.target_column == self.id_column:
+            raise ValueError(
+                f"target_column and id_column are both {self.target_column!r}: the label cannot be the example id"
+            )
+        return self
 
 
 class ResourcesSpec(_Strict):
     instance_type: str = "local"
-    instance_count: int = Field(1, ge=1)
-    max_runtime_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    instance_count: StrictInt = Field(1, ge=1)
+    max_runtime_seconds: StrictInt = Field(3600, ge=60, le=7 * 24 * 3600)
     gpu: Literal["auto", "required", "none"] = "auto"
-    hourly_price_usd: float | None = Field(
+    hourly_price_usd: FiniteFloat | None = Field(
         None, ge=0, description="override the price table, e.g. an internal chargeback rate"
     )
+
+
+class SageMakerSpec(_Strict):
+    """Where and how SageMaker runs the job (``training.sagemaker``, required with ``backend: sagemaker``).
+
+    The instance type and count come from ``training.resources``; credentials and the endpoint come
+    from the Airflow AWS connection (``connection_id``), never from the spec.
+    """
+
+    role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$", description="execution role")
+    bucket: str = Field(min_length=3, max_length=63, description="S3 bucket for code, inputs and outputs")
+    prefix: str = Field("airflow-retrain", description="key prefix under the bucket")
+    region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    connection_id: str = Field("aws_default", description="Airflow AWS connection (credentials, endpoint_url)")
+    image: str | None = Field(None, description="training image; default: the SageMaker XGBoost framework image")
+    framework_version: str = Field("1.7-1", description="SageMaker XGBoost framework version for the image")
+    volume_size_gb: int = Field(30, ge=1, le=16384)
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    kms_key_id: str | None = Field(None, description="KMS key for the output and the training volume")
+    spot: bool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+
+    @model_validator(mode="after")
+    def _vpc_pair(self) -> SageMakerSpec:
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("subnets and security_group_ids go together (a VPC config needs both)")
+        return self
 
 
 class TrainingSpec(_Strict):
     backend: str = "local"
     entry_point: str = Field(description="training script, relative to the project root")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    hyperparameters: dict[str, str | StrictBool | StrictInt | float] = Field(default_factory=dict)
+    environment: list[str] = Field(
+        default_factory=list,
+        description="names of worker environment variables the training script may see, on top of the "
+        "built-in allow-list (local backend)",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment variables set for the training script (no secrets)"
+    )
+    pool: str | None = Field(
+        None, description="Airflow pool for the train task (create it with include_deferred so deferred tasks count)"
+    )
+    max_cost_usd: float | None = Field(
+        None, gt=0, description="refuse to launch when hourly price x instances x max runtime exceeds this"
+    )
+    sagemaker: SageMakerSpec | None = None
 
     @field_validator("backend")
     @classmethod
@@ -104,10 +238,113 @@ class TrainingSpec(_Strict):
             raise ValueError(f"unknown training backend {value!r}; known: {', '.join(BACKEND_NAMES)}")
         return value
 
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _safe_hyperparameters(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic names the type error
+        seen: dict[str, str] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"key {key!r} is not text")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"value of {key!r} is {item}, not a finite number")
+            if not isinstance(item, (str, bool, int, float)):
+                raise ValueError(f"value of {key!r} must be text, a number or true/false, not {type(item).__name__}")
+            if not _IDENTIFIER_RE.match(key):
+                raise ValueError(
+                    f"key {key!r} is not a valid identifier (letters, digits and _, not starting with a digit, "
+                    "at most 128 characters): it becomes --{key} and SM_HP_<KEY>"
+                )
+            if key in RESERVED_HYPERPARAMETERS:
+                raise ValueError(f"key {key!r} is set by the pipeline itself (from dataset/resources); remove it")
+            if key.upper() in seen:
+                raise ValueError(f"keys {seen[key.upper()]!r} and {key!r} both become SM_HP_{key.upper()}")
+            seen[key.upper()] = key
+            if isinstance(item, str) and (reason := _unsafe_text(item)):
+                raise ValueError(f"value of {key!r} {reason}")
+            if isinstance(item, str) and ("$(" in item or "`" in item):
+                # argv here, but a container's shell entry script (`train $SM_HP_X`) may expand it
+                raise ValueError(f"value of {key!r} contains shell command substitution ($( or `)")
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _passable_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            _check_env_name(name)
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _settable_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            _check_env_name(name)
+            if reason := _unsafe_text(item):
+                raise ValueError(f"value of {name!r} {reason}")
+        return value
+
+
+def _check_env_name(name: str) -> None:
+    if not _ENV_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    if name.upper().startswith(_FORBIDDEN_ENV_PREFIXES):
+        raise ValueError(
+            f"{name!r}: Airflow's variables (connections, config, secrets) and the SM_* container contract "
+            "never reach the training script"
+        )
+
+
+ARTIFACT_SCHEMES = ("file", "s3", "gs", "gcs")
+
+
+def artifact_root_problems(root: str) -> list[str]:
+    """What is wrong with an artifact root URI (empty when it is usable)."""
+    parts = urlsplit(root)
+    if parts.scheme not in ARTIFACT_SCHEMES:
+        return [f"{root!r} must be a URI with one of the schemes {', '.join(s + '://' for s in ARTIFACT_SCHEMES)}"]
+    if "@" in parts.netloc:
+        return [f"{root!r}: name the connection in connection_id, not in the URI"]
+    if parts.scheme == "file":
+        if parts.netloc or not parts.path.startswith("/"):
+            return [f"{root!r}: a file:// root needs an absolute path (file:///srv/artifacts)"]
+    elif not parts.netloc:
+        return [f"{root!r}: no bucket"]
+    if parts.query or parts.fragment:
+        return [f"{root!r}: no query or fragment allowed"]
+    return []
+
+
+
+class ArtifactsSpec(_Strict):
+    """Where the pipeline's runs hand data, models and reports to each other (see ``airflow_retrain.artifacts``)."""
+
+    root: str | None = Field(
+        None,
+        description="artifact store root URI: file:///abs/path, s3://bucket/prefix or gs://bucket/prefix; "
+        "default: RETRAIN_ARTIFACT_ROOT, else file://<state dir>/artifacts",
+    )
+    connection_id: str | None = Field(
+        None, description="Airflow connection for the root; default aws_default (s3), google_cloud_default (gs)"
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _usable_root(cls, value: str | None) -> str | None:
+        if value is not None and (problems := artifact_root_problems(value)):
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _connection_needs_root(self) -> ArtifactsSpec:
+        if self.connection_id and not self.root:
+            raise ValueError("connection_id is set but root is not")
+        return self
+
 
 class Threshold(_Strict):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _has_bound(self) -> Threshold:
@@ -121,39 +358,193 @@ class Threshold(_Strict):
         return self
 
 
+class RateBand(_Strict):
+    min: float | None = Field(None, ge=0.0, le=1.0)
+    max: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RateBand:
+        if self.min is None and self.max is None:
+            raise ValueError("a rate band needs min and/or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class NullRateSpec(_Strict):
+    default: float = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
+    columns: dict[str, float] = Field(default_factory=dict, description="column -> largest null rate")
+
+    @field_validator("columns")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for column, rate in value.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"null rate of {column!r} must be within [0, 1], got {rate}")
+        return value
+
+
+class DriftSpec(_Strict):
+    psi_max: float | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
+    ks_max: float | None = Field(
+        None, gt=0.0, le=1.0, description="largest Kolmogorov-Smirnov statistic D (not a p-value) of a numeric feature"
+    )
+    on_missing_snapshot: Literal["pass", "fail"] = Field(
+        description="no champion snapshot yet (first run): pass or fail; required, so the first run is explicit"
+    )
+    columns: list[str] | None = Field(None, description="features to check; default: every feature")
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> DriftSpec:
+        if self.psi_max is None and self.ks_max is None:
+            raise ValueError("a drift gate needs psi_max and/or ks_max")
+        return self
+
+
+class SchemaGateSpec(_Strict):
+    match_contract: bool = Field(True, description="columns and types match the feature model's dbt contract")
+    match_previous: bool = Field(True, description="columns and types match the last passed run's")
+
+
+class DataGateSpec(_Strict):
+    """``gates.data``: checks on the exported dataset, before training."""
+
+    schema_: SchemaGateSpec = Field(default_factory=SchemaGateSpec, alias="schema")
+    min_rows: int | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
+    max_row_change: float | None = Field(
+        None, gt=0.0, description="largest relative row-count change vs the last passed run (0.2 = 20 %)"
+    )
+    max_null_rate: NullRateSpec = Field(default_factory=NullRateSpec)
+    label_rate: RateBand | None = None
+    drift: DriftSpec | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ChampionGateSpec(_Strict):
+    """``gates.champion``: the champion re-scored on the candidate's holdout."""
+
+    metric: str | None = Field(None, description="default: registry.primary_metric")
+    min_improvement: float | None = Field(None, ge=0.0, description="default: registry.min_improvement")
+    greater_is_better: bool | None = Field(None, description="default: registry's for the primary metric")
+
+
+class SliceGateSpec(_Strict):
+    """``gates.slices``: per-slice metrics, candidate vs champion on the same holdout rows."""
+
+    columns: list[str] = Field(min_length=1, description="feature columns to slice the holdout by")
+    metric: str | None = Field(None, description="default: registry.primary_metric")
+    max_regression: float = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
+    min_rows: int = Field(30, ge=1, description="smaller slices are recorded as skipped")
+
+
+class EfficiencyGateSpec(_Strict):
+    """``gates.efficiency``: the candidate's size and batch scoring latency."""
+
+    max_model_mb: float | None = Field(None, gt=0.0)
+    max_latency_ms: float | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
+    rows: int = Field(1000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> EfficiencyGateSpec:
+        if self.max_model_mb is None and self.max_latency_ms is None:
+            raise ValueError("an efficiency gate needs max_model_mb and/or max_latency_ms")
+        return self
+
+
 class GatesSpec(_Strict):
     metrics: dict[str, Threshold] = Field(min_length=1, description="metric name -> bounds, all must hold")
+    data: DataGateSpec = Field(default_factory=DataGateSpec)
+    champion: ChampionGateSpec = Field(default_factory=ChampionGateSpec)
+    slices: SliceGateSpec | None = None
+    efficiency: EfficiencyGateSpec | None = None
+
+
+class ApprovalSpec(_Strict):
+    """A human approves each promotion in the Airflow UI (Airflow's ApprovalOperator) before it happens."""
+
+    required: bool = False
+    timeout_minutes: int = Field(
+        24 * 60, ge=1, le=30 * 24 * 60, description="no answer within this counts as a rejection"
+    )
+
+
+class SageMakerMirrorSpec(_Strict):
+    model_package_group: str = Field(
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$", description="SageMaker model package group name"
+    )
+    connection_id: str = Field("aws_default", description="Airflow AWS connection")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
+class MirrorSpec(_Strict):
+    sagemaker: SageMakerMirrorSpec | None = None
+
+
+class LeaseSpec(_Strict):
+    """The promotion lease in the registry (shared by every pipeline and deployment using the model)."""
+
+    wait_seconds: float = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
+    settle_seconds: float = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
 
 
 class RegistrySpec(_Strict):
     model_name: str = Field(min_length=1)
     primary_metric: str
-    greater_is_better: bool = True
-    min_improvement: float = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
+    greater_is_better: StrictBool = True
+    min_improvement: FiniteFloat = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
     flavor: Literal["xgboost"] = Field("xgboost", description="MLflow flavor the model is logged with")
     experiment: str | None = Field(None, description="MLflow experiment; default: retrain/<pipeline name>")
-    connection_id: str = "mlflow_default"
+    connection_id: str = Field("mlflow_default", pattern=_AIRFLOW_ID_RE)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    mirror: MirrorSpec = Field(default_factory=MirrorSpec)
+    lease: LeaseSpec = Field(default_factory=LeaseSpec)
+
+    @field_validator("model_name")
+    @classmethod
+    def _quotable_name(cls, value: str) -> str:
+        if '"' in value and "'" in value:
+            raise ValueError("a model name cannot contain both ' and \" (MLflow search filters cannot quote it)")
+        if value != value.strip() or any(ord(c) < 32 for c in value):
+            raise ValueError("a model name cannot have control characters or leading/trailing spaces")
+        return value
+
+
+class BudgetSpec(_Strict):
+    """Spending limits; crossing one warns in the run's teardown log (it never stops a run)."""
+
+    weekly_usd: float = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
 
 
 class PipelineSpec(_Strict):
     name: str = Field(pattern=_NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
-    owner: str = "airflow"
+    owner: str = Field("airflow", min_length=1, max_length=250, description="Airflow owner of every task")
     schedule: str | AssetSchedule | None = "@weekly"
     start_date: datetime = datetime(2026, 1, 1)
-    catchup: bool = False
-    retries: int = Field(1, ge=0, le=10)
+    timezone: str = Field("UTC", description="IANA time zone of the schedule and of a naive start_date")
+    catchup: StrictBool = False
+    retries: StrictInt = Field(1, ge=0, le=10)
     tags: list[str] = Field(default_factory=list)
     warehouse_connection_id: str = Field(
         "retrain_warehouse",
+        pattern=_AIRFLOW_ID_RE,
         description="Airflow connection (duckdb or postgres) for dbt and the export; while the default "
         "connection is not defined, the embedded DuckDB warehouse under the state dir is used",
+    )
+    warehouse_pool: str | None = Field(
+        "auto",
+        description="Airflow pool for dbt_build and export_dataset; 'auto': the 1-slot "
+        f"{EMBEDDED_WAREHOUSE_POOL!r} pool when the warehouse may be the embedded DuckDB (the default "
+        "connection), none otherwise; null: no pool",
     )
     dbt: DbtSpec
     dataset: DatasetSpec
     training: TrainingSpec
     gates: GatesSpec
     registry: RegistrySpec
+    budget: BudgetSpec | None = None
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
 
     # Set by the loader, not by the YAML.
     source_path: str = Field("", exclude=True)
@@ -171,6 +562,74 @@ class PipelineSpec(_Strict):
     def dag_id(self) -> str:
         return f"{self.name}_retrain"
 
+    @property
+    def pool(self) -> str | None:
+        """The pool of the warehouse tasks (dbt, export), resolved from ``warehouse_pool``."""
+        if self.warehouse_pool != "auto":
+            return self.warehouse_pool
+        return EMBEDDED_WAREHOUSE_POOL if self.warehouse_connection_id == "retrain_warehouse" else None
+
+    @field_validator("warehouse_pool")
+    @classmethod
+    def _pool_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(_AIRFLOW_ID_RE, value):
+            raise ValueError(f"{value!r} is not a valid Airflow pool name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _a_date(cls, value: Any) -> Any:
+        # pydantic would read a number as seconds since 1970: a spec means a calendar date.
+        if isinstance(value, bool) or not isinstance(value, (str, date)):
+            raise ValueError(f"expected a date or date-time (2026-01-01), got {value!r}")
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _plausible_date(cls, value: datetime) -> datetime:
+        if not 1970 <= value.year <= 2200:
+            raise ValueError(f"{value.isoformat()} is outside 1970..2200")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        import pendulum
+
+        try:
+            pendulum.timezone(value)
+        except Exception:  # noqa: BLE001 - pendulum raises several types for unknown names
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | AssetSchedule | None) -> str | AssetSchedule | None:
+        if value is None:
+            return None
+        if isinstance(value, AssetSchedule):  # data-aware; its optional cron fallback is a schedule too
+            if value.cron:
+                validate_schedule(value.cron)
+            return value
+        return validate_schedule(value)
+
+    @field_validator("owner", "description")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("contains a NUL byte")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _airflow_tags(cls, value: list[str]) -> list[str]:
+        for i, tag in enumerate(value):
+            if not tag.strip():
+                raise ValueError(f"tag {i} is empty")
+            if len(tag) > TAG_MAX_LENGTH:
+                raise ValueError(f"tag {i} is {len(tag)} characters long; Airflow allows at most {TAG_MAX_LENGTH}")
+        return value
+
     @model_validator(mode="after")
     def _primary_metric_is_gated(self) -> PipelineSpec:
         if self.registry.primary_metric not in self.gates.metrics:
@@ -180,12 +639,76 @@ class PipelineSpec(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _gate_thresholds_agree(self) -> PipelineSpec:
+        metric = self.gates.champion.metric or self.registry.primary_metric
+        if (
+            self.gates.champion.greater_is_better is not None
+            and metric == self.registry.primary_metric
+            and self.gates.champion.greater_is_better != self.registry.greater_is_better
+        ):
+            raise ValueError(
+                f"gates.champion.greater_is_better contradicts registry.greater_is_better for {metric!r}"
+            )
+        return self
+
+    @property
+    def champion_metric(self) -> str:
+        return self.gates.champion.metric or self.registry.primary_metric
+
+    @property
+    def champion_min_improvement(self) -> float:
+        value = self.gates.champion.min_improvement
+        return self.registry.min_improvement if value is None else value
+
+    @property
+    def champion_greater_is_better(self) -> bool | None:
+        if self.gates.champion.greater_is_better is not None:
+            return self.gates.champion.greater_is_better
+        return self.registry.greater_is_better if self.champion_metric == self.registry.primary_metric else None
+
+    @property
+    def model_gate_names(self) -> list[str]:
+        """Every gate a candidate version carries a ``retrain.gate.<name>`` tag for, in order."""
+        names = ["data", "metrics", "champion"]
+        if self.gates.slices is not None:
+            names.append("slices")
+        if self.gates.efficiency is not None:
+            names.append("efficiency")
+        return names
+
     def path(self, relative: str) -> Path:
         """Resolve a spec-relative path against the project root."""
         return (Path(self.root) / relative).resolve()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def validate_schedule(schedule: str, *, start: datetime | None = None) -> str:
+    """Check a spec's schedule as the DAG will: a preset or a 5-field cron expression that fires.
+
+    :raises ValueError: naming what is wrong (syntax, a field out of range, a date that never comes).
+    """
+    from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+
+    if schedule.startswith("@"):
+        if schedule not in SCHEDULE_PRESETS:
+            raise ValueError(f"unknown preset {schedule!r}; presets: {', '.join(SCHEDULE_PRESETS)}")
+        return schedule
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"{schedule!r} is not a cron expression of 5 fields (minute hour day-of-month month day-of-week) "
+            f"nor a preset ({', '.join(SCHEDULE_PRESETS)})"
+        )
+    try:
+        croniter(schedule, start or datetime(2026, 1, 1), max_years_between_matches=10).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {schedule!r} never fires (no such date within 10 years)") from None
+    except (CroniterBadCronError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"invalid cron expression {schedule!r}: {e}") from None
+    return schedule
 
 
 def project_root_for(spec_path: Path) -> Path:
@@ -206,10 +729,16 @@ def state_dir(root: Path | str | None = None) -> Path:
     return (base / ".local").resolve()
 
 
+def _loc_part(part: Any) -> str:
+    """One step of a field path; a key that is not a plain name is quoted, so the field stays readable."""
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_\-]+", text) else repr(text)
+
+
 def _format_validation_error(err: ValidationError) -> list[str]:
     problems = []
     for item in err.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "<top level>"
+        field = ".".join(_loc_part(p) for p in item["loc"]) or "<top level>"
         msg = item["msg"]
         if item["type"] == "missing":
             msg = "required field is missing"
@@ -288,31 +817,283 @@ def _check_dbt(spec: PipelineSpec) -> list[str]:
     return problems
 
 
-def load_spec(path: Path | str) -> PipelineSpec:
-    """Load and validate one spec file; raise :class:`SpecError` naming the file and fields."""
-    path = Path(path)
+def _check_training(spec: PipelineSpec) -> list[str]:
+    """Backend settings, instance type, price and budget: everything knowable before a job starts."""
+    from airflow_retrain.cost import UnknownPriceError, max_job_cost
+
+    training, res = spec.training, spec.training.resources
+    problems: list[str] = []
+    region = None
+    if training.backend == "sagemaker":
+        from airflow_retrain.training.sagemaker_catalog import (
+            UnknownImageError,
+            training_instance_types,
+            xgboost_image_uri,
+        )
+
+        sm = training.sagemaker
+        if sm is None:
+            return ["training.sagemaker: required with backend 'sagemaker' (role_arn, bucket, ...)"]
+        region = sm.region
+        if sm.image is None:
+            try:
+                xgboost_image_uri(sm.region, sm.framework_version)
+            except UnknownImageError as e:
+                problems.append(f"training.sagemaker.image: not set and {e}; name an image")
+        if res.instance_type not in training_instance_types():
+            problems.append(
+                f"training.resources.instance_type: {res.instance_type!r} is not a SageMaker training "
+                f"instance type (botocore's SageMaker model lists e.g. ml.m5.xlarge, ml.g5.xlarge)"
+            )
+            return problems
+    elif training.sagemaker is not None:
+        problems.append(f"training.sagemaker: set, but training.backend is {training.backend!r}")
+    spot = bool(training.sagemaker and training.sagemaker.spot)
     try:
-        raw = yaml.safe_load(path.read_text())
+        worst = max_job_cost(
+            training.backend,
+            res.instance_type,
+            res.instance_count,
+            res.max_runtime_seconds,
+            res.hourly_price_usd,
+            region=region,
+            spot=spot,
+        )
+    except UnknownPriceError as e:
+        problems.append(f"training.resources.instance_type: {e}")
+        return problems
+    if training.max_cost_usd is not None and worst.usd > training.max_cost_usd:
+        problems.append(
+            f"training.max_cost_usd: a job may cost up to ${worst.usd:.2f} ({res.instance_count} x "
+            f"{res.instance_type} at ${worst.hourly_price_usd}/h for max_runtime_seconds "
+            f"{res.max_runtime_seconds}), above the budget of ${training.max_cost_usd:.2f}"
+        )
+    return problems
+
+
+def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
+    """Column -> ``data_type`` of a dbt model, read from its YAML (never by running dbt); ``None`` when
+    the model has no YAML entry with columns."""
+    models = project_dir / "models"
+    if not models.is_dir():
+        return None
+    for path in sorted([*models.rglob("*.yml"), *models.rglob("*.yaml")]):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if model not in text:  # parse only the files that can describe the model (parse time matters)
+            continue
+        try:
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except yaml.YAMLError:
+            continue
+        for entry in doc.get("models") or []:
+            if isinstance(entry, dict) and entry.get("name") == model and entry.get("columns"):
+                return {c["name"]: c.get("data_type") for c in entry["columns"] if isinstance(c, dict) and "name" in c}
+    return None
+
+
+_METRICS_LINE = re.compile(r"^METRICS\s*(?::[^=]*)?=", re.MULTILINE)
+
+
+def declared_metrics(entry_point: Path) -> list[str] | None:
+    """The metric names a training script declares in a module-level ``METRICS = [...]`` literal (read
+    with :mod:`ast`, never imported); ``None`` when it declares none."""
+    import ast
+
+    try:
+        text = entry_point.read_text()
+    except (OSError, ValueError):
+        return None
+    match = _METRICS_LINE.search(text)
+    if match is None:
+        return None
+    # Parse just the statement (the whole script costs tens of ms at DAG-parse time): grow it line by
+    # line until it is complete.
+    lines = text[match.start() :].splitlines()
+    for end in range(1, min(len(lines), 200) + 1):
+        try:
+            node = ast.parse("\n".join(lines[:end])).body[0]
+        except SyntaxError:
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+        return None
+    return None
+
+
+def _check_gates(spec: PipelineSpec) -> list[str]:
+    """Gate fields checked against the dbt contract and the training script's declared metrics."""
+    from airflow_retrain.gates.model import SCORABLE_METRICS
+
+    problems = []
+    gates = spec.gates
+    contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
+    if gates.data.schema_.match_contract and not contract:
+        problems.append(
+            f"gates.data.schema.match_contract: dbt model {spec.dataset.feature_table!r} declares no columns "
+            "in its YAML; declare them (a contract) or set match_contract: false"
+        )
+    if contract:
+        columns = set(contract)
+        named = [(f"gates.data.max_null_rate.columns.{c}", c) for c in gates.data.max_null_rate.columns]
+        if gates.data.drift and gates.data.drift.columns:
+            named += [(f"gates.data.drift.columns[{i}]", c) for i, c in enumerate(gates.data.drift.columns)]
+        if gates.slices:
+            named += [(f"gates.slices.columns[{i}]", c) for i, c in enumerate(gates.slices.columns)]
+        for field_name, column in named:
+            if column not in columns:
+                problems.append(
+                    f"{field_name}: unknown column {column!r} (not in the dbt contract of {spec.dataset.feature_table})"
+                )
+    if gates.slices:
+        for i, column in enumerate(gates.slices.columns):
+            if column in (spec.dataset.target_column, spec.dataset.id_column):
+                problems.append(f"gates.slices.columns[{i}]: {column!r} is the label or id column, not a feature")
+    declared = declared_metrics(spec.path(spec.training.entry_point))
+    metric_fields = [(f"gates.metrics.{m}", m) for m in gates.metrics]
+    metric_fields.append(("registry.primary_metric", spec.registry.primary_metric))
+    rescored = [("gates.champion.metric", spec.champion_metric)]
+    if gates.slices:
+        rescored.append(("gates.slices.metric", gates.slices.metric or spec.registry.primary_metric))
+    if declared is not None:
+        for field_name, metric in [*metric_fields, *rescored]:
+            if metric not in declared:
+                problems.append(
+                    f"{field_name}: metric {metric!r} is never produced by {spec.training.entry_point} "
+                    f"(it declares METRICS = {declared})"
+                )
+    for field_name, metric in rescored:
+        if metric not in SCORABLE_METRICS:
+            problems.append(
+                f"{field_name}: metric {metric!r} cannot be re-scored by the model gates; "
+                f"known: {', '.join(SCORABLE_METRICS)}"
+            )
+    return problems
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not "last one wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # resolve `<<` merge keys first: overriding a merged key is allowed
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"unhashable key {key!r}", key_node.start_mark
+                ) from None
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r} (first at line {first})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(path: Path) -> Any:
+    try:
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise SpecError(path, [f"cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(path, [f"<file>: not UTF-8 text (byte {e.start})"]) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(path, [f"not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+        raise SpecError(path, [f"not valid YAML{where}: {getattr(e, 'problem', None) or e}"]) from None
+    except RecursionError:
+        raise SpecError(path, ["not valid YAML: nested too deeply"]) from None
+
+
+def _check_inside_project(spec: PipelineSpec, field: str, relative: str) -> str | None:
+    """The problem with a spec path that is absolute or resolves (after symlinks) outside the root."""
+    root = Path(spec.root).resolve()
+    if Path(relative).is_absolute():
+        return f"{field}: {relative!r} is an absolute path; give a path relative to the project root {root}"
+    resolved = spec.path(relative)
+    if not resolved.is_relative_to(root):
+        return f"{field}: {relative!r} resolves to {resolved}, outside the project root {root}"
+    return None
+
+
+def _nul_bytes(node: Any, path: str = "") -> list[str]:
+    """Fields whose text holds a NUL byte: Postgres (Airflow's metadata DB) cannot store one anywhere."""
+    found = []
+    if isinstance(node, str):
+        if "\x00" in node:
+            found.append(f"{path or '<top level>'}: contains a NUL byte")
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{_loc_part(key)}" if path else _loc_part(key)
+            if isinstance(key, str) and "\x00" in key:
+                found.append(f"{where}: the key contains a NUL byte")
+            found += _nul_bytes(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _nul_bytes(value, f"{path}.{i}")
+    return found
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Load and validate one spec file; raise :class:`SpecError` naming the file and fields."""
+    path = Path(path)
+    raw = _parse_yaml(path)
     if not isinstance(raw, dict):
         raise SpecError(path, ["<top level>: expected a mapping of fields"])
+    if bad := [k for k in raw if not isinstance(k, str)]:
+        raise SpecError(path, [f"<top level>: field names must be text, got {bad[0]!r}"])
+    if nul := _nul_bytes(raw):
+        raise SpecError(path, nul)
     root = project_root_for(path)
     try:
         spec = PipelineSpec.model_validate({**raw, "source_path": str(path.resolve()), "root": str(root)})
     except ValidationError as e:
         raise SpecError(path, _format_validation_error(e)) from None
-    problems = _check_dbt(spec)
+    outside = [
+        problem
+        for field, relative in (
+            ("dbt.project_dir", spec.dbt.project_dir),
+            ("dbt.profiles_dir", spec.dbt.profiles_dir),
+            ("training.entry_point", spec.training.entry_point),
+        )
+        if relative is not None
+        if (problem := _check_inside_project(spec, field, relative))
+    ]
+    if outside:
+        raise SpecError(path, outside)
+    problems = _check_dbt(spec) + _check_training(spec)
     entry = spec.path(spec.training.entry_point)
     if not entry.is_file():
         problems.append(f"training.entry_point: no such file {entry}")
+    elif not problems:
+        problems += _check_gates(spec)
     if problems:
         raise SpecError(path, problems)
     return spec
+
+
+def spec_files(directory: Path | str) -> list[Path]:
+    """The spec files of a folder: ``*.yaml``/``*.yml`` in any letter case, hidden (editor) files aside."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+    )
 
 
 @dataclass(frozen=True)
@@ -326,11 +1107,14 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
     specs: list[PipelineSpec] = []
     errors: dict[str, SpecError] = {}
     seen: dict[str, str] = {}
-    for path in sorted(Path(directory).glob("*.y*ml")):
+    for path in spec_files(directory):
         try:
             spec = load_spec(path)
         except SpecError as e:
             errors[str(path)] = e
+            continue
+        except Exception as e:  # noqa: BLE001 - one file's surprise must not hide the other pipelines
+            errors[str(path)] = SpecError(path, [f"<file>: could not be validated: {type(e).__name__}: {e}"])
             continue
         if spec.name in seen:
             errors[str(path)] = SpecError(path, [f"name: {spec.name!r} is already used by {seen[spec.name]}"])

@@ -94,6 +94,8 @@ def test_promotion_through_a_remote_mlflow_server(monkeypatch, make_context, tmp
     y = (x["tenure"] < 12).astype(int)
     (tmp_path / "model").mkdir()
     (tmp_path / "test").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text('{"metrics": {"roc_auc": 0.9}}')
     xgboost.XGBClassifier(n_estimators=3, max_depth=2).fit(x, y).save_model(tmp_path / "model" / "model.json")
     x.assign(customer_id=[f"C{i}" for i in range(200)], churned=y).to_parquet(tmp_path / "test" / "p.parquet")
     name = f"churn_remote_{os.getpid()}"
@@ -101,9 +103,10 @@ def test_promotion_through_a_remote_mlflow_server(monkeypatch, make_context, tmp
     candidate = RegisterModelOperator(
         task_id="register", pipeline="remote", model_name=name, experiment="retrain/remote",
         training={"job_name": "j", "backend": "local", "metrics": {"roc_auc": 0.9}, "info": {},
-                  "model_dir": str(tmp_path / "model"), "output_dir": str(tmp_path), "compute_seconds": 1.0,
+                  "model_uri": f"file://{tmp_path / 'model'}", "output_uri": f"file://{tmp_path / 'out'}",
+                  "compute_seconds": 1.0,
                   "cost": {"usd": 0.0}},
-        dataset={"relation": "r", "channels": {"test": str(tmp_path / "test")}, "rows": {"train": 1, "test": 200},
+        dataset={"relation": "r", "channels": {"test": f"file://{tmp_path / 'test'}"}, "rows": {"train": 1, "test": 200},
                  "id_column": "customer_id", "target_column": "churned", "fingerprint": "f"},
         mlflow_conn_id="mlflow_remote",
     ).execute(ctx)

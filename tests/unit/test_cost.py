@@ -6,7 +6,17 @@ import json
 
 import pytest
 
-from airflow_retrain.cost import PRICE_TABLE, CostEstimate, UnknownPriceError, estimate_cost, hourly_price
+from airflow_retrain.cost import (
+    PRICE_TABLE,
+    PRICE_TABLE_VERSION,
+    PRICES,
+    CostEstimate,
+    UnknownPriceError,
+    estimate_cost,
+    hourly_price,
+    job_cost,
+    max_job_cost,
+)
 
 
 def test_table_lookup():
@@ -33,6 +43,11 @@ def test_estimate_from_table():
         hourly_price_usd=0.23,
         usd=0.46,
         price_source="table",
+        region="us-east-1",
+        spot=False,
+        training_seconds=3600.0,
+        on_demand_usd=0.46,
+        spot_savings_usd=0.0,
     )
 
 
@@ -104,6 +119,12 @@ def test_to_dict_is_json_able():
         "hourly_price_usd": 0.2185,
         "usd": 0.2185,
         "price_source": "table",
+        "region": "us-central1",
+        "spot": False,
+        "training_seconds": 3600.0,
+        "on_demand_usd": 0.2185,
+        "spot_savings_usd": 0.0,
+        "price_table_version": PRICE_TABLE_VERSION,
     }
 
 
@@ -113,3 +134,38 @@ def test_every_table_price_is_a_non_negative_number():
         for instance_type, price in prices.items():
             assert isinstance(price, float), (backend, instance_type)
             assert price >= 0, (backend, instance_type)
+
+
+def test_versioned_table_is_keyed_by_region_with_two_columns():
+    for backend, regions in PRICES.items():
+        for region, types in regions.items():
+            for instance_type, (on_demand, spot) in types.items():
+                assert 0 <= spot <= on_demand, (backend, region, instance_type)
+    assert hourly_price("sagemaker", "ml.m5.xlarge", region="eu-west-1") == (0.256, "table")
+    with pytest.raises(UnknownPriceError, match=r"ml\.m5\.xlarge.*'ap-south-1'.*2026-11"):
+        hourly_price("sagemaker", "ml.m5.xlarge", region="ap-south-1")
+
+
+def test_sagemaker_spot_savings_come_from_billable_vs_training_seconds():
+    # Managed spot: 1 h trained, 0.3 h billed at the on-demand rate, on 2 instances.
+    est = estimate_cost("sagemaker", "ml.g5.xlarge", 1080, 2, spot=True, training_seconds=3600)
+    assert est.usd == round(0.3 * 2 * 1.408, 6)
+    assert est.on_demand_usd == round(2 * 1.408, 6)
+    assert est.spot_savings_usd == round(0.7 * 2 * 1.408, 6)
+
+
+def test_vertex_spot_uses_the_spot_rate():
+    est = estimate_cost("vertex", "a2-highgpu-1g", 3600, spot=True)
+    assert (est.usd, est.on_demand_usd, est.spot_savings_usd) == (1.2674, 4.2245, round(4.2245 - 1.2674, 6))
+
+
+def test_job_cost_reports_unknown_price_without_failing(caplog):
+    est = job_cost("local", "ml.g5.xlarge", 120)
+    assert (est.usd, est.hourly_price_usd, est.price_source, est.known) == (None, None, "unknown", False)
+    assert est.seconds == 120.0
+    assert "ml.g5.xlarge" in caplog.text
+    assert json.loads(json.dumps(est.to_dict()))["usd"] is None
+
+
+def test_max_job_cost_is_price_times_instances_times_runtime():
+    assert max_job_cost("sagemaker", "ml.p3.2xlarge", 2, 7200).usd == round(2 * 2 * 3.825, 6)

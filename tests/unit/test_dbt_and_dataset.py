@@ -174,3 +174,112 @@ def test_postgres_connection_maps_onto_profile_env(monkeypatch):
         "RETRAIN_PG_SCHEMA": "analytics",
         "RETRAIN_PG_PASSWORD": "s3cret",
     }
+
+
+# --- issue 5, item 5: data errors are named and not retried ---------------------------------------
+
+
+def _table(path: Path, df) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.register("df_view", df)
+        con.execute("create schema if not exists marts")
+        con.execute("create or replace table marts.churn_features as select * from df_view")
+
+
+def _base_frame(n: int = 200) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "tenure_months": range(n),
+            "churned": [int(i % 4 == 0) for i in range(n)],
+        }
+    )
+
+
+def _with(column: str, values) -> pd.DataFrame:
+    df = _base_frame()
+    df[column] = values
+    return df
+
+
+@pytest.mark.parametrize(
+    ("frame", "kwargs", "message"),
+    [
+        (_with("churned", ["Yes" if i % 4 == 0 else "No" for i in range(200)]), {},
+         r"target column 'churned' is (str|object) .*'Yes'.* must be a binary 0/1 label"),
+        (_with("churned", [i % 3 for i in range(200)]), {}, r"target column 'churned' is not a binary 0/1 label .*2"),
+        (_with("churned", [0.5] * 200), {}, "target column 'churned' is not a binary 0/1 label"),
+        (_with("customer_id", [None] + [f"C{i}" for i in range(1, 200)]), {},
+         "id column 'customer_id' has 1 NULL value"),
+        (_with("customer_id", ["C1", "C1"] + [f"C{i}" for i in range(2, 200)]), {},
+         r"id column 'customer_id' is not unique: 1 id\(s\) repeat, e.g. 'C1'"),
+        (_base_frame(), {"target_column": "customer_id"}, "target_column and dataset.id_column are both 'customer_id'"),
+        (_with("churned", [None] + [0] * 199), {}, "target column 'churned' has 1 null value"),
+    ],
+    ids=["string_target", "multiclass_target", "fractional_target", "null_id", "duplicate_id", "target_is_id",
+         "null_target"],
+)  # fmt: skip
+def test_export_names_data_errors_and_does_not_retry(tmp_path, monkeypatch, make_context, frame, kwargs, message):
+    path = tmp_path / "wh.duckdb"
+    _table(path, frame)
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    with pytest.raises(AirflowFailException, match=message):  # AirflowFailException: no retry
+        export_op(**kwargs).execute(make_context())
+
+
+def test_export_accepts_boolean_labels(tmp_path, monkeypatch, make_context):
+    path = tmp_path / "wh.duckdb"
+    _table(path, _with("churned", [i % 4 == 0 for i in range(200)]))
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    result = export_op().execute(make_context())
+    assert result["rows"]["train"] + result["rows"]["test"] == 200
+
+
+# --- issue 5, item 8: the embedded DuckDB file lock -----------------------------------------------
+
+_HOLD_LOCK = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])  # a writer: holds the file lock
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+"""
+
+
+def _hold_lock(path: Path, seconds: float):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_duckdb_lock_is_waited_for_then_read(tmp_path, monkeypatch):
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    path = tmp_path / "wh.duckdb"
+    _features_table(path, n=10)
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    holder = _hold_lock(path, 1.5)
+    try:
+        df = WarehouseHook("unit_warehouse", lock_timeout_seconds=30).read_table('"wh"."marts"."churn_features"')
+        assert len(df) == 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_duckdb_lock_that_never_frees_is_a_clear_error(tmp_path, monkeypatch):
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    path = tmp_path / "wh.duckdb"
+    _features_table(path, n=10)
+    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
+    holder = _hold_lock(path, 60)
+    try:
+        with pytest.raises(TimeoutError, match=rf"DuckDB warehouse {path} stayed locked .*PID .*'retrain_embedded_warehouse' pool"):
+            WarehouseHook("unit_warehouse", lock_timeout_seconds=1.0).read_table('"wh"."marts"."churn_features"')
+    finally:
+        holder.kill()
+        holder.wait()

@@ -18,6 +18,7 @@ from airflow_retrain.training.base import (
     TrainingJobExists,
     TrainingJobNotFound,
     TrainingJobRequest,
+    TrainingOutputsMissing,
 )
 from airflow_retrain.training.local import LocalTrainingBackend, local_gpu_count
 
@@ -146,17 +147,53 @@ def test_submit_runs_to_completion_with_outputs(backend, script, channel):
     assert done.failure_reason is None
     assert done.ended_at >= done.started_at >= done.created_at
 
-    outputs = backend.fetch_outputs("ok-1", Path("/unused"))
-    assert outputs.model_dir == backend.jobs_dir / "ok-1" / "model"
-    assert json.loads((outputs.model_dir / "model.json").read_text()) == {"hps": {"depth": 4}}
-    assert json.loads(outputs.metrics_path.read_text())["metrics"] == {"accuracy": 0.9}
+    store = backend.jobs_dir.parent / "store"
+    outputs = backend.fetch_outputs("ok-1", store / "training" / "ok-1")
+    assert outputs.model_uri == (store / "training" / "ok-1" / "model").as_uri()
+    assert outputs.output_uri == (store / "training" / "ok-1" / "output").as_uri()
+    published = store / "training" / "ok-1"
+    assert json.loads((published / "model" / "model.json").read_text()) == {"hps": {"depth": 4}}
+    assert outputs.metrics_uri == (published / "output" / "metrics.json").as_uri()
+    assert json.loads((published / "output" / "metrics.json").read_text())["metrics"] == {"accuracy": 0.9}
     assert backend.read_logs("ok-1")[0] == "trained\n"
+
+    # Once teardown cleaned the job up, its outputs cannot be published again: the caller retrains.
+    backend.cleanup("ok-1")
+    with pytest.raises(TrainingOutputsMissing, match="ok-1 completed, but its outputs .* were cleaned up"):
+        backend.fetch_outputs("ok-1", store / "again")
+
+
+def test_uri_channels_are_staged_into_the_job(backend, script, tmp_path):
+    """Channels given as artifact-store URIs are downloaded into <job>/input/data/<channel>."""
+    store = tmp_path / "store" / "dataset" / "train"
+    (store / "nested").mkdir(parents=True)
+    (store / "part-0.parquet").write_bytes(b"rows")
+    (store / "nested" / "part-1.parquet").write_bytes(b"more")
+    entry = script(
+        """
+        import json, os, pathlib
+        root = pathlib.Path(os.environ["SM_CHANNEL_TRAIN"])
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+        out = pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"])
+        (out / "metrics.json").write_text(json.dumps({"metrics": {}, "root": str(root), "files": files}))
+        """
+    )
+    backend.submit(TrainingJobRequest(job_name="uri-1", entry_point=entry, channels={"train": store.as_uri()}))
+    assert wait_terminal(backend, "uri-1").state == JobState.COMPLETED
+    seen = json.loads((backend.jobs_dir / "uri-1" / "output" / "data" / "metrics.json").read_text())
+    assert seen["root"] == str(backend.jobs_dir / "uri-1" / "input" / "data" / "train")
+    assert seen["files"] == ["nested/part-1.parquet", "part-0.parquet"]
+
+    missing = (tmp_path / "store" / "nothing").as_uri()
+    with pytest.raises(FileNotFoundError, match=f"channel 'train' {missing} does not exist"):
+        backend.submit(TrainingJobRequest(job_name="uri-2", entry_point=entry, channels={"train": missing}))
+    assert not (backend.jobs_dir / "uri-2").exists()  # nothing half-made for a retry to trip over
 
 
 def test_fetch_outputs_refuses_unfinished_job(backend, script, channel):
     backend.submit(request("gated-1", script(GATED), channel))
     with pytest.raises(RuntimeError, match="gated-1 is Running, not Completed"):
-        backend.fetch_outputs("gated-1", Path("/unused"))
+        backend.fetch_outputs("gated-1", backend.jobs_dir.parent / "store")
 
 
 def test_describe_unknown_job(backend):
@@ -240,7 +277,7 @@ def test_script_sees_no_private_environment(backend, script, channel, monkeypatc
     leaked = [k for k in env if k.startswith(("AIRFLOW", "MLFLOW_", "RETRAIN_PG_", "AWS_"))]
     assert leaked == []
     assert "SM_CHANNEL_SNEAKY" not in env
-    assert env["HARMLESS_SETTING"] == "visible"  # only the private prefixes are dropped
+    assert "HARMLESS_SETTING" not in env  # an allow-list: unknown names stay with the worker (issue 5)
     assert "AIRFLOW_HOME" in os.environ  # (set by conftest; proves the filter had something to drop)
 
     record = (job_dir / "job.json").read_text()
@@ -250,6 +287,82 @@ def test_script_sees_no_private_environment(backend, script, channel, monkeypatc
     for name in ("runner.log", "log.txt", "input/config/hyperparameters.json"):
         text = (job_dir / name).read_text()
         assert not any(value in text for value in SECRETS.values()), name
+
+
+# Secrets as they sit in a real worker's environment, under names no prefix deny-list would guess.
+PLANTED_SECRETS = {
+    "PGPASSWORD": "planted-pg",
+    "DATABASE_URL": "postgresql://u:planted-db@h/db",
+    "OPENAI_API_KEY": "sk-planted-openai",
+    "HF_TOKEN": "hf_planted",
+    "GITHUB_TOKEN": "ghp_planted",
+    "AZURE_CLIENT_SECRET": "planted-azure",
+    "_AIRFLOW_WWW_USER_PASSWORD": "planted-www",
+    "AIRFLOW_CONN_X": "postgresql://x:planted-conn@h/db",
+    "AWS_SECRET_ACCESS_KEY": "planted-aws",
+    "MLFLOW_TRACKING_PASSWORD": "planted-mlflow",
+}
+
+
+def _proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def test_running_job_environment_is_an_allow_list(tmp_path, script, channel, monkeypatch):
+    """Read the real environment of the running runner and script from /proc/<pid>/environ."""
+    for key, value in PLANTED_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    monkeypatch.setenv("PYTHONPATH", "/worker/only")
+    monkeypatch.setenv("TEAM_SETTING", "asked-for")
+    backend = LocalTrainingBackend(
+        jobs_dir=tmp_path / "jobs",
+        pass_environment=["TEAM_SETTING", "OPENAI_API_KEY_NOT_SET"],
+        environment={"MODE": "nightly"},
+    )
+    try:
+        job = backend.submit(request("env-proc", script(GATED), channel))
+        pids = read_pids(backend, "env-proc")
+        for name, pid in (("runner", job.details["pid"]), ("script", pids["script"])):
+            env = _proc_environ(pid)
+            leaked = {k: v for k, v in env.items() if k in PLANTED_SECRETS or v in PLANTED_SECRETS.values()}
+            assert leaked == {}, (name, leaked)
+            assert not [k for k in env if k.startswith(("AIRFLOW", "_AIRFLOW", "MLFLOW", "AWS_", "RETRAIN_"))], name
+            assert env["PATH"] == os.environ["PATH"]
+            assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+            assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+            assert env["TEAM_SETTING"] == "asked-for" and env["MODE"] == "nightly"
+            assert "PYTHONPATH" not in env
+            assert env["SM_TRAINING_JOB_NAME"] == "env-proc" and env["SM_CHANNEL_TRAIN"] == str(channel)
+            extra = set(env) - {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE",
+                                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TEAM_SETTING", "MODE", "PYTHONUNBUFFERED",
+                                "TRAINING_JOB_NAME", "CUDA_VISIBLE_DEVICES", "TZ", "PYTHONHASHSEED",
+                                "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "LD_LIBRARY_PATH"}  # fmt: skip
+            assert {k for k in extra if not k.startswith("SM_")} == set(), (name, extra)
+        (channel / "go").write_text("")
+        assert wait_terminal(backend, "env-proc").state == JobState.COMPLETED
+    finally:
+        stop_running_jobs(backend)
+
+
+def test_a_spec_cannot_pass_airflow_variables_or_the_contract(tmp_path):
+    backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs", environment={"AIRFLOW_CONN_WAREHOUSE": "x"})
+    with pytest.raises(ValueError, match="reserved"):
+        backend.submit(TrainingJobRequest(job_name="x", entry_point=__file__, channels={}))
+    assert not (tmp_path / "jobs" / "x").exists()
+
+
+@pytest.mark.parametrize("key", ["a=b", "nul\x00", "$(id)", "x y"])
+def test_bad_hyperparameter_key_leaves_no_job_behind(backend, script, channel, key):
+    """Refused before the job exists: no record that a retry would wait 60 s on, then run a second job."""
+    with pytest.raises(ValueError, match="not a valid identifier"):
+        backend.submit(request("badkey-1", script(TRAIN_OK), channel, hyperparameters={key: 1}))
+    assert not (backend.jobs_dir / "badkey-1").exists()
+    assert backend.find_jobs({}) == []
 
 
 # --- failures -------------------------------------------------------------------------------
@@ -263,7 +376,7 @@ def test_failing_script_reports_last_lines(backend, script, channel):
     assert "boom: bad data in column tenure" in job.failure_reason
     assert "step 1 ok" in job.failure_reason
     with pytest.raises(RuntimeError, match="Failed, not Completed"):
-        backend.fetch_outputs("fail-1", Path("/unused"))
+        backend.fetch_outputs("fail-1", backend.jobs_dir.parent / "store")
 
 
 def test_failure_file_wins_over_log_lines(backend, script, channel):
@@ -405,7 +518,9 @@ def test_second_backend_instance_reattaches_to_running_job(backend, script, chan
     (channel / "go").touch()
     done = wait_terminal(other, "re-1")
     assert done.state == JobState.COMPLETED
-    assert (other.fetch_outputs("re-1", Path("/unused")).model_dir / "model.json").exists()
+    published = other.fetch_outputs("re-1", backend.jobs_dir.parent / "store" / "re-1")
+    assert (backend.jobs_dir.parent / "store" / "re-1" / "model" / "model.json").exists()
+    assert published.model_uri.startswith("file://")
 
 
 def test_second_backend_instance_can_stop_the_job(backend, script, channel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,8 +62,8 @@ def training_result(trained, roc_auc):
         "backend": "local",
         "metrics": {"roc_auc": roc_auc, "accuracy": 0.8, "log_loss": None},
         "info": {"device": "cpu"},
-        "model_dir": str(trained / "model"),
-        "output_dir": str(trained / "out"),
+        "model_uri": (trained / "model").as_uri(),
+        "output_uri": (trained / "out").as_uri(),
         "compute_seconds": 3.5,
         "cost": {"usd": 0.0},
     }
@@ -71,7 +72,7 @@ def training_result(trained, roc_auc):
 def dataset_result(trained):
     return {
         "relation": '"wh"."marts"."churn_features"',
-        "channels": {"train": str(trained / "test"), "test": str(trained / "test")},
+        "channels": {"train": (trained / "test").as_uri(), "test": (trained / "test").as_uri()},
         "rows": {"train": 300, "test": 300},
         "id_column": "customer_id",
         "target_column": "churned",
@@ -118,7 +119,7 @@ def promote(candidate, make_context, run_id, min_improvement=0.01):
     return op.execute(make_context("churn_retrain", run_id))
 
 
-def test_register_logs_everything_and_tags_pending(registry, trained, make_context, name):
+def test_register_logs_everything_and_tags_pending(registry, trained, make_context, name, tmp_path):
     result, ctx = register(trained, make_context, "run1", 0.85, name)
     assert result["version"] == "1"
     mv = registry.get_model_version(name, "1")
@@ -131,16 +132,23 @@ def test_register_logs_everything_and_tags_pending(registry, trained, make_conte
     assert run.data.params["dataset.fingerprint"] == "abc"
     assert ctx["ti"].xcoms["mlflow_run_url"].startswith("http://mlflow.test/#/experiments/")
     assert ctx["ti"].xcoms["mlflow_model_version_url"] == f"http://mlflow.test/#/models/{name}/versions/1"
-    # The model has a signature with the two features, not the id or label.
-    from mlflow.models import get_model_info
+    # The model has a signature with the two features, not the id or label, from the Parquet schema.
+    from mlflow.models import Model
 
-    info = get_model_info(result["model_uri"])
-    assert [c.name for c in info.signature.inputs] == ["tenure", "charges"]
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    local = MlflowHook(CONN).download_model(name, result["version"], tmp_path)
+    info = Model.load(local).get_model_info()
+    assert [(c.name, c.type.name, c.required) for c in info.signature.inputs.inputs] == [
+        ("tenure", "long", True), ("charges", "double", True)]
+    mv = registry.get_model_version(name, "1")
+    assert mv.run_id == result["run_id"] and mv.source == result["source"]  # lineage: run and its artifact
+    assert mv.tags["retrain.code_version"] != "" and mv.tags["retrain.data.fingerprint"] == "abc"
+    assert str(registry.get_model_version_by_alias(name, "challenger").version) == "1"
     # Serving requirements are the flavor's, pinned to the training environment's versions.
-    import mlflow
     import xgboost
 
-    requirements = open(mlflow.pyfunc.get_model_dependencies(result["model_uri"])).read()
+    requirements = (Path(local) / "requirements.txt").read_text()
     assert f"xgboost=={xgboost.__version__}" in requirements
     assert "mlflow" in requirements
 
@@ -150,6 +158,45 @@ def test_register_is_idempotent_per_run(registry, trained, make_context, name):
     again, _ = register(trained, make_context, "run1", 0.85, name)
     assert again["version"] == first["version"] == "1"
     assert len(registry.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_register_from_missing_outputs_fails_naming_the_uri(registry, trained, make_context, name, tmp_path):
+    """A run cleared after its teardown: register must not crash on a bare StopIteration."""
+    gone = (tmp_path / "gone" / "model").as_uri()
+    training = {**training_result(trained, 0.85), "model_uri": gone}
+    op = RegisterModelOperator(
+        task_id="register",
+        pipeline="churn",
+        model_name=name,
+        training=training,
+        dataset=dataset_result(trained),
+        experiment="retrain/churn",
+        mlflow_conn_id=CONN,
+    )
+    with pytest.raises(AirflowFailException, match=re.escape(f"the trained model {gone} no longer exists")):
+        op.execute(make_context("churn_retrain", "cleared-run"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    op.dataset = {**dataset_result(trained), "channels": {"test": empty.as_uri()}}
+    op.training = training_result(trained, 0.85)
+    with pytest.raises(AirflowFailException, match=re.escape(f"the holdout channel {empty.as_uri()}")):
+        op.execute(make_context("churn_retrain", "cleared-run"))
+    assert registry.search_model_versions(f"name = '{name}'") == []  # nothing half-registered
+
+
+def test_a_new_job_of_the_same_run_registers_a_new_version(registry, trained, make_context, name):
+    first, _ = register(trained, make_context, "run1", 0.85, name)
+    op = RegisterModelOperator(
+        task_id="register",
+        pipeline="churn",
+        model_name=name,
+        training={**training_result(trained, 0.86), "job_name": "churn-abc-2"},
+        dataset=dataset_result(trained),
+        experiment="retrain/churn",
+        mlflow_conn_id=CONN,
+    )
+    second = op.execute(make_context("churn_retrain", "run1"))
+    assert (first["version"], second["version"]) == ("1", "2")
 
 
 def test_promotion_flow_with_audit_trail(registry, trained, make_context, name):
@@ -176,9 +223,21 @@ def test_promotion_flow_with_audit_trail(registry, trained, make_context, name):
     assert d3["decision"] == "promoted" and d3["champion_before"] == "1"
     assert str(registry.get_model_version_by_alias(name, "champion").version) == "3"
     tags3 = registry.get_model_version(name, "3").tags
-    assert tags3["retrain.champion.previous_version"] == "1"
     assert tags3["retrain.promotion.dag_run"] == "churn_retrain/run3"
-    assert registry.get_model_version(name, "1").tags["retrain.champion.replaced_by"] == "3"
+    assert tags3["retrain.gate_outcome"] == "passed"
+    # The history (in MLflow alone) has every alias move and every decision, in order.
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    history = MlflowHook(CONN).promotion_history(name)
+    moves = [(e["action"], e.get("alias"), e.get("from"), e.get("to")) for e in history]
+    assert moves == [
+        ("challenger", "challenger", None, "1"), ("promote", "champion", None, "1"),
+        ("challenger", "challenger", "1", "2"), ("kept", "champion", "1", "1"),
+        ("challenger", "challenger", "2", "3"), ("promote", "champion", "1", "3"),
+    ]
+    assert [e["seq"] for e in history] == [1, 2, 3, 4, 5, 6]
+    assert history[-1]["by"] == "churn_retrain/run3/promote" and "beats" in history[-1]["reason"]
+    assert "retrain.lease" not in registry.get_registered_model(name).tags  # released
 
 
 def test_failed_gate_blocks_promotion(registry, trained, make_context, name):
@@ -188,7 +247,7 @@ def test_failed_gate_blocks_promotion(registry, trained, make_context, name):
     assert registry.get_model_version(name, "1").tags["retrain.gate.metrics"] == "failed"
     with pytest.raises(AirflowFailException, match=r"gates not passed \{'metrics': 'failed'\}"):
         promote(v1, make_context, "run1")
-    assert registry.get_registered_model(name).aliases == {}
+    assert registry.get_registered_model(name).aliases == {"challenger": 1}
 
 
 def test_ungated_version_is_never_promoted(registry, trained, make_context, name):
@@ -212,31 +271,6 @@ def test_missing_primary_metric_fails_closed(registry, trained, make_context, na
     assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
 
 
-def test_alias_moved_meanwhile_aborts(registry, trained, make_context, monkeypatch, name):
-    v1, _ = register(trained, make_context, "run1", 0.85, name)
-    gate(v1, make_context, "run1", 0.85)
-    promote(v1, make_context, "run1")
-    v2, _ = register(trained, make_context, "run2", 0.95, name)
-    gate(v2, make_context, "run2", 0.95)
-    v3, _ = register(trained, make_context, "run3", 0.96, name)
-    gate(v3, make_context, "run3", 0.96)
-
-    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc", mlflow_conn_id=CONN)
-    real = op.hook.get_version_by_alias
-    calls = {"n": 0}
-
-    def racing(name, alias):
-        calls["n"] += 1
-        if calls["n"] == 2:  # another run promotes v3 between our decision and our write
-            op.hook.set_alias(name, alias, "3")
-        return real(name, alias)
-
-    monkeypatch.setattr(op.hook, "get_version_by_alias", racing)
-    with pytest.raises(AirflowFailException, match="moved from v1 to v3"):
-        op.execute(make_context("churn_retrain", "run2"))
-    assert str(registry.get_model_version_by_alias(name, "champion").version) == "3"
-
-
 def test_mlflow_named_connection_must_exist():
     from airflow.exceptions import AirflowNotFoundException
 
@@ -250,3 +284,21 @@ def test_mlflow_default_falls_back_to_embedded_registry(state_dir):
     from airflow_retrain.hooks.mlflow import MlflowHook
 
     assert MlflowHook().tracking_uri == f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def test_register_logs_cost_provenance_and_never_unknown_as_zero(registry, trained, make_context, name):
+    def run_with(cost, run_id):
+        training = {**training_result(trained, 0.85), "cost": cost}
+        op = RegisterModelOperator(task_id="register", pipeline="churn", model_name=name, training=training,
+                                   dataset=dataset_result(trained), experiment="retrain/churn", mlflow_conn_id=CONN)
+        return registry.get_run(op.execute(make_context("churn_retrain", run_id))["run_id"]).data
+
+    unknown = run_with({"usd": None, "price_source": "unknown", "instance_type": "ml.g5.xlarge", "region": "local",
+                        "instance_count": 1, "price_table_version": "2026-11", "spot": False}, "run_cost_unknown")
+    assert "training_cost_usd" not in unknown.metrics
+    assert unknown.params["training.cost"] == "unknown price, table 2026-11, 1 x ml.g5.xlarge in local"
+    spot = run_with({"usd": 0.42, "price_source": "table", "instance_type": "ml.g5.xlarge", "region": "us-east-1",
+                     "instance_count": 2, "price_table_version": "2026-11", "spot": True, "spot_savings_usd": 0.98},
+                    "run_cost_spot")
+    assert (spot.metrics["training_cost_usd"], spot.metrics["training_spot_savings_usd"]) == (0.42, 0.98)
+    assert spot.params["training.cost"].endswith("2 x ml.g5.xlarge in us-east-1, spot")

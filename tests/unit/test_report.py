@@ -6,6 +6,7 @@ import json
 
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.report import format_report
+from airflow_retrain.runs import RunIdentity
 
 STAGES = {
     "dbt_build": {"models_built": 2, "models_total": 2, "tests_passed": 41, "tests_total": 41, "tests_warned": 0,
@@ -22,15 +23,26 @@ STAGES = {
 }
 
 
-def test_report_operator_writes_and_renders(make_context, state_dir):
+def test_report_operator_writes_and_renders(make_context, tmp_path):
     ctx = make_context(dag_id="churn_retrain", run_id="r1", pulled=STAGES)
-    op = RunReportOperator(task_id="report", pipeline="churn", stage_task_ids=list(STAGES))
+    store = tmp_path / "store"
+    op = RunReportOperator(
+        task_id="report", pipeline="churn", stage_task_ids=list(STAGES), artifact_root=store.as_uri()
+    )
     result = op.execute(ctx)
-    report = json.loads(open(result["report_path"]).read())
+    run_key = RunIdentity("churn", "churn_retrain", "r1").run_key
+    assert result["report_uri"] == (store / "churn_retrain" / run_key / "report.json").as_uri()
+    report = json.loads((store / "churn_retrain" / run_key / "report.json").read_text())
     assert report["stages"] == STAGES
     assert report["dag_id"] == "churn_retrain" and report["run_id"] == "r1"
-    latest = state_dir / "reports" / "churn_retrain" / "latest.json"
+    latest = store / "churn_retrain" / "latest_report.json"
     assert json.loads(latest.read_text()) == report
+    # XCom gets the URI and a few facts, not the report.
+    assert result["summary"] == {
+        "pipeline": "churn", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
+        "metrics": {"roc_auc": 0.8381, "log_loss": None}, "version": "2", "decision": "kept_champion",
+        "champion_after": "1", "cost_usd": 0.0,
+    }
     text = format_report(report)
     assert "2/2 models built, 41/41 tests passed" in text
     assert "job churn-1 on local (cuda): 4.0 compute s, est. $0.0000" in text
@@ -52,3 +64,39 @@ def test_report_of_a_failed_run_says_where_it_stopped():
     assert "training       failed" in text
     assert "registered     upstream_failed" in text
     assert "promotion      no result (champion unchanged)" in text
+
+
+def _verdict(gate, passed, message, checks=1, **details):
+    return {"gate": gate, "passed": passed, "message": message, "details": details,
+            "checks": [{"name": f"c{i}", "observed": 0.1, "min": None, "max": 0.2, "passed": passed,
+                        "reason": "skipped: x" if i == 0 and passed else "r"} for i in range(checks)]}
+
+
+def test_report_shows_each_gate_verdict():
+    stages = {k: v for k, v in STAGES.items() if k != "gate_metrics"}
+    stages["gate_data"] = {"passed": True, "verdict": _verdict("data", True, "data gate passed", checks=40)}
+    stages["gate_model"] = {"verdicts": {
+        "data": _verdict("data", True, "data gate passed", checks=40),
+        "metrics": _verdict("metrics", True, "metric gate passed", checks=3),
+        "champion": _verdict("champion", False, "champion gate failed: candidate roc_auc=0.8381 does not beat "
+                             "champion v1 roc_auc=0.8390", decision="does_not_beat"),
+        "slices": _verdict("slices", True, "slice gate passed", checks=6),
+    }}
+    text = format_report({"pipeline": "churn", "dag_id": "churn_retrain", "run_id": "r3", "stages": stages})
+    assert "  gate data       PASSED (40 checks, 1 skipped)" in text
+    assert text.count("gate data") == 1
+    assert "  gate champion   NOT BETTER: candidate roc_auc=0.8381 does not beat champion v1" in text
+    assert "  gate slices     PASSED (6 checks, 1 skipped)" in text
+    assert text.index("gate data") < text.index("training") < text.index("gate metrics")
+
+
+def test_report_of_a_failed_data_gate_names_the_number_and_threshold():
+    report = {
+        "pipeline": "churn", "dag_id": "churn_retrain", "run_id": "r4",
+        "task_states": {"gate_data": "failed", "train": "upstream_failed", "gate_model": "upstream_failed"},
+        "stages": {k: STAGES[k] for k in ("dbt_build", "export_dataset", "teardown")},
+        "gate_verdicts": {"gate_data": [_verdict("data", False, "data gate failed: PSI of charges 1.2 > max 0.2")]},
+    }
+    text = format_report(report)
+    assert "  gate data       FAILED: data gate failed: PSI of charges 1.2 > max 0.2" in text
+    assert "  gate_model     upstream_failed" in text

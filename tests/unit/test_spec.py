@@ -142,3 +142,42 @@ def test_invalid_name(tmp_path):
     data["name"] = "Churn Model"
     with pytest.raises(SpecError, match=r"name: String should match pattern"):
         load_spec(write(tmp_path, data))
+
+
+def test_artifacts_block(tmp_path):
+    data = churn_dict()
+    assert load_spec(write(tmp_path, data)).artifacts.root is None  # resolved on the worker
+    data["artifacts"] = {"root": "s3://ml-artifacts/retrain", "connection_id": "aws_ml"}
+    spec = load_spec(write(tmp_path, data))
+    assert (spec.artifacts.root, spec.artifacts.connection_id) == ("s3://ml-artifacts/retrain", "aws_ml")
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "message"),
+    [
+        ({"root": "ml-artifacts/retrain"}, r"artifacts\.root: .*must be a URI with one of the schemes"),
+        ({"root": "file://relative"}, r"artifacts\.root: .*absolute path"),
+        ({"root": "s3://aws_ml@bucket"}, r"artifacts\.root: .*name the connection in connection_id"),
+        ({"connection_id": "aws_ml"}, r"artifacts: .*connection_id is set but root is not"),
+        ({"root": "s3://b", "bucket": "x"}, r"artifacts\.bucket: unknown field"),
+    ],
+)
+def test_bad_artifacts_block_names_the_field(tmp_path, artifacts, message):
+    data = churn_dict()
+    data["artifacts"] = artifacts
+    with pytest.raises(SpecError, match=message):
+        load_spec(write(tmp_path, data))
+
+
+def test_dag_passes_the_artifact_store_to_every_task(tmp_path):
+    from airflow_retrain.dag_factory import build_dag
+
+    data = churn_dict()
+    data["artifacts"] = {"root": "s3://ml-artifacts/retrain", "connection_id": "aws_ml"}
+    dag = build_dag(load_spec(write(tmp_path, data)))
+    # Every task of the pipeline; the dbt group's per-node tasks only report dbt_build's results.
+    stage_tasks = [t for t in dag.tasks if not t.task_id.startswith("dbt.")]
+    assert {(t.artifact_root, t.artifact_conn_id) for t in stage_tasks} == {("s3://ml-artifacts/retrain", "aws_ml")}
+    dag = build_dag(load_spec(CHURN))
+    stage_tasks = [t for t in dag.tasks if not t.task_id.startswith("dbt.")]
+    assert {(t.artifact_root, t.artifact_conn_id) for t in stage_tasks} == {(None, None)}

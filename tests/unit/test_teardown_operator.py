@@ -78,31 +78,41 @@ def script_pid(backend, name: str) -> int:
     return int((backend.jobs_dir / name / "output" / "data" / "pid").read_text())
 
 
+def store_of(backend) -> Path:
+    return backend.jobs_dir.parent / "store"
+
+
 def teardown_op(backend, **kwargs) -> TeardownRunOperator:
     return TeardownRunOperator(
         task_id="teardown",
         pipeline=PIPELINE,
         backend_config={"jobs_dir": str(backend.jobs_dir)},
+        artifact_root=store_of(backend).as_uri(),
         **kwargs,
     )
 
 
-def test_prepare_run_creates_scratch_with_run_record(tmp_path, make_context):
+def test_prepare_run_records_the_run_in_the_artifact_store(tmp_path, make_context):
     run = identity(tmp_path)
-    op = PrepareRunOperator(task_id="prepare", pipeline=PIPELINE, spec={"name": PIPELINE})
+    store = tmp_path / "store"
+    op = PrepareRunOperator(task_id="prepare", pipeline=PIPELINE, spec={"name": PIPELINE}, artifact_root=store.as_uri())
     result = op.execute(make_context(DAG_ID, run.run_id))
-    scratch = run.scratch_dir()
-    assert result == {"run_key": run.run_key, "scratch_dir": str(scratch), "tags": run.run_tags()}
-    assert json.loads((scratch / "run.json").read_text()) == {
+    run_dir = store / DAG_ID / run.run_key
+    assert result == {"run_key": run.run_key, "artifacts_uri": run_dir.as_uri(), "tags": run.run_tags()}
+    assert json.loads((run_dir / "run.json").read_text()) == {
         "dag_id": DAG_ID,
         "run_id": run.run_id,
         "run_key": run.run_key,
         "spec": {"name": PIPELINE},
     }
+    (run_dir / "dataset" / "train").mkdir(parents=True)
+    (run_dir / "dataset" / "train" / "part-0.parquet").write_bytes(b"rows")
     teardown = TeardownRunOperator(
-        task_id="teardown", pipeline=PIPELINE, backend_config={"jobs_dir": str(tmp_path)}
+        task_id="teardown", pipeline=PIPELINE, backend_config={"jobs_dir": str(tmp_path)}, artifact_root=store.as_uri()
     )
-    assert teardown.execute(make_context(DAG_ID, run.run_id))["scratch_removed"] == str(scratch)
+    assert teardown.execute(make_context(DAG_ID, run.run_id))["scratch_removed"] == [(run_dir / "dataset").as_uri()]
+    assert not (run_dir / "dataset").exists()
+    assert (run_dir / "run.json").exists()  # what the run was stays; only scratch goes
 
 
 def test_teardown_stops_its_runs_jobs_and_leaves_others(
@@ -119,6 +129,11 @@ def test_teardown_stops_its_runs_jobs_and_leaves_others(
     (scratch / "datasets" / "train.parquet").write_bytes(b"rows")
     other_scratch = other.scratch_dir()
     other_scratch.mkdir(parents=True)
+    run_dir, other_dir = store_of(backend) / DAG_ID / run.run_key, store_of(backend) / DAG_ID / other.run_key
+    for base in (run_dir, other_dir):
+        (base / "training" / "job" / "model").mkdir(parents=True)
+        (base / "training" / "job" / "model" / "model.json").write_text("{}")
+        (base / "report.json").write_text("{}")
 
     # Found by the run's tags: nothing is pulled from XCom.
     result = teardown_op(backend).execute(make_context(DAG_ID, run.run_id))
@@ -135,14 +150,16 @@ def test_teardown_stops_its_runs_jobs_and_leaves_others(
         for sub in ("model", "work", "input"):
             assert not (backend.jobs_dir / name / sub).exists(), (name, sub)
         assert (backend.jobs_dir / name / "job.json").exists()
-    assert result["scratch_removed"] == str(scratch)
-    assert not scratch.exists()
+    assert result["scratch_removed"] == [(run_dir / "training").as_uri(), scratch.as_uri()]
+    assert not scratch.exists() and not (run_dir / "training").exists()
+    assert (run_dir / "report.json").exists()
 
     # The other run of the same DAG is untouched.
     assert backend.describe(neighbour).state == JobState.RUNNING
     assert alive(script_pid(backend, neighbour))
     assert (backend.jobs_dir / neighbour / "model").exists()
     assert other_scratch.exists()
+    assert (other_dir / "training" / "job" / "model" / "model.json").exists()
 
     # Compute and cost add up over the run's jobs (local is free by the price table).
     seconds = [backend.describe(name).billable_seconds for name in (done, running)]
@@ -189,6 +206,7 @@ def test_teardown_of_a_run_with_nothing_to_do(backend, tmp_path, make_context):
         "jobs": [],
         "compute_seconds": 0,
         "cost_usd": 0,
-        "scratch_removed": None,
+        "cost_unknown_jobs": [],
+        "scratch_removed": [],
         "errors": [],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 import threading
 import time
@@ -57,7 +58,7 @@ EXPECTED_METRICS = {
     "log_loss": None,
     "f1": None,
     "lift": None,
-    "rows": 1000.0,
+    "rows": None,  # the string "1000" is not a number: only finite reals count (issue 5)
     "label": None,
 }
 
@@ -94,7 +95,12 @@ def run(run_id) -> RunIdentity:
 
 
 @pytest.fixture
-def make_op(entry_point, channel, jobs_dir):
+def store_dir(tmp_path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def make_op(entry_point, channel, jobs_dir, store_dir):
     def _make(**kwargs) -> TrainModelOperator:
         params = {
             "task_id": "train",
@@ -103,6 +109,7 @@ def make_op(entry_point, channel, jobs_dir):
             "channels": {"train": str(channel)},
             "backend_config": {"jobs_dir": str(jobs_dir)},
             "poll_interval": 0.1,
+            "artifact_root": store_dir.as_uri(),
             **kwargs,
         }
         return TrainModelOperator(**params)
@@ -145,7 +152,7 @@ def test_constructor_is_cheap_and_honest(make_op, entry_point):
 # --- happy path -------------------------------------------------------------------------------
 
 
-def test_happy_path_returns_metrics_and_pushes_xcoms(make_op, make_context, run, run_id, jobs_dir, channel):
+def test_happy_path_returns_metrics_and_pushes_xcoms(make_op, make_context, run, run_id, jobs_dir, channel, store_dir):
     ctx = make_context(DAG_ID, run_id)
     started = time.time()
     result = make_op().execute(ctx)
@@ -156,9 +163,12 @@ def test_happy_path_returns_metrics_and_pushes_xcoms(make_op, make_context, run,
     assert result["state"] == "Completed"
     assert result["metrics"] == EXPECTED_METRICS
     assert result["info"] == {"device": "cpu", "n_trees": 12}
-    assert result["model_dir"] == str(jobs_dir / job_name / "model")
-    assert json.loads((Path(result["model_dir"]) / "model.json").read_text()) == {"trees": 12}
-    assert result["output_dir"] == str(jobs_dir / job_name / "output" / "data")
+    published = store_dir / DAG_ID / run.run_key / "training" / job_name
+    assert result["model_uri"] == (published / "model").as_uri()
+    assert result["output_uri"] == (published / "output").as_uri()
+    assert result["metrics_uri"] == (published / "output" / "metrics.json").as_uri()
+    assert json.loads((published / "model" / "model.json").read_text()) == {"trees": 12}
+    assert json.loads((published / "outputs.json").read_text())["model_uri"] == result["model_uri"]
     assert result["compute_seconds"] > 0
 
     job = LocalTrainingBackend(jobs_dir=jobs_dir).describe(job_name)
@@ -303,6 +313,38 @@ def test_retry_after_completion_reuses_job(make_op, make_context, run, run_id, j
     assert ctx["ti"].xcoms == {"job_name": run.job_name(1), "metrics": EXPECTED_METRICS}
     assert runs_of(channel) == [run.job_name(1)]
     assert len(LocalTrainingBackend(jobs_dir=jobs_dir).find_jobs({})) == 1
+
+
+def test_completed_but_unpublished_job_is_published_not_rerun(
+    make_op, make_context, run, run_id, jobs_dir, channel, store_dir
+):
+    """A worker that died after the job completed but before publishing: the retry publishes, no new job."""
+    first = make_op().execute(make_context(DAG_ID, run_id))
+    shutil.rmtree(store_dir / DAG_ID / run.run_key / "training")
+    second = make_op().execute(make_context(DAG_ID, run_id, try_number=2))
+    assert second["job_name"] == first["job_name"] == run.job_name(1)
+    assert (store_dir / DAG_ID / run.run_key / "training" / run.job_name(1) / "outputs.json").exists()
+    assert runs_of(channel) == [run.job_name(1)]
+
+
+def test_cleared_run_after_teardown_trains_again(make_op, make_context, run, run_id, jobs_dir, channel, store_dir):
+    """Teardown removed the outputs (store and backend): clearing the run must train, not reuse job 1."""
+    from airflow_retrain.operators.teardown import TeardownRunOperator
+
+    first = make_op().execute(make_context(DAG_ID, run_id))
+    teardown = TeardownRunOperator(
+        task_id="teardown", pipeline=PIPELINE, backend_config={"jobs_dir": str(jobs_dir)},
+        artifact_root=store_dir.as_uri(),
+    )
+    removed = teardown.execute(make_context(DAG_ID, run_id))["scratch_removed"]
+    assert (store_dir / DAG_ID / run.run_key / "training").as_uri() in removed
+    assert not (store_dir / DAG_ID / run.run_key / "training").exists()
+
+    again = make_op().execute(make_context(DAG_ID, run_id, try_number=1))
+    assert first["job_name"] == run.job_name(1)
+    assert again["job_name"] == run.job_name(2)
+    assert runs_of(channel) == [run.job_name(1), run.job_name(2)]
+    assert (store_dir / DAG_ID / run.run_key / "training" / run.job_name(2) / "model" / "model.json").exists()
 
 
 def test_other_runs_jobs_are_not_reused(make_op, make_context, run, run_id, jobs_dir, channel):

@@ -1,36 +1,21 @@
 #!/usr/bin/env python3
-"""Churn classifier training script (XGBoost), SageMaker training-toolkit contract.
+"""Churn classifier training script (XGBoost): the model code.
 
-This file runs unchanged inside a SageMaker training container and under the local
-training backend, which launches it in a subprocess with the same environment variables.
-It deliberately imports nothing from ``airflow_retrain`` or Airflow: only the standard
-library, numpy, pandas, pyarrow, xgboost and scikit-learn.
+Runs unchanged in a SageMaker training container (this folder ships as ``sourcedir.tar.gz``) and under
+the local training backend. Where the data comes from, where the model and ``metrics.json`` go, how
+hyperparameters arrive (``SM_HPS``, ``--key value``) and how a failure is reported (exit status 1, last
+stderr line ``ERROR: <reason>``, the failure file ``/opt/ml/output/failure``) belong to the container
+contract: ``contract.py`` beside this file (see ``README.md``). This file imports nothing from Airflow
+or ``airflow_retrain``: only the standard library, numpy, pandas, pyarrow, xgboost and scikit-learn.
 
-Inputs
-  SM_CHANNEL_TRAIN   directory with one or more ``*.parquet`` files (training rows)
-                     default /opt/ml/input/data/train
-  SM_CHANNEL_TEST    directory with ``*.parquet`` files (holdout rows)
-                     default /opt/ml/input/data/test
-  SM_HPS             JSON object of hyperparameters (values may be strings such as "6");
-                     when unset, hyperparameters.json in SM_INPUT_CONFIG_DIR
-                     (default /opt/ml/input/config) is read if present
-  --key value        hyperparameters on the command line (also --key=value); CLI wins
+Channels ``train`` and ``test`` hold ``*.parquet`` files. Every column except the id column and the
+target column is a feature and must be numeric (ints, floats or bools; decimals are read as floats;
+nulls become missing values, which XGBoost handles natively). The target must be binary 0/1.
 
-Outputs
-  SM_MODEL_DIR        (default /opt/ml/model)        model.json, feature_columns.json
-  SM_OUTPUT_DATA_DIR  (default /opt/ml/output/data)  metrics.json
-  SM_OUTPUT_FAILURE   (default /opt/ml/output/failure) one-line reason, on failure only
-
-Exit status 0 on success; 1 on failure, with ``ERROR: <reason>`` as the last stderr line.
-
-Every parquet column except the id column and the target column is a feature and must be
-numeric (ints, floats or bools; decimals are read as floats; nulls become missing values,
-which XGBoost handles natively). The target must be binary 0/1.
-
-Early stopping uses a seeded, stratified validation split carved from TRAIN only; the
-holdout (TEST) is used for nothing but the reported metrics. When early stopping fires,
-the saved model is truncated to the best iteration, so every loader (XGBClassifier,
-raw Booster, MLflow) scores with exactly the trees the metrics were computed with.
+Early stopping uses a seeded, stratified validation split carved from TRAIN only; the holdout (TEST) is
+used for nothing but the reported metrics. When early stopping fires, the saved model is truncated to the
+best iteration, so every loader (XGBClassifier, raw Booster, MLflow) scores with exactly the trees the
+metrics were computed with.
 """
 
 from __future__ import annotations
@@ -39,14 +24,25 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import subprocess
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
+
+from contract import (
+    DEVICES,
+    TrainingEnvironment,
+    TrainingError,
+    choose_device,
+    log,
+    preview,
+    resolve_hyperparameters,
+    run_main,
+    warn,
+    write_json,
+    write_metrics,
+)
 
 # Spin-waiting OpenMP threads collapse throughput when another OpenMP process (a second training
 # run, DuckDB, ...) shares the cores: measured 0.2s -> 4.5s on a 2-core box. Passive waiting costs
@@ -75,28 +71,12 @@ except ImportError as _exc:  # reported by main() so that the failure file is st
 else:
     _IMPORT_ERROR = None
 
-DEFAULT_TRAIN_DIR = "/opt/ml/input/data/train"
-DEFAULT_TEST_DIR = "/opt/ml/input/data/test"
-DEFAULT_MODEL_DIR = "/opt/ml/model"
-DEFAULT_OUTPUT_DATA_DIR = "/opt/ml/output/data"
-DEFAULT_FAILURE_FILE = "/opt/ml/output/failure"
-DEFAULT_HPS_FILE = "/opt/ml/input/config/hyperparameters.json"
 
 THRESHOLD = 0.5
-MAX_REASON_CHARS = 1000  # SageMaker truncates FailureReason at 1024 characters
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class TrainingError(Exception):
-    """An expected failure; its message is the one-line reason reported to the caller."""
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def warn(message: str) -> None:
-    print(f"WARNING: {message}", flush=True)
+CHANNELS = ("train", "test")
+# The holdout metrics this script writes to metrics.json. The pipeline spec loader reads this list
+# (without importing the script) and rejects a gate on any other metric before training starts.
+METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
 
 # --------------------------------------------------------------------------- hyperparameters
@@ -119,156 +99,7 @@ class HyperParameters:
     device: str = "auto"
 
 
-_HP_TYPES: dict[str, type] = {
-    "target_column": str,
-    "id_column": str,
-    "n_estimators": int,
-    "max_depth": int,
-    "learning_rate": float,
-    "subsample": float,
-    "colsample_bytree": float,
-    "min_child_weight": float,
-    "reg_lambda": float,
-    "early_stopping_rounds": int,
-    "validation_fraction": float,
-    "seed": int,
-    "device": str,
-}
-assert set(_HP_TYPES) == {f.name for f in dataclasses.fields(HyperParameters)}
 
-
-def _unquote(text: str) -> str:
-    """SageMaker sometimes JSON-encodes string hyperparameters (``'"churned"'``)."""
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(decoded, str):
-            return decoded.strip()
-    return text
-
-
-def _coerce(name: str, value: Any, kind: type) -> Any:
-    def bad(expected: str) -> TrainingError:
-        return TrainingError(f"hyperparameter {name}={value!r} is not {expected}")
-
-    if kind is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise bad("a string")
-        return _unquote(str(value))
-    if kind is bool:  # kept for completeness: coerces "true"/"false"/"1"/"0"/"yes"/"no"
-        if isinstance(value, bool):
-            return value
-        text = _unquote(str(value)).lower()
-        if text in ("true", "1", "yes", "y", "on"):
-            return True
-        if text in ("false", "0", "no", "n", "off"):
-            return False
-        raise bad("a boolean")
-    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-        raise bad("a number")
-    if isinstance(value, str):
-        text = _unquote(value)
-        try:
-            number: float | int = int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                raise bad("a number") from None
-    else:
-        number = value
-    if isinstance(number, float) and not math.isfinite(number):
-        raise bad("a finite number")
-    if kind is int:
-        if isinstance(number, float):
-            if not number.is_integer():
-                raise bad("an integer")
-            number = int(number)
-        return int(number)
-    return float(number)
-
-
-def parse_cli(argv: list[str]) -> dict[str, str]:
-    """``--key value`` / ``--key=value`` pairs; hyphens in keys are read as underscores."""
-    result: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--") or token == "--":
-            # SageMaker starts bring-your-own containers as `<image> train`; tolerate strays.
-            warn(f"ignoring positional command-line argument {token!r}")
-            i += 1
-            continue
-        key = token[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise TrainingError(f"command-line hyperparameter --{key} has no value")
-            value = argv[i + 1]
-            i += 2
-        key = key.strip().replace("-", "_")
-        if not key:
-            raise TrainingError(f"malformed command-line argument {token!r}")
-        result[key] = value
-    return result
-
-
-def load_sm_hps() -> tuple[dict[str, Any], str]:
-    raw = os.environ.get("SM_HPS")
-    source = "SM_HPS"
-    if raw is None or not raw.strip():
-        config_dir = os.environ.get("SM_INPUT_CONFIG_DIR")
-        hps_file = Path(config_dir) / "hyperparameters.json" if config_dir else Path(DEFAULT_HPS_FILE)
-        if not hps_file.is_file():
-            return {}, "defaults"
-        try:
-            raw = hps_file.read_text()
-        except OSError as exc:
-            raise TrainingError(f"cannot read {hps_file}: {exc}") from None
-        source = str(hps_file)
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise TrainingError(f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise TrainingError(f"{source} must be a JSON object, got {type(data).__name__}")
-    return data, source
-
-
-def resolve_hyperparameters(argv: list[str]) -> HyperParameters:
-    from_env, source = load_sm_hps()
-    from_cli = parse_cli(argv)
-    merged: dict[str, Any] = {**{str(k).replace("-", "_"): v for k, v in from_env.items()}, **from_cli}
-
-    values: dict[str, Any] = {}
-    internal: list[str] = []
-    errors: list[str] = []
-    for key, value in merged.items():
-        if key in _HP_TYPES:
-            try:
-                values[key] = _coerce(key, value, _HP_TYPES[key])
-            except TrainingError as exc:
-                errors.append(str(exc))
-        elif key.startswith("sagemaker_"):
-            internal.append(key)  # set by SageMaker framework estimators; not ours to use
-        else:
-            warn(f"unknown hyperparameter {key!r} ignored")
-    if internal:
-        log(f"hyperparameters: ignoring SageMaker-internal keys {sorted(internal)}")
-    hp = HyperParameters(**values)
-    problems = errors + hyperparameter_problems(hp)
-    if problems:
-        raise TrainingError("invalid hyperparameters: " + "; ".join(problems))
-    log(
-        f"hyperparameters (from {source}"
-        f"{' + command line' if from_cli else ''}): {json.dumps(dataclasses.asdict(hp), sort_keys=True)}"
-    )
-    return hp
 
 
 def hyperparameter_problems(hp: HyperParameters) -> list[str]:
@@ -302,12 +133,8 @@ def hyperparameter_problems(hp: HyperParameters) -> list[str]:
     return problems
 
 
+
 # --------------------------------------------------------------------------- data
-
-
-def _preview(items: list[str], limit: int = 8) -> str:
-    shown = ", ".join(repr(i) for i in items[:limit])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def list_parquet_files(directory: Path, channel: str) -> list[Path]:
@@ -367,7 +194,7 @@ def extract_target(df: pd.DataFrame, hp: HyperParameters, channel: str) -> np.nd
     if name not in df.columns:
         raise TrainingError(
             f"target column {name!r} not found in {channel} data "
-            f"(columns: {_preview([str(c) for c in df.columns])}; set the target_column hyperparameter)"
+            f"(columns: {preview([str(c) for c in df.columns])}; set the target_column hyperparameter)"
         )
     series = df[name]
     n_null = int(series.isna().sum())
@@ -398,17 +225,17 @@ def feature_columns_of(df: pd.DataFrame, hp: HyperParameters) -> list[str]:
         raise TrainingError("train data has no feature columns besides the id and target columns")
     bad_names = [c for c in features if any(ch in c for ch in "[]<")]
     if bad_names:
-        raise TrainingError(f"feature column names may not contain '[', ']' or '<': {_preview(bad_names)}")
+        raise TrainingError(f"feature column names may not contain '[', ']' or '<': {preview(bad_names)}")
     return features
 
 
 def build_features(df: pd.DataFrame, features: list[str], hp: HyperParameters, channel: str) -> pd.DataFrame:
     missing = [c for c in features if c not in df.columns]
     if missing:
-        raise TrainingError(f"{channel} data lacks feature column(s) present in train: {_preview(missing)}")
+        raise TrainingError(f"{channel} data lacks feature column(s) present in train: {preview(missing)}")
     extra = [str(c) for c in df.columns if c not in features and c not in (hp.target_column, hp.id_column)]
     if extra:
-        warn(f"{channel} data has column(s) not in train, ignored: {_preview(extra)}")
+        warn(f"{channel} data has column(s) not in train, ignored: {preview(extra)}")
 
     non_numeric = [
         f"{c} ({df[c].dtype})"
@@ -418,7 +245,7 @@ def build_features(df: pd.DataFrame, features: list[str], hp: HyperParameters, c
     ]
     if non_numeric:
         raise TrainingError(
-            f"non-numeric feature column(s) in {channel} data: {_preview(non_numeric)}; "
+            f"non-numeric feature column(s) in {channel} data: {preview(non_numeric)}; "
             "encode them upstream or set the id_column/target_column hyperparameters"
         )
     # to_numpy with na_value handles nullable Int64/Float64/boolean as well as plain dtypes.
@@ -429,10 +256,10 @@ def build_features(df: pd.DataFrame, features: list[str], hp: HyperParameters, c
     values = X.to_numpy()
     infinite = [c for c, flag in zip(features, np.isinf(values).any(axis=0), strict=True) if flag]
     if infinite:
-        raise TrainingError(f"feature column(s) with infinite values in {channel} data: {_preview(infinite)}")
+        raise TrainingError(f"feature column(s) with infinite values in {channel} data: {preview(infinite)}")
     all_missing = [c for c, flag in zip(features, np.isnan(values).all(axis=0), strict=True) if flag]
     if all_missing:
-        warn(f"feature column(s) entirely null in {channel} data: {_preview(all_missing)}")
+        warn(f"feature column(s) entirely null in {channel} data: {preview(all_missing)}")
     n_missing = int(np.isnan(values).sum())
     if n_missing:
         log(f"data: {channel}: {n_missing} missing feature value(s); XGBoost treats them as missing")
@@ -442,36 +269,6 @@ def build_features(df: pd.DataFrame, features: list[str], hp: HyperParameters, c
 # --------------------------------------------------------------------------- device
 
 
-def _gpu_present() -> tuple[bool, str]:
-    try:
-        built_with_cuda = bool(xgb.build_info().get("USE_CUDA"))
-    except Exception:  # very old builds lack build_info
-        built_with_cuda = False
-    if not built_with_cuda:
-        return False, "xgboost is built without CUDA"
-    num_gpus = (os.environ.get("SM_NUM_GPUS") or "").strip()
-    if num_gpus == "0":
-        return False, "SM_NUM_GPUS=0"
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
-        return False, f"CUDA_VISIBLE_DEVICES={visible!r} hides all GPUs"
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            return False, f"nvidia-smi -L failed: {exc}"
-        gpus = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
-        if out.returncode == 0 and gpus:
-            return True, f"nvidia-smi lists {len(gpus)} GPU(s): {gpus[0].strip()}"
-        return False, f"nvidia-smi -L lists no GPU (exit {out.returncode})"
-    if visible:
-        return True, f"CUDA_VISIBLE_DEVICES={visible!r} (no nvidia-smi)"
-    if list(Path("/dev").glob("nvidia[0-9]*")):
-        return True, "/dev/nvidia* device nodes present (no nvidia-smi)"
-    return False, "no nvidia-smi, CUDA_VISIBLE_DEVICES unset and no /dev/nvidia* device"
-
-
 def _device_of(model: xgb.XGBClassifier) -> str:
     config = json.loads(model.get_booster().save_config())
     device = str(config["learner"]["generic_param"].get("device", "cpu"))
@@ -479,7 +276,14 @@ def _device_of(model: xgb.XGBClassifier) -> str:
 
 
 def _cuda_works() -> tuple[bool, str]:
-    """Train one tiny round on the GPU; XGBoost silently falls back to CPU when it cannot."""
+    """Whether XGBoost can train here on the GPU: built with CUDA, and one tiny round really runs there
+    (XGBoost silently falls back to CPU when it cannot)."""
+    try:
+        built_with_cuda = bool(xgb.build_info().get("USE_CUDA"))
+    except Exception:  # very old builds lack build_info
+        built_with_cuda = False
+    if not built_with_cuda:
+        return False, "xgboost is built without CUDA"
     rng = np.random.default_rng(0)
     X = rng.random((32, 2))
     y = np.tile([0, 1], 16)
@@ -493,26 +297,6 @@ def _cuda_works() -> tuple[bool, str]:
     if _device_of(probe) != "cuda":
         return False, "CUDA probe: XGBoost found no usable GPU and fell back to CPU"
     return True, "CUDA probe ok"
-
-
-def choose_device(requested: str) -> str:
-    requested = requested.lower()
-    if requested == "cpu":
-        log("device: cpu (requested)")
-        return "cpu"
-    present, why = _gpu_present()
-    if present:
-        works, probe_note = _cuda_works()
-        why = f"{why}; {probe_note}"
-        present = works
-    if requested == "cuda":
-        if not present:
-            raise TrainingError(f"device=cuda requested but no usable GPU: {why}")
-        log(f"device: cuda (requested; {why})")
-        return "cuda"
-    chosen = "cuda" if present else "cpu"
-    log(f"device: {chosen} (auto; {why})")
-    return chosen
 
 
 # --------------------------------------------------------------------------- training
@@ -634,6 +418,7 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[dict[str, fl
         "log_loss": lambda: log_loss(y_true, proba, labels=[0, 1]),
         "brier": lambda: float(np.mean((proba - y_true) ** 2)),
     }
+    assert tuple(calculators) == METRICS, "METRICS must list exactly the metrics computed here"
     metrics: dict[str, float | None] = {}
     for name, calculate in calculators.items():
         if name in reasons:
@@ -649,44 +434,23 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[dict[str, fl
     return metrics, reasons
 
 
-# --------------------------------------------------------------------------- outputs
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Atomic write, strict JSON (NaN is refused rather than written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_failure(reason: str) -> None:
-    path = Path(os.environ.get("SM_OUTPUT_FAILURE") or DEFAULT_FAILURE_FILE)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(reason + "\n")
-    except OSError:
-        pass  # nowhere to write it; stderr and the exit code still carry the reason
-
-
 # --------------------------------------------------------------------------- main
 
 
 def run(argv: list[str]) -> None:
+    if _IMPORT_ERROR is not None:
+        raise TrainingError(f"missing dependency: {_IMPORT_ERROR}")
     total_started = time.perf_counter()
     log(
         f"train.py: python {sys.version.split()[0]}, xgboost {xgb.__version__}, "
         f"pandas {pd.__version__}, numpy {np.__version__}"
     )
-    hp = resolve_hyperparameters(argv)
+    env = TrainingEnvironment.from_environ(default_channels=CHANNELS)
+    hp = resolve_hyperparameters(HyperParameters, argv, validate=hyperparameter_problems)
+    model_dir = env.model_dir
 
-    train_dir = Path(os.environ.get("SM_CHANNEL_TRAIN") or DEFAULT_TRAIN_DIR)
-    test_dir = Path(os.environ.get("SM_CHANNEL_TEST") or DEFAULT_TEST_DIR)
-    model_dir = Path(os.environ.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR)
-    output_dir = Path(os.environ.get("SM_OUTPUT_DATA_DIR") or DEFAULT_OUTPUT_DATA_DIR)
-
-    train_df = load_channel(train_dir, "train")
-    test_df = load_channel(test_dir, "test")
+    train_df = load_channel(env.channel("train"), "train")
+    test_df = load_channel(env.channel("test"), "test")
     y_train = extract_target(train_df, hp, "train")
     y_test = extract_target(test_df, hp, "test")
     if len(np.unique(y_train)) < 2:
@@ -701,7 +465,7 @@ def run(argv: list[str]) -> None:
         f"positive rate train {positive_rate_train:.4f}, test {positive_rate_test:.4f}"
     )
 
-    device = choose_device(hp.device)
+    device = choose_device(hp.device, usable_gpu=_cuda_works)
     model, best_iteration, train_seconds = train_model(X_train, y_train, hp, device)
     device_used = _device_of(model)
     if device_used != device:
@@ -740,8 +504,7 @@ def run(argv: list[str]) -> None:
         "threshold": THRESHOLD,
         "xgboost_version": str(xgb.__version__),
     }
-    metrics_path = output_dir / "metrics.json"
-    write_json(metrics_path, {"metrics": metrics, "info": info})
+    metrics_path = write_metrics(env, metrics, info)
     shown = ", ".join(f"{k}={'null' if v is None else f'{v:.4f}'}" for k, v in metrics.items())
     log(f"metrics (holdout, n={len(y_test)}, threshold {THRESHOLD}): {shown}")
     log(f"metrics: wrote {metrics_path}")
@@ -749,27 +512,7 @@ def run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        pass
-    try:
-        if _IMPORT_ERROR is not None:
-            raise TrainingError(f"missing dependency: {_IMPORT_ERROR}")
-        run(sys.argv[1:] if argv is None else argv)
-        return 0
-    except TrainingError as exc:
-        reason = str(exc)
-    except MemoryError:
-        reason = "out of memory"
-    except Exception as exc:
-        traceback.print_exc()
-        reason = f"unexpected error: {type(exc).__name__}: {exc}"
-    reason = " ".join(reason.split())[:MAX_REASON_CHARS] or "training failed"
-    sys.stdout.flush()
-    print(f"ERROR: {reason}", file=sys.stderr, flush=True)
-    write_failure(reason)
-    return 1
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

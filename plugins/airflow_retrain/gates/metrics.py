@@ -13,14 +13,27 @@ from typing import Any
 from airflow_retrain.gates.base import Check, Gate, Verdict
 
 
-def _as_finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+def finite_metric(value: Any) -> float | None:
+    """``value`` as a float if it is a finite real number, else None.
+
+    Only ints and floats count (numpy scalars included): a bool is not 1.0, a string is not parsed, and
+    NaN, +-inf, None, lists and objects are not numbers -- a gate on such a metric fails closed.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_numpy_real(value):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _is_numpy_real(value: Any) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind in ("i", "u", "f") and getattr(value, "shape", None) == ()
+
+
+_as_finite = finite_metric
 
 
 class MetricThresholdGate(Gate):

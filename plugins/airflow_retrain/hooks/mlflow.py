@@ -1,39 +1,268 @@
 """MlflowHook: MLflow tracking and the model registry, from one Airflow connection.
 
-Connection type ``mlflow``: ``host`` is the tracking URI (``http://mlflow:5000``, ``sqlite:///...``),
-``login``/``password`` are basic-auth credentials for a server, extra ``{"ui_url": "..."}`` is where
-people open the MLflow UI (for the extra links). Without the connection the embedded registry is used:
-SQLite at ``<state dir>/mlflow/mlflow.db`` with artifacts under ``<state dir>/mlflow/artifacts``.
+Connection type ``mlflow``. The forms users write all work (see :func:`resolve_connection`):
 
-MLflow 3 has aliases but no compare-and-set and no alias history; the audit trail (version tags) and
-the check that the alias did not move under us live here and in the promotion operator.
+- ``host`` = a tracking URI: ``http://mlflow:5000``, ``https://mlflow.example.com``,
+  ``http://alice:secret@mlflow:5000`` (the user-info becomes the credentials and is stripped),
+  ``sqlite:///path/mlflow.db``, ``postgresql://...``; or a bare host ``mlflow`` with ``port`` (``http``);
+- the Airflow URI forms ``mlflow://127.0.0.1:5613`` (host + port, ``http``), ``mlflow+https://host``
+  / ``mlflow+http://host:5000`` (the scheme after ``+``), or extra ``{"scheme": "https"}``;
+- ``login``/``password`` = basic auth; extra ``{"token": ...}`` = bearer token; extra ``ui_url`` = where
+  people open the MLflow UI (for the extra links), ``artifact_root`` = where new experiments store
+  artifacts.
+
+Without the connection the embedded registry is used: SQLite at ``<state dir>/mlflow/mlflow.db`` with
+artifacts under ``<state dir>/mlflow/artifacts``.
+
+Every hook has its own client (:mod:`airflow_retrain.hooks.mlflow_client`): credentials are given to that
+client only, never to ``os.environ``, and the tracking URI is never set process-wide. Every password this
+hook derives is registered with Airflow's secrets masker, and nothing with credentials is returned,
+logged or put into a link.
+
+MLflow 3 has aliases but no compare-and-set and no alias history. This hook adds both, stored in the
+registry itself so they survive the Airflow database:
+
+- a **lease** per registered model (:meth:`MlflowHook.lease`): the tag ``retrain.lease`` holds
+  ``{holder, nonce, expires_at}``; taking it is write, settle, re-read (verify-after-write); a holder
+  verifies it again right before each alias move and deletes it when done; an expired lease is taken over;
+- the **promotion history** (:meth:`MlflowHook.promotion_history`): append-only registered-model tags
+  ``retrain.history.<seq>`` (JSON), written only under the lease, so two writers never pick one ``seq``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import math
 import os
+import random
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_retrain.hooks.mlflow_client import HttpPolicy, build_client
+
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
 SUPPORTED_FLAVORS = ("xgboost",)
+TAG = "retrain"
+LEASE_TAG = f"{TAG}.lease"
+HISTORY_TAG = f"{TAG}.history"
+_DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+_T = TypeVar("_T")
+
+# MLflow error codes worth another try; everything else (not found, invalid, already exists, denied) is
+# the answer and fails at once.
+TRANSIENT_ERROR_CODES = frozenset(
+    {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
+)
+
+
+class MlflowConnectionError(ValueError):
+    """An MLflow connection whose form is not understood; the message names it and the expected forms."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation failed; the message names the operation and the cause (without secrets)."""
+
+
+class LeaseUnavailable(RegistryError):
+    """Another run holds the model's promotion lease and did not release it in time."""
+
+
+class _ConcurrentWrite(Exception):  # noqa: N818 - internal signal, never escapes the hook
+    """Two writers hit the same registry tag at once."""
+
+
+class LeaseLost(RegistryError):
+    """The lease was taken over (it expired or was overwritten) before the write it protects."""
+
+
+class AliasMoved(LeaseLost):
+    """The alias is not where the decision found it: decide again under a fresh lease."""
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    """Where a connection points, split into the public URI and the credentials.
+
+    :param tracking_uri: tracking and registry URI without credentials (safe to log).
+    :param client_uri: the URI the client uses (a database URI keeps its password here).
+    """
+
+    tracking_uri: str
+    client_uri: str = field(repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    ui_url: str | None = None
+    artifact_root: str | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+EXPECTED_FORMS = (
+    "expected a tracking URI in host (http://host:5000, https://host, sqlite:///path/mlflow.db, "
+    "postgresql://...), a bare host with port, or the URI forms mlflow://host:port, mlflow+http://host:port, "
+    "mlflow+https://host"
+)
+
+
+def _strip_userinfo(uri: str) -> tuple[str, str | None, str | None]:
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return (
+        urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)),
+        unquote(user) or None,
+        unquote(password) or None,
+    )
+
+
+def resolve_connection(conn_id: str, conn_type: str | None, host: str | None, port: int | None,
+                       login: str | None, password: str | None, extra: dict[str, Any]) -> MlflowTarget:
+    """Turn an Airflow connection's fields into an :class:`MlflowTarget`, or fail naming the connection.
+
+    :raises MlflowConnectionError: for a form that cannot be a tracking URI (with the expected forms).
+    """
+    conn_type = (conn_type or "mlflow").lower()
+    host = (host or "").strip()
+    secrets = [s for s in (password, extra.get("token")) if s]
+    if not host:
+        raise MlflowConnectionError(f"MLflow connection {conn_id!r} has no host: {EXPECTED_FORMS}")
+    scheme = None
+    if conn_type.startswith("mlflow+") or conn_type.startswith("mlflow_"):
+        scheme = conn_type.split("+" if "+" in conn_type else "_", 1)[1]
+    scheme = (extra.get("scheme") or scheme or "").lower() or None
+    if scheme and scheme not in ("http", "https"):
+        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: scheme {scheme!r} is not http or https; "
+                                    f"{EXPECTED_FORMS}")
+    if "://" in host:
+        given = urlsplit(host).scheme.lower()
+        if given in _DB_SCHEMES:
+            public, user, db_password = _strip_userinfo(host)
+            if db_password:
+                secrets.append(db_password)
+            return MlflowTarget(
+                tracking_uri=public if db_password else host, client_uri=host, ui_url=extra.get("ui_url"),
+                artifact_root=extra.get("artifact_root"), secrets=tuple(secrets),
+            )
+        if given not in ("http", "https"):
+            raise MlflowConnectionError(f"MLflow connection {conn_id!r}: unsupported URI scheme {given!r} in host; "
+                                        f"{EXPECTED_FORMS}")
+        uri, user, uri_password = _strip_userinfo(host)
+    else:
+        if "/" in host.split(":")[0] or host.startswith(("/", ".")):
+            raise MlflowConnectionError(f"MLflow connection {conn_id!r}: host {host!r} looks like a path; use "
+                                        f"sqlite:///{host.lstrip('/')} for a local registry; {EXPECTED_FORMS}")
+        chosen = scheme or ("https" if port == 443 else "http")
+        uri, user, uri_password = _strip_userinfo(f"{chosen}://{host}")
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: no host name in {uri!r}; {EXPECTED_FORMS}")
+    try:
+        uri_port = parts.port
+    except ValueError as e:
+        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: {e}; {EXPECTED_FORMS}") from None
+    if port and uri_port and int(port) != uri_port:
+        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: port {port} contradicts the port {uri_port} "
+                                    "in the host URI; set one of them")
+    if port and not uri_port:
+        uri = urlunsplit((parts.scheme, f"{parts.netloc}:{int(port)}", parts.path, parts.query, parts.fragment))
+    uri = uri.rstrip("/")
+    if uri_password:
+        secrets.append(uri_password)
+    username = login or user
+    password = password or uri_password
+    ui_url = extra.get("ui_url") or uri
+    return MlflowTarget(
+        tracking_uri=uri, client_uri=uri, username=username, password=password, token=extra.get("token"),
+        ui_url=ui_url, artifact_root=extra.get("artifact_root"), secrets=tuple(secrets),
+    )
+
+
+def quote_filter_value(value: str) -> str:
+    """Quote a value for an MLflow search filter (``name = "o'brien"``)."""
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    raise ValueError(f"cannot search for {value!r}: MLflow filters cannot quote a value with both quote kinds")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth another try (server unavailable, timeouts, 5xx/429), not an answer."""
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover
+        MlflowException = ()  # type: ignore[assignment]  # noqa: N806
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError | socket.timeout):
+        return True
+    if isinstance(exc, MlflowException):
+        return exc.error_code in TRANSIENT_ERROR_CODES
+    return False
+
+
+def code_version(root: str | os.PathLike | None = None) -> str:
+    """The git commit of the project (``git rev-parse HEAD`` of ``RETRAIN_HOME``), else ``unknown``."""
+    root = Path(root or os.environ.get("RETRAIN_HOME") or Path.cwd())
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10,
+                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root)})
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else "unknown"
+
+
+@contextlib.contextmanager
+def quiet_mlflow_logs() -> Iterator[None]:
+    """Route MLflow's own chatter (``Created version``, ``already exists``) below the task log's level.
+
+    MLflow prints those with its own handler (to stderr, which the task log shows as errors) at INFO;
+    for the duration of a registry call the ``mlflow`` loggers only let warnings through.
+    """
+    loggers = [logging.getLogger(n) for n in ("mlflow", "mlflow.tracking", "mlflow.store", "mlflow.models")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class MlflowHook(BaseHook):
-    """Talk to an MLflow tracking server and registry.
+    """Talk to an MLflow tracking server and registry with a client of its own.
 
     :param mlflow_conn_id: Airflow connection of type ``mlflow``. While the default ``mlflow_default`` is
         not defined, the embedded SQLite registry under the state dir is used (and logged as such); any
         other connection id that does not exist is an error.
+    :param max_attempts: tries per registry operation for transient errors (server down, 5xx, timeouts).
+    :param retry_budget_seconds: no new try starts after this many seconds of one operation.
+    :param http_policy: per-request HTTP retries and timeout of this hook's client.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -41,20 +270,36 @@ class MlflowHook(BaseHook):
     conn_type = "mlflow"
     hook_name = "MLflow"
 
-    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        mlflow_conn_id: str = default_conn_name,
+        *,
+        max_attempts: int = 3,
+        retry_budget_seconds: float = 60.0,
+        http_policy: HttpPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
+        self.max_attempts = max_attempts
+        self.retry_budget_seconds = retry_budget_seconds
+        self.http_policy = http_policy or HttpPolicy()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Tracking URI", "login": "Username"},
-            "placeholders": {"host": "http://mlflow:5000", "extra": '{"ui_url": "https://mlflow.example.com"}'},
+            "hidden_fields": ["schema"],
+            "relabeling": {"host": "Tracking URI or host", "login": "Username"},
+            "placeholders": {
+                "host": "http://mlflow:5000",
+                "extra": '{"ui_url": "https://mlflow.example.com", "artifact_root": "s3://bucket/mlflow"}',
+            },
         }
 
+    # -- connection -------------------------------------------------------------------------------
     @cached_property
-    def _settings(self) -> dict[str, Any]:
+    def target(self) -> MlflowTarget:
+        """Where this hook's connection points (secrets registered with the masker)."""
         try:
             conn = self.get_connection(self.mlflow_conn_id)
         except AirflowNotFoundException:
@@ -65,47 +310,105 @@ class MlflowHook(BaseHook):
             base = state_dir() / "mlflow"
             base.mkdir(parents=True, exist_ok=True)
             self.log.info("Connection %r not defined: using the embedded MLflow registry in %s", self.mlflow_conn_id, base)
-            return {
-                "tracking_uri": f"sqlite:///{base / 'mlflow.db'}",
-                "artifact_root": (base / "artifacts").as_uri(),
-                "ui_url": os.environ.get("RETRAIN_MLFLOW_UI_URL"),
-            }
-        uri = conn.host or ""
-        if conn.port and uri.startswith("http") and f":{conn.port}" not in uri:
-            uri = f"{uri.rstrip('/')}:{conn.port}"
-        if conn.login:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = conn.login
-        if conn.password:
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = conn.password
+            uri = f"sqlite:///{base / 'mlflow.db'}"
+            return MlflowTarget(tracking_uri=uri, client_uri=uri, ui_url=os.environ.get("RETRAIN_MLFLOW_UI_URL"),
+                                artifact_root=(base / "artifacts").as_uri())
         extra = conn.extra_dejson
-        ui_url = extra.get("ui_url") or (uri if uri.startswith("http") else None)
-        return {"tracking_uri": uri, "artifact_root": extra.get("artifact_root"), "ui_url": ui_url}
+        if conn.password:
+            _mask(conn.password)
+        target = resolve_connection(self.mlflow_conn_id, conn.conn_type, conn.host, conn.port, conn.login,
+                                    conn.password, extra)
+        for secret in target.secrets:
+            _mask(secret)
+        return target
+
+    @property
+    def _settings(self) -> dict[str, Any]:  # kept for callers of the walking skeleton
+        t = self.target
+        return {"tracking_uri": t.tracking_uri, "artifact_root": t.artifact_root, "ui_url": t.ui_url}
 
     @property
     def tracking_uri(self) -> str:
-        return self._settings["tracking_uri"]
+        """The tracking URI without credentials (safe to log)."""
+        return self.target.tracking_uri
 
     def get_conn(self) -> MlflowClient:
         return self.client
 
     @cached_property
     def client(self) -> MlflowClient:
-        import mlflow
-        from mlflow.tracking import MlflowClient
+        """This hook's own ``MlflowClient``; nothing process-wide is set."""
+        t = self.target
+        return build_client(t.client_uri, username=t.username, password=t.password, token=t.token,
+                            policy=self.http_policy)
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+    @cached_property
+    def client_without_http_retries(self) -> MlflowClient:
+        """A client whose requests are never retried at the HTTP level: for calls that create something.
+
+        MLflow's HTTP layer retries a POST that got a 5xx, so a create whose answer was lost runs twice on
+        the server; creations go through this client and :meth:`create_version_once` checks before retrying.
+        """
+        t = self.target
+        policy = HttpPolicy(max_retries=0, backoff_factor=0, timeout=self.http_policy.timeout)
+        return build_client(t.client_uri, username=t.username, password=t.password, token=t.token, policy=policy)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of this connection replaced by ``***``."""
+        for secret in self.target.secrets:
+            text = text.replace(secret, "***")
+            from urllib.parse import quote
+
+            text = text.replace(quote(secret, safe=""), "***")
+        return text
+
+    def call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run one registry operation; retry only transient errors, with bounded backoff; fail with the cause.
+
+        :param what: the operation in words, for the error (``set alias champion of churn``).
+        :raises RegistryError: naming ``what`` and the last cause, once the error is not transient or the
+            attempts or the budget are spent.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with quiet_mlflow_logs():
+                    return fn(*args, **kwargs)
+            except _ConcurrentWrite:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised with the cause
+                transient = is_transient(exc)
+                elapsed = time.monotonic() - started
+                delay = min(2 ** (attempt - 1), 8) * (0.5 + random.random() / 2)
+                if not transient or attempt >= self.max_attempts or elapsed + delay > self.retry_budget_seconds:
+                    kind = "transient error" if transient else "error"
+                    tries = f" after {attempt} attempts in {elapsed:.1f} s" if attempt > 1 else ""
+                    raise RegistryError(
+                        f"MLflow {self.tracking_uri}: {what} failed{tries} ({kind}): "
+                        f"{self.scrub(_first_line(exc))}"
+                    ) from None
+                self.log.warning("MLflow %s: %s failed (attempt %d/%d, retrying in %.1f s): %s", self.tracking_uri,
+                                 what, attempt, self.max_attempts, delay, self.scrub(_first_line(exc)))
+                time.sleep(delay)
 
     # -- tracking ---------------------------------------------------------------------------------
     def ensure_experiment(self, name: str) -> str:
-        exp = self.client.get_experiment_by_name(name)
+        exp = self.call(f"get experiment {name!r}", self.client.get_experiment_by_name, name)
         if exp is not None:
             return exp.experiment_id
         location = None
-        if root := self._settings.get("artifact_root"):
+        if root := self.target.artifact_root:
             location = f"{root.rstrip('/')}/{name.replace('/', '_')}"
-        return self.client.create_experiment(name, artifact_location=location)
+        try:
+            return self.call(f"create experiment {name!r}", self.client.create_experiment, name,
+                             artifact_location=location)
+        except RegistryError:
+            exp = self.call(f"get experiment {name!r}", self.client.get_experiment_by_name, name)
+            if exp is None:  # not a race with another creator: the creation itself failed
+                raise
+            return exp.experiment_id
 
     def log_candidate(
         self,
@@ -117,98 +420,390 @@ class MlflowHook(BaseHook):
         tags: dict[str, str],
         model_dir: str | os.PathLike,
         flavor: str,
-        sample: pd.DataFrame,
         model_name: str,
+        signature: Any = None,
+        sample: Any = None,
         version_tags: dict[str, str],
+        input_example: Any = None,
         artifacts: dict[str, str | os.PathLike] | None = None,
     ) -> dict[str, Any]:
-        """Log one candidate (params, metrics, model with signature) and register it as a new version."""
+        """Log one candidate (params, metrics, tags in batches; the model with ``signature``) and register it.
+
+        The model is saved locally with the flavor's ``save_model`` and uploaded with this hook's client
+        (no fluent ``mlflow.start_run``: that uses the process-wide tracking URI); the version's source is
+        the run's ``model`` artifact folder and its ``run_id`` is the run, so lineage holds.
+        """
         import mlflow
-        from mlflow.models import infer_signature
+        from mlflow.entities import Metric, Param
 
         if flavor not in SUPPORTED_FLAVORS:
             raise ValueError(f"unsupported model flavor {flavor!r}; supported: {', '.join(SUPPORTED_FLAVORS)}")
+        if signature is None:
+            if sample is None:
+                raise ValueError("log_candidate needs a signature (or a sample to infer one from)")
+            from mlflow.models import infer_signature
+
+            signature = infer_signature(sample)
         client = self.client
         exp_id = self.ensure_experiment(experiment)
-        run = client.create_run(exp_id, run_name=run_name, tags=tags)
+        run = self.call(f"create run in {experiment!r}", client.create_run, exp_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
         try:
-            for key, value in params.items():
-                client.log_param(run_id, key, str(value)[:6000])
-            for key, value in metrics.items():
-                if value is not None and math.isfinite(float(value)):
-                    client.log_metric(run_id, key, float(value))
+            now = int(time.time() * 1000)
+            batch_params = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            batch_metrics = [
+                Metric(k, float(v), now, 0) for k, v in metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+            ]
+            for i in range(0, max(len(batch_params), len(batch_metrics), 1), 100):  # MLflow: 100 params/batch
+                self.call(f"log params/metrics of run {run_id}", client.log_batch, run_id,
+                          metrics=batch_metrics[i:i + 100], params=batch_params[i:i + 100], tags=[])
             for name, path in (artifacts or {}).items():
                 if Path(path).exists():
-                    client.log_artifact(run_id, str(path), artifact_path=name)
-            with mlflow.start_run(run_id=run_id):
+                    self.call(f"log artifact {name}", client.log_artifact, run_id, str(path), artifact_path=name)
+            with tempfile.TemporaryDirectory(prefix="retrain-model-") as tmp:
+                local = Path(tmp) / "model"
                 model = _load_native_model(flavor, Path(model_dir))
-                prediction = model.predict(sample)
-                signature = infer_signature(sample, prediction)
-                info = mlflow.xgboost.log_model(
-                    model,
-                    name="model",
-                    signature=signature,
-                    input_example=sample.head(3),
-                    model_format="json",
-                    # The flavor's own requirements (pinned to what trained it): MLflow's inference of
-                    # requirements re-imports the model in a subprocess and costs seconds per candidate.
-                    pip_requirements=mlflow.xgboost.get_default_pip_requirements(),
-                )
-            version = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
+                with quiet_mlflow_logs():
+                    mlflow.xgboost.save_model(
+                        model, str(local), signature=signature, input_example=input_example, model_format="json",
+                        # The flavor's own requirements (pinned to what trained it): MLflow's inference of
+                        # requirements re-imports the model in a subprocess and costs seconds per candidate.
+                        pip_requirements=mlflow.xgboost.get_default_pip_requirements(),
+                    )
+                self.call(f"upload model of run {run_id}", client.log_artifacts, run_id, str(local), "model")
+            source = f"{run.info.artifact_uri.rstrip('/')}/model"
+            self.ensure_registered_model(model_name)
+            version = self.create_version_once(model_name, source, run_id, version_tags)
         except BaseException:
-            client.set_terminated(run_id, status="FAILED")
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status="FAILED")
             raise
-        client.set_terminated(run_id, status="FINISHED")
+        self.call(f"finish run {run_id}", client.set_terminated, run_id, status="FINISHED")
         return {
             "run_id": run_id,
             "experiment_id": exp_id,
-            "model_uri": info.model_uri,
+            "model_uri": f"models:/{model_name}/{version.version}",
+            "source": source,
             "model_name": model_name,
             "version": str(version.version),
             "run_url": self.run_url(exp_id, run_id),
             "version_url": self.version_url(model_name, version.version),
         }
 
+    def ensure_registered_model(self, model_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        def create() -> None:
+            try:
+                self.client.create_registered_model(model_name)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+
+        if self.find_registered_model(model_name) is None:
+            self.call(f"create registered model {model_name!r}", create)
+
+    def find_registered_model(self, model_name: str):
+        from mlflow.exceptions import MlflowException
+
+        def get():
+            try:
+                return self.client.get_registered_model(model_name)
+            except MlflowException as e:
+                if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        return self.call(f"get registered model {model_name!r}", get)
+
+    def find_version_by_tag(self, model_name: str, key: str, value: str) -> ModelVersion | None:
+        """The version of ``model_name`` whose tag ``key`` is ``value`` (filters quoted: ``o'brien`` works)."""
+        flt = f"name = {quote_filter_value(model_name)} and tags.`{key}` = {quote_filter_value(value)}"
+        versions = self.call(f"search versions of {model_name!r}", self.client.search_model_versions, flt)
+        matching = [v for v in versions if v.name == model_name and (v.tags or {}).get(key) == value]
+        return min(matching, key=lambda v: int(v.version)) if matching else None
+
+    def create_version_once(self, model_name: str, source: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
+        """Create a model version, exactly once per ``tags["retrain.run_key"]``.
+
+        A transient failure may have created the version on the server before the answer was lost: before
+        every new try, the version carrying this run key is looked up and returned if it exists.
+        """
+        run_key = tags[f"{TAG}.run_key"]
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            existing = self.find_version_by_tag(model_name, f"{TAG}.run_key", run_key)
+            if existing is not None:
+                return existing
+            try:
+                with quiet_mlflow_logs():
+                    return self.client_without_http_retries.create_model_version(model_name, source, run_id=run_id,
+                                                                                 tags=tags)
+            except Exception as exc:  # noqa: BLE001 - classified like call()
+                elapsed = time.monotonic() - started
+                if not is_transient(exc) or attempt >= self.max_attempts or elapsed > self.retry_budget_seconds:
+                    raise RegistryError(f"MLflow {self.tracking_uri}: create version of {model_name!r} failed "
+                                        f"after {attempt} attempt(s): {self.scrub(_first_line(exc))}") from None
+                self.log.warning("create version of %r failed (attempt %d), checking before retrying: %s",
+                                 model_name, attempt, self.scrub(_first_line(exc)))
+                time.sleep(min(2 ** (attempt - 1), 8))
+
     def run_metrics(self, run_id: str) -> dict[str, float]:
-        return dict(self.client.get_run(run_id).data.metrics)
+        return dict(self.call(f"get run {run_id}", self.client.get_run, run_id).data.metrics)
 
     def log_dict(self, run_id: str, data: dict, artifact_file: str) -> None:
-        self.client.log_dict(run_id, data, artifact_file)
+        self.call(f"log {artifact_file} to run {run_id}", self.client.log_dict, run_id, data, artifact_file)
+
+    def load_dict(self, run_id: str, artifact_file: str) -> dict[str, Any] | None:
+        """A JSON artifact of a run, or ``None`` when the run has no such file."""
+        folder, _, name = artifact_file.rpartition("/")
+        listed = self.call(f"list artifacts of run {run_id}", self.client.list_artifacts, run_id, folder or None)
+        if not any(f.path == artifact_file for f in listed):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.call(f"download {artifact_file}", self.client.download_artifacts, run_id, artifact_file, tmp)
+            return json.loads(Path(path).read_text())
+
+    def download_model(self, model_name: str, version: str | int, dst: str | os.PathLike) -> str:
+        """Download a version's model files with this hook's client; load them with ``mlflow.pyfunc.load_model``."""
+        mv = self.get_version(model_name, version)
+        source = mv.source.rstrip("/")
+        run_prefix = self.call(f"get run {mv.run_id}", self.client.get_run, mv.run_id).info.artifact_uri.rstrip("/")
+        path = source[len(run_prefix) + 1:] if source.startswith(run_prefix + "/") else "model"
+        return self.call(f"download model {model_name} v{version}", self.client.download_artifacts, mv.run_id,
+                         path, str(dst))
 
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, value)
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.call(f"tag run {run_id}", self.client.log_batch, run_id, metrics=[], params=[], tags=batch)
 
     # -- registry ---------------------------------------------------------------------------------
     def get_version(self, model_name: str, version: str | int) -> ModelVersion:
-        return self.client.get_model_version(model_name, str(version))
+        return self.call(f"get {model_name} v{version}", self.client.get_model_version, model_name, str(version))
 
     def get_version_by_alias(self, model_name: str, alias: str) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException
 
-        try:
-            return self.client.get_model_version_by_alias(model_name, alias)
-        except MlflowException as e:
-            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise
+        def get():
+            try:
+                return self.client.get_model_version_by_alias(model_name, alias)
+            except MlflowException as e:
+                if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                    return None
+                raise
+
+        return self.call(f"get {model_name}@{alias}", get)
 
     def set_version_tags(self, model_name: str, version: str | int, tags: dict[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_model_version_tag(model_name, str(version), key, str(value))
+            self.call(f"tag {model_name} v{version} {key}", self.client.set_model_version_tag, model_name,
+                      str(version), key, str(value))
 
     def set_alias(self, model_name: str, alias: str, version: str | int) -> None:
-        self.client.set_registered_model_alias(model_name, alias, str(version))
+        self.call(f"set {model_name}@{alias} -> v{version}", self.client.set_registered_model_alias, model_name,
+                  alias, str(version))
+
+    def model_tags(self, model_name: str) -> dict[str, str]:
+        rm = self.find_registered_model(model_name)
+        return dict(rm.tags or {}) if rm is not None else {}
+
+    # -- promotion history (append-only, under the lease) -----------------------------------------
+    def promotion_history(self, model_name: str) -> list[dict[str, Any]]:
+        """Every recorded alias move and promotion decision of ``model_name``, oldest first (from MLflow alone)."""
+        entries = []
+        for key, value in self.model_tags(model_name).items():
+            if key.startswith(f"{HISTORY_TAG}."):
+                try:
+                    entries.append(json.loads(value))
+                except ValueError:
+                    entries.append({"seq": int(key.rsplit(".", 1)[1]), "unreadable": value})
+        return sorted(entries, key=lambda e: int(e["seq"]))
+
+    def append_history(self, lease: Lease, entry: dict[str, Any]) -> dict[str, Any]:
+        """Append ``entry`` to the history; only the lease holder writes, so ``seq`` is never taken twice."""
+        lease.verify()
+        tags = self.model_tags(lease.model_name)
+        seqs = [int(k.rsplit(".", 1)[1]) for k in tags if k.startswith(f"{HISTORY_TAG}.")]
+        seq = max(seqs, default=0) + 1
+        record = {"seq": seq, "at": utc_now(), **entry}
+        self.call(f"append history #{seq} of {lease.model_name!r}", self.client.set_registered_model_tag,
+                  lease.model_name, f"{HISTORY_TAG}.{seq:06d}", json.dumps(record, default=str, sort_keys=True))
+        return record
+
+    def move_alias(self, lease: Lease, alias: str, version: str, entry: dict[str, Any],
+                   expected_from: str | None | object = ...) -> dict[str, Any]:
+        """Move ``alias`` to ``version`` and record it (from, to, who, why, when); under the lease.
+
+        :param expected_from: the version the decision was made against (``None``: no alias yet); when
+            the alias points elsewhere now, nothing is written and :class:`AliasMoved` is raised.
+        """
+        current = self.get_version_by_alias(lease.model_name, alias)
+        before = str(current.version) if current is not None else None
+        if expected_from is not ... and before != expected_from:
+            raise AliasMoved(f"{lease.model_name}@{alias} moved from v{expected_from} to v{before} since the decision; "
+                             "nothing written")
+        record = {"alias": alias, "from": before, "to": str(version), **entry}
+        lease.verify()
+        self.set_alias(lease.model_name, alias, version)
+        return self.append_history(lease, record)
+
+    # -- the lease ---------------------------------------------------------------------------------
+    def read_lease(self, model_name: str) -> dict[str, Any] | None:
+        raw = self.model_tags(model_name).get(LEASE_TAG)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return {"holder": "unreadable", "nonce": raw, "expires_at": 0}
+
+    @contextlib.contextmanager
+    def lease(
+        self,
+        model_name: str,
+        holder: str,
+        *,
+        ttl_seconds: float = 300.0,
+        wait_seconds: float = 120.0,
+        settle_seconds: float = 0.5,
+        poll_seconds: float = 0.25,
+    ) -> Iterator[Lease]:
+        """Hold ``model_name``'s promotion lease for the ``with`` block; release it in ``finally``.
+
+        :param holder: who holds it (``dag_id/run_id/task``), recorded in the lease and the history.
+        :param ttl_seconds: after this a lease counts as abandoned and another run takes it over.
+        :param wait_seconds: how long to wait for another holder before failing with :class:`LeaseUnavailable`.
+        :param settle_seconds: the pause between writing the lease and reading it back; longer than any
+            other contender's read-to-write gap, so a lost race shows on the re-read.
+        :raises LeaseUnavailable: another holder kept it longer than ``wait_seconds``.
+        """
+        lease = self.acquire_lease(model_name, holder, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds,
+                                   settle_seconds=settle_seconds, poll_seconds=poll_seconds)
+        try:
+            yield lease
+        finally:
+            self.release_lease(lease)
+
+    def acquire_lease(self, model_name: str, holder: str, *, ttl_seconds: float = 300.0, wait_seconds: float = 120.0,
+                      settle_seconds: float = 0.5, poll_seconds: float = 0.25) -> Lease:
+        self.ensure_registered_model(model_name)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            current = self.read_lease(model_name)
+            now = time.time()
+            # The same holder is a retry of the same task whose earlier attempt died holding it.
+            if current and current.get("expires_at", 0) > now and current.get("holder") != holder:
+                if time.monotonic() > deadline:
+                    raise LeaseUnavailable(
+                        f"promotion lease of {model_name!r} is held by {current.get('holder')} until "
+                        f"{time.strftime('%H:%M:%SZ', time.gmtime(current['expires_at']))}; waited {wait_seconds:.0f} s, "
+                        "nothing changed"
+                    )
+                time.sleep(poll_seconds * (0.5 + random.random()))
+                continue
+            if current and current.get("holder") == holder:
+                self.log.warning("Taking over the promotion lease of %r left by an earlier attempt of %s", model_name,
+                                 holder)
+            elif current:
+                self.log.warning("Taking over the expired promotion lease of %r from %s", model_name,
+                                 current.get("holder"))
+            nonce = uuid.uuid4().hex
+            record = {"holder": holder, "nonce": nonce, "expires_at": now + ttl_seconds, "acquired_at": utc_now()}
+            try:
+                self.call(f"write lease of {model_name!r}", self._write_lease, model_name, json.dumps(record))
+            except _ConcurrentWrite:
+                # Another contender wrote the tag in the same instant (the server's upsert lost a race on
+                # its unique key): that is a lost race, not an error; look again.
+                time.sleep(poll_seconds * random.random())
+                continue
+            time.sleep(settle_seconds)
+            check = self.read_lease(model_name)
+            if check and check.get("nonce") == nonce:
+                self.log.info("Holding the promotion lease of %r (%s)", model_name, holder)
+                return Lease(self, model_name, holder, nonce, record["expires_at"])
+            if time.monotonic() > deadline:
+                raise LeaseUnavailable(f"promotion lease of {model_name!r}: lost every race for {wait_seconds:.0f} s "
+                                       f"(last holder {check.get('holder') if check else None}); nothing changed")
+
+    def _write_lease(self, model_name: str, value: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_tag(model_name, LEASE_TAG, value)
+        except MlflowException as e:
+            text = str(e).lower()
+            if "unique" in text or "duplicate" in text or "already exists" in text:
+                raise _ConcurrentWrite(str(e)) from None
+            raise
+
+    def release_lease(self, lease: Lease) -> None:
+        from mlflow.exceptions import MlflowException
+
+        def delete():
+            try:
+                self.client.delete_registered_model_tag(lease.model_name, LEASE_TAG)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+
+        try:
+            current = self.read_lease(lease.model_name)
+            if current and current.get("nonce") == lease.nonce:
+                self.call(f"release lease of {lease.model_name!r}", delete)
+        except RegistryError as e:  # it expires on its own; the task's own error matters more
+            self.log.warning("Could not release the promotion lease of %r (it expires by itself): %s",
+                             lease.model_name, e)
 
     # -- links ------------------------------------------------------------------------------------
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
-        base = self._settings.get("ui_url")
+        base = self.target.ui_url
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
 
     def version_url(self, model_name: str, version: str | int) -> str | None:
-        base = self._settings.get("ui_url")
-        return f"{base.rstrip('/')}/#/models/{model_name}/versions/{version}" if base else None
+        from urllib.parse import quote
+
+        base = self.target.ui_url
+        return f"{base.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}" if base else None
+
+
+@dataclass
+class Lease:
+    """A held promotion lease; :meth:`verify` right before each write it protects."""
+
+    hook: MlflowHook
+    model_name: str
+    holder: str
+    nonce: str
+    expires_at: float
+
+    def verify(self) -> None:
+        """Fail with :class:`LeaseLost` unless the registry still shows this lease, unexpired."""
+        current = self.hook.read_lease(self.model_name)
+        if not current or current.get("nonce") != self.nonce:
+            raise LeaseLost(f"promotion lease of {self.model_name!r} was taken by "
+                            f"{current.get('holder') if current else 'nobody (released)'}; nothing more written")
+        if time.time() > self.expires_at:
+            raise LeaseLost(f"promotion lease of {self.model_name!r} expired before the write; nothing more written")
+
+
+def _mask(secret: str) -> None:
+    from urllib.parse import quote
+
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+    if quote(secret, safe="") != secret:
+        mask_secret(quote(secret, safe=""))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:500]}"
 
 
 def _load_native_model(flavor: str, model_dir: Path):

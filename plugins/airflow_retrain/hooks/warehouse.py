@@ -10,6 +10,7 @@ The same values become the env vars ``dbt/profiles.yml`` reads, so analysts and 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -52,9 +53,15 @@ class WarehouseHook(BaseHook):
     conn_type = "duckdb"
     hook_name = "DuckDB warehouse (airflow-retrain)"
 
-    def __init__(self, warehouse_conn_id: str | None = default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        warehouse_conn_id: str | None = default_conn_name,
+        lock_timeout_seconds: float = 300.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.warehouse_conn_id = warehouse_conn_id
+        self.lock_timeout_seconds = lock_timeout_seconds
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -120,11 +127,10 @@ class WarehouseHook(BaseHook):
         sql = f"SELECT {cols} FROM {relation}"  # relation comes from dbt's manifest, not from users
         p = self.params
         if p.kind == "duckdb":
-            import duckdb
 
             if not Path(p.duckdb_path).exists():
                 raise FileNotFoundError(f"DuckDB warehouse {p.duckdb_path} does not exist")
-            with duckdb.connect(p.duckdb_path, read_only=True) as con:
+            with self.connect_duckdb(read_only=True) as con:
                 return con.execute(sql).df()
         import pandas as pd
         import psycopg2
@@ -135,6 +141,50 @@ class WarehouseHook(BaseHook):
             cur.execute(sql)
             names = [d[0] for d in cur.description]
             return pd.DataFrame(cur.fetchall(), columns=names)
+
+
+    def connect_duckdb(self, read_only: bool = True, poll_seconds: float = 0.5):
+        """Connect to the DuckDB warehouse, waiting (bounded) while another process holds its file lock.
+
+        A DuckDB file has one writing process at a time (another pipeline's dbt build, an analyst's
+        ``dbt build``). Tasks of the same Airflow deployment are serialised by the warehouse pool; this
+        wait covers the rest, and fails with the file and the lock holder named when the lock never frees.
+
+        :param read_only: open read-only (the export); a writer needs the lock to itself.
+        :param poll_seconds: first wait between attempts (doubles up to 5 s).
+        :raises TimeoutError: the lock was still held after ``lock_timeout_seconds``.
+        """
+        import duckdb
+
+        path = self.params.duckdb_path
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        wait = poll_seconds
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return duckdb.connect(path, read_only=read_only)
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower():
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"DuckDB warehouse {path} stayed locked by another process for "
+                        f"{self.lock_timeout_seconds:.0f} s ({attempts} attempts): {e}. Run the pipelines that "
+                        f"share it in the {_embedded_pool()!r} pool, or stop the process holding the lock"
+                    ) from None
+                if attempts == 1:
+                    self.log.warning("DuckDB warehouse %s is locked by another process; waiting up to %.0f s",
+                                     path, self.lock_timeout_seconds)
+                time.sleep(min(wait, remaining))
+                wait = min(wait * 2, 5.0)
+
+
+def _embedded_pool() -> str:
+    from airflow_retrain.spec import EMBEDDED_WAREHOUSE_POOL
+
+    return EMBEDDED_WAREHOUSE_POOL
 
 
 def _quote(identifier: str) -> str:

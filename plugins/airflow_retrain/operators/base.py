@@ -1,4 +1,4 @@
-"""What every airflow-retrain operator shares: the pipeline it belongs to and its run identity."""
+"""What every airflow-retrain operator shares: the pipeline, its run identity and its artifact store."""
 
 from __future__ import annotations
 
@@ -7,22 +7,42 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_retrain.artifacts import ArtifactStore
 from airflow_retrain.runs import RunIdentity
 from airflow_retrain.training import get_backend
 from airflow_retrain.training.base import TrainingBackend
 
 
 class RetrainBaseOperator(BaseOperator):
-    """:param pipeline: the pipeline (spec) name; tags and scratch folders are derived from it."""
+    """:param pipeline: the pipeline (spec) name; tags and scratch folders are derived from it.
+    :param artifact_root: the artifact store's root URI (spec ``artifacts.root``); ``None``: the
+        deployment's ``RETRAIN_ARTIFACT_ROOT``, else ``file://<state dir>/artifacts``.
+    :param artifact_conn_id: the Airflow connection for it (default ``aws_default`` for ``s3://``,
+        ``google_cloud_default`` for ``gs://``).
+    """
 
     ui_color = "#e8f0fe"
 
-    def __init__(self, *, pipeline: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        artifact_root: str | None = None,
+        artifact_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.pipeline = pipeline
+        self.artifact_root = artifact_root
+        self.artifact_conn_id = artifact_conn_id
 
     def run_identity(self, context) -> RunIdentity:
         return RunIdentity.from_context(context, self.pipeline)
+
+    @cached_property
+    def artifact_store(self) -> ArtifactStore:
+        """Resolved when a task runs (the deployment's environment is the worker's), never at parse time."""
+        return ArtifactStore.resolve(self.artifact_root, self.artifact_conn_id)
 
 
 class TrainingBackendOperator(RetrainBaseOperator):

@@ -1,42 +1,84 @@
-"""TrainModelOperator: run the training script on a backend; reattach on retry; stop on kill."""
+"""TrainModelOperator: run the training script on a backend; reattach on retry; stop on kill; defer."""
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowTaskTimeout
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
+from airflow_retrain import artifacts
+from airflow_retrain.links.sagemaker import JOB_LINKS, SageMakerTrainingJobLink, SageMakerTrainingLogsLink
 from airflow_retrain.operators.base import TrainingBackendOperator
-from airflow_retrain.training.base import JobState, TrainingJob, TrainingJobRequest
+from airflow_retrain.training.base import (
+    JobState,
+    TrainingInputError,
+    TrainingJob,
+    TrainingJobExists,
+    TrainingJobRequest,
+    TrainingOutputs,
+    TrainingOutputsMissing,
+)
+
+# Seconds past the job's own max runtime before the operator (or its trigger) stops the job itself.
+RUNTIME_GRACE_SECONDS = 300
+_FALSE = ("0", "false", "no", "off")
 
 
 class TrainingJobFailed(AirflowException):
     pass
 
 
+class TrainingJobFailedPermanently(TrainingJobFailed, AirflowFailException):
+    """The job failed for a reason a retry reproduces (the script's error, bad input): no retries."""
+
+
+def _usd(cost: Any) -> str:
+    return f"${cost.usd:.4f}" if cost.usd is not None else "unknown (no price)"
+
+
 class TrainModelOperator(TrainingBackendOperator):
     """Train a model through a :class:`~airflow_retrain.training.base.TrainingBackend`.
 
     Job names are deterministic per DAG run and attempt. Before submitting, the operator looks for this
-    run's jobs by tag: a running one is reattached to, a completed one is reused, and only after a failed
-    or stopped one does it start a new attempt -- a retry never runs two jobs at once. ``on_kill`` stops
-    the job; whatever is still running when the run ends is stopped by the teardown task.
+    run's jobs by tag: a running one is reattached to, a completed one is reused while its outputs still
+    exist (in the artifact store, or publishable from the backend), and only after a failed or stopped
+    one -- or a completed one whose outputs the run's teardown removed (a cleared run) -- does it start a
+    new attempt: a retry never runs two jobs at once, and a name already taken (a job the tag search did
+    not show yet) is reattached to as well. A job that failed for a
+    reason a retry reproduces (SageMaker's ``AlgorithmError``/``ClientError``, a refused request) fails
+    the task without burning retries.
+
+    Waiting: on a remote backend the task defers to
+    :class:`~airflow_retrain.triggers.training.TrainingJobTrigger` after submitting, so no worker slot is
+    held while the job trains (``deferrable``; default on for remote backends unless the environment
+    variable ``RETRAIN_DEFERRABLE`` or ``[retrain] deferrable`` says ``false``, for deployments without
+    a triggerer). Without deferral the task polls in place and ``on_kill`` stops the job. A deferred task
+    that is marked failed or cleared is stopped by the trigger's ``on_kill``; one that times out by the
+    trigger's deadline; anything else the run left running by the run's ``teardown`` task.
+
+    Outputs are published to ``<run>/training/<job_name>/{model,output}/`` in the artifact store
+    (:meth:`~airflow_retrain.training.base.TrainingBackend.fetch_outputs`), then ``outputs.json`` beside
+    them marks them complete; metrics are read from the store's ``metrics.json``.
 
     :param entry_point: training script (SageMaker training-container contract).
-    :param channels: channel name -> data location (e.g. from :class:`ExportTrainingDatasetOperator`).
+    :param channels: channel name -> URI in the artifact store (from :class:`ExportTrainingDatasetOperator`).
     :param hyperparameters: passed to the script as ``SM_HPS`` and ``--key value``.
-    :param backend: backend name (``local``); ``backend_config`` holds its settings (see
+    :param backend: backend name (``local``, ``sagemaker``); ``backend_config`` holds its settings (see
         :class:`~airflow_retrain.operators.base.TrainingBackendOperator`).
     :param poll_interval: seconds between status checks.
-    :return: job name, state, metrics and info from ``metrics.json``, model/output locations, compute
-        seconds and estimated cost.
+    :param deferrable: defer while the job runs; ``None``: on for remote backends (see above).
+    :param max_cost_usd: refuse to launch when hourly price x instances x max runtime exceeds it.
+    :return: job name, backend, state, metrics and info from ``metrics.json``, ``model_uri``,
+        ``output_uri``, ``metrics_uri``, compute seconds and cost (``usd`` is ``None`` when no price is known).
     """
 
     template_fields = ("entry_point", "channels", "hyperparameters")
     ui_color = "#76b900"
+    operator_extra_links = (SageMakerTrainingJobLink(), SageMakerTrainingLogsLink())
 
     def __init__(
         self,
@@ -49,6 +91,8 @@ class TrainModelOperator(TrainingBackendOperator):
         max_runtime_seconds: int = 3600,
         gpu: str = "auto",
         poll_interval: float = 2.0,
+        deferrable: bool | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,21 +104,118 @@ class TrainModelOperator(TrainingBackendOperator):
         self.max_runtime_seconds = max_runtime_seconds
         self.gpu = gpu
         self.poll_interval = poll_interval
+        self.deferrable = deferrable
+        self.max_cost_usd = max_cost_usd
         self._job_name: str | None = None
 
+    def should_defer(self) -> bool:
+        """Whether this task defers while its job runs (see the class docstring)."""
+        if self.deferrable is not None:
+            return bool(self.deferrable)
+        if not self.training_backend.remote:
+            return False
+        if (env := os.environ.get("RETRAIN_DEFERRABLE")) is not None:
+            return env.strip().lower() not in _FALSE
+        from airflow.configuration import conf
+
+        return conf.getboolean("retrain", "deferrable", fallback=True)
+
+    def check_budget(self) -> None:
+        """Refuse to launch when the job's worst case (price x instances x max runtime) exceeds the budget."""
+        if self.max_cost_usd is None:
+            return
+        from airflow_retrain.cost import UnknownPriceError, max_job_cost
+
+        config = self.training_backend.config()
+        try:
+            worst = max_job_cost(
+                self.training_backend.name,
+                self.instance_type,
+                self.instance_count,
+                self.max_runtime_seconds,
+                self.hourly_price_usd,
+                region=config.get("region"),
+                spot=bool(config.get("spot", False)),
+            )
+        except UnknownPriceError as e:
+            raise AirflowFailException(f"training.max_cost_usd is set but the price is unknown: {e}") from None
+        if worst.usd > self.max_cost_usd:
+            raise AirflowFailException(
+                f"training.max_cost_usd: not launching -- {self.instance_count} x {self.instance_type} at "
+                f"${worst.hourly_price_usd}/h for up to {self.max_runtime_seconds} s may cost ${worst.usd:.2f}, "
+                f"above the budget of ${self.max_cost_usd:.2f}"
+            )
+
     def execute(self, context) -> dict[str, Any]:
+        backend = self.training_backend
+        self.check_budget()
+        job = self._submit_or_reattach(context)
+        self._job_name = job.job_name
+        context["ti"].xcom_push(key="job_name", value=job.job_name)
+        for kind, url in backend.job_links(job.job_name).items():
+            if kind in JOB_LINKS:
+                JOB_LINKS[kind].persist(context, url)
+        if not job.state.terminal and self.should_defer():
+            from airflow_retrain.triggers.training import TrainingJobTrigger
+
+            deadline = (job.created_at or time.time()) + self.max_runtime_seconds + RUNTIME_GRACE_SECONDS
+            self.log.info("Deferring while training job %s runs (no worker slot is held)", job.job_name)
+            self.defer(
+                trigger=TrainingJobTrigger(
+                    backend=backend.name,
+                    backend_config=backend.config(),
+                    job_name=job.job_name,
+                    poll_interval=self.poll_interval,
+                    deadline=deadline,
+                ),
+                method_name="execute_complete",
+                # Airflow's own timeout is the last resort: the trigger's deadline fires first and stops the job.
+                timeout=timedelta(seconds=max(60.0, deadline - time.time()) + 600),
+            )
+        try:
+            job = self._wait(job)
+        except AirflowTaskTimeout:
+            # The task's execution_timeout is a budget for the job too: a retry must not inherit it.
+            self.log.error("Task timed out: stopping training job %s", job.job_name)
+            backend.stop(job.job_name)
+            raise
+        return self._finish(context, job)
+
+    def execute_complete(self, context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: re-emit its status transitions and log lines, then finish."""
+        name = event.get("job_name") or self._job_name
+        self._job_name = name
+        for line in event.get("transitions") or []:
+            self.log.info("%s", line)
+        for line in event.get("log_tail") or []:
+            self.log.info("[%s] %s", name, line)
+        status = event.get("status")
+        if status == "error" or not event.get("job"):
+            raise TrainingJobFailed(f"waiting for training job {name} failed: {event.get('message')}")
+        job = TrainingJob.from_dict(event["job"])
+        if status == "timeout":
+            raise TrainingJobFailed(
+                f"training job {name} outlived its max runtime ({self.max_runtime_seconds} s + "
+                f"{RUNTIME_GRACE_SECONDS} s grace) and was stopped ({job.state.value})"
+            )
+        return self._finish(context, job)
+
+    def _submit_or_reattach(self, context) -> TrainingJob:
         run = self.run_identity(context)
         backend = self.training_backend
         jobs = backend.find_jobs(run.run_tags())
         job = next((j for j in reversed(jobs) if not j.state.terminal), None)
         if job is not None:
             self.log.info("Reattaching to training job %s (%s) from an earlier attempt", job.job_name, job.state.value)
-        elif (done := next((j for j in reversed(jobs) if j.state == JobState.COMPLETED), None)) is not None:
-            job = done
-            self.log.info("Training job %s of this run already completed; reusing its outputs", job.job_name)
-        else:
+            return job
+        if (done := next((j for j in reversed(jobs) if j.state == JobState.COMPLETED), None)) is not None:
+            if self._reusable_outputs(done, self._training_path(run) / done.job_name) is not None:
+                self.log.info("Training job %s of this run already completed; reusing its outputs", done.job_name)
+                return done
+        attempt = len(jobs) + 1
+        for attempt in range(len(jobs) + 1, len(jobs) + 11):
             request = TrainingJobRequest(
-                job_name=run.job_name(len(jobs) + 1),
+                job_name=run.job_name(attempt),
                 entry_point=self.entry_point,
                 channels=dict(self.channels),
                 hyperparameters=dict(self.hyperparameters or {}),
@@ -83,8 +224,19 @@ class TrainModelOperator(TrainingBackendOperator):
                 max_runtime_seconds=self.max_runtime_seconds,
                 gpu=self.gpu,
                 tags=run.job_tags(ttl_seconds=self.max_runtime_seconds + 3600),
+                artifact_conn_id=self.artifact_store.conn_id,
             )
-            job = backend.submit(request)
+            try:
+                job = backend.submit(request)
+            except TrainingJobExists:
+                # The name is taken by a job the tag search missed (eventually consistent search).
+                job = backend.describe(request.job_name)
+                if job.state == JobState.COMPLETED or not job.state.terminal:
+                    self.log.info("Training job %s already exists (%s); reattaching", job.job_name, job.state.value)
+                    return job
+                continue
+            except TrainingInputError as e:
+                raise AirflowFailException(str(e)) from None
             self.log.info(
                 "Submitted training job %s on %s (%s x%d)",
                 job.job_name,
@@ -92,29 +244,35 @@ class TrainModelOperator(TrainingBackendOperator):
                 self.instance_type,
                 self.instance_count,
             )
-        self._job_name = job.job_name
-        context["ti"].xcom_push(key="job_name", value=job.job_name)
-        try:
-            job = self._wait(job)
-        except AirflowTaskTimeout:
-            # The task's execution_timeout is a budget for the job too: a retry must not inherit it.
-            self.log.error("Task timed out: stopping training job %s", job.job_name)
-            backend.stop(job.job_name)
-            raise
+            return job
+        raise TrainingJobFailed(f"no free training job name for run {run.run_key} up to attempt {attempt}")
+
+    def _finish(self, context, job: TrainingJob) -> dict[str, Any]:
+        backend = self.training_backend
+        run = self.run_identity(context)
         cost = backend.cost(job, self.hourly_price_usd)
         if job.state != JobState.COMPLETED:
-            raise TrainingJobFailed(
+            message = (
                 f"training job {job.job_name} {job.state.value}: {job.failure_reason or 'no reason given'} "
-                f"(compute {job.billable_seconds:.0f} s, est. ${cost.usd:.4f})"
+                f"(compute {job.billable_seconds:.0f} s, est. {_usd(cost)})"
             )
-        outputs = backend.fetch_outputs(job.job_name, run.scratch_dir() / "outputs" / job.job_name)
-        report = self._read_metrics(job, outputs.metrics_path)
+            if backend.is_permanent_failure(job):
+                raise TrainingJobFailedPermanently(message + "; not retrying: a retry would fail the same way")
+            raise TrainingJobFailed(message)
+        outputs = self._reusable_outputs(job, self._training_path(run) / job.job_name)
+        if outputs is None:
+            raise TrainingJobFailed(
+                f"training job {job.job_name} completed but its outputs are gone from the backend and the "
+                "artifact store; retry the task to train again"
+            )
+        report = self._read_metrics(job, outputs.metrics_uri)
         self.log.info(
-            "Training job %s completed in %.1f s on %s; est. cost $%.4f; metrics %s",
+            "Training job %s completed in %.1f s on %s; cost %s%s; metrics %s",
             job.job_name,
             job.billable_seconds,
             report.get("info", {}).get("device", "?"),
-            cost.usd,
+            _usd(cost),
+            f" (spot saved ${cost.spot_savings_usd:.4f})" if cost.spot and cost.spot_savings_usd else "",
             report["metrics"],
         )
         context["ti"].xcom_push(key="metrics", value=report["metrics"])
@@ -124,17 +282,46 @@ class TrainModelOperator(TrainingBackendOperator):
             "state": job.state.value,
             "metrics": report["metrics"],
             "info": report.get("info", {}),
-            "model_dir": str(outputs.model_dir),
-            "output_dir": str(outputs.output_dir),
+            **outputs.to_dict(),
             "compute_seconds": job.billable_seconds,
             "cost": cost.to_dict(),
         }
+
+    def _training_path(self, run):
+        return self.artifact_store.run_path(run.dag_id, run.run_key) / "training"
+
+    def _publish_outputs(self, job: TrainingJob, destination) -> TrainingOutputs:
+        """Have the backend publish the job's outputs to the store, then mark them complete."""
+        outputs = self.training_backend.fetch_outputs(job.job_name, destination)
+        artifacts.write_json(destination / "outputs.json", {"job_name": job.job_name, **outputs.to_dict()})
+        self.log.info("Training outputs of %s published to %s", job.job_name, artifacts.to_uri(destination))
+        return outputs
+
+    def _reusable_outputs(self, job: TrainingJob, destination) -> TrainingOutputs | None:
+        """The completed job's outputs if they still exist (published, or publishable from the backend).
+
+        ``None`` when the run's teardown removed them and the backend no longer has them: the run was
+        cleared after it ended, and must train again rather than hand on URIs of deleted files.
+        """
+        store = self.artifact_store
+        try:
+            marker = artifacts.read_json(destination / "outputs.json")
+            outputs = TrainingOutputs(model_uri=marker["model_uri"], output_uri=marker["output_uri"])
+            if store.path(outputs.model_uri).exists() and store.path(outputs.metrics_uri).exists():
+                return outputs
+        except (artifacts.ArtifactNotFound, KeyError, ValueError):
+            pass
+        try:
+            return self._publish_outputs(job, destination)
+        except TrainingOutputsMissing as e:
+            self.log.warning("%s; not reusing %s: training again", e, job.job_name)
+            return None
 
     def _wait(self, job: TrainingJob) -> TrainingJob:
         backend = self.training_backend
         offset = 0
         # The backend enforces max_runtime itself; this is the safety net if it does not.
-        deadline = time.monotonic() + self.max_runtime_seconds + 300
+        deadline = time.monotonic() + self.max_runtime_seconds + RUNTIME_GRACE_SECONDS
         while True:
             text, offset = backend.read_logs(job.job_name, offset)
             for line in text.splitlines():
@@ -147,26 +334,27 @@ class TrainModelOperator(TrainingBackendOperator):
             time.sleep(self.poll_interval)
             job = backend.describe(job.job_name)
 
-    @staticmethod
-    def _read_metrics(job: TrainingJob, path) -> dict[str, Any]:
+    def _read_metrics(self, job: TrainingJob, uri: str) -> dict[str, Any]:
         try:
-            report = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise TrainingJobFailed(f"training job {job.job_name} wrote no metrics.json ({path})") from None
+            report = artifacts.read_json(self.artifact_store.path(uri))
+        except artifacts.ArtifactNotFound:
+            raise TrainingJobFailed(f"training job {job.job_name} wrote no metrics.json ({uri})") from None
         except ValueError as e:
             raise TrainingJobFailed(f"training job {job.job_name}: metrics.json is not JSON: {e}") from None
         metrics = report.get("metrics") if isinstance(report, dict) else None
         if not isinstance(metrics, dict):
             raise TrainingJobFailed(f"training job {job.job_name}: metrics.json has no 'metrics' object")
-        # Keep NaN/None as None: JSON-able, and the gate fails closed on it with the metric's name.
+        # Only finite real numbers survive; anything else (true, "0.9", NaN, inf, null, {...}) becomes None:
+        # JSON-able, and the gate fails closed on it with the metric's name.
         clean = {}
         for key, value in metrics.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                clean[key] = None
-                continue
-            clean[key] = number if math.isfinite(number) else None
+            number = None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except OverflowError:  # an int too large for a float
+                    number = None
+            clean[key] = number if number is not None and math.isfinite(number) else None
         report["metrics"] = clean
         return report
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 _BACKENDS: dict[str, str] = {
     "local": "airflow_retrain.training.local.LocalTrainingBackend",
+    "sagemaker": "airflow_retrain.training.sagemaker.SageMakerTrainingBackend",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
 

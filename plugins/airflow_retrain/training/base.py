@@ -11,10 +11,12 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_retrain.cost import CostEstimate, estimate_cost
+from airflow_retrain.cost import CostEstimate, job_cost
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 
 class JobState(enum.StrEnum):
@@ -38,15 +40,32 @@ class TrainingJobExists(RuntimeError):
     pass
 
 
+class TrainingOutputsMissing(LookupError):
+    """A job completed, but its outputs no longer exist where the backend keeps them (cleaned up or
+    expired): they cannot be published again, so the run must train again."""
+
+
+class TrainingInputError(ValueError):
+    """The cloud refused the job for a reason a retry cannot fix (bad input, validation, access denied).
+
+    The operator fails such a task without burning retries; the message quotes the cloud's reason and
+    names the spec field or connection to fix.
+    """
+
+
 @dataclass(frozen=True)
 class TrainingJobRequest:
     """What to run; the same request means the same job on every backend.
 
     :param job_name: unique, deterministic per DAG run and attempt (see ``runs.job_name``).
     :param entry_point: the training script (absolute path locally; staged by remote backends).
-    :param channels: input channel name -> data location (folder locally; ``s3://``/``gs://`` remotely).
+    :param channels: input channel name -> URI of a prefix in the artifact store (``file://``, ``s3://``,
+        ``gs://``; see :mod:`airflow_retrain.artifacts`). The local backend also takes a plain local folder.
     :param hyperparameters: passed as ``SM_HPS`` JSON and ``--key value`` arguments.
     :param tags: pipeline/run/owner/ttl tags every backend attaches to the job.
+    :param artifact_conn_id: the Airflow connection of the artifact store the channel URIs are in, for
+        backends that read channels through Airflow (the local backend downloads them); ``None``: the
+        default connection of the URI's scheme.
     """
 
     job_name: str
@@ -58,6 +77,7 @@ class TrainingJobRequest:
     max_runtime_seconds: int = 3600
     gpu: str = "auto"  # auto | required | none
     tags: dict[str, str] = field(default_factory=dict)
+    artifact_conn_id: str | None = None
 
 
 @dataclass
@@ -89,20 +109,29 @@ class TrainingJob:
 
 @dataclass(frozen=True)
 class TrainingOutputs:
-    """Where a finished job's model and output data can be read on this machine."""
+    """Where a finished job's outputs were published in the artifact store (URIs, JSON-able).
 
-    model_dir: Path
-    output_dir: Path
+    :param model_uri: prefix holding the files the script wrote to ``SM_MODEL_DIR`` (extracted, not a tarball).
+    :param output_uri: prefix holding the files it wrote to ``SM_OUTPUT_DATA_DIR`` (``metrics.json``).
+    """
+
+    model_uri: str
+    output_uri: str
 
     @property
-    def metrics_path(self) -> Path:
-        return self.output_dir / "metrics.json"
+    def metrics_uri(self) -> str:
+        return f"{self.output_uri.rstrip('/')}/metrics.json"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"model_uri": self.model_uri, "output_uri": self.output_uri, "metrics_uri": self.metrics_uri}
 
 
 class TrainingBackend(ABC):
     """Runs training scripts written for the SageMaker training-container contract."""
 
     name: ClassVar[str]
+    #: Jobs run elsewhere (a cloud): the operator defers while they run instead of holding a worker slot.
+    remote: ClassVar[bool] = False
 
     @abstractmethod
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
@@ -121,18 +150,72 @@ class TrainingBackend(ABC):
         """Jobs carrying all of ``tags``, oldest first."""
 
     @abstractmethod
-    def fetch_outputs(self, job_name: str, destination: Path) -> TrainingOutputs:
-        """Make a completed job's model and output data readable locally (download if remote)."""
+    def fetch_outputs(self, job_name: str, destination: ObjectStoragePath) -> TrainingOutputs:
+        """Publish a completed job's outputs to the artifact store, under ``destination``.
+
+        The contract every backend keeps (the operator relies on nothing else):
+
+        * ``destination`` is the job's prefix in the run's artifact store
+          (``<root>/<dag_id>/<run_key>/training/<job_name>``): an :class:`~airflow.sdk.ObjectStoragePath`
+          (``file://``, ``s3://``, ``gs://``) -- or any path-like object with ``/``, ``mkdir``,
+          ``write_bytes`` and ``open``. :func:`airflow_retrain.artifacts.upload` copies a local folder there.
+        * The files the script wrote to ``SM_MODEL_DIR`` go under ``destination / "model"`` and those it
+          wrote to ``SM_OUTPUT_DATA_DIR`` under ``destination / "output"`` -- as plain files, relative paths
+          kept (a remote backend extracts ``model.tar.gz``/``output.tar.gz`` first), so ``metrics.json``
+          is at ``destination / "output" / "metrics.json"``.
+        * It returns ``TrainingOutputs(model_uri, output_uri)``: the plain URIs of those two prefixes
+          (:func:`airflow_retrain.artifacts.to_uri`, never the ``conn@bucket`` form).
+        * Publishing twice is harmless (same files, overwritten); the caller marks the outputs complete
+          (``outputs.json``) only after this returns.
+
+        :raises RuntimeError: the job is not ``Completed``.
+        :raises TrainingOutputsMissing: the job completed but its outputs are gone from the backend
+            (cleaned up, expired); the caller starts a new attempt.
+        """
 
     def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
         """New log text since ``offset`` and the next offset; backends without logs return nothing."""
         return "", offset
 
     def cleanup(self, job_name: str) -> list[str]:
-        """Remove the job's scratch (inputs, model copies); keep its record. Returns what was removed."""
+        """Remove the job's scratch (inputs, model copies); keep its record. Returns what was removed.
+
+        After cleanup, :meth:`fetch_outputs` may raise :class:`TrainingOutputsMissing`.
+        """
         return []
 
+    #: FailureReason prefixes (SageMaker's vocabulary, which the local backend speaks too) of failures a
+    #: retry reproduces: the script raised (AlgorithmError) or the request/input was wrong (ClientError).
+    #: InternalServerError, CapacityError and a lost runner are worth a retry.
+    permanent_failure_prefixes: ClassVar[tuple[str, ...]] = ("AlgorithmError", "ClientError")
+
+    def is_permanent_failure(self, job: TrainingJob) -> bool:
+        """True when a failed job failed for a reason a retry cannot fix (the script's error, bad input)."""
+        return job.state == JobState.FAILED and str(job.failure_reason or "").startswith(
+            self.permanent_failure_prefixes
+        )
+
+    def job_links(self, job_name: str) -> dict[str, str]:
+        """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-able settings this backend was built with (names and connection ids, no secrets).
+
+        A trigger rebuilds the backend from ``(name, config())`` in the triggerer.
+        """
+        return {}
+
     def cost(self, job: TrainingJob, hourly_price_usd: float | None = None) -> CostEstimate:
-        return estimate_cost(
-            self.name, job.instance_type, job.billable_seconds, job.instance_count, hourly_price_usd
+        """What ``job`` cost; an unknown price gives ``usd=None`` and a warning, never an error."""
+        training = job.details.get("training_seconds")
+        return job_cost(
+            self.name,
+            job.instance_type,
+            job.billable_seconds,
+            job.instance_count,
+            hourly_price_usd,
+            region=job.details.get("region"),
+            spot=bool(job.details.get("spot", False)),
+            training_seconds=training if training is not None else None,
         )

@@ -5,6 +5,10 @@ It runs the training script under the same environment contract SageMaker gives 
 hyperparameters, ``SM_NUM_GPUS``), so a script that trains here trains there unchanged. The job runs
 in its own session and keeps its record in ``<jobs_dir>/<job_name>/``; any worker on the same machine
 can describe, reattach to or stop it.
+
+Inputs and outputs go through the artifact store like a cloud backend's: channels given as URIs are
+downloaded into ``<job>/input/data/<channel>`` at submit, and :meth:`LocalTrainingBackend.fetch_outputs`
+uploads ``<job>/model`` and ``<job>/output/data`` to the run's prefix.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from airflow_retrain.training.base import (
     JobState,
@@ -28,10 +33,58 @@ from airflow_retrain.training.base import (
     TrainingJobNotFound,
     TrainingJobRequest,
     TrainingOutputs,
+    TrainingOutputsMissing,
 )
 
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
 _RUNNER = Path(__file__).with_name("local_runner.py")
-_PRIVATE_ENV_PREFIXES = ("AIRFLOW", "SM_", "MLFLOW_", "RETRAIN_PG_", "AWS_", "GOOGLE_", "DBT_ENV_SECRET")
+
+#: Worker environment variables a training script may see (an allow-list: anything else, however it is
+#: named -- PGPASSWORD, DATABASE_URL, *_TOKEN, AIRFLOW_CONN_* -- stays with the worker). A spec adds names
+#: with ``training.environment`` and values with ``training.env``.
+BASE_ENVIRONMENT_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TEMP", "TMP", "TZ", "LANG", "LANGUAGE",
+        # thread pools: the script should size them as the worker's operator intended
+        "OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OMP_PROC_BIND", "OMP_PLACES", "OMP_DYNAMIC",
+        "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "VECLIB_MAXIMUM_THREADS",
+        # the GPU runtime
+        "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
+        # Python, minimally: no PYTHONPATH/PYTHONSTARTUP (the script runs as it would in a container)
+        "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS",
+    }
+)  # fmt: skip
+BASE_ENVIRONMENT_PREFIXES = ("LC_", "MKL_", "OPENBLAS_")
+# Never from the worker, even when a spec names them: Airflow's own variables (connections, config,
+# secrets) and the container contract, which the backend writes itself.
+_FORBIDDEN_ENVIRONMENT_PREFIXES = ("AIRFLOW", "_AIRFLOW", "SM_")
+
+
+def training_environment(
+    worker_env: dict[str, str] | os._Environ,
+    pass_environment: list[str] | tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The base environment of a training script: the allow-listed part of the worker's environment.
+
+    :param worker_env: the worker's environment (``os.environ``).
+    :param pass_environment: more names to take from the worker (``training.environment`` of the spec).
+    :param environment: values to set (``training.env``); they win over the worker's.
+    """
+    allowed = set(BASE_ENVIRONMENT_NAMES) | set(pass_environment)
+    env = {
+        name: value
+        for name, value in worker_env.items()
+        if (name in allowed or name.startswith(BASE_ENVIRONMENT_PREFIXES))
+        and not name.upper().startswith(_FORBIDDEN_ENVIRONMENT_PREFIXES)
+    }
+    for name, value in (environment or {}).items():
+        if name.upper().startswith(_FORBIDDEN_ENVIRONMENT_PREFIXES):
+            raise ValueError(f"training environment: {name!r} is reserved (Airflow's variables, SM_* contract)")
+        env[name] = value
+    return env
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +101,10 @@ def local_gpu_count() -> int:
 
 
 _START_TIMEOUT_SECONDS = 60.0
+
+
+def _is_uri(location: str) -> bool:
+    return bool(urlsplit(str(location)).scheme)
 
 
 def _job_processes(pgid: int, job_name: str) -> list[int]:
@@ -101,18 +158,32 @@ class LocalTrainingBackend(TrainingBackend):
     :param jobs_dir: where job records, models and logs live (default ``<state dir>/jobs``).
     :param python: interpreter for the training script (default: this one); point it at a separate
         training environment to keep training dependencies apart from Airflow's.
+    :param pass_environment: names of worker environment variables the script may see besides
+        :data:`BASE_ENVIRONMENT_NAMES` (the spec's ``training.environment``).
+    :param environment: variables set for the script (the spec's ``training.env``).
     """
 
     name = "local"
 
-    def __init__(self, jobs_dir: str | os.PathLike | None = None, python: str | None = None):
+    def __init__(
+        self,
+        jobs_dir: str | os.PathLike | None = None,
+        python: str | None = None,
+        pass_environment: list[str] | None = None,
+        environment: dict[str, str] | None = None,
+    ):
         if jobs_dir is None:
             from airflow_retrain.spec import state_dir
 
             jobs_dir = state_dir() / "jobs"
         self.jobs_dir = Path(jobs_dir)
         self.python = python or sys.executable
+        self.pass_environment = list(pass_environment or [])
+        self.environment = dict(environment or {})
         self._procs: dict[str, subprocess.Popen] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {"jobs_dir": str(self.jobs_dir), "python": self.python}
 
     def _dir(self, job_name: str) -> Path:
         return self.jobs_dir / job_name
@@ -131,20 +202,33 @@ class LocalTrainingBackend(TrainingBackend):
         entry = Path(request.entry_point)
         if not entry.is_file():
             raise FileNotFoundError(f"training job {request.job_name}: entry point {entry} does not exist")
+        for key, value in request.hyperparameters.items():
+            # Checked before anything exists: a job that cannot start must not leave a record to wait on.
+            if not isinstance(key, str) or not key.isidentifier() or not key.isascii():
+                raise ValueError(f"training job {request.job_name}: hyperparameter {key!r} is not a valid identifier")
+            if "\0" in (value if isinstance(value, str) else json.dumps(value)):
+                raise ValueError(f"training job {request.job_name}: hyperparameter {key!r} contains a NUL byte")
         for channel, location in request.channels.items():
-            if not Path(location).exists():
+            if not _is_uri(location) and not Path(location).exists():
                 raise FileNotFoundError(f"training job {request.job_name}: channel {channel!r} path {location} missing")
+        base_env = training_environment(os.environ, self.pass_environment, self.environment)
         try:
             job_dir.mkdir(parents=True)
         except FileExistsError:
             raise TrainingJobExists(f"local training job {request.job_name!r} already exists") from None
 
-        for sub in ("model", "output/data", "input/config", "work"):
+        for sub in ("model", "output/data", "input/config", "input/data", "work"):
             (job_dir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            channel_dirs = self._stage_channels(request, job_dir)
+        except Exception:
+            shutil.rmtree(job_dir, ignore_errors=True)  # no half-made job for a retry to trip over
+            raise
         hps = dict(request.hyperparameters)
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
-        # its channels. The environment is handed to the runner, never written into the job record.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV_PREFIXES)}
+        # its channels and an allow-listed environment. The environment is handed to the runner, never
+        # written into the job record.
+        env = base_env
         env.update(
             {
                 "SM_MODEL_DIR": str(job_dir / "model"),
@@ -164,7 +248,7 @@ class LocalTrainingBackend(TrainingBackend):
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        for channel, location in request.channels.items():
+        for channel, location in channel_dirs.items():
             env[f"SM_CHANNEL_{channel.upper()}"] = str(location)
         for key, value in hps.items():
             env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
@@ -203,6 +287,25 @@ class LocalTrainingBackend(TrainingBackend):
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, job_dir / "job.json")
         return self.describe(request.job_name)
+
+    @staticmethod
+    def _stage_channels(request: TrainingJobRequest, job_dir: Path) -> dict[str, Path]:
+        """Download URI channels into the job's ``input/data/<channel>`` (as a container gets them)."""
+        from airflow_retrain.artifacts import ArtifactNotFound, artifact_path, download
+
+        staged = {}
+        for channel, location in request.channels.items():
+            if not _is_uri(location):
+                staged[channel] = Path(location)
+                continue
+            try:
+                source = artifact_path(location, request.artifact_conn_id)
+                staged[channel] = download(source, job_dir / "input" / "data" / channel)
+            except ArtifactNotFound:
+                raise FileNotFoundError(
+                    f"training job {request.job_name}: channel {channel!r} {location} does not exist"
+                ) from None
+        return staged
 
     def describe(self, job_name: str) -> TrainingJob:
         record = self._record(job_name)
@@ -284,12 +387,22 @@ class LocalTrainingBackend(TrainingBackend):
                 jobs.append(self.describe(record["job_name"]))
         return sorted(jobs, key=lambda j: j.created_at or 0)
 
-    def fetch_outputs(self, job_name: str, destination: Path | None = None) -> TrainingOutputs:
+    def fetch_outputs(self, job_name: str, destination: ObjectStoragePath) -> TrainingOutputs:
+        """Upload ``<job>/model`` and ``<job>/output/data`` to ``destination/model`` and ``destination/output``."""
+        from airflow_retrain.artifacts import upload
+
         job = self.describe(job_name)
         if job.state != JobState.COMPLETED:
             raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs")
         job_dir = self._dir(job_name)
-        return TrainingOutputs(model_dir=job_dir / "model", output_dir=job_dir / "output" / "data")
+        model, output = job_dir / "model", job_dir / "output" / "data"
+        if not model.is_dir() or not output.is_dir():
+            raise TrainingOutputsMissing(
+                f"training job {job_name} completed, but its outputs in {job_dir} were cleaned up"
+            )
+        return TrainingOutputs(
+            model_uri=upload(model, destination / "model"), output_uri=upload(output, destination / "output")
+        )
 
     def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
         path = self._dir(job_name) / "log.txt"

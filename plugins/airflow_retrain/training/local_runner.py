@@ -47,6 +47,8 @@ def main(job_dir: str) -> int:
     stop = {"signal": None}
 
     with open(log_path, "ab", buffering=0) as log:
+        # The runner's own environment is already the allow-listed one the backend built (contract, PATH,
+        # locale, threads, what the spec names); the script gets exactly that, nothing of the worker's.
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=job_path / "work"
         )

@@ -1,0 +1,315 @@
+"""The cost ledger: every GPU-hour and dollar the package spent or stopped, as one warehouse table.
+
+``retrain_ledger.entries`` lives in the project's warehouse (the ``retrain_warehouse`` connection: the
+embedded DuckDB by default, Postgres when that connection is a postgres one), never in Airflow's metadata
+database. Rows come from two sources, both priced by :func:`airflow_retrain.cost.estimate_cost`:
+
+- ``training_run``: written by each run's ``teardown`` task, one row per training job (the backend's
+  billable seconds x instances x price; ``pricing`` is ``spot`` for managed-spot jobs, priced by the
+  cost model's spot column);
+- ``sweep``: written by the ``gpu_teardown`` DAG, one row per resource it stopped or deleted (price x
+  uptime until the action, and ``saving_usd_per_hour``: the burn rate the action stopped).
+
+Writes are idempotent (``entry_id`` is derived from the job or the action), so a retried task never
+counts twice. ``make cost-report`` (:func:`format_cost_report`) prints it per pipeline per day and week.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow_retrain.cost import CostEstimate, gpus_per_instance
+
+SCHEMA = "retrain_ledger"
+LOCK_WAIT_SECONDS = 120.0
+TABLE = f"{SCHEMA}.entries"
+_COLUMNS = (
+    "entry_id", "ts", "pipeline", "kind", "resource", "backend", "location", "instance_type", "instance_count",
+    "seconds", "gpu_hours", "usd", "pricing", "saving_usd_per_hour", "source", "details",
+)
+_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        entry_id VARCHAR(512) PRIMARY KEY,
+        ts TIMESTAMP NOT NULL,
+        pipeline VARCHAR(256),
+        kind VARCHAR(128) NOT NULL,
+        resource VARCHAR(512) NOT NULL,
+        backend VARCHAR(64),
+        location VARCHAR(256),
+        instance_type VARCHAR(128),
+        instance_count INTEGER,
+        seconds DOUBLE PRECISION,
+        gpu_hours DOUBLE PRECISION,
+        usd DOUBLE PRECISION,
+        pricing VARCHAR(16),
+        saving_usd_per_hour DOUBLE PRECISION,
+        source VARCHAR(32) NOT NULL,
+        details VARCHAR
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    entry_id: str
+    ts: datetime  # UTC
+    pipeline: str | None
+    kind: str
+    resource: str
+    backend: str
+    location: str
+    instance_type: str | None
+    instance_count: int
+    seconds: float
+    gpu_hours: float
+    usd: float | None
+    pricing: str  # on_demand | spot
+    saving_usd_per_hour: float | None
+    source: str  # training_run | sweep
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> tuple:
+        values = asdict(self)
+        values["ts"] = self.ts.astimezone(UTC).replace(tzinfo=None)
+        values["details"] = json.dumps(self.details, default=str, sort_keys=True)
+        return tuple(values[c] for c in _COLUMNS)
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def training_run_entry(pipeline: str, dag_id: str, run_key: str, job: Any, cost: CostEstimate, now: float) -> LedgerEntry:
+    """The ledger row of one training job of a run (``job`` is a :class:`TrainingJob`)."""
+    gpus = job.details.get("gpus_visible") if job.backend == "local" else gpus_per_instance(job.backend, job.instance_type)
+    return LedgerEntry(
+        entry_id=f"training_run:{job.backend}:{job.job_name}",
+        ts=_utc(job.ended_at or now),
+        pipeline=pipeline,
+        kind="training_job",
+        resource=job.job_name,
+        backend=job.backend,
+        location=str(getattr(cost, "region", None) or job.details.get("region") or job.backend),
+        instance_type=job.instance_type,
+        instance_count=job.instance_count,
+        seconds=float(job.billable_seconds),
+        gpu_hours=round(job.billable_seconds * job.instance_count * (gpus or 0) / 3600.0, 6),
+        usd=cost.usd,
+        pricing="spot" if getattr(cost, "spot", False) or job.details.get("pricing") == "spot" else "on_demand",
+        saving_usd_per_hour=None,
+        source="training_run",
+        details={"dag_id": dag_id, "run_key": run_key, "state": job.state.value,
+                 "hourly_price_usd": cost.hourly_price_usd, "price_source": cost.price_source},
+    )
+
+
+def sweep_entry(record: Any, sweep_id: str) -> LedgerEntry:
+    """The ledger row of one resource the sweep acted on (``record`` is a :class:`SweepRecord`)."""
+    return LedgerEntry(
+        entry_id=f"sweep:{record.kind}:{record.location}:{record.resource}:{int(record.at)}",
+        ts=_utc(record.at),
+        pipeline=record.pipeline,
+        kind=record.kind,
+        resource=record.resource,
+        backend=record.backend,
+        location=record.location,
+        instance_type=record.instance_type,
+        instance_count=record.instance_count,
+        seconds=record.uptime_seconds,
+        gpu_hours=record.gpu_hours,
+        usd=record.usd_uptime,
+        pricing="on_demand",
+        saving_usd_per_hour=record.saving_usd_per_hour,
+        source="sweep",
+        details={"sweep_id": sweep_id, "action": record.action, "reason": record.reason, "detail": record.detail,
+                 "owner": record.owner, "evidence": record.evidence},
+    )
+
+
+class CostLedger:
+    """The ledger table in the warehouse of ``params`` (:class:`~airflow_retrain.hooks.warehouse.WarehouseParams`)."""
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    @classmethod
+    def from_connection(cls, warehouse_conn_id: str | None = "retrain_warehouse") -> CostLedger:
+        from airflow_retrain.hooks.warehouse import WarehouseHook
+
+        return cls(WarehouseHook(warehouse_conn_id=warehouse_conn_id).params)
+
+    def describe(self) -> str:
+        return f"{TABLE} in {self.params.describe()}"
+
+    def _connect(self):
+        p = self.params
+        if p.kind == "duckdb":
+            import duckdb
+
+            Path(p.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+            # DuckDB has one writer per file: while a dbt build or export holds it, wait (briefly).
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while True:
+                try:
+                    return duckdb.connect(p.duckdb_path)
+                except duckdb.IOException as e:
+                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        import psycopg2
+
+        return psycopg2.connect(host=p.host, port=p.port, user=p.user, password=p.password, dbname=p.dbname)
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.params.kind == "duckdb" else sql.replace("?", "%s")
+
+    def _run(self, statements: list[tuple[str, Iterable[tuple]]], fetch: tuple[str, tuple] | None = None) -> list[tuple]:
+        con = self._connect()
+        try:
+            cur = con.cursor()
+            for ddl in _DDL:
+                cur.execute(ddl)
+            rows: list[tuple] = []
+            for sql, params_list in statements:
+                for params in params_list:
+                    cur.execute(self._sql(sql), params)
+            if fetch is not None:
+                cur.execute(self._sql(fetch[0]), fetch[1])
+                rows = cur.fetchall()
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    def write(self, entries: list[LedgerEntry]) -> int:
+        """Insert or replace ``entries`` (by ``entry_id``) in one transaction; returns how many."""
+        if not entries:
+            self._run([])
+            return 0
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        self._run(
+            [
+                (f"DELETE FROM {TABLE} WHERE entry_id = ?", [(e.entry_id,) for e in entries]),
+                (f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders})", [e.row() for e in entries]),
+            ]
+        )
+        return len(entries)
+
+    def rows(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Ledger rows (oldest first) since ``since`` (UTC), as dicts."""
+        since = since or datetime(1970, 1, 1, tzinfo=UTC)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM {TABLE} WHERE ts >= ? ORDER BY ts, entry_id"
+        rows = self._run([], fetch=(sql, (since.astimezone(UTC).replace(tzinfo=None),)))
+        out = []
+        for row in rows:
+            item = dict(zip(_COLUMNS, row, strict=True))
+            item["ts"] = item["ts"].replace(tzinfo=UTC)
+            item["details"] = json.loads(item["details"] or "{}")
+            out.append(item)
+        return out
+
+    def week_usd(self, pipeline: str, now: float) -> float:
+        """Dollars the pipeline's training runs spent in the ISO week (Monday 00:00 UTC) holding ``now``."""
+        start = week_start(_utc(now))
+        sql = (
+            f"SELECT COALESCE(SUM(usd), 0) FROM {TABLE} "
+            "WHERE pipeline = ? AND source = 'training_run' AND ts >= ? AND ts < ?"
+        )
+        start = start.replace(tzinfo=None)
+        rows = self._run([], fetch=(sql, (pipeline, start, start + timedelta(days=7))))
+        return float(rows[0][0] or 0.0)
+
+
+def week_start(moment: datetime) -> datetime:
+    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day - timedelta(days=day.weekday())
+
+
+def summarize(rows: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """Per pipeline per day and per ISO week: GPU-hours and dollars, on-demand vs spot; the sweeps' savings."""
+
+    def bucket(table: dict, key: tuple, row: dict[str, Any]) -> None:
+        item = table.setdefault(key, {"jobs": 0, "gpu_hours": 0.0, "usd_on_demand": 0.0, "usd_spot": 0.0, "usd": 0.0})
+        usd = row["usd"] or 0.0
+        item["jobs"] += 1
+        item["gpu_hours"] += row["gpu_hours"] or 0.0
+        item["usd_spot" if row["pricing"] == "spot" else "usd_on_demand"] += usd
+        item["usd"] += usd
+
+    daily: dict[tuple, dict] = {}
+    weekly: dict[tuple, dict] = {}
+    waste: dict[tuple, dict] = {}
+    for row in rows:
+        pipeline = row["pipeline"] or "(untagged)"
+        day = row["ts"].date().isoformat()
+        week = week_start(row["ts"]).date().isoformat()
+        if row["source"] == "training_run":
+            bucket(daily, (day, pipeline), row)
+            bucket(weekly, (week, pipeline), row)
+            continue
+        item = waste.setdefault(
+            (week, pipeline),
+            {"resources": 0, "uptime_hours": 0.0, "gpu_hours": 0.0, "usd_until_stopped": 0.0,
+             "saving_usd_per_hour": 0.0, "est_saved_usd": 0.0},
+        )
+        saving = row["saving_usd_per_hour"] or 0.0
+        item["resources"] += 1
+        item["uptime_hours"] += (row["seconds"] or 0.0) / 3600.0
+        item["gpu_hours"] += row["gpu_hours"] or 0.0
+        item["usd_until_stopped"] += row["usd"] or 0.0
+        item["saving_usd_per_hour"] += saving
+        # What it would have burned since, had it run on (counted up to a week at most).
+        item["est_saved_usd"] += saving * min(max(0.0, now - row["ts"].timestamp()), 7 * 86400) / 3600.0
+
+    def listing(table: dict, names: tuple[str, str]) -> list[dict[str, Any]]:
+        return [
+            {names[0]: k[0], names[1]: k[1], **{f: round(v, 6) if isinstance(v, float) else v for f, v in item.items()}}
+            for k, item in sorted(table.items())
+        ]
+
+    return {
+        "daily": listing(daily, ("day", "pipeline")),
+        "weekly": listing(weekly, ("week", "pipeline")),
+        "sweeps": listing(waste, ("week", "pipeline")),
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *cells, strict=False)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in [header, *cells]]
+
+
+def format_cost_report(summary: dict[str, Any], where: str, budgets: dict[str, float] | None = None) -> str:
+    """The report ``make cost-report`` prints."""
+    budgets = budgets or {}
+    lines = [f"Cost ledger: {where}", "", "Training runs per pipeline per day"]
+    cols = ["jobs", "gpu_hours", "usd_on_demand", "usd_spot", "usd"]
+    if summary["daily"]:
+        lines += _table(["day", "pipeline", *cols], [[d["day"], d["pipeline"], *(d[c] for c in cols)] for d in summary["daily"]])
+    else:
+        lines.append("  (no training runs recorded)")
+    lines += ["", "Training runs per pipeline per week (weeks start Monday, UTC)"]
+    if summary["weekly"]:
+        rows = []
+        for w in summary["weekly"]:
+            budget = budgets.get(w["pipeline"])
+            status = "-" if budget is None else (f"OVER {budget:g}" if w["usd"] > budget else f"within {budget:g}")
+            rows.append([w["week"], w["pipeline"], *(w[c] for c in cols), status])
+        lines += _table(["week", "pipeline", *cols, "weekly budget"], rows)
+    else:
+        lines.append("  (no training runs recorded)")
+    lines += ["", "Waste stopped by the gpu_teardown sweeps, per week"]
+    scols = ["resources", "uptime_hours", "gpu_hours", "usd_until_stopped", "saving_usd_per_hour", "est_saved_usd"]
+    if summary["sweeps"]:
+        lines += _table(["week", "pipeline", *scols], [[s["week"], s["pipeline"], *(s[c] for c in scols)] for s in summary["sweeps"]])
+    else:
+        lines.append("  (nothing stopped by a sweep)")
+    return "\n".join(lines)

@@ -1,0 +1,366 @@
+"""This machine's resources for the sweep: local-backend training jobs and orphaned GPU processes.
+
+**Local training jobs** (:class:`~airflow_retrain.training.local.LocalTrainingBackend` records) that still
+run are findings when their TTL tag passed, when they ran past their maximum runtime, or when *their DAG
+run has ended*: a run whose worker was killed never runs its teardown, so its job would train on. Tasks
+may not read Airflow's database, so "run ended" comes from two honest signals: the run's report (the
+``report`` teardown task writes ``<run>/report.json`` to the artifact store as the run's last act), and,
+inside a task, the Task SDK's ``get_dagrun_state`` for the run id the run recorded in ``<run>/run.json``
+(the deployment's artifact store, ``RETRAIN_ARTIFACT_ROOT``; a pipeline with its own ``artifacts.root``
+is judged by its TTL alone). Outside a task (CLI, tests) a ``run_state`` callable can be given instead.
+
+**GPU processes** come from ``nvidia-smi --query-compute-apps`` (skipped, with a note, where it is
+absent). A process started by a local job carries ``SM_TRAINING_JOB_NAME`` in its environment: while that
+job runs, the process is the job's and is left alone; once the job ended, the process is an orphan of
+this package (tagged with the job's tags, so in scope). Any other GPU process is untagged: in scope only
+with ``scope: all``, and the default action for the kind is ``report``.
+
+Marks and claims of local resources live in ``<state dir>/teardown/marks/``; a claim is created with
+``O_EXCL``, so two sweeps on one machine can never both hold it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow_retrain.teardown.base import Clock, Finding, Inventory, Resource, ResourceGone, ttl_expired
+from airflow_retrain.training.base import TrainingJobNotFound
+
+RunState = Callable[[str, str], str | None]
+_ENDED_RUN_STATES = {"success", "failed"}
+_STALE_CLAIM_SECONDS = 3600.0
+NVIDIA_SMI_QUERY = ["--query-compute-apps=pid,process_name,used_memory", "--format=csv"]
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    process_name: str
+    used_memory_mib: float | None
+
+
+def parse_compute_apps(text: str) -> list[GpuProcess]:
+    """Parse ``nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv``.
+
+    Tolerates the header, ``[N/A]`` memory, units (``1024 MiB``) and the "No running processes found" line.
+    """
+    processes = []
+    for row in csv.reader(io.StringIO(text)):
+        cells = [c.strip() for c in row]
+        if len(cells) < 3 or not cells[0].isdigit():
+            continue  # the header, blank lines, messages
+        memory = re.match(r"^(\d+(?:\.\d+)?)", cells[2])
+        processes.append(GpuProcess(int(cells[0]), ",".join(cells[1:-1]), float(memory.group(1)) if memory else None))
+    return processes
+
+
+def task_sdk_run_state(dag_id: str, run_id: str) -> str | None:
+    """The DAG run's state through the Task SDK (inside a running task only); ``None`` elsewhere."""
+    from airflow.sdk.execution_time import task_runner
+
+    if getattr(task_runner, "SUPERVISOR_COMMS", None) is None:
+        return None
+    state = task_runner.RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    return None if state is None else str(getattr(state, "value", state))  # DagRunState.SUCCESS -> "success"
+
+
+def _safe(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+
+
+class LocalInventory(Inventory):
+    """Local-backend jobs and GPU processes on the machine the sweep runs on.
+
+    :param run_state: ``(dag_id, run_id) -> state`` for "has this run ended"; default: the Task SDK.
+    :param state_root: the package's state dir (default: ``RETRAIN_STATE_DIR`` / ``.local``).
+    """
+
+    name = "local"
+    kinds = ("local.training_job", "local.gpu_process")
+
+    def __init__(
+        self,
+        policy: Any,
+        clock: Clock | None = None,
+        run_state: RunState | None = None,
+        state_root: str | os.PathLike | None = None,
+    ):
+        super().__init__(policy, clock)
+        from airflow_retrain.spec import state_dir
+
+        self.state_root = Path(state_root) if state_root else state_dir()
+        self.run_state = run_state or task_sdk_run_state
+        self.notes: list[str] = []
+
+    @classmethod
+    def from_policy(cls, policy: Any, clock: Clock | None = None) -> list[Inventory]:
+        return [cls(policy, clock)] if policy.local.enabled else []
+
+    @property
+    def location(self) -> str:
+        return "local"
+
+    @cached_property
+    def backend(self):
+        from airflow_retrain.training.local import LocalTrainingBackend
+
+        return LocalTrainingBackend(jobs_dir=self.policy.local.jobs_dir or self.state_root / "jobs")
+
+    @property
+    def marks_dir(self) -> Path:
+        return self.state_root / "teardown" / "marks"
+
+    # -- marks (tags of things that have none) --------------------------------------------------------
+    def _mark_path(self, resource: Resource) -> Path:
+        return self.marks_dir / f"{_safe(resource.kind)}--{_safe(resource.name)}.json"
+
+    def _claim_path(self, resource: Resource) -> Path:
+        return self.marks_dir / f"{_safe(resource.kind)}--{_safe(resource.name)}.claim"
+
+    def _stored_tags(self, resource: Resource) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        try:
+            tags.update(json.loads(self._mark_path(resource).read_text()))
+        except (OSError, ValueError):
+            pass
+        try:
+            tags[self.policy.tags.claim] = self._claim_path(resource).read_text()
+        except OSError:
+            pass
+        return tags
+
+    def set_tag(self, resource: Resource, key: str, value: str) -> None:
+        self.marks_dir.mkdir(parents=True, exist_ok=True)
+        if key == self.policy.tags.claim:
+            path = self._claim_path(resource)
+            try:
+                if time.time() - path.stat().st_mtime > _STALE_CLAIM_SECONDS:
+                    path.unlink(missing_ok=True)  # left by a sweep that died while acting
+            except OSError:
+                pass
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return  # another sweep holds the claim; the re-read shows it is not ours
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+        else:
+            path = self._mark_path(resource)
+            stored = {k: v for k, v in self._stored_tags(resource).items() if k != self.policy.tags.claim}
+            stored[key] = value
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stored))
+            os.replace(tmp, path)
+        resource.tags[key] = value
+
+    def remove_tag(self, resource: Resource, key: str) -> None:
+        if key == self.policy.tags.claim:
+            self._claim_path(resource).unlink(missing_ok=True)
+        else:
+            path = self._mark_path(resource)
+            stored = {k: v for k, v in self._stored_tags(resource).items() if k not in (key, self.policy.tags.claim)}
+            if stored:
+                path.write_text(json.dumps(stored))
+            else:
+                path.unlink(missing_ok=True)
+        resource.tags.pop(key, None)
+
+    def forget(self, resource: Resource) -> None:
+        """Drop the marks of a resource that is gone."""
+        self._mark_path(resource).unlink(missing_ok=True)
+        self._claim_path(resource).unlink(missing_ok=True)
+
+    # -- listing -------------------------------------------------------------------------------------
+    def _job_resource(self, job) -> Resource:
+        resource = Resource(
+            kind="local.training_job",
+            name=job.job_name,
+            location=self.location,
+            state=job.state.value,
+            tags=dict(job.tags),
+            started_at=job.started_at or job.created_at,
+            backend="local",
+            instance_type=job.instance_type,
+            instance_count=job.instance_count,
+            details={"pid": job.details.get("pid"), "gpus": job.details.get("gpus_visible", 0)},
+        )
+        resource.tags.update(self._stored_tags(resource))
+        return resource
+
+    def _live_jobs(self) -> list:
+        return [job for job in self.backend.find_jobs({}) if not job.state.terminal]
+
+    def gpu_processes(self) -> list[GpuProcess] | None:
+        """GPU compute processes from ``nvidia-smi``, or ``None`` (with a note) where it is absent."""
+        smi = shutil.which("nvidia-smi")
+        if not smi:
+            self.notes.append("nvidia-smi not found: GPU processes not inventoried")
+            return None
+        try:
+            out = subprocess.run([smi, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=30, check=True)
+        except (OSError, subprocess.SubprocessError) as e:
+            self.notes.append(f"nvidia-smi failed ({e}): GPU processes not inventoried")
+            return None
+        return parse_compute_apps(out.stdout)
+
+    def _drop_stale_marks(self, live_names: set[str]) -> None:
+        """Marks of local jobs that ended since (stopped by their own teardown, or finished) go too."""
+        prefix = f"{_safe('local.training_job')}--"
+        for path in self.marks_dir.glob(f"{prefix}*") if self.marks_dir.is_dir() else []:
+            if path.name.removeprefix(prefix).rsplit(".", 1)[0] not in {_safe(n) for n in live_names}:
+                path.unlink(missing_ok=True)
+
+    def resources(self) -> Iterable[Resource]:
+        live = self._live_jobs()
+        self._drop_stale_marks({job.job_name for job in live})
+        if self.policy.enabled("local.training_job"):
+            yield from (self._job_resource(job) for job in live)
+        if not (self.policy.enabled("local.gpu_process") and self.policy.local.gpu_processes):
+            return
+        processes = self.gpu_processes()
+        if not processes:
+            return
+        import psutil
+
+        live_names = {job.job_name for job in live}
+        for gpu in processes:
+            try:
+                proc = psutil.Process(gpu.pid)
+                started = proc.create_time()
+                try:
+                    job_name = proc.environ().get("SM_TRAINING_JOB_NAME")
+                except (psutil.AccessDenied, psutil.ZombieProcess):
+                    job_name = None
+            except psutil.NoSuchProcess:
+                continue
+            if job_name in live_names:
+                continue  # belongs to a live job
+            tags: dict[str, str] = {}
+            if job_name:
+                try:
+                    tags = dict(self.backend.describe(job_name).tags)
+                except TrainingJobNotFound:
+                    pass
+                tags["retrain:job"] = job_name
+            resource = Resource(
+                kind="local.gpu_process",
+                name=f"pid-{gpu.pid}-{int(started)}",
+                location=self.location,
+                state="running",
+                tags=tags,
+                started_at=started,
+                backend="local",
+                instance_type="local",
+                details={"pid": gpu.pid, "process_name": gpu.process_name, "used_memory_mib": gpu.used_memory_mib, "job": job_name},
+            )
+            resource.tags.update(self._stored_tags(resource))
+            yield resource
+
+    # -- judging -------------------------------------------------------------------------------------
+    def _run_record(self, dag_id: str, run_key: str, name: str) -> tuple[dict[str, Any] | None, str]:
+        """A JSON record of the run (``run.json``, ``report.json``) from the deployment's artifact store."""
+        try:
+            from airflow_retrain import artifacts
+
+            path = artifacts.ArtifactStore.resolve().run_path(dag_id, run_key) / name
+            return artifacts.read_json(path), artifacts.to_uri(path)
+        except Exception:  # noqa: BLE001 - no record (or no store) is "unknown", never "ended"
+            return None, ""
+
+    def _run_ended(self, tags: dict[str, str]) -> tuple[bool, dict[str, Any]]:
+        dag_id, run_key = tags.get("retrain:dag-id"), tags.get("retrain:run-key")
+        if not dag_id or not run_key:
+            return False, {}
+        report, uri = self._run_record(dag_id, run_key, "report.json")
+        if report is not None:
+            return True, {"run_report": uri}
+        run, _ = self._run_record(dag_id, run_key, "run.json")
+        if not run or not run.get("run_id"):
+            return False, {"run_state": "unknown (no run record)"}
+        run_id = str(run["run_id"])
+        try:
+            state = self.run_state(dag_id, run_id)
+        except Exception as e:  # noqa: BLE001 - no answer is "unknown", never "ended"
+            state = None
+            self.notes.append(f"could not read the state of DAG run {dag_id}/{run_id}: {type(e).__name__}: {e}")
+        evidence = {"run_id": run_id, "run_state": state or "unknown"}
+        return (state in _ENDED_RUN_STATES), evidence
+
+    def assess(self, resources: list[Resource], refreshed: bool = False) -> dict[str, Finding]:
+        now = self.clock()
+        findings = {}
+        for resource in resources:
+            expired, evidence = ttl_expired(resource.tags, self.policy.tags.ttl, now)
+            evidence["uptime_seconds"] = round(resource.uptime(now))
+            if resource.kind == "local.gpu_process":
+                evidence.update({k: resource.details.get(k) for k in ("pid", "process_name", "used_memory_mib", "job")})
+                why = f"its job {resource.details['job']} is not running" if resource.details.get("job") else "started by no job of this package"
+                findings[resource.key] = Finding(True, f"GPU process that belongs to no live job ({why})", evidence)
+                continue
+            ended, run_evidence = self._run_ended(resource.tags)
+            evidence.update(run_evidence)
+            limit = self.policy.kind(resource.kind).max_runtime
+            if expired:
+                findings[resource.key] = Finding(True, "past its TTL", evidence)
+            elif ended:
+                findings[resource.key] = Finding(True, "its DAG run has ended (teardown never stopped it)", evidence)
+            elif limit and resource.uptime(now) > limit:
+                findings[resource.key] = Finding(True, "running longer than its maximum runtime", evidence)
+            else:
+                findings[resource.key] = Finding(False, "its run is live and within its TTL", evidence)
+        return findings
+
+    def refresh(self, resource: Resource) -> Resource:
+        if resource.kind == "local.gpu_process":
+            import psutil
+
+            try:
+                proc = psutil.Process(resource.details["pid"])
+                if int(proc.create_time()) != int(resource.started_at or 0) or not proc.is_running():
+                    raise ResourceGone(f"process {resource.details['pid']} has exited")
+            except psutil.NoSuchProcess:
+                raise ResourceGone(f"process {resource.details['pid']} has exited") from None
+            fresh = Resource(**{**resource.to_dict(), "details": dict(resource.details)})
+            fresh.tags = {**{k: v for k, v in resource.tags.items() if not k.startswith("retrain:teardown")}, **self._stored_tags(resource)}
+            return fresh
+        try:
+            job = self.backend.describe(resource.name)
+        except TrainingJobNotFound:
+            raise ResourceGone(f"local job {resource.name} no longer exists") from None
+        if job.state.terminal:
+            raise ResourceGone(f"local job {resource.name} is {job.state.value} now")
+        return self._job_resource(job)
+
+    def act(self, resource: Resource, action: str) -> str:
+        if resource.kind == "local.training_job" and action == "stop":
+            job = self.backend.stop(resource.name)
+            self.forget(resource)
+            return f"stopped local training job ({job.state.value})"
+        if resource.kind == "local.gpu_process" and action == "kill":
+            import psutil
+
+            try:
+                proc = psutil.Process(resource.details["pid"])
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            except psutil.NoSuchProcess:
+                raise ResourceGone(f"process {resource.details['pid']} has exited") from None
+            self.forget(resource)
+            return f"killed GPU process {resource.details['pid']}"
+        raise ValueError(f"{resource.kind} has no action {action!r}")

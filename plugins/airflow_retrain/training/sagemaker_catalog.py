@@ -1,0 +1,71 @@
+"""What SageMaker offers, read without a network call: training instance types and XGBoost images.
+
+Import-light (the spec validator uses it at DAG-parse time): botocore is imported only when the instance
+types are first asked for, and only its bundled service model is read.
+
+Instance types come from botocore's SageMaker service model (the ``TrainingInstanceType`` enum), so a
+botocore upgrade brings new types with it -- no hand-kept list.
+
+Image URIs: the SageMaker XGBoost *framework* image is published by AWS under one registry account per
+region (``<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-xgboost:<version>``). The SageMaker Python
+SDK resolves it from ``image_uri_config/xgboost.json``; that SDK is too heavy for this package's runtime
+(it requires mlflow, paramiko, ``mock<5``), so the registry accounts of that file are copied below.
+A spec can always name its own image (``training.sagemaker.image``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+# region -> AWS's registry account for the SageMaker XGBoost framework image
+# (sagemaker-python-sdk, src/sagemaker/image_uri_config/xgboost.json, "versions" of the framework).
+XGBOOST_REGISTRIES: dict[str, str] = {
+    "ap-east-1": "651117190479",
+    "ap-northeast-1": "354813040037",
+    "ap-northeast-2": "366743142698",
+    "ap-south-1": "720646828776",
+    "ap-southeast-1": "121021644041",
+    "ap-southeast-2": "783357654285",
+    "ca-central-1": "341280168497",
+    "eu-central-1": "492215442770",
+    "eu-north-1": "662702820516",
+    "eu-south-1": "978288397137",
+    "eu-west-1": "141502667606",
+    "eu-west-2": "764974769150",
+    "eu-west-3": "659782779980",
+    "me-south-1": "801668240914",
+    "sa-east-1": "737474898029",
+    "us-east-1": "683313688378",
+    "us-east-2": "257758044811",
+    "us-west-1": "746614075791",
+    "us-west-2": "246618743249",
+}
+XGBOOST_FRAMEWORK_VERSIONS: tuple[str, ...] = ("1.0-1", "1.2-1", "1.2-2", "1.3-1", "1.5-1", "1.7-1")
+DEFAULT_XGBOOST_VERSION = "1.7-1"
+
+
+class UnknownImageError(LookupError):
+    pass
+
+
+def xgboost_image_uri(region: str, version: str = DEFAULT_XGBOOST_VERSION) -> str:
+    """The SageMaker XGBoost framework image for ``region`` and framework ``version``."""
+    if version not in XGBOOST_FRAMEWORK_VERSIONS:
+        raise UnknownImageError(
+            f"no SageMaker XGBoost framework version {version!r}; known: {', '.join(XGBOOST_FRAMEWORK_VERSIONS)}"
+        )
+    try:
+        account = XGBOOST_REGISTRIES[region]
+    except KeyError:
+        raise UnknownImageError(f"no SageMaker XGBoost image registry known for region {region!r}") from None
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{suffix}/sagemaker-xgboost:{version}"
+
+
+@lru_cache(maxsize=1)
+def training_instance_types() -> frozenset[str]:
+    """Every instance type SageMaker training accepts, per botocore's bundled service model."""
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("TrainingInstanceType").enum)

@@ -1,0 +1,182 @@
+"""TrainingJobTrigger: one trigger that waits for a training job on any backend, in the triggerer.
+
+The train task submits (or reattaches to) its job and defers to this trigger, so no worker slot is held
+while the job trains. The trigger serializes only the backend's name, its settings (names, bucket,
+region, connection id -- never credentials) and the job's name; in the triggerer it rebuilds the
+backend and polls ``describe`` (and the job's log pages) in a thread, so the event loop never blocks on
+boto3.
+
+- Status transitions and log lines go to the triggerer's log as they come, and the last
+  ``max_log_lines`` of them travel in the final event, so the task re-emits them into its own log.
+- ``deadline`` (epoch seconds: job creation + max runtime + grace) survives triggerer restarts: past
+  it, the trigger stops the job and reports ``timeout``.
+- ``on_kill`` (a user marks the deferred task failed/success or clears it) stops the job. A triggerer
+  restart or redistribution does not: the new triggerer resumes polling the same job.
+- Transient cloud errors are retried up to ``max_consecutive_errors`` polls in a row.
+
+Polling backs off as the job ages: the next poll comes after ``backoff_fraction`` of the job's age,
+never sooner than ``poll_interval`` nor later than ``max_poll_interval``. A job that has trained for
+an hour rarely ends in the next 30 s, and SageMaker's describe calls share an account-wide rate limit
+with every other pipeline; the price is that the end of a job is noticed up to ``max_poll_interval``
+late (``bench/training_wait.py`` reports that latency next to the API calls saved). Log pages are read
+every ``log_interval`` seconds and once more at the end, so no line is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from functools import cached_property
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_retrain.training import get_backend
+from airflow_retrain.training.base import JobState, TrainingBackend, TrainingJobNotFound
+
+
+class TrainingJobTrigger(BaseTrigger):
+    """Poll a training job until it ends; yield one event with its final snapshot.
+
+    :param backend: training backend name (``sagemaker``, ``local``, ...).
+    :param backend_config: the backend's settings (``TrainingBackend.config()``; no secrets).
+    :param job_name: the job to wait for.
+    :param poll_interval: seconds between polls.
+    :param deadline: epoch seconds after which the job is stopped and ``timeout`` reported.
+    :param log_offset: where the job's log was read up to before deferring.
+    :param max_log_lines: how many of the last log lines the final event carries to the task.
+    :param max_consecutive_errors: polls in a row that may fail (network, throttling) before giving up.
+    :param max_poll_interval: the longest wait between polls (default: the larger of 30 s and
+        ``poll_interval``).
+    :param backoff_fraction: the wait between polls as a share of the job's age (0 polls evenly).
+    :param log_interval: seconds between log reads while the job runs (default: the larger of 30 s and
+        ``poll_interval``); logs are always read once more when the job ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        backend_config: dict[str, Any] | None,
+        job_name: str,
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        log_offset: int = 0,
+        max_log_lines: int = 500,
+        max_consecutive_errors: int = 10,
+        max_poll_interval: float | None = None,
+        backoff_fraction: float = 0.1,
+        log_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.backend = backend
+        self.backend_config = dict(backend_config or {})
+        self.job_name = job_name
+        self.poll_interval = poll_interval
+        self.deadline = deadline
+        self.log_offset = log_offset
+        self.max_log_lines = max_log_lines
+        self.max_consecutive_errors = max_consecutive_errors
+        self.max_poll_interval = max_poll_interval
+        self.backoff_fraction = backoff_fraction
+        self.log_interval = log_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "backend": self.backend,
+                "backend_config": self.backend_config,
+                "job_name": self.job_name,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "log_offset": self.log_offset,
+                "max_log_lines": self.max_log_lines,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "max_poll_interval": self.max_poll_interval,
+                "backoff_fraction": self.backoff_fraction,
+                "log_interval": self.log_interval,
+            },
+        )
+
+    @cached_property
+    def training_backend(self) -> TrainingBackend:
+        return get_backend(self.backend, **self.backend_config)
+
+    def next_poll_in(self, job_created_at: float | None) -> float:
+        """Seconds until the next poll: a share of the job's age, within the poll bounds."""
+        ceiling = self.max_poll_interval if self.max_poll_interval is not None else max(30.0, self.poll_interval)
+        age = time.time() - job_created_at if job_created_at else 0.0
+        wait = min(max(self.poll_interval, self.backoff_fraction * age), max(ceiling, self.poll_interval))
+        if self.deadline is not None:
+            wait = min(wait, max(self.poll_interval, self.deadline - time.time()))
+        return wait
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        backend = self.training_backend
+        offset = self.log_offset
+        tail: deque[str] = deque(maxlen=self.max_log_lines)
+        transitions: list[str] = []
+        last_status: tuple[str, str] | None = None
+        errors = 0
+        log_every = self.log_interval if self.log_interval is not None else max(30.0, self.poll_interval)
+        logs_read_at = 0.0
+        while True:
+            try:
+                job = await asyncio.to_thread(backend.describe, self.job_name)
+                due = time.monotonic() - logs_read_at >= log_every
+                if job.state.terminal or (job.state != JobState.PENDING and due):
+                    text, offset = await asyncio.to_thread(backend.read_logs, self.job_name, offset)
+                    logs_read_at = time.monotonic()
+                    for line in text.splitlines():
+                        self.log.info("[%s] %s", self.job_name, line)
+                        tail.append(line)
+                errors = 0
+            except TrainingJobNotFound as e:
+                yield TriggerEvent(self._event("error", None, offset, tail, transitions, message=str(e)))
+                return
+            except Exception as e:  # noqa: BLE001 - transient cloud trouble: poll again, within limits
+                errors += 1
+                self.log.warning("Polling training job %s failed (%d/%d): %s", self.job_name, errors,
+                                 self.max_consecutive_errors, e)
+                if errors >= self.max_consecutive_errors:
+                    yield TriggerEvent(
+                        self._event("error", None, offset, tail, transitions,
+                                    message=f"polling training job {self.job_name} failed {errors} times: {e}")
+                    )
+                    return
+                await asyncio.sleep(self.poll_interval)
+                continue
+            status = (job.state.value, str(job.details.get("secondary_status", "")))
+            if status != last_status:
+                line = f"Training job {self.job_name}: {status[0]}" + (f" ({status[1]})" if status[1] else "")
+                self.log.info("%s", line)
+                transitions.append(line)
+                last_status = status
+            if job.state.terminal:
+                yield TriggerEvent(self._event("done", job, offset, tail, transitions))
+                return
+            if self.deadline is not None and time.time() > self.deadline:
+                self.log.error("Training job %s is past its deadline: stopping it", self.job_name)
+                job = await asyncio.to_thread(backend.stop, self.job_name)
+                yield TriggerEvent(self._event("timeout", job, offset, tail, transitions))
+                return
+            await asyncio.sleep(self.next_poll_in(job.created_at))
+
+    def _event(self, status, job, offset, tail, transitions, message: str | None = None) -> dict[str, Any]:
+        return {
+            "status": status,
+            "job_name": self.job_name,
+            "job": job.to_dict() if job is not None else None,
+            "log_offset": offset,
+            "log_tail": list(tail),
+            "transitions": transitions,
+            "message": message,
+        }
+
+    async def on_kill(self) -> None:
+        """The user acted on the deferred task (mark failed, clear): stop the job it waits for."""
+        self.log.warning("Deferred train task killed: stopping training job %s", self.job_name)
+        await asyncio.to_thread(self.training_backend.stop, self.job_name)

@@ -1,0 +1,137 @@
+"""Every task of the churn DAG as if on its own worker: its own working directory, its own local
+scratch (``RETRAIN_SCRATCH``) and temp dir (``TMPDIR``), all deleted when the task ends -- and the run
+still succeeds, because every hand-off goes through the artifact store (a ``file://`` root that is
+none of those folders), never through a worker's disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "churn_workers_retrain"
+# One fixed date: the second test clears and reruns the first test's run (its run id is named after it).
+WHEN = datetime(2026, 3, 1, tzinfo=UTC)
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifact-store")
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory, store, airflow_db, warehouse):
+    from airflow.dag_processing.dagbag import DagBag
+
+    spec = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
+    spec["name"] = "churn_workers"
+    spec["retries"] = 0
+    spec["registry"] = dict(spec["registry"], model_name="churn_workers")
+    spec["artifacts"] = {"root": store.as_uri()}
+    folder = tmp_path_factory.mktemp("specs")
+    (folder / "churn_workers.yaml").write_text(yaml.safe_dump(spec))
+    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
+    try:
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}
+        yield bag
+    finally:
+        os.environ.pop("RETRAIN_SPECS_DIR", None)
+
+
+@pytest.fixture
+def separate_workers(tmp_path, monkeypatch):
+    """Run each task in a fresh working directory with fresh local scratch, wiped when it ends."""
+    from airflow.sdk.execution_time import task_runner
+
+    execute_task = task_runner._execute_task
+    workers: list[dict] = []
+
+    def as_own_worker(context, ti, log):
+        worker = tmp_path / "workers" / f"{len(workers):02d}-{ti.task_id}"
+        folders = {name: worker / name for name in ("cwd", "scratch", "tmp")}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+        saved = (os.getcwd(), {k: os.environ.get(k) for k in ("TMPDIR", "RETRAIN_SCRATCH")}, tempfile.tempdir)
+        os.chdir(folders["cwd"])
+        os.environ["TMPDIR"] = str(folders["tmp"])
+        os.environ["RETRAIN_SCRATCH"] = str(folders["scratch"])
+        tempfile.tempdir = None  # re-read TMPDIR
+        workers.append({"task_id": ti.task_id, "tmp": str(folders["tmp"]), "scratch": str(folders["scratch"])})
+        try:
+            return execute_task(context=context, ti=ti, log=log)
+        finally:
+            cwd, env, tempdir = saved
+            os.chdir(cwd)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            tempfile.tempdir = tempdir
+            shutil.rmtree(worker)  # the worker is gone: nothing it kept locally can be read later
+
+    monkeypatch.setattr(task_runner, "_execute_task", as_own_worker)
+    return workers
+
+
+def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
+    dr = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert dr.state == "success", states
+    assert set(states.values()) == {"success"}
+    ran = [w["task_id"] for w in separate_workers]
+    assert sorted(ran) == sorted(states), ran  # every task ran through the isolating wrapper
+    assert len({w["scratch"] for w in separate_workers}) == len(states)
+
+    # The hand-offs were URIs into the store, not paths on a worker.
+
+    run_dirs = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert json.loads((store / DAG_ID / "latest_report.json").read_text()) == report
+    stages = report["stages"]
+    for channel in ("train", "test"):
+        assert stages["export_dataset"]["channels"][channel] == (run_dir / "dataset" / channel).as_uri()
+    job = stages["train"]["job_name"]
+    assert stages["train"]["model_uri"] == (run_dir / "training" / job / "model").as_uri()
+    assert stages["train"]["metrics"]["roc_auc"] > 0.8
+    assert stages["register"]["version"] == "1"
+    assert stages["promote"]["champion_after"] == "1"
+    # Teardown removed the run's scratch from the store (MLflow keeps the registered model) ...
+    assert sorted(stages["teardown"]["scratch_removed"]) == [
+        (run_dir / "dataset").as_uri(),
+        (run_dir / "training").as_uri(),
+    ]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report.json", "run.json"]
+    # ... and nothing used the shared state dir as scratch.
+    assert not (state_dir / "runs" / DAG_ID).exists()
+    assert not (state_dir / "artifacts" / DAG_ID).exists()
+
+
+def test_run_cleared_after_teardown_trains_again(bag, store, separate_workers):
+    """``dag.test`` on the same date clears the first test's finished run and runs it again: the same run
+    id, whose training outputs its teardown deleted. It must train a second job (not hand on URIs of
+    deleted files, which used to end in a bare StopIteration in register) and register that job's model."""
+    (run_dir,) = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    before = json.loads((run_dir / "report.json").read_text())["stages"]
+    assert not (run_dir / "training").exists()  # teardown removed the outputs
+
+    again = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
+    states = {ti.task_id: ti.state for ti in again.get_task_instances()}
+    assert again.state == "success", states
+    assert [p for p in (store / DAG_ID).iterdir() if p.is_dir()] == [run_dir]  # the same run
+    after = json.loads((run_dir / "report.json").read_text())["stages"]
+    assert before["train"]["job_name"].endswith("-1")
+    assert after["train"]["job_name"] == before["train"]["job_name"][:-1] + "2"
+    assert int(after["register"]["version"]) == int(before["register"]["version"]) + 1

@@ -1,0 +1,328 @@
+"""SageMakerTrainingBackend against a moto server, through the real boto3 clients of the Amazon provider's
+hooks and an Airflow AWS connection: submit, describe, logs, stop, outputs, cost, tags, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+
+import boto3
+import pytest
+from helpers import wait_for
+from moto_sagemaker import API_CALLS, FakeCloud
+
+from airflow_retrain.training.base import (
+    JobState,
+    TrainingInputError,
+    TrainingJobExists,
+    TrainingJobNotFound,
+    TrainingJobRequest,
+    TrainingOutputsMissing,
+)
+from airflow_retrain.training.sagemaker import SageMakerCloudError, SageMakerTrainingBackend
+
+ROLE = "arn:aws:iam::123456789012:role/retrain"
+BUCKET = "retrain-tests"
+CONN = "aws_fake_sm"
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    with FakeCloud() as fake:
+        os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = fake.connection_uri()
+        yield fake
+        os.environ.pop(f"AIRFLOW_CONN_{CONN.upper()}", None)
+
+
+@pytest.fixture
+def clients(cloud):
+    cloud.reset()
+    kwargs = {"endpoint_url": cloud.endpoint_url, "region_name": "us-east-1", "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+    s3 = boto3.client("s3", **kwargs)
+    s3.create_bucket(Bucket=BUCKET)
+    return {"s3": s3, "sagemaker": boto3.client("sagemaker", **kwargs)}
+
+
+@pytest.fixture
+def backend(clients) -> SageMakerTrainingBackend:
+    return SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, prefix="unit", connection_id=CONN, max_attempts=2)
+
+
+@pytest.fixture
+def source(tmp_path):
+    folder = tmp_path / "src"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "train.py").write_text("print('hello')\n")
+    (folder / "contract.py").write_text("X = 1\n")
+    (folder / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"junk")
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    (data / "part-0.parquet").write_bytes(b"PAR1")
+    return folder / "train.py", data
+
+
+def request(source, name="churn-abc123-1", duration=0.0, **hps) -> TrainingJobRequest:
+    entry, data = source
+    return TrainingJobRequest(
+        job_name=name,
+        entry_point=str(entry),
+        channels={"train": str(data), "test": "s3://shared-data/churn/test"},
+        hyperparameters={"fake_duration_s": duration, "max_depth": 4, "objective": "binary:logistic", **hps},
+        instance_type="ml.m5.xlarge",
+        instance_count=2,
+        max_runtime_seconds=600,
+        tags={"retrain:dag-id": "churn_retrain", "retrain:run-key": "abc123", "retrain:owner": "ml platform"},
+    )
+
+
+def _keys(s3, prefix):
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []))
+
+
+def test_submit_builds_the_framework_container_request(backend, clients, source):
+    job = backend.submit(request(source, duration=5))
+    assert job.state == JobState.PENDING
+    desc = clients["sagemaker"].describe_training_job(TrainingJobName="churn-abc123-1")
+    hps = desc["HyperParameters"]
+    assert json.loads(hps["sagemaker_program"]) == "train.py"
+    submit_dir = json.loads(hps["sagemaker_submit_directory"])
+    assert submit_dir == f"s3://{BUCKET}/unit/churn-abc123-1/source/sourcedir.tar.gz"
+    # Every value JSON-encoded, as the SageMaker SDK does: the container decodes them back.
+    assert (hps["max_depth"], hps["objective"]) == ("4", '"binary:logistic"')
+    tar = tarfile.open(fileobj=io.BytesIO(clients["s3"].get_object(Bucket=BUCKET, Key=submit_dir.split("/", 3)[3])
+                                          ["Body"].read()))
+    assert sorted(tar.getnames()) == ["contract.py", "train.py"]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in desc["InputDataConfig"]}
+    assert channels == {"train": f"s3://{BUCKET}/unit/churn-abc123-1/input/train/", "test": "s3://shared-data/churn/test/"}
+    assert _keys(clients["s3"], "unit/churn-abc123-1/input/") == ["unit/churn-abc123-1/input/train/part-0.parquet"]
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == (
+        "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+    )
+    assert desc["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2, "VolumeSizeInGB": 30}
+    assert desc["StoppingCondition"] == {"MaxRuntimeInSeconds": 600}
+    assert desc["OutputDataConfig"] == {"S3OutputPath": f"s3://{BUCKET}/unit"}
+    assert desc["RoleArn"] == ROLE
+    assert "VpcConfig" not in desc
+    tags = clients["sagemaker"].list_tags(ResourceArn=desc["TrainingJobArn"])["Tags"]
+    assert {t["Key"]: t["Value"] for t in tags}["retrain:run-key"] == "abc123"
+
+
+def test_vpc_kms_spot_and_custom_image(clients, source):
+    backend = SageMakerTrainingBackend(
+        role_arn=ROLE, bucket=BUCKET, connection_id=CONN, image="123.dkr.ecr.us-east-1.amazonaws.com/mine:1",
+        subnets=["subnet-1"], security_group_ids=["sg-1"], kms_key_id="alias/retrain", spot=True, volume_size_gb=50,
+    )
+    backend.submit(request(source))
+    desc = clients["sagemaker"].describe_training_job(TrainingJobName="churn-abc123-1")
+    assert desc["AlgorithmSpecification"]["TrainingImage"] == "123.dkr.ecr.us-east-1.amazonaws.com/mine:1"
+    assert desc["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert desc["ResourceConfig"]["VolumeKmsKeyId"] == desc["OutputDataConfig"]["KmsKeyId"] == "alias/retrain"
+    assert desc["ResourceConfig"]["VolumeSizeInGB"] == 50
+    assert desc["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
+    assert desc["EnableManagedSpotTraining"] is True
+
+
+def test_states_logs_outputs_and_cost(backend, source, tmp_path):
+    backend.submit(request(source, duration=2.5))
+    assert backend.describe("churn-abc123-1").details["secondary_status"] == "Starting"
+    assert backend.read_logs("churn-abc123-1", 0) == ("", 0)  # no stream yet
+    running = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state == JobState.RUNNING and j, 5)
+    assert running.details["secondary_status"] == "Training"
+    first, offset = backend.read_logs("churn-abc123-1", 0)
+    assert first.splitlines() == ["Invoking script with the following command:", "epoch 1 loss 0.52"]
+    assert backend.read_logs("churn-abc123-1", offset) == ("", offset)  # nothing read twice
+    done = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state.terminal and j, 5)
+    assert done.state == JobState.COMPLETED
+    assert done.billable_seconds == 2 and done.instance_count == 2
+    rest, _ = backend.read_logs("churn-abc123-1", offset)
+    assert rest.splitlines() == ["epoch 2 loss 0.41", "Training complete"]
+
+    outputs = backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
+    assert outputs.model_uri == f"file://{tmp_path / 'out' / 'model'}"
+    assert json.loads((tmp_path / "out" / "output" / "metrics.json").read_text())["metrics"]["roc_auc"] == 0.91
+    model_dir = tmp_path / "out" / "model"
+    assert (model_dir / "model.json").exists() and (model_dir / "sub" / "extra.txt").exists()
+
+    cost = backend.cost(done)
+    assert (cost.usd, cost.hourly_price_usd, cost.region, cost.price_source) == (
+        round(2 / 3600 * 2 * 0.23, 6), 0.23, "us-east-1", "table"
+    )
+
+
+def test_spot_savings_from_billable_seconds(clients, source):
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, spot=True)
+    backend.submit(request(source, duration=10, fake_spot_billable_fraction=0.3))
+    clients_job = backend.stop("churn-abc123-1")  # stops right away: 1 s trained
+    assert clients_job.state in (JobState.STOPPING, JobState.STOPPED)
+    job = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state.terminal and j, 5)
+    cost = backend.cost(job)
+    assert cost.spot and cost.training_seconds >= cost.seconds
+    assert cost.spot_savings_usd == pytest.approx(cost.on_demand_usd - cost.usd)
+
+
+def test_stop_running_job_and_stop_is_idempotent(backend, source):
+    backend.submit(request(source, duration=30))
+    assert backend.stop("churn-abc123-1").state in (JobState.STOPPING, JobState.STOPPED)
+    stopped = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state == JobState.STOPPED and j, 5)
+    assert backend.stop("churn-abc123-1").state == JobState.STOPPED
+    assert stopped.billable_seconds >= 1
+
+
+def test_find_jobs_by_every_tag(backend, source):
+    backend.submit(request(source, name="churn-abc123-1"))
+    other = request(source, name="churn-zzz999-1")
+    other = TrainingJobRequest(**{**other.__dict__, "tags": {**other.tags, "retrain:run-key": "zzz999"}})
+    backend.submit(other)
+    found = backend.find_jobs({"retrain:dag-id": "churn_retrain", "retrain:run-key": "zzz999"})
+    assert [j.job_name for j in found] == ["churn-zzz999-1"]
+    assert found[0].tags["retrain:owner"] == "ml platform"
+    assert {j.job_name for j in backend.find_jobs({"retrain:dag-id": "churn_retrain"})} == {
+        "churn-abc123-1", "churn-zzz999-1"
+    }
+    assert backend.find_jobs({"retrain:run-key": "nope"}) == []
+
+
+def test_failed_job_quotes_failure_reason_and_is_permanent(backend, source):
+    backend.submit(request(source, fake_outcome="Failed", fake_failure_reason="AlgorithmError: ValueError: bad column"))
+    job = backend.describe("churn-abc123-1")
+    assert (job.state, job.failure_reason) == (JobState.FAILED, "AlgorithmError: ValueError: bad column")
+    assert backend.is_permanent_failure(job)
+    backend.submit(request(source, name="churn-abc123-2", fake_outcome="Failed",
+                           fake_failure_reason="InternalServerError: We encountered an internal error."))
+    assert not backend.is_permanent_failure(backend.describe("churn-abc123-2"))
+
+
+def test_outputs_missing_from_s3_name_the_uri(backend, source, tmp_path):
+    backend.submit(request(source, fake_outcome="NoOutputs"))
+    with pytest.raises(TrainingOutputsMissing, match=r"completed but its model .* missing from S3: s3://retrain-tests/unit/"
+                                           r"churn-abc123-1/output/model.tar.gz \(NoSuchKey"):
+        backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
+
+
+def test_duplicate_name_and_unknown_job(backend, clients, source):
+    backend.submit(request(source))
+    with pytest.raises(TrainingJobExists):
+        backend.submit(request(source))
+    # SageMaker refused the second create; one job exists and its staged inputs are kept.
+    assert API_CALLS["CreateTrainingJob"] == 2
+    assert [j.job_name for j in backend.find_jobs({"retrain:run-key": "abc123"})] == ["churn-abc123-1"]
+    assert _keys(clients["s3"], "unit/churn-abc123-1/source/") == ["unit/churn-abc123-1/source/sourcedir.tar.gz"]
+    with pytest.raises(TrainingJobNotFound, match="nope-1"):
+        backend.describe("nope-1")
+
+
+def test_cleanup_removes_staged_inputs_only(backend, clients, source):
+    backend.submit(request(source))
+    removed = backend.cleanup("churn-abc123-1")
+    assert removed == [f"s3://{BUCKET}/unit/churn-abc123-1/source/", f"s3://{BUCKET}/unit/churn-abc123-1/input/"]
+    assert _keys(clients["s3"], "unit/churn-abc123-1/") == [
+        "unit/churn-abc123-1/output/model.tar.gz", "unit/churn-abc123-1/output/output.tar.gz"
+    ]
+
+
+def test_links_point_at_console_and_logs(backend):
+    links = backend.job_links("churn-abc123-1")
+    assert links["console"] == "https://us-east-1.console.aws.amazon.com/sagemaker/home?region=us-east-1#/jobs/churn-abc123-1"
+    assert "log-group/$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3Dchurn-abc123-1" in links["logs"]
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def _moto_error(monkeypatch, code: str, message: str, method: str = "create_training_job", times: int = 1000):
+    from moto.core.exceptions import JsonRESTError
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = getattr(SageMakerModelBackend, method)
+    calls = {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise JsonRESTError(code, message)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SageMakerModelBackend, method, failing)
+    return calls
+
+
+@pytest.mark.parametrize("field", ["role_arn", "bucket"])
+def test_missing_role_or_bucket_names_the_field(field):
+    kwargs = {"role_arn": ROLE, "bucket": BUCKET, field: ""}
+    with pytest.raises(TrainingInputError, match=f"training.sagemaker.{field} is required"):
+        SageMakerTrainingBackend(**kwargs)
+
+
+def test_unknown_image_region_names_the_field(clients, source):
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, region="xx-nowhere-1")
+    with pytest.raises(TrainingInputError, match=r"training.sagemaker.image: not set and .*'xx-nowhere-1'"):
+        _ = backend.image_uri
+
+
+def test_resource_limit_exceeded_quotes_reason_and_leaves_nothing(monkeypatch, backend, clients, source):
+    _moto_error(monkeypatch, "ResourceLimitExceeded",
+                "The account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances")
+    with pytest.raises(SageMakerCloudError) as e:
+        backend.submit(request(source))
+    message = str(e.value)
+    assert "ResourceLimitExceeded: The account-level service limit 'ml.m5.xlarge" in message
+    assert "training.resources.instance_count" in message and "training.pool" in message
+    assert _keys(clients["s3"], "unit/") == []  # staged source and inputs removed again
+    assert clients["sagemaker"].list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_access_denied_names_connection_and_role(monkeypatch, backend, source):
+    _moto_error(monkeypatch, "AccessDeniedException", "User is not authorized to perform: sagemaker:CreateTrainingJob")
+    with pytest.raises(TrainingInputError) as e:
+        backend.submit(request(source))
+    assert "AccessDeniedException: User is not authorized" in str(e.value)
+    assert f"Airflow connection '{CONN}'" in str(e.value) and "training.sagemaker.role_arn" in str(e.value)
+
+
+def test_validation_error_names_the_field(monkeypatch, backend, source):
+    _moto_error(monkeypatch, "ValidationException", "Could not assume role arn:aws:iam::123456789012:role/retrain")
+    with pytest.raises(TrainingInputError, match=r"training.sagemaker.role_arn: ValidationException: Could not assume"):
+        backend.submit(request(source))
+
+
+def test_throttling_is_retried_with_backoff(monkeypatch, clients, source):
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, max_attempts=4,
+                                       retry_mode="standard")
+    calls = _moto_error(monkeypatch, "ThrottlingException", "Rate exceeded", times=2)
+    assert backend.submit(request(source)).job_name == "churn-abc123-1"
+    assert calls["n"] == 3
+
+
+def test_throttling_that_persists_is_one_clear_error(monkeypatch, clients, source):
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, max_attempts=2,
+                                       retry_mode="standard")
+    _moto_error(monkeypatch, "ThrottlingException", "Rate exceeded")
+    with pytest.raises(SageMakerCloudError, match=r"still throttled after 2 attempts .*ThrottlingException: Rate"):
+        backend.submit(request(source))
+
+
+def test_unreachable_cloud_names_the_connection(monkeypatch, source):
+    conn = json.dumps({"conn_type": "aws", "login": "x", "password": "y",
+                       "extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"}})
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_NOWHERE", conn)
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id="aws_nowhere", max_attempts=1)
+    started = time.monotonic()
+    with pytest.raises(SageMakerCloudError, match=r"cannot reach AWS .*connection 'aws_nowhere'.*endpoint_url"):
+        backend.submit(request(source))
+    assert time.monotonic() - started < 30
+
+
+def test_channels_as_file_uris_and_unsupported_schemes(backend, clients, source):
+    entry, data = source
+    base = request(source)
+    job = TrainingJobRequest(**{**base.__dict__, "channels": {"train": data.as_uri()}})
+    backend.submit(job)
+    assert _keys(clients["s3"], "unit/churn-abc123-1/input/") == ["unit/churn-abc123-1/input/train/part-0.parquet"]
+    bad = TrainingJobRequest(**{**base.__dict__, "job_name": "churn-abc123-2", "channels": {"train": "gs://b/x"}})
+    with pytest.raises(TrainingInputError, match=r"channel 'train' at gs://b/x is neither s3:// nor a local folder"):
+        backend.submit(bad)
+    assert _keys(clients["s3"], "unit/churn-abc123-2/") == []  # the staged source was removed again
