@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from helpers import alive, wait_for
 
 from airflow_retrain.dbt.manifest import load_index, partial_parse_file
-from airflow_retrain.dbt.results import read_done, read_node_status, run_status_dir
+from airflow_retrain.dbt.results import read_done, read_node_status, run_status_prefix
 from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook, DbtTimeoutError
 from airflow_retrain.operators.dbt import DbtBuildOperator, DbtEvidenceGateOperator
 
@@ -36,8 +36,8 @@ def build_op(project, **kwargs) -> DbtBuildOperator:
     return DbtBuildOperator(task_id="dbt_build", pipeline="unit", project_dir=str(project), **kwargs)
 
 
-def status_dir(ctx) -> Path:
-    return run_status_dir(ctx["dag"].dag_id, ctx["run_id"], 0)
+def status_dir(ctx):
+    return run_status_prefix(ctx["dag"].dag_id, ctx["run_id"], 0)
 
 
 def test_build_reports_every_node_counts_seeds_and_real_target(shop, make_context):
