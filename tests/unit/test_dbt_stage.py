@@ -18,10 +18,10 @@ from airflow_retrain.dbt.manifest import (
 from airflow_retrain.dbt.profiles import DbtProfileError, child_env, profile_from_connection, resolve_target
 from airflow_retrain.dbt.results import (
     DONE_MARKER,
+    run_status_prefix,
     strip_ansi,
     summarize,
     verdict_from_results,
-    run_status_prefix,
     write_done,
     write_json_atomic,
     write_node_status,
@@ -275,3 +275,52 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     assert states[:150] == ["success"] * 150 and set(states[150:]) == {"failed"}
     watcher = _StatusWatcher._by_dir[str(prefix)]
     assert watcher.waiters == [] and watcher.task.done()
+
+
+def test_trigger_polls_an_s3_artifact_store(tmp_path, monkeypatch):
+    """On ``s3://`` (moto over HTTP, through an Airflow connection) the triggers list the run's prefix, bypassing
+    the object store's listing cache, and read the statuses dbt_build wrote there."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from airflow_retrain.dbt.results import list_status_names
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AIRFLOW_CONN_DBT_S3_TEST", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": "us-east-1", "endpoint_url": endpoint},
+        }))  # fmt: skip
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="dbt-status")  # fmt: skip
+        root = "s3://dbt-status/teams/ml"
+        prefix = run_status_prefix("dag", "manual__1", 2, root, "dbt_s3_test")
+        assert str(prefix).endswith("/dbt/status/2") and list_status_names(prefix) == frozenset()
+        write_node_status(prefix, _result("model.p.a", "success"))
+        assert list_status_names(prefix) == {"model.p.a.json"}
+        trigger = DbtNodeTrigger("model.p.b", [], "dag", "manual__1", 2, root, "dbt_s3_test", poll_interval=0.05)
+
+        async def run_and_finish():
+            async def first():
+                async for event in trigger.run():
+                    return event
+
+            async def finish():
+                await asyncio.sleep(0.3)  # the trigger has listed the prefix (and fsspec cached it) by now
+                write_node_status(prefix, _result("model.p.b", "error", "Catalog Error: no table"))
+
+            return (await asyncio.gather(first(), finish()))[0]
+
+        event = asyncio.run(asyncio.wait_for(run_and_finish(), 30))
+        assert event.task_instance_state == "failed" and "Catalog Error" in event.xcoms["return_value"]["message"]
+    finally:
+        server.stop()
