@@ -267,7 +267,7 @@ def run_status_prefix(
 
     store = ArtifactStore.resolve(artifact_root, artifact_conn_id)
     run_key = RunIdentity(pipeline="", dag_id=dag_id, run_id=run_id).run_key
-    return store.run_path(dag_id, run_key) / "dbt" / "status" / str(int(clear_number or 0))
+    return store.run_path(str(dag_id), run_key) / "dbt" / "status" / str(int(clear_number or 0))
 
 
 #: What the node tasks render (in the triggerer, or on a worker) to find their run's status prefix.
