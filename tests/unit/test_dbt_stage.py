@@ -18,9 +18,11 @@ from airflow_retrain.dbt.manifest import (
 from airflow_retrain.dbt.profiles import DbtProfileError, child_env, profile_from_connection, resolve_target
 from airflow_retrain.dbt.results import (
     DONE_MARKER,
+    run_status_prefix,
     strip_ansi,
     summarize,
     verdict_from_results,
+    write_done,
     write_json_atomic,
     write_node_status,
 )
@@ -80,7 +82,9 @@ def test_render_one_node_per_model_seed_snapshot_with_tests(shop_project):
     assert relationships and relationships[0] in nodes["customers"].test_ids  # attached to both parents
     assert len(nodes["source_ext__events"].test_ids) == 2  # tests on a source
     assert all(n.start_from_trigger and n.retries == 0 for n in nodes.values())
-    assert "{{ dag_run.clear_number" in nodes["orders"].start_trigger_args.trigger_kwargs["status_dir"]
+    trigger_kwargs = nodes["orders"].start_trigger_args.trigger_kwargs
+    assert trigger_kwargs["status_clear_number"] == "{{ dag_run.clear_number or 0 }}"  # rendered by the triggerer
+    assert trigger_kwargs["status_run_id"] == "{{ run_id }}" and trigger_kwargs["artifact_root"] is None
     assert {a.uri for a in producer.outlets} == {"x-dbt://shop/customers", "x-dbt://shop/events_daily", "x-dbt://shop/orders"}
     assert plan.sources == ["source.shop.ext.events"]
 
@@ -124,12 +128,19 @@ def test_node_outcome_success_failure_skip(tmp_path):
     assert gone["state"] == "failed" and "does not compile" in gone["message"]
 
 
+def _trigger(uid: str, root, **kwargs) -> DbtNodeTrigger:
+    return DbtNodeTrigger(uid, [], "dag", "manual__1", 0, artifact_root=f"file://{root}", poll_interval=0.01, **kwargs)
+
+
 def test_trigger_serializes_and_ends_the_task(tmp_path):
     from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
-    trigger = DbtNodeTrigger("model.p.m", [], str(tmp_path), docs_url="http://docs/#!/model/model.p.m", poll_interval=0.01)
+    trigger = _trigger("model.p.m", tmp_path, docs_url="http://docs/#!/model/model.p.m")
     classpath, kwargs = trigger.serialize()
-    assert classpath == "airflow_retrain.triggers.dbt.DbtNodeTrigger" and kwargs["status_dir"] == str(tmp_path)
+    assert classpath == "airflow_retrain.triggers.dbt.DbtNodeTrigger" and kwargs["artifact_root"] == f"file://{tmp_path}"
+    assert DbtNodeTrigger(**kwargs).serialize() == (classpath, kwargs)
+    prefix = run_status_prefix("dag", "manual__1", 0, f"file://{tmp_path}")
+    assert str(prefix).startswith(f"file://{tmp_path}/dag/") and str(prefix).endswith("/dbt/status/0")
 
     async def first_event(t):
         async for event in t.run():
@@ -137,7 +148,7 @@ def test_trigger_serializes_and_ends_the_task(tmp_path):
 
     async def finish_later():
         await asyncio.sleep(0.05)
-        write_node_status(tmp_path, _result("model.p.m", "success"))
+        write_node_status(prefix, _result("model.p.m", "success"))
 
     async def both():
         _, event = await asyncio.gather(finish_later(), first_event(trigger))
@@ -145,8 +156,8 @@ def test_trigger_serializes_and_ends_the_task(tmp_path):
 
     event = asyncio.run(both())
     assert isinstance(event, TaskSuccessEvent) and event.xcoms["dbt_docs_url"].endswith("model.p.m")
-    write_node_status(tmp_path, _result("model.p.bad", "error", "Catalog Error: Table with name x does not exist!"))
-    event = asyncio.run(first_event(DbtNodeTrigger("model.p.bad", [], str(tmp_path), poll_interval=0.01)))
+    write_node_status(prefix, _result("model.p.bad", "error", "Catalog Error: Table with name x does not exist!"))
+    event = asyncio.run(first_event(_trigger("model.p.bad", tmp_path)))
     assert isinstance(event, TaskFailedEvent) and "Catalog Error" in event.xcoms["return_value"]["message"]
 
 
@@ -242,18 +253,19 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     from airflow_retrain.triggers.dbt import _StatusWatcher
 
     ids = [f"model.p.m{i}" for i in range(200)]
+    prefix = run_status_prefix("dag", "manual__1", 0, f"file://{tmp_path}")
 
     async def run_all():
         async def one(uid):
-            async for event in DbtNodeTrigger(uid, [], str(tmp_path), poll_interval=0.01).run():
+            async for event in _trigger(uid, tmp_path).run():
                 return event
 
         async def finish():
             await asyncio.sleep(0.05)
             for uid in ids[:150]:
-                write_node_status(tmp_path, _result(uid, "success"))
+                write_node_status(prefix, _result(uid, "success"))
             await asyncio.sleep(0.05)
-            write_json_atomic(tmp_path / DONE_MARKER, {"state": "failed", "message": "dbt exited"})
+            write_done(prefix, "failed", "dbt exited")
 
         results = await asyncio.gather(finish(), *(one(u) for u in ids))
         return results[1:]
@@ -261,5 +273,54 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     events = asyncio.run(run_all())
     states = [e.task_instance_state for e in events]
     assert states[:150] == ["success"] * 150 and set(states[150:]) == {"failed"}
-    watcher = _StatusWatcher._by_dir[str(tmp_path)]
+    watcher = _StatusWatcher._by_dir[str(prefix)]
     assert watcher.waiters == [] and watcher.task.done()
+
+
+def test_trigger_polls_an_s3_artifact_store(tmp_path, monkeypatch):
+    """On ``s3://`` (moto over HTTP, through an Airflow connection) the triggers list the run's prefix, bypassing
+    the object store's listing cache, and read the statuses dbt_build wrote there."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from airflow_retrain.dbt.results import list_status_names
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("AIRFLOW_CONN_DBT_S3_TEST", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": "us-east-1", "endpoint_url": endpoint},
+        }))  # fmt: skip
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket="dbt-status")  # fmt: skip
+        root = "s3://dbt-status/teams/ml"
+        prefix = run_status_prefix("dag", "manual__1", 2, root, "dbt_s3_test")
+        assert str(prefix).endswith("/dbt/status/2") and list_status_names(prefix) == frozenset()
+        write_node_status(prefix, _result("model.p.a", "success"))
+        assert list_status_names(prefix) == {"model.p.a.json"}
+        trigger = DbtNodeTrigger("model.p.b", [], "dag", "manual__1", 2, root, "dbt_s3_test", poll_interval=0.05)
+
+        async def run_and_finish():
+            async def first():
+                async for event in trigger.run():
+                    return event
+
+            async def finish():
+                await asyncio.sleep(0.3)  # the trigger has listed the prefix (and fsspec cached it) by now
+                write_node_status(prefix, _result("model.p.b", "error", "Catalog Error: no table"))
+
+            return (await asyncio.gather(first(), finish()))[0]
+
+        event = asyncio.run(asyncio.wait_for(run_and_finish(), 30))
+        assert event.task_instance_state == "failed" and "Catalog Error" in event.xcoms["return_value"]["message"]
+    finally:
+        server.stop()

@@ -140,9 +140,7 @@ def build_dbt_stage(
         stream = os.environ.get("RETRAIN_DBT_STREAM_NODES", "1") not in ("0", "false", "False")
     from airflow.sdk import Asset, TaskGroup
 
-    from airflow_retrain.dbt.results import status_dir_template
     from airflow_retrain.operators.dbt import DbtBuildOperator, DbtNodeOperator
-    from airflow_retrain.spec import state_dir
 
     try:
         index = load_index(project_dir, allow_stale=True)
@@ -178,7 +176,6 @@ def build_dbt_stage(
         if plan.note:
             log.warning("%s", plan.note)
         return producer, None, plan
-    status_dir = status_dir_template(state_dir())
     docs = docs_base_url()
     taken: set[str] = set()
     node_timeout = dbt_timeout + timedelta(minutes=10)
@@ -191,7 +188,8 @@ def build_dbt_stage(
                 task_id=_task_id(uid, index, taken),
                 unique_id=uid if uid != "__other_tests__" else tests[0],
                 test_ids=tests if uid != "__other_tests__" else tests[1:],
-                status_dir=status_dir,
+                artifact_root=producer_kwargs.get("artifact_root"),
+                artifact_conn_id=producer_kwargs.get("artifact_conn_id"),
                 docs_url=docs_url,
                 timeout=node_timeout,
                 stream=stream,

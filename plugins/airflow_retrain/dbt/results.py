@@ -30,10 +30,6 @@ def strip_ansi(text: str | None) -> str:
     return _ANSI.sub("", text or "")
 
 
-def status_dir_for(scratch_dir: str | os.PathLike) -> Path:
-    return Path(scratch_dir) / "dbt" / "status"
-
-
 def _safe(uid: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", uid)
 
@@ -49,24 +45,54 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_node_status(status_dir: Path, result: dict[str, Any]) -> None:
-    """Record one finished node (``unique_id``, ``status``, ``message``, ``execution_time``, ...)."""
-    status_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(status_dir / status_file_name(result["unique_id"]), result)
+def write_node_status(status_prefix: Any, result: dict[str, Any]) -> None:
+    """Record one finished node (``unique_id``, ``status``, ``message``, ``execution_time``, ...).
+
+    :param status_prefix: the run's status prefix in the artifact store (:func:`run_status_prefix`), or a
+        local folder.
+    """
+    from airflow_retrain.artifacts import write_json
+
+    write_json(_as_prefix(status_prefix) / status_file_name(result["unique_id"]), result, strict=False)
 
 
-def read_node_status(status_dir: Path, unique_id: str) -> dict[str, Any] | None:
+def write_done(status_prefix: Any, state: str, message: str) -> None:
+    """The done marker: ``dbt_build`` ended (node tasks still waiting end as skipped or failed)."""
+    from airflow_retrain.artifacts import write_json
+
+    write_json(_as_prefix(status_prefix) / DONE_MARKER, {"state": state, "message": message})
+
+
+def _as_prefix(status_prefix: Any) -> Any:
+    from airflow_retrain.artifacts import as_artifact_path
+
+    return as_artifact_path(status_prefix)
+
+
+def _read(path: Any) -> dict[str, Any] | None:
     try:
-        return json.loads((status_dir / status_file_name(unique_id)).read_text())
-    except (OSError, ValueError):
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not there (yet): FileNotFoundError is an OSError
         return None
 
 
-def read_done(status_dir: Path) -> dict[str, Any] | None:
+def read_node_status(status_prefix: Any, unique_id: str) -> dict[str, Any] | None:
+    return _read(_as_prefix(status_prefix) / status_file_name(unique_id))
+
+
+def read_done(status_prefix: Any) -> dict[str, Any] | None:
+    return _read(_as_prefix(status_prefix) / DONE_MARKER)
+
+
+def list_status_names(status_prefix: Any) -> frozenset[str]:
+    """The file names under a run's status prefix: ONE listing (the object store's cache bypassed)."""
+    prefix = _as_prefix(status_prefix)
+    fs = prefix.fs
     try:
-        return json.loads((status_dir / DONE_MARKER).read_text())
+        fs.invalidate_cache(prefix.path)
+        return frozenset(str(e).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(prefix.path, detail=False))
     except (OSError, ValueError):
-        return None
+        return frozenset()
 
 
 def node_result_from_event(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -222,17 +248,31 @@ def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
     }
 
 
-def run_status_dir(dag_id: str, run_id: str, clear_number: int | str = 0, state: str | os.PathLike | None = None) -> Path:
-    """Per-node status of one DAG run (and one clearing of it), shared by ``dbt_build`` and the node tasks."""
-    from airflow_retrain.spec import state_dir
+def run_status_prefix(
+    dag_id: str,
+    run_id: str,
+    clear_number: int | str = 0,
+    artifact_root: str | None = None,
+    artifact_conn_id: str | None = None,
+) -> Any:
+    """Per-node status of one DAG run (and one clearing of it) in the run's artifact store.
 
-    base = Path(state) if state else state_dir()
-    return base / "dbt" / "status" / dag_id / run_id.replace("/", "_") / str(clear_number or 0)
+    ``<artifact root>/<dag_id>/<run_key>/dbt/status/<clear_number>``: ``dbt_build`` writes there, the node
+    tasks (in the triggerer or on a worker) read there -- no local disk is shared between them.
+
+    :return: an :class:`~airflow.sdk.ObjectStoragePath`.
+    """
+    from airflow_retrain.artifacts import ArtifactStore
+    from airflow_retrain.runs import RunIdentity
+
+    store = ArtifactStore.resolve(artifact_root, artifact_conn_id)
+    run_key = RunIdentity(pipeline="", dag_id=dag_id, run_id=run_id).run_key
+    return store.run_path(str(dag_id), run_key) / "dbt" / "status" / str(int(clear_number or 0))
 
 
-def status_dir_template(state: str | os.PathLike) -> str:
-    """The same path as :func:`run_status_dir`, as a Jinja template the node tasks render at run time."""
-    return (
-        f"{state}/dbt/status/{{{{ ti.dag_id }}}}/{{{{ run_id | replace('/', '_') }}}}/"
-        "{{ dag_run.clear_number or 0 }}"
-    )
+#: What the node tasks render (in the triggerer, or on a worker) to find their run's status prefix.
+STATUS_RUN_TEMPLATES = {
+    "status_dag_id": "{{ ti.dag_id }}",
+    "status_run_id": "{{ run_id }}",
+    "status_clear_number": "{{ dag_run.clear_number or 0 }}",
+}

@@ -12,7 +12,6 @@ results, and the evidence gate (test results + source freshness → a Verdict).
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -23,10 +22,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_retrain.dbt.results import (
-    DONE_MARKER,
-    run_status_dir,
+    STATUS_RUN_TEMPLATES,
+    run_status_prefix,
     verdict_from_results,
-    write_json_atomic,
+    write_done,
     write_node_status,
 )
 from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook
@@ -123,14 +122,18 @@ class DbtBuildOperator(RetrainBaseOperator):
         hook.partial_parse_file = partial_parse_file(self.project_dir, target_name)
 
     def execute(self, context) -> dict[str, Any]:
+        from airflow_retrain.artifacts import delete
         from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint, store_manifest
         from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
 
         run = self.run_identity(context)
         dag_run = context.get("dag_run")
-        status_dir = run_status_dir(run.dag_id, run.run_id, getattr(dag_run, "clear_number", 0) or 0)
-        shutil.rmtree(status_dir, ignore_errors=True)
-        status_dir.mkdir(parents=True, exist_ok=True)
+        store = self.artifact_store
+        status_dir = run_status_prefix(
+            run.dag_id, run.run_id, getattr(dag_run, "clear_number", 0) or 0, store.root_uri, store.conn_id
+        )
+        delete(status_dir)  # a retry starts from no statuses; a clearing has its own prefix
+        self.log.info("Per-node status for the dbt group: %s", status_dir)
         scratch = run.scratch_dir() / "dbt"
         target_path = scratch / f"try-{context['ti'].try_number}"
         try:
@@ -204,8 +207,8 @@ class DbtBuildOperator(RetrainBaseOperator):
             self.hook.run("deps", target_path=target_path)
 
     @staticmethod
-    def _done(status_dir: Path, state: str, message: str) -> None:
-        write_json_atomic(status_dir / DONE_MARKER, {"state": state, "message": message})
+    def _done(status_dir: Any, state: str, message: str) -> None:
+        write_done(status_dir, state, message)
 
     def on_kill(self) -> None:
         self.hook.kill()
@@ -214,18 +217,24 @@ class DbtBuildOperator(RetrainBaseOperator):
 class DbtNodeOperator(BaseOperator):
     """One dbt model, seed or snapshot (with its tests) in the Airflow grid; finishes when ``dbt_build`` did it.
 
-    Starts in the triggerer (``start_from_trigger``): no worker process per node.
+    Starts in the triggerer (``start_from_trigger``): no worker process per node. It reads the statuses
+    ``dbt_build`` writes to the run's artifact store, so give it the same ``artifact_root`` and
+    ``artifact_conn_id`` as ``dbt_build``.
 
     :param unique_id: the node's dbt ``unique_id``.
     :param test_ids: dbt tests attached to this node.
-    :param status_dir: run-scoped status folder (templated).
+    :param status_dag_id: the DAG whose run's statuses to read (templated; default ``{{ ti.dag_id }}``).
+    :param status_run_id: the run (templated; default ``{{ run_id }}``).
+    :param status_clear_number: the run's clearing (templated; default ``{{ dag_run.clear_number or 0 }}``).
+    :param artifact_root: the artifact store's root URI (as for ``dbt_build``); ``None``: the deployment's.
+    :param artifact_conn_id: the Airflow connection for it.
     :param docs_url: the node in dbt docs (the task's "dbt docs" link).
     :param timeout: how long to wait for ``dbt_build`` before failing.
     :param stream: start in the triggerer (``start_from_trigger``) beside ``dbt_build``; ``False``: run on a
         worker after it (for ``dag.test()``, which runs no triggerer).
     """
 
-    template_fields = ("status_dir",)
+    template_fields = ("status_dag_id", "status_run_id", "status_clear_number")
     ui_color = "#ffb199"
     operator_extra_links = (DbtDocsLink(),)
 
@@ -234,7 +243,11 @@ class DbtNodeOperator(BaseOperator):
         *,
         unique_id: str,
         test_ids: list[str],
-        status_dir: str,
+        status_dag_id: str = STATUS_RUN_TEMPLATES["status_dag_id"],
+        status_run_id: str = STATUS_RUN_TEMPLATES["status_run_id"],
+        status_clear_number: int | str = STATUS_RUN_TEMPLATES["status_clear_number"],
+        artifact_root: str | None = None,
+        artifact_conn_id: str | None = None,
         docs_url: str | None = None,
         timeout: timedelta | None = None,
         stream: bool = True,
@@ -245,20 +258,31 @@ class DbtNodeOperator(BaseOperator):
         super().__init__(**kwargs)
         self.unique_id = unique_id
         self.test_ids = test_ids
-        self.status_dir = status_dir
+        self.status_dag_id = status_dag_id
+        self.status_run_id = status_run_id
+        self.status_clear_number = status_clear_number
+        self.artifact_root = artifact_root
+        self.artifact_conn_id = artifact_conn_id
         self.docs_url = docs_url
         self.start_from_trigger = stream
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls="airflow_retrain.triggers.dbt.DbtNodeTrigger",
-            trigger_kwargs={
-                "unique_id": unique_id,
-                "test_ids": test_ids,
-                "status_dir": status_dir,
-                "docs_url": docs_url,
-            },
+            trigger_kwargs=self._trigger_kwargs(),
             next_method="execute_complete",
             timeout=timeout,
         )
+
+    def _trigger_kwargs(self) -> dict[str, Any]:
+        return {
+            "unique_id": self.unique_id,
+            "test_ids": self.test_ids,
+            "status_dag_id": self.status_dag_id,
+            "status_run_id": self.status_run_id,
+            "status_clear_number": self.status_clear_number,
+            "artifact_root": self.artifact_root,
+            "artifact_conn_id": self.artifact_conn_id,
+            "docs_url": self.docs_url,
+        }
 
     def execute(self, context) -> dict[str, Any] | None:
         """On a worker (``stream=False``): report the node from ``dbt_build``'s results, else defer to the trigger."""
@@ -266,7 +290,8 @@ class DbtNodeOperator(BaseOperator):
 
         from airflow_retrain.triggers.dbt import DbtNodeTrigger, node_outcome
 
-        outcome = node_outcome(self.unique_id, self.test_ids, Path(self.status_dir))
+        trigger = DbtNodeTrigger(**self._trigger_kwargs())  # the rendered fields
+        outcome = node_outcome(self.unique_id, self.test_ids, trigger.status_prefix())
         if outcome is not None:
             for line in outcome["lines"]:
                 self.log.info("%s", line)
@@ -279,7 +304,7 @@ class DbtNodeOperator(BaseOperator):
             self.log.info("%s", outcome["message"])
             return {"state": outcome["state"], "message": outcome["message"], "results": outcome["results"]}
         self.defer(
-            trigger=DbtNodeTrigger(self.unique_id, self.test_ids, self.status_dir, self.docs_url),
+            trigger=trigger,
             method_name="execute_complete",
             timeout=self.start_trigger_args.timeout if self.start_trigger_args else None,
         )

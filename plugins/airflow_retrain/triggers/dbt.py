@@ -1,15 +1,15 @@
 """DbtNodeTrigger: completes one dbt node's task in the Airflow grid when ``dbt_build`` reports it finished.
 
 The node tasks start in the triggerer (``start_from_trigger``): no worker slot and no process start per
-model. The triggers of a run share one poller of the small status files the ``dbt_build`` task writes as
-dbt finishes nodes (:mod:`airflow_retrain.dbt.results`); each ends its task as success, failed or skipped.
+model. The triggers of a run share one poller of the small status documents the ``dbt_build`` task writes
+to the run's artifact store as dbt finishes nodes (:func:`airflow_retrain.dbt.results.run_status_prefix`;
+``file://`` or ``s3://``, so ``dbt_build``'s worker and the triggerer share no disk); each ends its task
+as success, failed or skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
 from typing import Any
 
 from airflow.triggers.base import (
@@ -24,35 +24,38 @@ from airflow_retrain.dbt.results import (
     DONE_MARKER,
     FAILED,
     SKIPPED,
+    list_status_names,
     read_done,
     read_node_status,
+    run_status_prefix,
     status_file_name,
 )
 
 
 class _StatusWatcher:
-    """One poller per status folder in this triggerer, shared by all node triggers of a run.
+    """One poller per status prefix in this triggerer, shared by all node triggers of a run.
 
-    Each poll is one ``listdir``; a trigger is woken only when all its files (or ``_done.json``) exist, so
+    Each poll is one listing of the prefix (in a thread: object stores block); a trigger is woken only when all its files (or ``_done.json``) exist, so
     a thousand waiting nodes cost the triggerer one listing per interval, not a thousand wake-ups.
     """
 
     _by_dir: dict[str, _StatusWatcher] = {}
 
-    def __init__(self, status_dir: str, interval: float) -> None:
-        self.status_dir = status_dir
+    def __init__(self, status_prefix: Any, interval: float) -> None:
+        self.status_prefix = status_prefix
         self.interval = interval
         self.waiters: list[tuple[frozenset[str], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
 
     @classmethod
-    def for_dir(cls, status_dir: str, interval: float) -> _StatusWatcher:
-        watcher = cls._by_dir.get(status_dir)
+    def for_prefix(cls, status_prefix: Any, interval: float) -> _StatusWatcher:
+        key = str(status_prefix)
+        watcher = cls._by_dir.get(key)
         if watcher is None:
             if len(cls._by_dir) > 256:  # forget runs nobody waits on any more
                 for key in [k for k, w in cls._by_dir.items() if not w.waiters]:
                     del cls._by_dir[key]
-            watcher = cls._by_dir[status_dir] = cls(status_dir, interval)
+            watcher = cls._by_dir[key] = cls(status_prefix, interval)
         return watcher
 
     async def wait_for(self, wanted: frozenset[str]) -> frozenset[str]:
@@ -65,10 +68,7 @@ class _StatusWatcher:
 
     async def _poll(self) -> None:
         while True:
-            try:
-                names = frozenset(os.listdir(self.status_dir))
-            except OSError:
-                names = frozenset()
+            names = await asyncio.to_thread(list_status_names, self.status_prefix)
             finished = DONE_MARKER in names
             waiting = []
             for wanted, future in self.waiters:
@@ -84,10 +84,10 @@ class _StatusWatcher:
             await asyncio.sleep(self.interval)
 
 
-def node_outcome(
-    unique_id: str, test_ids: list[str], status_dir: Path, *, final: bool = False
-) -> dict[str, Any] | None:
+def node_outcome(unique_id: str, test_ids: list[str], status_dir: Any, *, final: bool = False) -> dict[str, Any] | None:
     """The state of a node with its tests once all are finished (or dbt exited), else ``None``.
+
+    :param status_dir: the run's status prefix (:func:`~airflow_retrain.dbt.results.run_status_prefix`).
 
     :return: ``{"state": "success"|"failed"|"skipped", "message": ..., "results": [...]}``.
     """
@@ -136,25 +136,40 @@ def node_outcome(
 class DbtNodeTrigger(BaseTrigger):
     """Wait for one dbt node and its attached tests.
 
+    The run's status prefix is derived here from the run (``status_*``, templated on the node task and
+    rendered by the triggerer) and the artifact store, so ``dbt_build`` and the triggerer share no disk.
+
     :param unique_id: the model, seed or snapshot.
     :param test_ids: the tests attached to it in the Airflow group.
-    :param status_dir: where ``dbt_build`` writes per-node status (templated: run-scoped).
+    :param status_dag_id: the DAG (templated).
+    :param status_run_id: the DAG run (templated).
+    :param status_clear_number: the run's clearing (templated): a cleared run reads fresh statuses.
+    :param artifact_root: the artifact store's root URI; ``None``: the deployment's default.
+    :param artifact_conn_id: its Airflow connection.
     :param docs_url: link to the node in dbt docs (pushed as XCom for the "dbt docs" link).
-    :param poll_interval: seconds between looks at the status files.
+    :param poll_interval: seconds between listings of the status prefix.
     """
 
     def __init__(
         self,
         unique_id: str,
         test_ids: list[str],
-        status_dir: str,
+        status_dag_id: str,
+        status_run_id: str,
+        status_clear_number: int | str = 0,
+        artifact_root: str | None = None,
+        artifact_conn_id: str | None = None,
         docs_url: str | None = None,
         poll_interval: float = 0.3,
     ) -> None:
         super().__init__()
         self.unique_id = unique_id
         self.test_ids = list(test_ids)
-        self.status_dir = status_dir
+        self.status_dag_id = status_dag_id
+        self.status_run_id = status_run_id
+        self.status_clear_number = status_clear_number
+        self.artifact_root = artifact_root
+        self.artifact_conn_id = artifact_conn_id
         self.docs_url = docs_url
         self.poll_interval = poll_interval
 
@@ -164,20 +179,30 @@ class DbtNodeTrigger(BaseTrigger):
             {
                 "unique_id": self.unique_id,
                 "test_ids": self.test_ids,
-                "status_dir": self.status_dir,
+                "status_dag_id": self.status_dag_id,
+                "status_run_id": self.status_run_id,
+                "status_clear_number": self.status_clear_number,
+                "artifact_root": self.artifact_root,
+                "artifact_conn_id": self.artifact_conn_id,
                 "docs_url": self.docs_url,
                 "poll_interval": self.poll_interval,
             },
         )
 
+    def status_prefix(self) -> Any:
+        return run_status_prefix(
+            self.status_dag_id, self.status_run_id, self.status_clear_number, self.artifact_root, self.artifact_conn_id
+        )
+
     async def run(self):
-        status_dir = Path(self.status_dir)
+        status_prefix = await asyncio.to_thread(self.status_prefix)
         is_source = self.unique_id.startswith("source.")
         wanted = {status_file_name(u) for u in (self.test_ids if is_source else [self.unique_id, *self.test_ids])}
-        watcher = _StatusWatcher.for_dir(self.status_dir, self.poll_interval)
+        watcher = _StatusWatcher.for_prefix(status_prefix, self.poll_interval)
         while True:
             names = await watcher.wait_for(frozenset(wanted))
-            outcome = node_outcome(self.unique_id, self.test_ids, status_dir, final=DONE_MARKER in names)
+            final = DONE_MARKER in names
+            outcome = await asyncio.to_thread(node_outcome, self.unique_id, self.test_ids, status_prefix, final=final)
             if outcome is not None:
                 break
             await asyncio.sleep(self.poll_interval)
