@@ -203,8 +203,8 @@ class FakeVertex:
         self._server = server
         return self
 
-    def stop(self) -> None:
-        """Stop serving and end every job (nothing of a job keeps running)."""
+    def stop_all_jobs(self) -> None:
+        """End every job now (their processes killed); records stay."""
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
@@ -213,6 +213,18 @@ class FakeVertex:
             if run.thread:
                 run.thread.join(timeout=30)
             self._kill(run, 0)
+
+    def reset(self) -> None:
+        """Forget every job (ended first), pending quota faults and call counts."""
+        self.stop_all_jobs()
+        with self._lock:
+            self._runs.clear()
+            self._quota_failures = 0
+            self.calls = {}
+
+    def stop(self) -> None:
+        """Stop serving and end every job (nothing of a job keeps running)."""
+        self.stop_all_jobs()
         if self._server is not None:
             self._server.stop(grace=1).wait()
             self._server = None

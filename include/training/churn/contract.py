@@ -46,6 +46,13 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_OUTPUT_DATA_DIR = "/opt/ml/output/data"
 DEFAULT_FAILURE_FILE = "/opt/ml/output/failure"
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker CheckpointConfig.LocalPath default
+DEFAULT_GCS_MOUNT = "/gcs"  # Vertex AI mounts every bucket the job may read at /gcs/<bucket>/
+#: Vertex AI's own data variables (managed datasets) and the channel they are read as.
+VERTEX_DATA_CHANNELS = {
+    "AIP_TRAINING_DATA_URI": "train",
+    "AIP_VALIDATION_DATA_URI": "validation",
+    "AIP_TEST_DATA_URI": "test",
+}
 MAX_REASON_CHARS = 1000  # SageMaker truncates FailureReason at 1024 characters
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -118,8 +125,84 @@ class TrainingEnvironment:
     ) -> TrainingEnvironment:
         """Read the environment the platform set (this process's own when ``environ`` is ``None``)."""
         env = os.environ if environ is None else environ
-        # Vertex AI (AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, CLUSTER_SPEC) would be told apart here.
+        if not any(k.startswith("SM_") for k in env) and ("AIP_MODEL_DIR" in env or "CLUSTER_SPEC" in env):
+            return cls._from_vertex(env, default_channels)
         return cls._from_sagemaker(env, default_channels)
+
+    @classmethod
+    def _from_vertex(cls, env: Mapping[str, str], default_channels: tuple[str, ...]) -> TrainingEnvironment:
+        """Vertex AI custom jobs: ``gs://`` URIs in ``AIP_*`` variables read through the ``/gcs/`` mount.
+
+        * model: ``AIP_MODEL_DIR``; checkpoints: ``AIP_CHECKPOINT_DIR``;
+        * output data (``metrics.json``): ``RETRAIN_OUTPUT_DATA_URI``, else ``output/`` beside the model dir;
+        * channels: ``RETRAIN_CHANNEL_<NAME>`` (set by the pipeline's Vertex backend) and Vertex's own
+          ``AIP_TRAINING_DATA_URI`` / ``AIP_VALIDATION_DATA_URI`` / ``AIP_TEST_DATA_URI`` (a file pattern
+          is read as its folder);
+        * hosts: ``CLUSTER_SPEC`` (``{"cluster": {"workerpool0": ["host:port", ...]}, "task": {...}}``).
+
+        ``RETRAIN_GCS_MOUNT`` overrides the mount point (``/gcs``; the fake cloud mounts a local folder).
+        """
+        mount = (env.get("RETRAIN_GCS_MOUNT") or DEFAULT_GCS_MOUNT).rstrip("/")
+
+        def local(uri: str) -> Path:
+            uri = uri.strip()
+            if uri.startswith("gs://"):
+                return Path(f"{mount}/{uri[len('gs://'):]}".rstrip("/"))
+            if uri.startswith(DEFAULT_GCS_MOUNT + "/") and mount != DEFAULT_GCS_MOUNT:
+                return Path(mount + uri[len(DEFAULT_GCS_MOUNT) :].rstrip("/"))
+            return Path(uri.rstrip("/") or "/")
+
+        channels: dict[str, Path] = {}
+        for var, name in VERTEX_DATA_CHANNELS.items():
+            if uri := env.get(var):
+                path = local(uri)
+                channels[name] = path.parent if any(c in path.name for c in "*?[") else path
+        for key, value in env.items():
+            if key.startswith("RETRAIN_CHANNEL_") and value:
+                channels[key[len("RETRAIN_CHANNEL_") :].lower()] = local(value)
+        for name in default_channels:
+            if name not in channels and (uri := env.get(f"SM_CHANNEL_{name.upper()}")):
+                channels[name] = Path(uri)
+        model_uri = env.get("AIP_MODEL_DIR")
+        if not model_uri:
+            raise TrainingError("AIP_MODEL_DIR is unset: the Vertex AI job has no base_output_directory")
+        model_dir = local(model_uri)
+        output_data_dir = local(env["RETRAIN_OUTPUT_DATA_URI"]) if env.get("RETRAIN_OUTPUT_DATA_URI") else (
+            model_dir.parent / "output"
+        )
+        checkpoint = env.get("AIP_CHECKPOINT_DIR")
+        hosts: tuple[str, ...] = ("workerpool0-0",)
+        current = "workerpool0-0"
+        spec = _json_env(env, "CLUSTER_SPEC", {})
+        if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict):
+            names = []
+            for pool in sorted(spec["cluster"]):
+                names += [f"{pool}-{i}" for i in range(len(spec["cluster"][pool] or []))]
+            task = spec.get("task") or {}
+            hosts = tuple(names) or hosts
+            current = f"{task.get('type', 'workerpool0')}-{task.get('index', 0)}"
+        return cls(
+            platform="vertex",
+            channels=channels,
+            model_dir=model_dir,
+            output_data_dir=output_data_dir,
+            failure_file=output_data_dir.parent / "failure",
+            input_config_dir=Path(env.get("HOME") or ".") / "input-config",
+            checkpoint_dir=local(checkpoint) if checkpoint else None,
+            job_name=env.get("CLOUD_ML_JOB_ID") or None,
+            current_host=current,
+            hosts=hosts,
+            num_gpus=None,
+        )
+
+    def host_addresses(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``host:port`` of every host, in :attr:`hosts` order, where the platform says (Vertex's
+        ``CLUSTER_SPEC``); SageMaker names hosts only (``algo-1``), reachable by name."""
+        env = os.environ if environ is None else environ
+        spec = _json_env(env, "CLUSTER_SPEC", {})
+        if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict):
+            return [addr for pool in sorted(spec["cluster"]) for addr in spec["cluster"][pool] or []]
+        return list(self.hosts)
 
     @classmethod
     def _from_sagemaker(cls, env: Mapping[str, str], default_channels: tuple[str, ...]) -> TrainingEnvironment:

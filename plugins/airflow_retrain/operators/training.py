@@ -12,6 +12,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from airflow_retrain import artifacts
 from airflow_retrain.links.sagemaker import JOB_LINKS, SageMakerTrainingJobLink, SageMakerTrainingLogsLink
+from airflow_retrain.links.vertex import JOB_LINKS as VERTEX_JOB_LINKS
+from airflow_retrain.links.vertex import VertexCustomJobLink, VertexCustomJobLogsLink
 from airflow_retrain.operators.base import TrainingBackendOperator
 from airflow_retrain.training.base import (
     JobState,
@@ -78,7 +80,12 @@ class TrainModelOperator(TrainingBackendOperator):
 
     template_fields = ("entry_point", "channels", "hyperparameters")
     ui_color = "#76b900"
-    operator_extra_links = (SageMakerTrainingJobLink(), SageMakerTrainingLogsLink())
+    operator_extra_links = (
+        SageMakerTrainingJobLink(),
+        SageMakerTrainingLogsLink(),
+        VertexCustomJobLink(),
+        VertexCustomJobLogsLink(),
+    )
 
     def __init__(
         self,
@@ -152,9 +159,10 @@ class TrainModelOperator(TrainingBackendOperator):
         job = self._submit_or_reattach(context)
         self._job_name = job.job_name
         context["ti"].xcom_push(key="job_name", value=job.job_name)
+        links = VERTEX_JOB_LINKS if backend.name == "vertex" else JOB_LINKS
         for kind, url in backend.job_links(job.job_name).items():
-            if kind in JOB_LINKS:
-                JOB_LINKS[kind].persist(context, url)
+            if kind in links:
+                links[kind].persist(context, url)
         if not job.state.terminal and self.should_defer():
             from airflow_retrain.triggers.training import TrainingJobTrigger
 
