@@ -19,10 +19,11 @@ What it covers (SageMaker training-toolkit conventions):
   ``ERROR: <reason>`` line on stderr and the failure file, which SageMaker reports as ``FailureReason``;
 * device: :func:`gpu_visible` and :func:`choose_device` (the framework-specific probe is the script's).
 
-Seams for later (not implemented here): Vertex AI's ``AIP_*`` variables and ``CLUSTER_SPEC`` would be
-read by a ``_from_vertex`` constructor chosen in :meth:`TrainingEnvironment.from_environ` (``platform``
-tells them apart); multi-host training reads :attr:`TrainingEnvironment.hosts`; spot/resumable training
-reads and writes :attr:`TrainingEnvironment.checkpoint_dir`.
+Vertex AI's ``AIP_*`` variables and ``CLUSTER_SPEC`` are read by :meth:`TrainingEnvironment._from_vertex`
+(``gs://`` URIs through the ``/gcs/`` mount), chosen by :meth:`TrainingEnvironment.from_environ`
+(``platform`` tells them apart); multi-host training reads :attr:`TrainingEnvironment.hosts`,
+:attr:`~TrainingEnvironment.rank` and :meth:`~TrainingEnvironment.tracker_address`; spot/resumable
+training reads and writes :attr:`TrainingEnvironment.checkpoint_dir`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_OUTPUT_DATA_DIR = "/opt/ml/output/data"
 DEFAULT_FAILURE_FILE = "/opt/ml/output/failure"
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker CheckpointConfig.LocalPath default
+DEFAULT_TRACKER_PORT = 9099  # the first host's collective tracker (SageMaker opens all ports between hosts)
 DEFAULT_GCS_MOUNT = "/gcs"  # Vertex AI mounts every bucket the job may read at /gcs/<bucket>/
 #: Vertex AI's own data variables (managed datasets) and the channel they are read as.
 VERTEX_DATA_CHANNELS = {
@@ -194,6 +196,36 @@ class TrainingEnvironment:
             hosts=hosts,
             num_gpus=None,
         )
+
+    @property
+    def rank(self) -> int:
+        """This host's index in :attr:`hosts` (0 on the first host, which runs the tracker)."""
+        try:
+            return self.hosts.index(self.current_host)
+        except ValueError:
+            raise TrainingError(f"current host {self.current_host!r} is not among the hosts {list(self.hosts)}") from None
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts)
+
+    def tracker_address(self, environ: Mapping[str, str] | None = None) -> tuple[str, int]:
+        """Where the first host's collective tracker listens: ``RETRAIN_TRACKER_HOST``/``_PORT`` when set
+        (the local backend's loopback emulation), else the first ``CLUSTER_SPEC`` address on Vertex, else
+        the first SageMaker host name and port :data:`DEFAULT_TRACKER_PORT`."""
+        env = os.environ if environ is None else environ
+        host, port = None, None
+        if self.platform == "vertex":
+            first = self.host_addresses(env)[0]
+            if ":" in first:
+                host, _, raw = first.rpartition(":")
+                port = int(raw)
+            else:
+                host = first
+        host = env.get("RETRAIN_TRACKER_HOST") or host or self.hosts[0]
+        raw_port = (env.get("RETRAIN_TRACKER_PORT") or "").strip()
+        port = int(raw_port) if raw_port.isdigit() else (port or DEFAULT_TRACKER_PORT)
+        return host, port
 
     def host_addresses(self, environ: Mapping[str, str] | None = None) -> list[str]:
         """``host:port`` of every host, in :attr:`hosts` order, where the platform says (Vertex's
