@@ -95,6 +95,8 @@ def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
     config = block.model_dump(exclude_none=True) if block is not None else {}
     if spec.training.backend == "local":  # the allow-listed environment's additions (training.environment/env)
         config.update(_training_environment(spec).get("backend_config", {}))
+    elif spec.training.spot:  # training.spot: the backend's own spot setting (managed spot, Spot VMs)
+        config["spot"] = True
     return config or None
 
 

@@ -237,6 +237,11 @@ class TrainingSpec(_Strict):
     )
     sagemaker: SageMakerSpec | None = None
     vertex: VertexSpec | None = None
+    spot: bool = Field(
+        False,
+        description="spot capacity on any remote backend (SageMaker managed spot with checkpoints, Vertex Spot "
+        "VMs); the script resumes from its checkpoint dir after an interruption",
+    )
 
     @field_validator("backend")
     @classmethod
@@ -774,7 +779,13 @@ def _check_training(spec: PipelineSpec) -> list[str]:
         instance_type, instance_count = price_key(vx.machine_type, vx.accelerator_type), vx.replica_count
     elif training.vertex is not None:
         problems.append(f"training.vertex: set, but training.backend is {training.backend!r}")
-    spot = bool(training.sagemaker and training.sagemaker.spot) or bool(training.vertex and training.vertex.spot)
+    if training.spot and training.backend == "local":
+        problems.append("training.spot: the local backend has no spot capacity; use sagemaker or vertex")
+    spot = (
+        training.spot
+        or bool(training.sagemaker and training.sagemaker.spot)
+        or bool(training.vertex and training.vertex.spot)
+    )
     try:
         worst = max_job_cost(
             training.backend,
