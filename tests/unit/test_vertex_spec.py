@@ -41,6 +41,11 @@ def test_the_dag_prices_the_vertex_machine_and_passes_the_block():
     assert (train.backend, train.instance_type, train.instance_count) == ("vertex", "n1-standard-4", 1)
     assert train.backend_config["staging_bucket"] == "gs://airflow-retrain-demo"
     assert train.backend_config["connection_id"] == "google_cloud_default"
+    assert [link.name for link in train.operator_extra_links] == ["Vertex AI Custom Job", "Vertex AI Job Logs"]
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(dag)).get_task("train")
+    assert sorted(restored.extra_links) == ["Vertex AI Custom Job", "Vertex AI Job Logs"]
 
 
 @pytest.mark.parametrize(

@@ -80,12 +80,7 @@ class TrainModelOperator(TrainingBackendOperator):
 
     template_fields = ("entry_point", "channels", "hyperparameters")
     ui_color = "#76b900"
-    operator_extra_links = (
-        SageMakerTrainingJobLink(),
-        SageMakerTrainingLogsLink(),
-        VertexCustomJobLink(),
-        VertexCustomJobLogsLink(),
-    )
+    operator_extra_links = (SageMakerTrainingJobLink(), SageMakerTrainingLogsLink())
 
     def __init__(
         self,
@@ -114,6 +109,8 @@ class TrainModelOperator(TrainingBackendOperator):
         self.deferrable = deferrable
         self.max_cost_usd = max_cost_usd
         self._job_name: str | None = None
+        if self.backend == "vertex":  # the links of the backend's console, not the other cloud's
+            self.operator_extra_links = (VertexCustomJobLink(), VertexCustomJobLogsLink())
 
     def should_defer(self) -> bool:
         """Whether this task defers while its job runs (see the class docstring)."""
