@@ -294,3 +294,28 @@ def test_quota_exceeded_quotes_the_cloud_and_leaves_nothing(fake, bucket, backen
         backend.submit(request(source))
     assert set(fake.job_ids()) == before
     assert not [p for p in (bucket / "unit").rglob("*") if p.is_file()]  # staged files removed
+
+
+def test_teardown_finds_the_runs_vertex_jobs_by_label_and_stops_them(fake, bucket, source, tmp_path, make_context):
+    from airflow_retrain.operators.teardown import TeardownRunOperator
+
+    run = RunIdentity("churn", "unit_vx_teardown", f"manual__{tmp_path.name}", "tests")
+    other = RunIdentity("churn", "unit_vx_teardown", f"manual__{tmp_path.name}-other", "tests")
+    backend = make_backend()
+    for identity, name in ((run, "vx-td-1"), (other, "vx-td-2")):
+        req = request(source, name=name, rounds=100, sleep=0.2)
+        backend.submit(TrainingJobRequest(**{**req.__dict__, "tags": identity.job_tags()}))
+    wait_for(lambda: backend.describe("vx-td-1").state == JobState.RUNNING, 10)
+    op = TeardownRunOperator(
+        task_id="teardown",
+        pipeline="churn",
+        backend="vertex",
+        backend_config=backend.config(),
+        artifact_root=(tmp_path / "store").as_uri(),
+    )
+    result = op.execute(make_context("unit_vx_teardown", run.run_id))
+    assert result["stopped_jobs"] == ["vx-td-1"] and result["errors"] == []
+    assert finished(backend, "vx-td-1").state == JobState.STOPPED
+    assert backend.describe("vx-td-2").state == JobState.RUNNING  # another run's job is untouched
+    assert not [p for p in (bucket / "unit" / "vx-td-1" / "source").rglob("*") if p.is_file()]  # staged code removed
+    backend.stop("vx-td-2")
