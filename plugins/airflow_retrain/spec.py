@@ -797,7 +797,8 @@ def _check_training(spec: PipelineSpec) -> list[str]:
             spot=spot,
         )
     except UnknownPriceError as e:
-        problems.append(f"training.resources.instance_type: {e}")
+        field = "training.vertex.machine_type" if training.backend == "vertex" else "training.resources.instance_type"
+        problems.append(f"{field}: {e}")
         return problems
     if training.max_cost_usd is not None and worst.usd > training.max_cost_usd:
         problems.append(

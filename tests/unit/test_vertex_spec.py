@@ -94,3 +94,13 @@ def test_budget_uses_the_machine_and_accelerator_price(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_spec(path).training.vertex.spot
+
+
+def test_a_machine_without_a_price_names_the_vertex_field(tmp_path):
+    data = example()
+    data["training"]["vertex"]["machine_type"] = "n1-standard-8"
+    assert "training.vertex.machine_type: " in problems(tmp_path, data)
+    data["training"]["resources"]["hourly_price_usd"] = 0.38  # an override prices it
+    path = tmp_path / "priced.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_spec(path).training.vertex.machine_type == "n1-standard-8"
