@@ -21,6 +21,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 # `make demo BACKEND=sagemaker` trains on the fake cloud; `make fake-cloud` serves it in the foreground.
 BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
+FAKE_VERTEX_PORT ?= 5598
 
 .PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
 
@@ -39,7 +40,7 @@ demo: venv
 # A fake AWS (moto S3, SageMaker with training jobs that really run, CloudWatch, Logs, IAM, STS) on
 # loopback; prints the AIRFLOW_CONN_AWS_DEFAULT to export. Ctrl-C stops it and every job it runs.
 fake-cloud: venv
-	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
+	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --vertex-port $(FAKE_VERTEX_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

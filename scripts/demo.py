@@ -12,6 +12,10 @@ Run it twice: the second run's candidate is compared against the first run's cha
 instead: it starts the fake cloud (``scripts/fake_cloud.py``) in the background unless ``FAKE_CLOUD_URL``
 names a running one, creates the bucket and the execution role the spec names, hands the DAG run the AWS
 connection (``AIRFLOW_CONN_<CONNECTION_ID>`` in its environment only), and stops the fake at the end.
+``--backend vertex`` (``make demo BACKEND=vertex``) runs ``include/examples/vertex/churn.yaml`` against the
+fake Vertex AI JobService (``scripts/fake_vertex.py``, gRPC on loopback, served from this process) and its
+GCS stand-in (a local folder holding the spec's staging bucket); the DAG run gets the Google Cloud
+connection (``AIRFLOW_CONN_<CONNECTION_ID>``, extra ``grpc_target``/``gcs_local_root``) in its environment.
 ``--spec FILE`` runs any other spec.
 """
 
@@ -33,6 +37,7 @@ EMBEDDED_WAREHOUSE_POOL = "retrain_embedded_warehouse"  # airflow_retrain.spec.E
 DEFAULT_SPECS = {
     "local": ROOT / "include" / "pipelines" / "churn.yaml",
     "sagemaker": ROOT / "include" / "examples" / "sagemaker" / "churn.yaml",
+    "vertex": ROOT / "include" / "examples" / "vertex" / "churn.yaml",
 }
 
 
@@ -103,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         cloud, owned, connection_env = _fake_cloud_for(raw_spec, state)
         env.update(connection_env)
         timings["fake cloud"] = time.monotonic() - t
+    vertex = None
+    if raw_spec.get("training", {}).get("backend") == "vertex":
+        t = step("Starting the fake Vertex AI (scripts/fake_vertex.py: JobService over gRPC, GCS stand-in)")
+        vertex, connection_env = _fake_vertex_for(raw_spec, state)
+        env.update(connection_env)
+        timings["fake vertex"] = time.monotonic() - t
     try:
         t = step(f"Running DAG {dag_id} through Airflow (`airflow dags test`; log: {log_path})")
         with open(log_path, "w") as log:
@@ -110,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         timings["DAG run"] = time.monotonic() - t
         if cloud is not None:
             _print_fake_cloud_summary(cloud)
+        if vertex is not None:
+            print("  fake vertex    " + ", ".join(f"{i['name'].rsplit('/', 1)[-1]} {i['state']}" for i in map(
+                vertex.job_info, vertex.job_ids())))
+            print("                 API calls: " + ", ".join(f"{k}={v}" for k, v in sorted(vertex.calls.items())))
     finally:
         if cloud is not None and owned:
             cloud.stop()
+        if vertex is not None:
+            vertex.stop()
 
     report = _read_report(latest)
     if report is None or (before is not None and report.get("run_id") == before.get("run_id")):
@@ -238,6 +255,29 @@ def _fake_cloud_for(raw_spec: dict, state: Path):
     conn_id = block.get("connection_id") or "aws_default"
     print(f"    {cloud.url}: bucket s3://{bucket}, role {role_arn}, connection {conn_id}")
     return cloud, owned, cloud.airflow_env(conn_id)
+
+
+def _fake_vertex_for(raw_spec: dict, state: Path):
+    """Start the fake Vertex AI in this process and create the spec's staging bucket in its GCS stand-in.
+
+    :return: (the fake, the DAG run's env with the Google Cloud connection).
+    """
+    import json
+
+    spec = importlib.util.spec_from_file_location("fake_vertex", Path(__file__).with_name("fake_vertex.py"))
+    module = sys.modules.setdefault("fake_vertex", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    block = raw_spec.get("training", {}).get("vertex") or {}
+    bucket = str(block.get("staging_bucket") or "").removeprefix("gs://").strip("/")
+    if not bucket:
+        raise SystemExit("demo: the spec's training.vertex block needs staging_bucket")
+    port = int(os.environ.get("FAKE_VERTEX_DEMO_PORT", "0"))
+    fake = module.start_fake_vertex(port, state / "fake-cloud" / "gcs")
+    (fake.gcs_root / bucket).mkdir(parents=True, exist_ok=True)
+    conn_id = block.get("connection_id") or "google_cloud_default"
+    conn = module.connection(fake, block.get("project") or "airflow-retrain-demo")
+    print(f"    {fake.target}: bucket gs://{bucket} in {fake.gcs_root}, connection {conn_id}")
+    return fake, {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
 
 
 def _print_fake_cloud_summary(cloud) -> None:

@@ -1883,6 +1883,13 @@ def main(argv: list[str] | None = None) -> int:
         "--min-training-seconds", type=float, help="every job trains (and bills) at least this long"
     )
     parser.add_argument("--starting-seconds", type=float, help="time each job spends in Starting")
+    parser.add_argument(
+        "--vertex-port",
+        type=int,
+        default=int(os.environ.get("FAKE_VERTEX_PORT", -1)),
+        help="also serve the fake Vertex AI JobService (gRPC, scripts/fake_vertex.py) on this port "
+        "(env FAKE_VERTEX_PORT; 0 picks a free one; default: not served)",
+    )
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="print only errors")
@@ -1898,6 +1905,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"fake cloud: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    vertex = None
+    if args.vertex_port >= 0:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import fake_vertex
+
+        gcs_root = (cloud.state_dir / "gcs") if args.state_dir else None
+        vertex = fake_vertex.start_fake_vertex(args.vertex_port, gcs_root)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())
@@ -1931,10 +1945,18 @@ def main(argv: list[str] | None = None) -> int:
             f"AWS_SECRET_ACCESS_KEY={DEFAULT_ACCESS_KEY} AWS_DEFAULT_REGION={args.region}",
             flush=True,
         )
+        if vertex is not None:
+            print(f"Fake Vertex AI JobService (gRPC) on {vertex.target}, GCS stand-in {vertex.gcs_root}", flush=True)
+            print(
+                f"  export AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT='{json.dumps(fake_vertex.connection(vertex))}'",
+                flush=True,
+            )
         print("Ctrl-C stops it (and every training job it runs).", flush=True)
     try:
         done.wait()
     finally:
+        if vertex is not None:
+            vertex.stop()
         cloud.stop()
     return 0
 

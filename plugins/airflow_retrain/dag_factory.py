@@ -103,7 +103,24 @@ def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
     config = block.model_dump(exclude_none=True) if block is not None else {}
     if spec.training.backend == "local":  # the allow-listed environment's additions (training.environment/env)
         config.update(_training_environment(spec).get("backend_config", {}))
+    elif spec.training.spot:  # training.spot: the backend's own spot setting (managed spot, Spot VMs)
+        config["spot"] = True
     return config or None
+
+
+def _instance_type(spec: PipelineSpec) -> str:
+    """The priced instance type: ``training.resources``, or the Vertex machine (+ accelerator)."""
+    if spec.training.backend == "vertex" and spec.training.vertex is not None:
+        from airflow_retrain.training.vertex_catalog import price_key
+
+        return price_key(spec.training.vertex.machine_type, spec.training.vertex.accelerator_type)
+    return spec.training.resources.instance_type
+
+
+def _instance_count(spec: PipelineSpec) -> int:
+    if spec.training.backend == "vertex" and spec.training.vertex is not None:
+        return spec.training.vertex.replica_count
+    return spec.training.resources.instance_count
 
 
 def build_dag(spec: PipelineSpec) -> DAG:
@@ -179,8 +196,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             channels=export.output["channels"],
             hyperparameters=hyperparameters,
             backend=spec.training.backend,
-            instance_type=res.instance_type,
-            instance_count=res.instance_count,
+            instance_type=_instance_type(spec),
+            instance_count=_instance_count(spec),
             max_runtime_seconds=res.max_runtime_seconds,
             gpu=res.gpu,
             hourly_price_usd=res.hourly_price_usd,

@@ -90,6 +90,22 @@ def format_report(report: dict[str, Any]) -> str:
             + (f"${tr['cost']['usd']:.4f}" if tr["cost"].get("usd") is not None else "cost unknown (no price)")
         )
         lines.append(f"  holdout        {metrics}")
+        cost = tr.get("cost") or {}
+        if cost.get("spot") or info.get("resumed_from_round"):
+            hosts = info.get("host_train_seconds") or {}
+            lines.append(
+                "  spot           "
+                + (f"${cost['hourly_price_usd']}/h spot" if cost.get("hourly_price_usd") is not None else "spot price unknown")
+                + (f", saved ${cost['spot_savings_usd']:.4f} vs on-demand ${cost['on_demand_usd']:.4f}"
+                   if cost.get("spot_savings_usd") is not None and cost.get("on_demand_usd") is not None else "")
+                + (f"; resumed from checkpoint at round {info['resumed_from_round']} after an interruption, "
+                   f"{info.get('rounds_trained', '?')} rounds trained after it" if info.get("resumed_from_round") else
+                   "; no interruption")
+                + (f"; {len(hosts)} hosts" if len(hosts) > 1 else "")
+            )
+        hosts = info.get("host_train_seconds") or {}
+        if len(hosts) > 1:
+            lines.append("  hosts          " + ", ".join(f"{h} {t:.2f} s" for h, t in hosts.items()))
     else:
         lines.append(f"  training       {state('train')}")
     reg = s.get("register")

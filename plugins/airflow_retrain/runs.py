@@ -20,6 +20,34 @@ DEFAULT_TTL_SECONDS = 6 * 3600
 SCRATCH_ENV = "RETRAIN_SCRATCH"
 
 
+_LABEL_BAD = re.compile(r"[^a-z0-9_-]")
+
+
+def label_key(tag_key: str) -> str:
+    """A tag key in the portable label form every cloud accepts (Vertex/GCP labels are the strictest:
+    lowercase letters, digits, ``_`` and ``-``, starting with a letter, at most 63 characters):
+    ``retrain:dag-id`` -> ``retrain_dag-id``."""
+    key = _LABEL_BAD.sub("_", tag_key.lower().replace(":", "_"))[:63]
+    return key if key[:1].isalpha() else f"k{key}"[:63]
+
+
+def label_value(value: str) -> str:
+    """A tag value in label form (lowercase, ``[a-z0-9_-]``, at most 63 characters; may be empty)."""
+    return _LABEL_BAD.sub("-", str(value).lower())[:63]
+
+
+def to_labels(tags: dict[str, str]) -> dict[str, str]:
+    """The portable label form of :meth:`RunIdentity.job_tags` (and of any tag filter): backends whose
+    cloud refuses ``retrain:*`` keys (Vertex AI) store and match these, the teardown sweep included."""
+    return {label_key(k): label_value(v) for k, v in tags.items()}
+
+
+def from_labels(labels: dict[str, str]) -> dict[str, str]:
+    """Labels back in tag form (``retrain_dag-id`` -> ``retrain:dag-id``); values stay in label form."""
+    prefix = f"{TAG_PREFIX}_"
+    return {(f"{TAG_PREFIX}:{k[len(prefix):]}" if k.startswith(prefix) else k): v for k, v in labels.items()}
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     pipeline: str
@@ -53,6 +81,10 @@ class RunIdentity:
             f"{TAG_PREFIX}:owner": self.owner,
             f"{TAG_PREFIX}:expires-at": str(int(time.time()) + ttl_seconds),
         }
+
+    def labels(self, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> dict[str, str]:
+        """:meth:`job_tags` in the portable label form (:func:`to_labels`)."""
+        return to_labels(self.job_tags(ttl_seconds))
 
     def run_tags(self) -> dict[str, str]:
         """The subset of :meth:`job_tags` that identifies the run (stable across calls)."""

@@ -210,6 +210,34 @@ class SageMakerSpec(_Strict):
         return self
 
 
+class VertexSpec(_Strict):
+    """Where and how Vertex AI runs the job (``training.vertex``, required with ``backend: vertex``).
+
+    Credentials (and the default project) come from the Airflow Google Cloud connection
+    (``connection_id``), never from the spec. Machine and accelerator types are checked against the
+    aiplatform client's ``AcceleratorType`` enum and the machine families that take them.
+    """
+
+    project: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", description="project; default: the connection's"
+    )
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d+$", description="Vertex AI region, e.g. us-central1")
+    staging_bucket: str = Field(
+        pattern=r"^(gs://)?[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/?$",
+        description="GCS bucket for code, staged inputs, outputs and checkpoints",
+    )
+    prefix: str = Field("airflow-retrain", description="object prefix under the staging bucket")
+    image: str | None = Field(None, description="training image; default: Vertex's prebuilt XGBoost CPU image")
+    machine_type: str = "n1-standard-4"
+    accelerator_type: str | None = Field(None, description="an aiplatform AcceleratorType, e.g. NVIDIA_TESLA_T4")
+    accelerator_count: int = Field(0, ge=0, le=16)
+    replica_count: int = Field(1, ge=1, le=64, description="replicas training one model (data-parallel)")
+    service_account: str | None = Field(None, pattern=r"^\S+@\S+\.iam\.gserviceaccount\.com$")
+    network: str | None = Field(None, pattern=r"^projects/[^/]+/global/networks/[^/]+$")
+    spot: bool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
+    connection_id: str = Field("google_cloud_default", description="Airflow Google Cloud connection")
+
+
 class TrainingSpec(_Strict):
     backend: str = "local"
     entry_point: str = Field(description="training script, relative to the project root")
@@ -230,6 +258,12 @@ class TrainingSpec(_Strict):
         None, gt=0, description="refuse to launch when hourly price x instances x max runtime exceeds this"
     )
     sagemaker: SageMakerSpec | None = None
+    vertex: VertexSpec | None = None
+    spot: bool = Field(
+        False,
+        description="spot capacity on any remote backend (SageMaker managed spot with checkpoints, Vertex Spot "
+        "VMs); the script resumes from its checkpoint dir after an interruption",
+    )
 
     @field_validator("backend")
     @classmethod
@@ -848,24 +882,45 @@ def _check_training(spec: PipelineSpec) -> list[str]:
             return problems
     elif training.sagemaker is not None:
         problems.append(f"training.sagemaker: set, but training.backend is {training.backend!r}")
-    spot = bool(training.sagemaker and training.sagemaker.spot)
+    instance_type, instance_count = res.instance_type, res.instance_count
+    if training.backend == "vertex":
+        from airflow_retrain.training.vertex_catalog import machine_problems, price_key
+
+        vx = training.vertex
+        if vx is None:
+            return ["training.vertex: required with backend 'vertex' (region, staging_bucket, machine_type, ...)"]
+        region = vx.region
+        problems += machine_problems(vx.machine_type, vx.accelerator_type, vx.accelerator_count, "training.vertex")
+        if problems:
+            return problems
+        instance_type, instance_count = price_key(vx.machine_type, vx.accelerator_type), vx.replica_count
+    elif training.vertex is not None:
+        problems.append(f"training.vertex: set, but training.backend is {training.backend!r}")
+    if training.spot and training.backend == "local":
+        problems.append("training.spot: the local backend has no spot capacity; use sagemaker or vertex")
+    spot = (
+        training.spot
+        or bool(training.sagemaker and training.sagemaker.spot)
+        or bool(training.vertex and training.vertex.spot)
+    )
     try:
         worst = max_job_cost(
             training.backend,
-            res.instance_type,
-            res.instance_count,
+            instance_type,
+            instance_count,
             res.max_runtime_seconds,
             res.hourly_price_usd,
             region=region,
             spot=spot,
         )
     except UnknownPriceError as e:
-        problems.append(f"training.resources.instance_type: {e}")
+        field = "training.vertex.machine_type" if training.backend == "vertex" else "training.resources.instance_type"
+        problems.append(f"{field}: {e}")
         return problems
     if training.max_cost_usd is not None and worst.usd > training.max_cost_usd:
         problems.append(
-            f"training.max_cost_usd: a job may cost up to ${worst.usd:.2f} ({res.instance_count} x "
-            f"{res.instance_type} at ${worst.hourly_price_usd}/h for max_runtime_seconds "
+            f"training.max_cost_usd: a job may cost up to ${worst.usd:.2f} ({instance_count} x "
+            f"{instance_type} at ${worst.hourly_price_usd}/h for max_runtime_seconds "
             f"{res.max_runtime_seconds}), above the budget of ${training.max_cost_usd:.2f}"
         )
     return problems

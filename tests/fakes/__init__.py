@@ -13,17 +13,19 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fake_cloud.py"
+_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def _load_fake_cloud():
-    if "fake_cloud" in sys.modules:
-        return sys.modules["fake_cloud"]
-    spec = importlib.util.spec_from_file_location("fake_cloud", _SCRIPT)
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["fake_cloud"] = module  # dataclasses resolve their module through sys.modules
+    sys.modules[name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
     return module
 
 
-fake_cloud = _load_fake_cloud()
+fake_cloud = _load("fake_cloud")
+#: The fake Vertex AI JobService (gRPC), ``scripts/fake_vertex.py``.
+fake_vertex = _load("fake_vertex")

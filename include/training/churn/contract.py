@@ -19,10 +19,11 @@ What it covers (SageMaker training-toolkit conventions):
   ``ERROR: <reason>`` line on stderr and the failure file, which SageMaker reports as ``FailureReason``;
 * device: :func:`gpu_visible` and :func:`choose_device` (the framework-specific probe is the script's).
 
-Seams for later (not implemented here): Vertex AI's ``AIP_*`` variables and ``CLUSTER_SPEC`` would be
-read by a ``_from_vertex`` constructor chosen in :meth:`TrainingEnvironment.from_environ` (``platform``
-tells them apart); multi-host training reads :attr:`TrainingEnvironment.hosts`; spot/resumable training
-reads and writes :attr:`TrainingEnvironment.checkpoint_dir`.
+Vertex AI's ``AIP_*`` variables and ``CLUSTER_SPEC`` are read by :meth:`TrainingEnvironment._from_vertex`
+(``gs://`` URIs through the ``/gcs/`` mount), chosen by :meth:`TrainingEnvironment.from_environ`
+(``platform`` tells them apart); multi-host training reads :attr:`TrainingEnvironment.hosts`,
+:attr:`~TrainingEnvironment.rank` and :meth:`~TrainingEnvironment.tracker_address`; spot/resumable
+training reads and writes :attr:`TrainingEnvironment.checkpoint_dir`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_OUTPUT_DATA_DIR = "/opt/ml/output/data"
 DEFAULT_FAILURE_FILE = "/opt/ml/output/failure"
 DEFAULT_CHECKPOINT_DIR = "/opt/ml/checkpoints"  # SageMaker CheckpointConfig.LocalPath default
+DEFAULT_TRACKER_PORT = 9099  # the first host's collective tracker (SageMaker opens all ports between hosts)
+DEFAULT_GCS_MOUNT = "/gcs"  # Vertex AI mounts every bucket the job may read at /gcs/<bucket>/
+#: Vertex AI's own data variables (managed datasets) and the channel they are read as.
+VERTEX_DATA_CHANNELS = {
+    "AIP_TRAINING_DATA_URI": "train",
+    "AIP_VALIDATION_DATA_URI": "validation",
+    "AIP_TEST_DATA_URI": "test",
+}
 MAX_REASON_CHARS = 1000  # SageMaker truncates FailureReason at 1024 characters
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -118,8 +127,114 @@ class TrainingEnvironment:
     ) -> TrainingEnvironment:
         """Read the environment the platform set (this process's own when ``environ`` is ``None``)."""
         env = os.environ if environ is None else environ
-        # Vertex AI (AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, CLUSTER_SPEC) would be told apart here.
+        if not any(k.startswith("SM_") for k in env) and ("AIP_MODEL_DIR" in env or "CLUSTER_SPEC" in env):
+            return cls._from_vertex(env, default_channels)
         return cls._from_sagemaker(env, default_channels)
+
+    @classmethod
+    def _from_vertex(cls, env: Mapping[str, str], default_channels: tuple[str, ...]) -> TrainingEnvironment:
+        """Vertex AI custom jobs: ``gs://`` URIs in ``AIP_*`` variables read through the ``/gcs/`` mount.
+
+        * model: ``AIP_MODEL_DIR``; checkpoints: ``AIP_CHECKPOINT_DIR``;
+        * output data (``metrics.json``): ``RETRAIN_OUTPUT_DATA_URI``, else ``output/`` beside the model dir;
+        * channels: ``RETRAIN_CHANNEL_<NAME>`` (set by the pipeline's Vertex backend) and Vertex's own
+          ``AIP_TRAINING_DATA_URI`` / ``AIP_VALIDATION_DATA_URI`` / ``AIP_TEST_DATA_URI`` (a file pattern
+          is read as its folder);
+        * hosts: ``CLUSTER_SPEC`` (``{"cluster": {"workerpool0": ["host:port", ...]}, "task": {...}}``).
+
+        ``RETRAIN_GCS_MOUNT`` overrides the mount point (``/gcs``; the fake cloud mounts a local folder).
+        """
+        mount = (env.get("RETRAIN_GCS_MOUNT") or DEFAULT_GCS_MOUNT).rstrip("/")
+
+        def local(uri: str) -> Path:
+            uri = uri.strip()
+            if uri.startswith("gs://"):
+                return Path(f"{mount}/{uri[len('gs://'):]}".rstrip("/"))
+            if uri.startswith(DEFAULT_GCS_MOUNT + "/") and mount != DEFAULT_GCS_MOUNT:
+                return Path(mount + uri[len(DEFAULT_GCS_MOUNT) :].rstrip("/"))
+            return Path(uri.rstrip("/") or "/")
+
+        channels: dict[str, Path] = {}
+        for var, name in VERTEX_DATA_CHANNELS.items():
+            if uri := env.get(var):
+                path = local(uri)
+                channels[name] = path.parent if any(c in path.name for c in "*?[") else path
+        for key, value in env.items():
+            if key.startswith("RETRAIN_CHANNEL_") and value:
+                channels[key[len("RETRAIN_CHANNEL_") :].lower()] = local(value)
+        for name in default_channels:
+            if name not in channels and (uri := env.get(f"SM_CHANNEL_{name.upper()}")):
+                channels[name] = Path(uri)
+        model_uri = env.get("AIP_MODEL_DIR")
+        if not model_uri:
+            raise TrainingError("AIP_MODEL_DIR is unset: the Vertex AI job has no base_output_directory")
+        model_dir = local(model_uri)
+        output_data_dir = local(env["RETRAIN_OUTPUT_DATA_URI"]) if env.get("RETRAIN_OUTPUT_DATA_URI") else (
+            model_dir.parent / "output"
+        )
+        checkpoint = env.get("AIP_CHECKPOINT_DIR")
+        hosts: tuple[str, ...] = ("workerpool0-0",)
+        current = "workerpool0-0"
+        spec = _json_env(env, "CLUSTER_SPEC", {})
+        if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict):
+            names = []
+            for pool in sorted(spec["cluster"]):
+                names += [f"{pool}-{i}" for i in range(len(spec["cluster"][pool] or []))]
+            task = spec.get("task") or {}
+            hosts = tuple(names) or hosts
+            current = f"{task.get('type', 'workerpool0')}-{task.get('index', 0)}"
+        return cls(
+            platform="vertex",
+            channels=channels,
+            model_dir=model_dir,
+            output_data_dir=output_data_dir,
+            failure_file=output_data_dir.parent / "failure",
+            input_config_dir=Path(env.get("HOME") or ".") / "input-config",
+            checkpoint_dir=local(checkpoint) if checkpoint else None,
+            job_name=env.get("CLOUD_ML_JOB_ID") or None,
+            current_host=current,
+            hosts=hosts,
+            num_gpus=None,
+        )
+
+    @property
+    def rank(self) -> int:
+        """This host's index in :attr:`hosts` (0 on the first host, which runs the tracker)."""
+        try:
+            return self.hosts.index(self.current_host)
+        except ValueError:
+            raise TrainingError(f"current host {self.current_host!r} is not among the hosts {list(self.hosts)}") from None
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts)
+
+    def tracker_address(self, environ: Mapping[str, str] | None = None) -> tuple[str, int]:
+        """Where the first host's collective tracker listens: ``RETRAIN_TRACKER_HOST``/``_PORT`` when set
+        (the local backend's loopback emulation), else the first ``CLUSTER_SPEC`` address on Vertex, else
+        the first SageMaker host name and port :data:`DEFAULT_TRACKER_PORT`."""
+        env = os.environ if environ is None else environ
+        host, port = None, None
+        if self.platform == "vertex":
+            first = self.host_addresses(env)[0]
+            if ":" in first:
+                host, _, raw = first.rpartition(":")
+                port = int(raw)
+            else:
+                host = first
+        host = env.get("RETRAIN_TRACKER_HOST") or host or self.hosts[0]
+        raw_port = (env.get("RETRAIN_TRACKER_PORT") or "").strip()
+        port = int(raw_port) if raw_port.isdigit() else (port or DEFAULT_TRACKER_PORT)
+        return host, port
+
+    def host_addresses(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """``host:port`` of every host, in :attr:`hosts` order, where the platform says (Vertex's
+        ``CLUSTER_SPEC``); SageMaker names hosts only (``algo-1``), reachable by name."""
+        env = os.environ if environ is None else environ
+        spec = _json_env(env, "CLUSTER_SPEC", {})
+        if isinstance(spec, dict) and isinstance(spec.get("cluster"), dict):
+            return [addr for pool in sorted(spec["cluster"]) for addr in spec["cluster"][pool] or []]
+        return list(self.hosts)
 
     @classmethod
     def _from_sagemaker(cls, env: Mapping[str, str], default_channels: tuple[str, ...]) -> TrainingEnvironment:

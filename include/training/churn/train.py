@@ -20,10 +20,12 @@ metrics were computed with.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import socket
 import sys
 import time
 import warnings
@@ -97,6 +99,7 @@ class HyperParameters:
     validation_fraction: float = 0.15  # share of TRAIN rows held out for early stopping
     seed: int = 42
     device: str = "auto"
+    checkpoint_interval: int = 10  # rounds between checkpoints in the contract's checkpoint dir; 0: none
 
 
 
@@ -128,6 +131,8 @@ def hyperparameter_problems(hp: HyperParameters) -> list[str]:
         problems.append("validation_fraction must be in (0, 1)")
     if hp.seed < 0:
         problems.append("seed must be >= 0")
+    if hp.checkpoint_interval < 0:
+        problems.append("checkpoint_interval must be >= 0 (0 disables checkpoints)")
     if hp.device.lower() not in DEVICES:
         problems.append(f"device must be one of {'|'.join(DEVICES)}, got {hp.device!r}")
     return problems
@@ -164,8 +169,18 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def load_channel(directory: Path, channel: str) -> pd.DataFrame:
+def load_channel(directory: Path, channel: str, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """All rows of a channel; with ``shard=(rank, world)`` only this host's share: its files
+    (``files[rank::world]``) when there are at least ``world`` files, else every ``world``-th row."""
     files = list_parquet_files(directory, channel)
+    by_rows = False
+    if shard is not None and shard[1] > 1:
+        rank, world = shard
+        if len(files) >= world:
+            files = files[rank::world]
+            log(f"data: {channel}: host {rank + 1}/{world} reads {len(files)} of the channel's files")
+        else:
+            by_rows = True
     frames = []
     columns: list[str] | None = None
     for path in files:
@@ -181,6 +196,10 @@ def load_channel(directory: Path, channel: str) -> pd.DataFrame:
             )
         frames.append(frame[columns])
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if by_rows:
+        rank, world = shard  # type: ignore[misc]
+        df = df.iloc[rank::world].reset_index(drop=True)
+        log(f"data: {channel}: {len(files)} file(s) for {world} hosts: host {rank + 1} takes every {world}th row")
     log(
         f"data: {channel}: {len(files)} parquet file(s) in {directory}, {df.shape[0]} rows x {df.shape[1]} columns"
     )
@@ -325,9 +344,109 @@ def carve_validation(
     return X_fit, y_fit, X_val, y_val
 
 
+# --------------------------------------------------------------------------- distributed and checkpoints
+
+
+@contextlib.contextmanager
+def collective(env: TrainingEnvironment):
+    """Join the job's hosts in one XGBoost collective (``xgboost.collective``, Rabit): the first host
+    runs the tracker at :meth:`~contract.TrainingEnvironment.tracker_address`; a single host trains alone.
+
+    XGBoost then builds one model from every host's shard: histograms and the evaluation metric are
+    all-reduced each round, so early stopping decides the same on every host. A host that dies makes
+    the others fail at their next all-reduce (``dmlc_timeout``); the platform stops the rest.
+    """
+    if env.world_size <= 1:
+        yield
+        return
+    from xgboost.tracker import RabitTracker
+
+    host, port = env.tracker_address()
+    tracker = None
+    if env.rank == 0:
+        bind = socket.gethostbyname(host)
+        tracker = RabitTracker(n_workers=env.world_size, host_ip=bind, port=port, sortby="task", timeout=300)
+        tracker.start()
+        log(f"distributed: tracker on {bind}:{port} for {env.world_size} hosts {list(env.hosts)}")
+    args = {
+        "dmlc_tracker_uri": host,
+        "dmlc_tracker_port": port,
+        "dmlc_task_id": str(env.rank),
+        "dmlc_retry": 30,
+        "dmlc_timeout": 120,
+    }
+    with xgb.collective.CommunicatorContext(**args):
+        log(f"distributed: host {env.current_host} is rank {xgb.collective.get_rank()} of {xgb.collective.get_world_size()}")
+        yield
+    if tracker is not None:
+        tracker.wait_for(60)
+
+
+def latest_checkpoint(checkpoint_dir: Path | None) -> tuple[Path, int] | None:
+    """The newest ``checkpoint-<rounds>.json`` and its round count; ``None`` when there is none."""
+    if checkpoint_dir is None or not checkpoint_dir.is_dir():
+        return None
+    found = []
+    for path in checkpoint_dir.glob("checkpoint-*.json"):
+        stem = path.stem.removeprefix("checkpoint-")
+        if stem.isdigit():
+            found.append((int(stem), path))
+    if not found:
+        return None
+    rounds, path = max(found)
+    return path, rounds
+
+
+def load_checkpoint(path: Path, rounds: int) -> xgb.Booster:
+    try:
+        booster = xgb.Booster()
+        booster.load_model(path)
+    except Exception as exc:  # XGBoostError, OSError, a truncated file
+        raise TrainingError(f"checkpoint {path} cannot be read: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if booster.num_boosted_rounds() != rounds:
+        raise TrainingError(
+            f"checkpoint {path} cannot be read: it holds {booster.num_boosted_rounds()} rounds, its name says {rounds}"
+        )
+    return booster
+
+
+class CheckpointCallback(xgb.callback.TrainingCallback if _IMPORT_ERROR is None else object):  # type: ignore[misc]
+    """Every ``interval`` rounds, the first host writes ``checkpoint-<rounds>.json`` (atomically) to the
+    contract's checkpoint dir, which the platform keeps across a spot interruption, and drops older ones."""
+
+    def __init__(self, directory: Path, interval: int, write: bool) -> None:
+        super().__init__()
+        self.directory, self.interval, self.write = directory, interval, write
+        self.written = 0
+
+    def after_iteration(self, model, epoch: int, evals_log) -> bool:
+        rounds = model.num_boosted_rounds()
+        if self.write and rounds % self.interval == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f".checkpoint-{rounds:06d}.tmp.json"
+            model.save_model(tmp)
+            os.replace(tmp, self.directory / f"checkpoint-{rounds:06d}.json")
+            self.written += 1
+            for old in self.directory.glob("checkpoint-*.json"):
+                stem = old.stem.removeprefix("checkpoint-")
+                if stem.isdigit() and int(stem) < rounds - self.interval:
+                    old.unlink(missing_ok=True)
+        return False
+
+
 def train_model(
-    X: pd.DataFrame, y: np.ndarray, hp: HyperParameters, device: str
+    X: pd.DataFrame,
+    y: np.ndarray,
+    hp: HyperParameters,
+    device: str,
+    env: TrainingEnvironment | None = None,
+    progress: dict[str, Any] | None = None,
 ) -> tuple[xgb.XGBClassifier, int, float]:
+    """Fit the classifier; resume from the newest checkpoint in ``env.checkpoint_dir`` when there is one.
+
+    :param progress: filled with ``resumed_from_round``, ``rounds_trained`` and ``checkpoints_written``.
+    """
+    progress = {} if progress is None else progress
     X_fit, y_fit, X_val, y_val = carve_validation(X, y, hp)
     early = X_val is not None
     params: dict[str, Any] = {
@@ -346,15 +465,34 @@ def train_model(
     }
     if early:
         params["early_stopping_rounds"] = hp.early_stopping_rounds
+    checkpoint_dir = env.checkpoint_dir if env is not None else None
+    resume_from, done_rounds = None, 0
+    if (found := latest_checkpoint(checkpoint_dir)) is not None:
+        resume_from = load_checkpoint(*found)
+        done_rounds = found[1]
+        log(f"checkpoint: resuming from {found[0]} ({done_rounds} of {hp.n_estimators} rounds done)")
+    callback = None
+    if checkpoint_dir is not None and hp.checkpoint_interval > 0:
+        callback = CheckpointCallback(checkpoint_dir, hp.checkpoint_interval, env is None or env.rank == 0)
+        params["callbacks"] = [callback]
+    remaining = max(0, hp.n_estimators - done_rounds)
+    progress.update(resumed_from_round=done_rounds, rounds_trained=0, checkpoints_written=0)
+    if resume_from is not None and remaining == 0:
+        log("checkpoint: every round was already trained; the checkpoint is the model")
+        model = xgb.XGBClassifier(**{k: v for k, v in params.items() if k not in ("callbacks", "early_stopping_rounds")})
+        model.load_model(bytearray(resume_from.save_raw("json")))
+        return model, done_rounds - 1, 0.0
+    params["n_estimators"] = remaining
     model = xgb.XGBClassifier(**params)
     log(f"training: XGBClassifier on {len(y_fit)} rows x {X_fit.shape[1]} features, device={device}")
     started = time.perf_counter()
     if early:
-        model.fit(X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=max(1, hp.n_estimators // 10))
+        model.fit(X_fit, y_fit, eval_set=[(X_val, y_val)], verbose=max(1, hp.n_estimators // 10), xgb_model=resume_from)
     else:
-        model.fit(X_fit, y_fit, verbose=False)
+        model.fit(X_fit, y_fit, verbose=False, xgb_model=resume_from)
     seconds = time.perf_counter() - started
     rounds = model.get_booster().num_boosted_rounds()
+    progress.update(rounds_trained=rounds - done_rounds, checkpoints_written=callback.written if callback else 0)
     best = int(model.best_iteration) if early else rounds - 1
     if early:
         log(
@@ -449,7 +587,8 @@ def run(argv: list[str]) -> None:
     hp = resolve_hyperparameters(HyperParameters, argv, validate=hyperparameter_problems)
     model_dir = env.model_dir
 
-    train_df = load_channel(env.channel("train"), "train")
+    rank, world = env.rank, env.world_size
+    train_df = load_channel(env.channel("train"), "train", shard=(rank, world))
     test_df = load_channel(env.channel("test"), "test")
     y_train = extract_target(train_df, hp, "train")
     y_test = extract_target(test_df, hp, "test")
@@ -466,7 +605,22 @@ def run(argv: list[str]) -> None:
     )
 
     device = choose_device(hp.device, usable_gpu=_cuda_works)
-    model, best_iteration, train_seconds = train_model(X_train, y_train, hp, device)
+    progress: dict[str, Any] = {}
+    host_seconds = [0.0] * world
+    with collective(env):
+        model, best_iteration, train_seconds = train_model(X_train, y_train, hp, device, env, progress)
+        if world > 1:
+            # Every host's training time, gathered on all of them (each fills its own slot of a sum).
+            mine = np.zeros(world)
+            mine[rank] = train_seconds
+            host_seconds = [float(v) for v in xgb.collective.allreduce(mine, xgb.collective.Op.SUM)]
+            n_train_total = int(xgb.collective.allreduce(np.array([len(y_train)], dtype=np.float64), xgb.collective.Op.SUM)[0])
+        else:
+            host_seconds = [train_seconds]
+            n_train_total = int(len(y_train))
+    if rank != 0:
+        log(f"training: host {env.current_host} done in {train_seconds:.2f}s; the first host writes the model")
+        return
     device_used = _device_of(model)
     if device_used != device:
         warn(f"XGBoost trained on {device_used} although {device} was chosen")
@@ -494,7 +648,7 @@ def run(argv: list[str]) -> None:
         log(f"metrics: {name} is null: {why}")
     info = {
         "device": device_used,
-        "n_train": int(len(y_train)),
+        "n_train": n_train_total,
         "n_test": int(len(y_test)),
         "n_features": len(features),
         "best_iteration": int(best_iteration),
@@ -503,6 +657,11 @@ def run(argv: list[str]) -> None:
         "positive_rate_test": positive_rate_test,
         "threshold": THRESHOLD,
         "xgboost_version": str(xgb.__version__),
+        "hosts": list(env.hosts),
+        "host_train_seconds": {h: round(t, 3) for h, t in zip(env.hosts, host_seconds, strict=True)},
+        "resumed_from_round": int(progress.get("resumed_from_round", 0)),
+        "rounds_trained": int(progress.get("rounds_trained", 0)),
+        "checkpoints_written": int(progress.get("checkpoints_written", 0)),
     }
     metrics_path = write_metrics(env, metrics, info)
     shown = ", ".join(f"{k}={'null' if v is None else f'{v:.4f}'}" for k, v in metrics.items())

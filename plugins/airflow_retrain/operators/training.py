@@ -12,6 +12,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from airflow_retrain import artifacts
 from airflow_retrain.links.sagemaker import JOB_LINKS, SageMakerTrainingJobLink, SageMakerTrainingLogsLink
+from airflow_retrain.links.vertex import JOB_LINKS as VERTEX_JOB_LINKS
+from airflow_retrain.links.vertex import VertexCustomJobLink, VertexCustomJobLogsLink
 from airflow_retrain.operators.base import TrainingBackendOperator
 from airflow_retrain.training.base import (
     JobState,
@@ -107,6 +109,8 @@ class TrainModelOperator(TrainingBackendOperator):
         self.deferrable = deferrable
         self.max_cost_usd = max_cost_usd
         self._job_name: str | None = None
+        if self.backend == "vertex":  # the links of the backend's console, not the other cloud's
+            self.operator_extra_links = (VertexCustomJobLink(), VertexCustomJobLogsLink())
 
     def should_defer(self) -> bool:
         """Whether this task defers while its job runs (see the class docstring)."""
@@ -152,9 +156,10 @@ class TrainModelOperator(TrainingBackendOperator):
         job = self._submit_or_reattach(context)
         self._job_name = job.job_name
         context["ti"].xcom_push(key="job_name", value=job.job_name)
+        links = VERTEX_JOB_LINKS if backend.name == "vertex" else JOB_LINKS
         for kind, url in backend.job_links(job.job_name).items():
-            if kind in JOB_LINKS:
-                JOB_LINKS[kind].persist(context, url)
+            if kind in links:
+                links[kind].persist(context, url)
         if not job.state.terminal and self.should_defer():
             from airflow_retrain.triggers.training import TrainingJobTrigger
 

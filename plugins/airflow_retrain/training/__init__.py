@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 _BACKENDS: dict[str, str] = {
     "local": "airflow_retrain.training.local.LocalTrainingBackend",
     "sagemaker": "airflow_retrain.training.sagemaker.SageMakerTrainingBackend",
+    "vertex": "airflow_retrain.training.vertex.VertexTrainingBackend",
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(_BACKENDS)
 

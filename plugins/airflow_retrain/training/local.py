@@ -244,6 +244,7 @@ class LocalTrainingBackend(TrainingBackend):
                 "SM_CURRENT_HOST": "algo-1",
                 "SM_HOSTS": json.dumps(["algo-1"]),
                 "SM_TRAINING_JOB_NAME": request.job_name,
+                "SM_CHECKPOINT_DIR": str(job_dir / "checkpoints"),
                 "TRAINING_JOB_NAME": request.job_name,
                 "PYTHONUNBUFFERED": "1",
             }
@@ -352,7 +353,12 @@ class LocalTrainingBackend(TrainingBackend):
             billable_seconds=round(billable, 3),
             failure_reason=reason,
             tags=record["tags"],
-            details={"pid": pid, "job_dir": str(job_dir), "gpus_visible": record.get("gpus_visible", 0)},
+            details={
+                "pid": pid,
+                "job_dir": str(job_dir),
+                "gpus_visible": record.get("gpus_visible", 0),
+                **({"hosts": result["hosts"]} if result and result.get("hosts") else {}),
+            },
         )
 
     def stop(self, job_name: str, grace_seconds: float = 15.0) -> TrainingJob:

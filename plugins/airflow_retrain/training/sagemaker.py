@@ -450,6 +450,13 @@ class SageMakerTrainingBackend(TrainingBackend):
             "EnableManagedSpotTraining": bool(self.spot),
             "Tags": [{"Key": k[:128], "Value": tag_value(v)} for k, v in request.tags.items()],
         }
+        if self.spot:
+            # Managed spot: SageMaker syncs /opt/ml/checkpoints (SM_CHECKPOINT_DIR) with this prefix and
+            # restores it when the job restarts after an interruption; the script resumes from it.
+            params["CheckpointConfig"] = {
+                "S3Uri": f"s3://{self.bucket}/{self.job_prefix(request.job_name)}/checkpoints/",
+                "LocalPath": "/opt/ml/checkpoints",
+            }
         if self.subnets:
             params["VpcConfig"] = {"Subnets": self.subnets, "SecurityGroupIds": self.security_group_ids}
         return params

@@ -1,0 +1,590 @@
+"""VertexTrainingBackend: Vertex AI custom jobs through ``google-cloud-aiplatform``'s ``JobServiceClient``.
+
+The same ``train.py`` that runs locally and on SageMaker runs here unchanged: the backend stages the
+entry point's folder and the channels in the staging bucket and starts the script through Vertex's
+``/gcs/`` mount; the contract module reads Vertex's variables (``AIP_MODEL_DIR``, ``AIP_CHECKPOINT_DIR``,
+``CLUSTER_SPEC``) and the channels (``RETRAIN_CHANNEL_<NAME>``), all ``gs://`` URIs, through that mount.
+
+GCS layout, one prefix per job (``gs://<staging_bucket>/<prefix>/<job name>/``)::
+
+    source/...            the entry point's folder (run as /gcs/<bucket>/<prefix>/<job>/source/<script>)
+    input/<channel>/...   channels given as local folders, uploaded at submit
+    model/                AIP_MODEL_DIR (base_output_directory/model)
+    output/               metrics.json (RETRAIN_OUTPUT_DATA_URI)
+    checkpoints/          AIP_CHECKPOINT_DIR (survives a Spot VM preemption)
+
+Credentials and the default project come from the Airflow Google Cloud connection through the Google
+provider's ``GoogleBaseHook``. The provider's Vertex hooks hard-code the regional endpoint, so the
+client is built here, with two seams in the connection's extra: ``api_endpoint`` (another TLS endpoint,
+e.g. Private Service Connect) and ``grpc_target`` (``host:port`` reached over an insecure channel: the
+fake Vertex AI of ``scripts/fake_vertex.py``); ``gcs_local_root`` maps ``gs://`` to a local folder (the
+fake's GCS stand-in) instead of Cloud Storage.
+
+Jobs carry the run's tags as labels in the portable label form (:func:`airflow_retrain.runs.to_labels`)
+plus ``retrain_job-name``: Vertex allows duplicate display names, so that label is how a retry finds
+the job it would otherwise start twice.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlparse
+
+from airflow_retrain.runs import from_labels, label_value, to_labels
+from airflow_retrain.training.base import (
+    JobState,
+    TrainingBackend,
+    TrainingInputError,
+    TrainingJob,
+    TrainingJobExists,
+    TrainingJobNotFound,
+    TrainingJobRequest,
+    TrainingOutputs,
+    TrainingOutputsMissing,
+)
+from airflow_retrain.training.vertex_catalog import machine_problems, price_key
+
+JOB_NAME_LABEL = "retrain_job-name"
+DEFAULT_IMAGE = "us-docker.pkg.dev/vertex-ai/training/xgboost-cpu.2-1:latest"
+_SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
+_STATES = {
+    "JOB_STATE_QUEUED": JobState.PENDING,
+    "JOB_STATE_PENDING": JobState.PENDING,
+    "JOB_STATE_RUNNING": JobState.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobState.COMPLETED,
+    "JOB_STATE_FAILED": JobState.FAILED,
+    "JOB_STATE_CANCELLING": JobState.STOPPING,
+    "JOB_STATE_CANCELLED": JobState.STOPPED,
+    "JOB_STATE_PAUSED": JobState.PENDING,
+    "JOB_STATE_EXPIRED": JobState.FAILED,
+    "JOB_STATE_UPDATING": JobState.RUNNING,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
+}
+
+
+class VertexCloudError(RuntimeError):
+    """The cloud failed a call for a reason that may pass (quota, unavailable, deadline): retry the task."""
+
+
+def _ts(value: Any) -> float | None:
+    if isinstance(value, datetime) and value.timestamp() > 0:
+        return value.timestamp()
+    return None
+
+
+class _LocalGcs:
+    """``gs://bucket/key`` as ``<root>/bucket/key``: the fake cloud's GCS stand-in."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def _path(self, bucket: str, key: str) -> Path:
+        return self.root / bucket / key
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return (self.root / bucket).is_dir()
+
+    def upload(self, bucket: str, key: str, data: bytes) -> None:
+        path = self._path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        base = self.root / bucket
+        folder = self._path(bucket, prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(p.relative_to(base).as_posix() for p in folder.rglob("*") if p.is_file())
+
+    def download(self, bucket: str, key: str) -> bytes:
+        return self._path(bucket, key).read_bytes()
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            self._path(bucket, key).unlink(missing_ok=True)
+
+
+class _CloudGcs:
+    """Cloud Storage through the Google provider's ``GCSHook`` (credentials from the same connection)."""
+
+    def __init__(self, conn_id: str) -> None:
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+        self.hook = GCSHook(gcp_conn_id=conn_id)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return self.hook.get_conn().bucket(bucket).exists()
+
+    def upload(self, bucket: str, key: str, data: bytes) -> None:
+        self.hook.upload(bucket_name=bucket, object_name=key, data=data)
+
+    def list(self, bucket: str, prefix: str) -> list[str]:
+        return [k for k in self.hook.list(bucket_name=bucket, prefix=prefix) if not k.endswith("/")]
+
+    def download(self, bucket: str, key: str) -> bytes:
+        return self.hook.download(bucket_name=bucket, object_name=key)
+
+    def delete(self, bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            self.hook.delete(bucket_name=bucket, object_name=key)
+
+
+class VertexTrainingBackend(TrainingBackend):
+    """Train on Vertex AI custom jobs (``training.vertex``).
+
+    :param project: Google Cloud project; default: the connection's project.
+    :param region: Vertex AI region (``us-central1``).
+    :param staging_bucket: GCS bucket (name or ``gs://name``) for code, staged inputs and outputs.
+    :param image: training container image (a Vertex prebuilt XGBoost image by default).
+    :param machine_type: worker machine type (``n1-standard-4``).
+    :param accelerator_type: an ``AcceleratorType`` name (``NVIDIA_TESLA_T4``) or ``None``.
+    :param accelerator_count: accelerators per replica.
+    :param replica_count: replicas of the worker pool; default: the request's ``instance_count``.
+    :param service_account: the service account the job runs as.
+    :param network: VPC network (``projects/<number>/global/networks/<name>``).
+    :param spot: run on Spot VMs (``scheduling.strategy = SPOT``); preempted jobs restart from checkpoints.
+    :param prefix: object prefix under the staging bucket.
+    :param connection_id: Airflow Google Cloud connection.
+    """
+
+    name = "vertex"
+    remote = True
+
+    def __init__(
+        self,
+        *,
+        project: str | None = None,
+        region: str | None = None,
+        staging_bucket: str | None = None,
+        image: str | None = None,
+        machine_type: str = "n1-standard-4",
+        accelerator_type: str | None = None,
+        accelerator_count: int = 0,
+        replica_count: int | None = None,
+        service_account: str | None = None,
+        network: str | None = None,
+        spot: bool = False,
+        prefix: str = "airflow-retrain",
+        connection_id: str = "google_cloud_default",
+    ) -> None:
+        for field, value in (("region", region), ("staging_bucket", staging_bucket)):
+            if not value:
+                raise TrainingInputError(f"training.vertex.{field} is required for the vertex backend")
+        problems = machine_problems(machine_type, accelerator_type, accelerator_count, "training.vertex")
+        if problems:
+            raise TrainingInputError("; ".join(problems))
+        self.project = project
+        self.region = str(region)
+        self.staging_bucket = str(staging_bucket).removeprefix("gs://").strip("/")
+        self.image = image
+        self.machine_type = machine_type
+        self.accelerator_type = accelerator_type
+        self.accelerator_count = int(accelerator_count)
+        self.replica_count = replica_count
+        self.service_account = service_account
+        self.network = network
+        self.spot = bool(spot)
+        self.prefix = prefix.strip("/")
+        self.connection_id = connection_id
+        self._resource_names: dict[str, str] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "region": self.region,
+            "staging_bucket": self.staging_bucket,
+            "image": self.image,
+            "machine_type": self.machine_type,
+            "accelerator_type": self.accelerator_type,
+            "accelerator_count": self.accelerator_count,
+            "replica_count": self.replica_count,
+            "service_account": self.service_account,
+            "network": self.network,
+            "spot": self.spot,
+            "prefix": self.prefix,
+            "connection_id": self.connection_id,
+        }
+
+    # -- clients ------------------------------------------------------------------------------------
+
+    @cached_property
+    def _extra(self) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+
+        try:
+            conn = BaseHook.get_connection(self.connection_id)
+        except Exception as e:  # noqa: BLE001 - AirflowNotFoundException and friends
+            raise TrainingInputError(f"Airflow connection {self.connection_id!r}: {e}") from None
+        extra = conn.extra_dejson or {}
+        # The provider's UI stores fields as extra__google_cloud_platform__<name>; accept both forms.
+        prefix = "extra__google_cloud_platform__"
+        return {k.removeprefix(prefix): v for k, v in extra.items()}
+
+    @cached_property
+    def hook(self):
+        from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+        return GoogleBaseHook(gcp_conn_id=self.connection_id)
+
+    @cached_property
+    def project_id(self) -> str:
+        project = self.project or self._extra.get("project") or (None if self._extra.get("grpc_target") else self.hook.project_id)
+        if not project:
+            raise TrainingInputError(
+                f"training.vertex.project is not set and Airflow connection {self.connection_id!r} names no project"
+            )
+        return str(project)
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project_id}/locations/{self.region}"
+
+    @cached_property
+    def client(self):
+        from google.cloud.aiplatform_v1 import JobServiceClient
+
+        if target := self._extra.get("grpc_target"):
+            import grpc
+            from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
+
+            return JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(str(target))))
+        endpoint = self._extra.get("api_endpoint") or f"{self.region}-aiplatform.googleapis.com"
+        with self._cloud_errors("connect to Vertex AI"):
+            credentials = self.hook.get_credentials()
+        return JobServiceClient(credentials=credentials, client_options={"api_endpoint": endpoint})
+
+    @cached_property
+    def gcs(self) -> _LocalGcs | _CloudGcs:
+        if root := self._extra.get("gcs_local_root"):
+            return _LocalGcs(str(root))
+        return _CloudGcs(self.connection_id)
+
+    def job_prefix(self, job_name: str) -> str:
+        return f"{self.prefix}/{job_name}" if self.prefix else job_name
+
+    def _uri(self, key: str) -> str:
+        return f"gs://{self.staging_bucket}/{key}"
+
+    # -- errors -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _cloud_errors(self, action: str, job_name: str | None = None, replicas: int | None = None):
+        """Turn google.api_core errors into one message quoting the cloud's reason and naming what to fix."""
+        from google.api_core import exceptions as gexc
+        from google.auth.exceptions import DefaultCredentialsError
+
+        what = action + (f" (Vertex AI custom job {job_name})" if job_name else "")
+        conn = f"Airflow connection {self.connection_id!r}"
+        try:
+            yield
+        except gexc.ResourceExhausted as e:
+            raise VertexCloudError(
+                f"{what}: quota exceeded ({e.message}); lower training.vertex.replica_count "
+                f"({replicas or self.replica_count or 1} x {self.machine_type}"
+                f"{' + ' + self.accelerator_type if self.accelerator_type else ''}), raise the project's quota in "
+                f"{self.region}, or queue retrains with training.pool"
+            ) from None
+        except gexc.InvalidArgument as e:
+            raise TrainingInputError(f"{what}: {self._field_for(e.message)}: the cloud refused it ({e.message})") from None
+        except (gexc.PermissionDenied, gexc.Unauthenticated) as e:
+            raise TrainingInputError(
+                f"{what}: access denied ({e.message}); check the credentials of {conn} and "
+                f"training.vertex.service_account / project {self.project}"
+            ) from None
+        except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.DeadlineExceeded, gexc.TooManyRequests) as e:
+            raise VertexCloudError(f"{what}: the cloud failed ({type(e).__name__}: {e.message}); retry") from None
+        except DefaultCredentialsError as e:
+            raise TrainingInputError(f"{what}: no credentials ({e}); set them in {conn}") from None
+
+    @staticmethod
+    def _field_for(message: str) -> str:
+        low = message.lower()
+        for needle, field in (
+            ("accelerator_count", "training.vertex.accelerator_count"),
+            ("accelerator", "training.vertex.accelerator_type"),
+            ("machine_type", "training.vertex.machine_type"),
+            ("replica", "training.vertex.replica_count"),
+            ("image", "training.vertex.image"),
+            ("service account", "training.vertex.service_account"),
+            ("network", "training.vertex.network"),
+            ("output_uri_prefix", "training.vertex.staging_bucket"),
+            ("parent", "training.vertex.project/region"),
+        ):
+            if needle in low:
+                return field
+        return "the training request"
+
+    # -- the interface ------------------------------------------------------------------------------
+
+    def _resource_name(self, job_name: str) -> str:
+        if name := self._resource_names.get(job_name):
+            return name
+        jobs = self._list({JOB_NAME_LABEL: label_value(job_name)})
+        if not jobs:
+            raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} in {self.parent}")
+        self._resource_names[job_name] = jobs[-1].name
+        return jobs[-1].name
+
+    def _list(self, labels: dict[str, str]) -> list[Any]:
+        filter_ = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(labels.items()))
+        with self._cloud_errors("ListCustomJobs"):
+            pager = self.client.list_custom_jobs(request={"parent": self.parent, "filter": filter_, "page_size": 100})
+            jobs = [j for j in pager if all(j.labels.get(k) == v for k, v in labels.items())]
+        return sorted(jobs, key=lambda j: _ts(j.create_time) or 0)
+
+    def _get(self, job_name: str):
+        from google.api_core import exceptions as gexc
+
+        name = self._resource_name(job_name)
+        with self._cloud_errors("GetCustomJob", job_name):
+            try:
+                return self.client.get_custom_job(name=name)
+            except gexc.NotFound:
+                raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} ({name})") from None
+
+    def describe(self, job_name: str) -> TrainingJob:
+        return self._job(self._get(job_name))
+
+    def _job(self, cj: Any) -> TrainingJob:
+        state_name = cj.state.name
+        state = _STATES.get(state_name, JobState.PENDING)
+        pool = cj.job_spec.worker_pool_specs[0] if cj.job_spec.worker_pool_specs else None
+        machine = pool.machine_spec.machine_type if pool else self.machine_type
+        accel = pool.machine_spec.accelerator_type.name if pool and pool.machine_spec.accelerator_type else None
+        accel = None if accel in (None, "ACCELERATOR_TYPE_UNSPECIFIED") else accel
+        replicas = int(pool.replica_count) if pool else 1
+        started, ended = _ts(cj.start_time), _ts(cj.end_time)
+        seconds = max(0.0, ((ended if state.terminal else time.time()) - started)) if started and (ended or not state.terminal) else 0.0
+        reason = None
+        if state == JobState.FAILED:
+            message = cj.error.message or state_name
+            low = message.lower()
+            if "preempted" in low or "reclaimed" in low:
+                reason = f"CapacityError: {message}"
+            elif "exited with" in low:
+                reason = f"AlgorithmError: {message}"
+            elif cj.error.code in (3, 5, 7, 9):
+                reason = f"ClientError: {message}"
+            else:
+                reason = f"InternalServerError: {message}"
+        elif state == JobState.STOPPED:
+            reason = "Cancelled: the custom job was cancelled"
+        labels = dict(cj.labels)
+        job_name = labels.get(JOB_NAME_LABEL) or cj.display_name
+        self._resource_names.setdefault(job_name, cj.name)
+        spot = cj.job_spec.scheduling.strategy.name == "SPOT"
+        return TrainingJob(
+            job_name=job_name,
+            backend=self.name,
+            state=state,
+            instance_type=price_key(machine, accel),
+            instance_count=replicas,
+            created_at=_ts(cj.create_time),
+            started_at=started,
+            ended_at=ended if state.terminal else None,
+            billable_seconds=round(seconds, 3),
+            failure_reason=reason,
+            tags=from_labels(labels),
+            details={
+                "status": state_name,
+                "resource_name": cj.name,
+                "region": self.region,
+                "spot": spot,
+                "machine_type": machine,
+                "accelerator_type": accel,
+                "accelerator_count": int(pool.machine_spec.accelerator_count) if pool else 0,
+                "training_seconds": round(seconds, 3),
+                "output_uri": cj.job_spec.base_output_directory.output_uri_prefix,
+            },
+        )
+
+    def submit(self, request: TrainingJobRequest) -> TrainingJob:
+        """Stage the source and local channels, then ``CreateCustomJob``.
+
+        A job already labelled with this name raises :class:`TrainingJobExists` (Vertex itself accepts
+        duplicate display names), so a retry reattaches instead of starting a second job.
+        """
+        name = request.job_name
+        entry = Path(request.entry_point)
+        if not entry.is_file():
+            raise TrainingInputError(f"training.entry_point: no such file {entry}")
+        if request.gpu == "required" and not self.accelerator_type:
+            raise TrainingInputError(
+                f"training.resources.gpu is 'required' but training.vertex.accelerator_type is not set "
+                f"({self.machine_type} has no GPU)"
+            )
+        if self._list({JOB_NAME_LABEL: label_value(name)}):
+            raise TrainingJobExists(f"Vertex AI custom job {name!r} already exists in {self.parent}")
+        if not self.gcs.bucket_exists(self.staging_bucket):
+            raise TrainingInputError(
+                f"training.vertex.staging_bucket: bucket gs://{self.staging_bucket} does not exist or is not "
+                f"readable with Airflow connection {self.connection_id!r}"
+            )
+        replicas = int(self.replica_count or request.instance_count or 1)
+        staged: list[str] = []
+        try:
+            script = f"{self._upload_source(name, entry.parent, staged)}/{entry.name}"
+            channels = {ch: self._channel_uri(name, ch, loc, staged) for ch, loc in request.channels.items()}
+            body = self._custom_job(request, script, channels, replicas)
+            with self._cloud_errors("CreateCustomJob", name, replicas):
+                created = self.client.create_custom_job(parent=self.parent, custom_job=body)
+        except BaseException:
+            self._delete(staged)  # nothing half-done: no staged inputs without a job
+            raise
+        self._resource_names[name] = created.name
+        return self._job(created)
+
+    def _custom_job(self, request: TrainingJobRequest, script: str, channels: dict[str, str], replicas: int) -> dict:
+        base = self._uri(self.job_prefix(request.job_name)) + "/"
+        env = {f"RETRAIN_CHANNEL_{ch.upper()}": uri for ch, uri in channels.items()}
+        env["RETRAIN_OUTPUT_DATA_URI"] = base + "output/"
+        args: list[str] = []
+        for key, value in request.hyperparameters.items():
+            args += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        machine: dict[str, Any] = {"machine_type": self.machine_type}
+        if self.accelerator_type:
+            machine.update(accelerator_type=self.accelerator_type, accelerator_count=self.accelerator_count)
+        scheduling: dict[str, Any] = {"timeout": f"{int(request.max_runtime_seconds)}s"}
+        if self.spot:
+            scheduling["strategy"] = "SPOT"
+        spec: dict[str, Any] = {
+            "worker_pool_specs": [
+                {
+                    "machine_spec": machine,
+                    "replica_count": replicas,
+                    "container_spec": {
+                        "image_uri": self.image or DEFAULT_IMAGE,
+                        "command": ["python", script],
+                        "args": args,
+                        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                    },
+                }
+            ],
+            "base_output_directory": {"output_uri_prefix": base},
+            "scheduling": scheduling,
+        }
+        if self.service_account:
+            spec["service_account"] = self.service_account
+        if self.network:
+            spec["network"] = self.network
+        labels = to_labels(request.tags)
+        labels[JOB_NAME_LABEL] = label_value(request.job_name)
+        return {"display_name": request.job_name, "labels": labels, "job_spec": spec}
+
+    def _upload_source(self, job_name: str, folder: Path, staged: list[str]) -> str:
+        base = f"{self.job_prefix(job_name)}/source"
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_dir() or _SOURCE_SKIP.intersection(rel.parts) or path.suffix == ".pyc":
+                continue
+            key = f"{base}/{rel.as_posix()}"
+            self.gcs.upload(self.staging_bucket, key, path.read_bytes())
+            staged.append(key)
+        # Vertex mounts buckets at /gcs/<bucket>/: the script runs from there, its folder beside it.
+        return f"/gcs/{self.staging_bucket}/{base}"
+
+    def _channel_uri(self, job_name: str, channel: str, location: str, staged: list[str]) -> str:
+        location = str(location)
+        if location.startswith("gs://"):
+            return location.rstrip("/") + "/"
+        scheme = urlparse(location).scheme
+        if scheme not in ("", "file"):
+            raise TrainingInputError(
+                f"training job {job_name}: channel {channel!r} at {location} is neither gs:// nor a local folder "
+                "(the vertex backend reads channels from Cloud Storage)"
+            )
+        local = Path(urlparse(location).path if scheme == "file" else location)
+        if not local.exists():
+            raise TrainingInputError(f"training job {job_name}: channel {channel!r} path {local} does not exist")
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        if not files:
+            raise TrainingInputError(f"training job {job_name}: channel {channel!r} folder {local} is empty")
+        base = f"{self.job_prefix(job_name)}/input/{channel}"
+        for path in files:
+            rel = path.name if local.is_file() else path.relative_to(local).as_posix()
+            self.gcs.upload(self.staging_bucket, f"{base}/{rel}", path.read_bytes())
+            staged.append(f"{base}/{rel}")
+        return self._uri(base) + "/"
+
+    def _delete(self, keys: list[str]) -> None:
+        try:
+            self.gcs.delete(self.staging_bucket, keys)
+        except Exception:  # noqa: BLE001 - best effort; the original error matters more
+            pass
+
+    def stop(self, job_name: str) -> TrainingJob:
+        from google.api_core import exceptions as gexc
+
+        job = self.describe(job_name)
+        if job.state.terminal or job.state == JobState.STOPPING:
+            return job
+        with self._cloud_errors("CancelCustomJob", job_name):
+            try:
+                self.client.cancel_custom_job(name=self._resource_name(job_name))
+            except gexc.FailedPrecondition:
+                pass  # it finished between describe and cancel
+        return self.describe(job_name)
+
+    def find_jobs(self, tags: dict[str, str]) -> list[TrainingJob]:
+        """Jobs carrying all ``tags`` (matched in label form), through ``ListCustomJobs`` with a label filter."""
+        return [self._job(cj) for cj in self._list(to_labels(tags))]
+
+    def fetch_outputs(self, job_name: str, destination: Any) -> TrainingOutputs:
+        """Copy ``model/`` and ``output/`` of the job's base output directory under ``destination``."""
+        base = self.job_prefix(job_name)
+        model_dir, output_dir = destination / "model", destination / "output"
+        copied = {}
+        for part, target in (("model", model_dir), ("output", output_dir)):
+            keys = self.gcs.list(self.staging_bucket, f"{base}/{part}/")
+            copied[part] = keys
+            if not keys:
+                continue
+            for key in keys:
+                rel = PurePosixPath(key[len(f"{base}/{part}/") :])
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise RuntimeError(f"training job {job_name}: unsafe output path {key!r}")
+                dest = target
+                for piece in rel.parts[:-1]:
+                    dest = dest / piece
+                dest.mkdir(parents=True, exist_ok=True)
+                (dest / rel.parts[-1]).write_bytes(self.gcs.download(self.staging_bucket, key))
+        if not copied["model"] or not any(k.endswith("/metrics.json") for k in copied["output"]):
+            job = self.describe(job_name)
+            if job.state != JobState.COMPLETED:
+                raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs")
+            missing = "model/" if not copied["model"] else "output/metrics.json"
+            raise TrainingOutputsMissing(
+                f"training job {job_name} completed but its {missing} is missing from {self._uri(base)}/"
+            )
+        from airflow_retrain.artifacts import to_uri
+
+        return TrainingOutputs(model_uri=to_uri(model_dir), output_uri=to_uri(output_dir))
+
+    def cleanup(self, job_name: str) -> list[str]:
+        """Delete what submit staged (source and uploaded channels); keep outputs and checkpoints."""
+        removed = []
+        for part in ("source", "input"):
+            prefix = f"{self.job_prefix(job_name)}/{part}/"
+            keys = self.gcs.list(self.staging_bucket, prefix)
+            if keys:
+                self.gcs.delete(self.staging_bucket, keys)
+                removed.append(self._uri(prefix))
+        return removed
+
+    def job_links(self, job_name: str) -> dict[str, str]:
+        resource = self._resource_names.get(job_name)
+        if not resource:
+            return {}
+        job_id = resource.rsplit("/", 1)[-1]
+        project = resource.split("/")[1]
+        query = quote(f'resource.labels.job_id="{job_id}"', safe="")
+        return {
+            "console": f"https://console.cloud.google.com/vertex-ai/locations/{self.region}/training/{job_id}/cpu"
+            f"?project={project}",
+            "logs": f"https://console.cloud.google.com/logs/query;query={query}?project={project}",
+        }
