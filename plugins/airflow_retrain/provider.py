@@ -24,7 +24,8 @@ def get_provider_info() -> dict:
         ],
         "extra-links": [
             "airflow_retrain.links.mlflow.MlflowRunLink",
-            "airflow_retrain.links.mlflow.MlflowModelVersionLink",
+            "airflow_retrain.links.mlflow.MlflowCandidateVersionLink",
+            "airflow_retrain.links.mlflow.MlflowChampionVersionLink",
         ],
         "plugins": [
             {"name": "airflow_retrain", "plugin-class": "airflow_retrain.plugin.AirflowRetrainPlugin"},

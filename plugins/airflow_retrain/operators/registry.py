@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_retrain import artifacts
 from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
+from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink, MlflowRunLink
 from airflow_retrain.operators.base import RetrainBaseOperator
 
 TAG = "retrain"
@@ -42,7 +42,7 @@ class RegisterModelOperator(RetrainBaseOperator):
     """
 
     template_fields = ("model_name", "training", "dataset", "params_to_log")
-    operator_extra_links = (MlflowRunLink(), MlflowModelVersionLink())
+    operator_extra_links = (MlflowRunLink(), MlflowCandidateVersionLink())
 
     def __init__(
         self,
@@ -140,7 +140,7 @@ class RegisterModelOperator(RetrainBaseOperator):
             artifacts={"training": output_dir / "metrics.json"},
         )
         MlflowRunLink.persist(context, result.get("run_url"))
-        MlflowModelVersionLink.persist(context, result.get("version_url"))
+        MlflowCandidateVersionLink.persist(context, result.get("version_url"))
         self.log.info("Registered %s version %s (run %s)", self.model_name, result["version"], result["run_id"])
         return result
 
@@ -186,7 +186,7 @@ class PromoteModelOperator(RetrainBaseOperator):
     """
 
     template_fields = ("candidate",)
-    operator_extra_links = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowCandidateVersionLink(), MlflowChampionVersionLink())
     ui_color = "#ffd700"
 
     def __init__(
@@ -254,6 +254,8 @@ class PromoteModelOperator(RetrainBaseOperator):
         if champion is not None and str(champion.version) == version:
             decision.update(promoted=False, champion_after=version, decision="already_champion",
                             reason=f"v{version} is already {self.alias}", champion_before=version)
+            MlflowCandidateVersionLink.persist(context, self.hook.version_url(name, version))
+            MlflowChampionVersionLink.persist(context, self.hook.version_url(name, version))
             return decision
         if champion is None:
             promote, reason = True, f"no {self.alias} yet"
@@ -300,7 +302,9 @@ class PromoteModelOperator(RetrainBaseOperator):
                 )
         self.hook.set_version_tags(name, version, audit)
         self.hook.log_dict(mv.run_id, decision, "promotion/decision.json")
-        MlflowModelVersionLink.persist(context, self.hook.version_url(name, decision["champion_after"] or version))
+        MlflowCandidateVersionLink.persist(context, self.hook.version_url(name, version))
+        if decision["champion_after"]:
+            MlflowChampionVersionLink.persist(context, self.hook.version_url(name, decision["champion_after"]))
         self.log.info("%s: %s", decision["decision"], reason)
         self.log.info("Decision: %s", json.dumps(decision))
         return decision

@@ -1,0 +1,37 @@
+"""Clean start-up: the plugin loads once, with no import error, in a fresh Airflow process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+_PROBE = """
+import json
+from importlib.metadata import distributions
+import airflow.plugins_manager as pm
+pm.ensure_plugins_loaded()
+plugins, _ = pm._get_plugins()
+print(json.dumps({
+    "errors": {str(k): str(v) for k, v in pm.get_import_errors().items()},
+    "plugins": [p.name for p in plugins],
+    "dists": sum(1 for d in distributions() if (d.metadata["Name"] or "").lower() == "airflow-retrain"),
+}))
+"""
+
+
+def test_plugin_loads_once_without_import_error(tmp_path):
+    assert not (ROOT / "plugins" / "airflow_retrain.egg-info").exists(), "run `make venv` (egg-info moved to build/)"
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["errors"] == {}
+    assert found["plugins"].count("airflow_retrain") == 1
+    assert found["dists"] == 1
