@@ -13,6 +13,25 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink, MlflowRunLink
 
 
+def _fastapi_apps() -> list[dict]:
+    """The dashboard app, only where Airflow serves plugin apps (the API server); workers skip FastAPI."""
+    from airflow_retrain.ui.app import URL_PREFIX, create_app
+
+    return [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "Retraining dashboard"}]
+
+
 class AirflowRetrainPlugin(AirflowPlugin):
     name = "airflow_retrain"
     operator_extra_links = [MlflowRunLink(), MlflowCandidateVersionLink(), MlflowChampionVersionLink()]
+    fastapi_apps = _fastapi_apps()
+    # Shows under the UI's Plugins menu (and at /plugin/retraining), embedding the page in an iframe; the
+    # page authenticates with the UI's _token cookie.
+    external_views = [
+        {
+            "name": "Retraining",
+            "href": "/retrain/",
+            "url_route": "retraining",
+            "destination": "nav",
+            "category": "browse",
+        }
+    ]
