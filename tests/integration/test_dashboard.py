@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
