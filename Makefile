@@ -19,7 +19,7 @@ export AIRFLOW__API__PORT ?= 8080
 export PATH := $(VENV)/bin:$(PATH)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: venv demo test ui dbt-build load-data lock lint clean bench
+.PHONY: venv demo test ui up down dbt-build load-data lock lint clean bench
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,13 @@ test: venv
 ui: venv
 	$(PY) scripts/demo.py --prepare-only
 	airflow standalone
+
+# The deployment in docker-compose.yaml (CeleryExecutor, Redis, Postgres, MLflow server), image built from the lock.
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
 
 load-data: venv
 	$(PY) include/data/load_churn.py --target duckdb --path $(RETRAIN_STATE_DIR)/warehouse.duckdb
