@@ -23,7 +23,7 @@ BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
 
-.PHONY: venv demo test ui dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
+.PHONY: venv demo test ui up down dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.txt
+	@rm -rf plugins/airflow_retrain.egg-info  # left by older checkouts; see setup.cfg
+	@mkdir -p build
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
@@ -49,6 +51,13 @@ test: venv
 ui: venv
 	$(PY) scripts/demo.py --prepare-only
 	airflow standalone
+
+# The deployment in docker-compose.yaml (CeleryExecutor, Redis, Postgres, MLflow server), image built from the lock.
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
 
 load-data: venv
 	$(PY) include/data/load_churn.py --target duckdb --path $(RETRAIN_STATE_DIR)/warehouse.duckdb

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start or stop the services the integration tests use, on loopback only:
 #   - PostgreSQL (the dbt `postgres` target and the export read it), run as a non-root user;
-#   - an MLflow tracking server (the "remote registry" configuration), SQLite-backed, serving artifacts.
+#   - an MLflow tracking server (the "remote registry" configuration), SQLite-backed, serving artifacts;
+#   - Redis (Debian's redis-server), the Celery broker of the CeleryExecutor test, when installed.
 # `scripts/services.sh start` writes $RETRAIN_SERVICES_DIR/env with the URLs the tests read;
 # `scripts/services.sh stop` stops both. Used by .ci/run; works the same on a developer machine.
 set -euo pipefail
@@ -10,6 +11,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${RETRAIN_SERVICES_DIR:-/tmp/retrain-services}"
 PG_PORT="${RETRAIN_TEST_PG_PORT:-55432}"
 MLFLOW_PORT="${RETRAIN_TEST_MLFLOW_PORT:-55000}"
+REDIS_PORT="${RETRAIN_TEST_REDIS_PORT:-56379}"
 PG_USER_OS="${RETRAIN_PG_OS_USER:-retrainpg}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 
@@ -66,15 +68,39 @@ start_mlflow() {
   echo "services: mlflow server did not start; log:" >&2; tail -30 "$DIR/mlflow/server.log" >&2; return 1
 }
 
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "services: redis-server not installed (apt-get install -y redis-server): no Celery broker" >&2
+    return 0
+  fi
+  mkdir -p "$DIR/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --dir "$DIR/redis" --pidfile "$DIR/redis/pid" --logfile "$DIR/redis/server.log"
+  for _ in $(seq 1 50); do
+    if redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+      echo "services: redis on 127.0.0.1:$REDIS_PORT"
+      echo "export RETRAIN_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0" > "$DIR/redis/env"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "services: redis did not start; log:" >&2; tail -20 "$DIR/redis/server.log" >&2; return 1
+}
+
 write_env() {
   cat > "$DIR/env" <<ENV
 export RETRAIN_TEST_PG_URL=postgresql://retrain:retrain-test-pw@127.0.0.1:$PG_PORT/retrain
 export RETRAIN_TEST_MLFLOW_URL=http://127.0.0.1:$MLFLOW_PORT
 ENV
+  if [[ -f "$DIR/redis/env" ]]; then cat "$DIR/redis/env" >> "$DIR/env"; fi
   echo "services: environment in $DIR/env"
 }
 
 stop() {
+  if [[ -f "$DIR/redis/pid" ]]; then
+    kill "$(cat "$DIR/redis/pid")" 2>/dev/null || true
+    rm -f "$DIR/redis/pid" "$DIR/redis/env"
+  fi
   if [[ -f "$DIR/mlflow/pid" ]]; then
     local pid; pid="$(cat "$DIR/mlflow/pid")"
     pkill -TERM -P "$pid" 2>/dev/null || true
@@ -87,7 +113,7 @@ stop() {
 }
 
 case "${1:-}" in
-  start) mkdir -p "$DIR"; [[ "$(id -u)" == "0" ]] && chmod 755 "$DIR"; start_postgres; start_mlflow; write_env ;;
+  start) mkdir -p "$DIR"; [[ "$(id -u)" == "0" ]] && chmod 755 "$DIR"; start_postgres; start_mlflow; start_redis; write_env ;;
   stop) stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

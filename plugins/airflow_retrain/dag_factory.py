@@ -35,7 +35,14 @@ from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
-from airflow_retrain.spec import PipelineSpec, SpecError, dbt_contract_columns, load_specs
+from airflow_retrain.spec import (
+    PipelineSpec,
+    SpecError,
+    dbt_contract_columns,
+    load_specs,
+    retrain_home,
+    spec_files,
+)
 from airflow_retrain.teardown.policy import default_policy_path, load_policy
 
 log = logging.getLogger(__name__)
@@ -346,10 +353,30 @@ def _dag_schedule(spec: PipelineSpec) -> Any:
 
 
 def _specs_dir() -> Path:
+    """``RETRAIN_SPECS_DIR``, else ``<RETRAIN_HOME>/include/pipelines`` (see :func:`spec.retrain_home`)."""
     if env := os.environ.get("RETRAIN_SPECS_DIR"):
         return Path(env)
-    root = Path(os.environ.get("RETRAIN_HOME", Path(__file__).resolve().parents[2]))
+    root = retrain_home()
+    if root is None:
+        raise SpecError(
+            "<RETRAIN_HOME>",
+            [
+                "<folder>: no project folder: set RETRAIN_HOME (or Airflow's [retrain] home) to the folder holding "
+                f"include/pipelines/, or RETRAIN_SPECS_DIR to the specs folder; the package at {Path(__file__).parent} "
+                "ships no specs"
+            ],
+        )
     return root / "include" / "pipelines"
+
+
+def _check_specs_folder(directory: Path) -> SpecError | None:
+    """A missing or empty specs folder is an error naming where it looked, never zero DAGs in silence."""
+    where = f"{directory} (RETRAIN_SPECS_DIR={os.environ.get('RETRAIN_SPECS_DIR')!r}, RETRAIN_HOME={os.environ.get('RETRAIN_HOME')!r})"
+    if not directory.is_dir():
+        return SpecError(directory, [f"<folder>: the specs folder does not exist; looked in {where}"])
+    if not spec_files(directory):
+        return SpecError(directory, [f"<folder>: no *.yaml pipeline spec in the specs folder; looked in {where}"])
+    return None
 
 
 def _start_date(spec: PipelineSpec) -> datetime:
@@ -396,7 +423,12 @@ def collect_pipelines(specs_dir: str | os.PathLike | None = None) -> tuple[dict[
 
     :return: ``(dag_id -> DAG, spec file -> SpecError)``; never raises for a spec's fault.
     """
-    directory = specs_dir or _specs_dir()
+    try:
+        directory = Path(specs_dir) if specs_dir else _specs_dir()
+    except SpecError as e:
+        return {}, {"<RETRAIN_HOME>": e}
+    if (problem := _check_specs_folder(directory)) is not None:
+        return {}, {str(directory): problem}
     try:
         loaded = load_specs(directory)
     except Exception as e:  # noqa: BLE001 - e.g. an unreadable specs folder

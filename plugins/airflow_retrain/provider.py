@@ -24,7 +24,8 @@ def get_provider_info() -> dict:
         ],
         "extra-links": [
             "airflow_retrain.links.mlflow.MlflowRunLink",
-            "airflow_retrain.links.mlflow.MlflowModelVersionLink",
+            "airflow_retrain.links.mlflow.MlflowCandidateVersionLink",
+            "airflow_retrain.links.mlflow.MlflowChampionVersionLink",
             "airflow_retrain.links.sagemaker.SageMakerTrainingJobLink",
             "airflow_retrain.links.sagemaker.SageMakerTrainingLogsLink",
             "airflow_retrain.links.vertex.VertexCustomJobLink",
@@ -33,7 +34,7 @@ def get_provider_info() -> dict:
         "triggers": [
             {
                 "integration-name": "Airflow Retrain",
-                "python-modules": ["airflow_retrain.triggers.training"],
+                "python-modules": ["airflow_retrain.triggers.training", "airflow_retrain.triggers.dbt"],
             }
         ],
         "plugins": [

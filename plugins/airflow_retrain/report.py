@@ -149,6 +149,7 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
     failed = sorted(k for k, v in (report.get("task_states") or {}).items() if v not in ("success", None))
     return {
         "pipeline": report.get("pipeline"),
+        "outcome": run_outcome(report),
         "run_key": report.get("run_key"),
         "failed_tasks": failed,
         "job_name": train.get("job_name"),
@@ -158,3 +159,36 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
         "champion_after": promote.get("champion_after"),
         "cost_usd": teardown.get("cost_usd"),
     }
+
+
+GATE_TASK_PREFIX = "gate_"
+
+
+def run_outcome(report: dict[str, Any]) -> str:
+    """One line saying what the run did: ``promoted v3 (was v1)``, ``kept v1 (candidate v2 ...)``,
+    ``gate failed: metrics (candidate v2; champion unchanged)`` or ``failed at train``.
+
+    It becomes the DAG run's note (run list and grid) and heads the dashboard's run row, so a run that
+    promoted and one that kept the old champion no longer look the same.
+    """
+    stages = report.get("stages") or {}
+    states = report.get("task_states") or {}
+    register = stages.get("register") or {}
+    candidate = f"v{register['version']}" if register.get("version") else "no candidate"
+    promote = stages.get("promote") or {}
+    decision = promote.get("decision")
+    if decision == "promoted":
+        before = promote.get("champion_before")
+        return f"promoted v{promote.get('champion_after')}" + (f" (was v{before})" if before else " (first champion)")
+    if decision == "kept_champion":
+        return f"kept v{promote.get('champion_after')} (candidate {candidate} did not beat it)"
+    if decision == "already_champion":
+        return f"kept v{promote.get('champion_after')} (already champion)"
+    failed_gates = sorted(t[len(GATE_TASK_PREFIX):] for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed")
+    if failed_gates:
+        return f"gate failed: {', '.join(failed_gates)} ({candidate}; champion unchanged)"
+    failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+    first = next((t for t in failed if states[t] == "failed"), failed[0] if failed else None)
+    if first:
+        return f"failed at {first} ({candidate}; champion unchanged)"
+    return f"no decision ({candidate})"

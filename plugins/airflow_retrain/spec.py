@@ -5,7 +5,8 @@ imports only pydantic and yaml. Validation errors name the file and the field (`
 and a broken spec never stops the other specs from loading (:func:`load_specs` returns errors per file).
 
 Paths in a spec (``dbt.project_dir``, ``training.entry_point``) are relative to the project root: the
-environment variable ``RETRAIN_HOME`` when set, otherwise the folder that holds ``include/``.
+environment variable ``RETRAIN_HOME`` when set, else Airflow's ``[retrain] home`` option, otherwise the
+folder that holds ``include/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -745,9 +747,44 @@ def validate_schedule(schedule: str, *, start: datetime | None = None) -> str:
     return schedule
 
 
+def _airflow_option(key: str) -> str | None:
+    """``[retrain] <key>`` of the running Airflow's configuration (``AIRFLOW__RETRAIN__<KEY>`` works too).
+
+    Read only when Airflow's configuration is already imported (every Airflow process), so a plain script
+    that loads a spec never pays for importing Airflow.
+    """
+    configuration = sys.modules.get("airflow.configuration")
+    if configuration is None:
+        return None
+    try:
+        value = configuration.conf.get("retrain", key, fallback=None)
+    except Exception:  # noqa: BLE001 - a config without the section
+        return None
+    return value or None
+
+
+def retrain_home() -> Path | None:
+    """The project folder holding ``include/pipelines``, the dbt project and training scripts.
+
+    In order: ``RETRAIN_HOME``; Airflow's ``[retrain] home`` option; the checkout this package was
+    installed from in editable mode (the folder above ``plugins/`` when it holds ``include/pipelines``).
+    ``None`` when none applies -- an installed wheel needs ``RETRAIN_HOME`` or ``[retrain] home``.
+    """
+    if env := os.environ.get("RETRAIN_HOME"):
+        return Path(env).resolve()
+    if option := _airflow_option("home"):
+        return Path(option).resolve()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "include" / "pipelines").is_dir():
+        return checkout
+    return None
+
+
 def project_root_for(spec_path: Path) -> Path:
     if env := os.environ.get("RETRAIN_HOME"):
         return Path(env).resolve()
+    if option := _airflow_option("home"):
+        return Path(option).resolve()
     spec_path = spec_path.resolve()
     for parent in spec_path.parents:
         if parent.name == "include":
@@ -759,7 +796,14 @@ def state_dir(root: Path | str | None = None) -> Path:
     """Where runs keep scratch data, local jobs and the embedded warehouse/registry."""
     if env := os.environ.get("RETRAIN_STATE_DIR"):
         return Path(env).resolve()
-    base = Path(root) if root else Path(os.environ.get("RETRAIN_HOME", Path.cwd()))
+    if option := _airflow_option("state_dir"):
+        return Path(option).resolve()
+    base = Path(root) if root else retrain_home()
+    if base is None:  # never the current directory: a worker's cwd is anybody's guess
+        raise RuntimeError(
+            "airflow-retrain has no state dir: set RETRAIN_STATE_DIR (or Airflow's [retrain] state_dir), or "
+            "RETRAIN_HOME (or [retrain] home) to use <home>/.local"
+        )
     return (base / ".local").resolve()
 
 

@@ -130,8 +130,8 @@ def test_register_logs_everything_and_tags_pending(registry, trained, make_conte
     assert "log_loss" not in run.data.metrics  # None is not logged as a number
     assert run.data.params["hp.max_depth"] == "2"
     assert run.data.params["dataset.fingerprint"] == "abc"
-    assert ctx["ti"].xcoms["mlflow_run_url"].startswith("http://mlflow.test/#/experiments/")
-    assert ctx["ti"].xcoms["mlflow_model_version_url"] == f"http://mlflow.test/#/models/{name}/versions/1"
+    assert ctx["ti"].xcoms["retrain_mlflow_run_url"].startswith("http://mlflow.test/#/experiments/")
+    assert ctx["ti"].xcoms["retrain_candidate_version_url"] == f"http://mlflow.test/#/models/{name}/versions/1"
     # The model has a signature with the two features, not the id or label, from the Parquet schema.
     from mlflow.models import Model
 
@@ -302,3 +302,23 @@ def test_register_logs_cost_provenance_and_never_unknown_as_zero(registry, train
                     "run_cost_spot")
     assert (spot.metrics["training_cost_usd"], spot.metrics["training_spot_savings_usd"]) == (0.42, 0.98)
     assert spot.params["training.cost"].endswith("2 x ml.g5.xlarge in us-east-1, spot")
+
+
+def test_promote_links_name_candidate_and_champion(registry, trained, make_context, name):
+    """A kept champion: the candidate link shows the new version, the champion link the one kept."""
+    from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", 0.851, name)
+    gate(v2, make_context, "run2", 0.851)
+    op = PromoteModelOperator(
+        task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc", min_improvement=0.01,
+        mlflow_conn_id=CONN,
+    )
+    ctx = make_context("churn_retrain", "run2")
+    assert op.execute(ctx)["decision"] == "kept_champion"
+    xcoms = ctx["ti"].xcoms
+    assert xcoms[MlflowCandidateVersionLink.url_xcom_key] == f"http://mlflow.test/#/models/{name}/versions/2"
+    assert xcoms[MlflowChampionVersionLink.url_xcom_key] == f"http://mlflow.test/#/models/{name}/versions/1"

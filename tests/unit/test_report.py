@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.report import format_report
 from airflow_retrain.runs import RunIdentity
@@ -38,8 +40,10 @@ def test_report_operator_writes_and_renders(make_context, tmp_path):
     latest = store / "churn_retrain" / "latest_report.json"
     assert json.loads(latest.read_text()) == report
     # XCom gets the URI and a few facts, not the report.
+    assert result["outcome"] == "kept v1 (candidate v2 did not beat it)"
+    assert ctx["ti"].xcoms["run_report"] == report  # readable in the UI's XCom tab
     assert result["summary"] == {
-        "pipeline": "churn", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
+        "pipeline": "churn", "outcome": "kept v1 (candidate v2 did not beat it)", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
         "metrics": {"roc_auc": 0.8381, "log_loss": None}, "version": "2", "decision": "kept_champion",
         "champion_after": "1", "cost_usd": 0.0,
     }
@@ -100,3 +104,23 @@ def test_report_of_a_failed_data_gate_names_the_number_and_threshold():
     text = format_report(report)
     assert "  gate data       FAILED: data gate failed: PSI of charges 1.2 > max 0.2" in text
     assert "  gate_model     upstream_failed" in text
+
+
+@pytest.mark.parametrize(
+    ("stages", "states", "outcome"),
+    [
+        ({"register": {"version": "3"}, "promote": {"decision": "promoted", "champion_after": "3", "champion_before": "1"}},
+         {}, "promoted v3 (was v1)"),
+        ({"register": {"version": "1"}, "promote": {"decision": "promoted", "champion_after": "1", "champion_before": None}},
+         {}, "promoted v1 (first champion)"),
+        ({"register": {"version": "2"}, "promote": {"decision": "kept_champion", "champion_after": "1"}},
+         {}, "kept v1 (candidate v2 did not beat it)"),
+        ({"register": {"version": "2"}}, {"gate_metrics": "failed", "promote": "upstream_failed"},
+         "gate failed: metrics (v2; champion unchanged)"),
+        ({}, {"train": "failed", "register": "upstream_failed"}, "failed at train (no candidate; champion unchanged)"),
+    ],
+)
+def test_run_outcome_tells_runs_apart(stages, states, outcome):
+    from airflow_retrain.report import run_outcome
+
+    assert run_outcome({"stages": stages, "task_states": states}) == outcome

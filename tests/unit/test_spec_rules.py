@@ -7,6 +7,7 @@ Every case here was accepted before (or crashed while the DAG was built, or at r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -133,10 +134,51 @@ def test_dagbag_validation_errors_are_caught_in_the_boundary(tmp_path, monkeypat
 
 
 def test_build_dags_never_raises(tmp_path, monkeypatch):
+    write(tmp_path, churn_dict(), "churn.yaml")
     monkeypatch.setattr(dag_factory, "load_specs", lambda _: 1 / 0)
     assert dag_factory.build_dags({}, specs_dir=tmp_path) == {}
     with pytest.raises(SpecError, match="cannot load specs: ZeroDivisionError"):
         dag_factory.raise_spec_errors(tmp_path)
+
+
+def test_a_missing_or_empty_specs_folder_is_an_error_naming_where_it_looked(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(SpecError, match=f"the specs folder does not exist; looked in {re.escape(str(missing))}"):
+        dag_factory.raise_spec_errors(missing)
+    assert dag_factory.build_dags({}, specs_dir=missing) == {}
+    (tmp_path / "README.md").write_text("not a spec")
+    with pytest.raises(SpecError, match=f"no \\*.yaml pipeline spec in the specs folder; looked in {re.escape(str(tmp_path))}"):
+        dag_factory.raise_spec_errors(tmp_path)
+
+
+def test_without_a_project_folder_the_error_says_what_to_set(monkeypatch):
+    """An installed wheel: no RETRAIN_HOME, no [retrain] home, no checkout around the package."""
+    from airflow_retrain import spec as spec_module
+
+    monkeypatch.delenv("RETRAIN_SPECS_DIR", raising=False)
+    monkeypatch.delenv("RETRAIN_HOME", raising=False)
+    monkeypatch.delenv("RETRAIN_STATE_DIR", raising=False)
+    monkeypatch.setattr(dag_factory, "retrain_home", lambda: None)
+    monkeypatch.setattr(spec_module, "retrain_home", lambda: None)
+    with pytest.raises(SpecError, match="set RETRAIN_HOME .*ships no specs"):
+        dag_factory.raise_spec_errors()
+    with pytest.raises(RuntimeError, match="never|RETRAIN_STATE_DIR"):
+        spec_module.state_dir()
+
+
+def test_airflow_config_names_home_and_state_dir(monkeypatch, tmp_path):
+    from airflow_retrain import spec as spec_module
+
+    monkeypatch.delenv("RETRAIN_HOME", raising=False)
+    monkeypatch.delenv("RETRAIN_STATE_DIR", raising=False)
+    monkeypatch.setenv("AIRFLOW__RETRAIN__HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("AIRFLOW__RETRAIN__STATE_DIR", str(tmp_path / "state"))
+    import airflow.configuration  # noqa: F401 - what every Airflow process has loaded
+
+    assert spec_module.retrain_home() == tmp_path / "home"
+    assert spec_module.state_dir() == tmp_path / "state"
+    monkeypatch.delenv("AIRFLOW__RETRAIN__STATE_DIR")
+    assert spec_module.state_dir() == tmp_path / "home" / ".local"
 
 
 # --- 5. user errors named -----------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""Extra links from a task to what it produced in MLflow.
+"""Extra links from a task to what it produced in MLflow: the run, the candidate version, the champion.
 
-The operators push the URL under a well-known XCom key when they know it; the link reads it back. No
-URL is computed from connection secrets here.
+The operators store each target URL under their own XCom key (``url_xcom_key``) when they know it; the
+link reads it back. That key must differ from :attr:`BaseOperatorLink.xcom_key` (``_link_<class>``), the
+key under which Airflow's task runner stores the *rendered* link value and from which the UI reads it:
+when the two were the same, the runner overwrote the URL with its own look-up and the scheduler logged
+``XCom not found`` on every run. No URL is computed from connection secrets here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import XCom
 from airflow.sdk import BaseOperatorLink
@@ -17,28 +20,52 @@ if TYPE_CHECKING:
 
 
 class _XComUrlLink(BaseOperatorLink):
-    xcom_key: ClassVar[str]
+    """A link whose target URL a task stored in XCom under :attr:`url_xcom_key`.
+
+    A subclass written against the older name (``xcom_key = "..."``, a plain string) is read as
+    ``url_xcom_key``, so Airflow's own ``xcom_key`` (the rendered value's key) is never shadowed.
+    """
+
+    url_xcom_key: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("xcom_key")
+        if isinstance(legacy, str):
+            cls.url_xcom_key = legacy
+            delattr(cls, "xcom_key")
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        url = XCom.get_value(key=self.xcom_key, ti_key=ti_key)
+        url = XCom.get_value(key=self.url_xcom_key, ti_key=ti_key)
         return url or ""
 
     @classmethod
     def persist(cls, context, url: str | None) -> None:
         """Store the link target for the running task instance."""
         if url:
-            context["ti"].xcom_push(key=cls.xcom_key, value=url)
+            context["ti"].xcom_push(key=cls.url_xcom_key, value=url)
 
 
 class MlflowRunLink(_XComUrlLink):
     """Link to the MLflow run that recorded a candidate's params, metrics and model."""
 
     name = "MLflow Run"
-    xcom_key = "mlflow_run_url"
+    url_xcom_key = "retrain_mlflow_run_url"
 
 
-class MlflowModelVersionLink(_XComUrlLink):
-    """Link to the registered MLflow model version a task created or promoted."""
+class MlflowCandidateVersionLink(_XComUrlLink):
+    """Link to the model version this run registered (the candidate), whatever the gates decided."""
 
-    name = "MLflow Model Version"
-    xcom_key = "mlflow_model_version_url"
+    name = "MLflow Candidate Version"
+    url_xcom_key = "retrain_candidate_version_url"
+
+
+class MlflowChampionVersionLink(_XComUrlLink):
+    """Link to the version that holds ``champion`` after the promotion decision (new or kept)."""
+
+    name = "MLflow Champion Version"
+    url_xcom_key = "retrain_champion_version_url"
+
+
+#: Kept for DAGs serialized before the candidate/champion split; no operator attaches it any more.
+MlflowModelVersionLink = MlflowCandidateVersionLink

@@ -29,7 +29,7 @@ from airflow_retrain.hooks.mlflow import (
     RegistryError,
     code_version,
 )
-from airflow_retrain.links.mlflow import MlflowModelVersionLink, MlflowRunLink
+from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink, MlflowRunLink
 from airflow_retrain.operators.base import RetrainBaseOperator
 
 GATE_TAG = f"{TAG}.gate"
@@ -148,7 +148,7 @@ class RegisterModelOperator(_RegistryOperator):
     """
 
     template_fields = ("model_name", "training", "dataset", "params_to_log")
-    operator_extra_links = (MlflowRunLink(), MlflowModelVersionLink())
+    operator_extra_links = (MlflowRunLink(), MlflowCandidateVersionLink())
 
     def __init__(
         self,
@@ -279,7 +279,7 @@ class RegisterModelOperator(_RegistryOperator):
         )
         self._make_challenger(result["version"], holder)
         MlflowRunLink.persist(context, result.get("run_url"))
-        MlflowModelVersionLink.persist(context, result.get("version_url"))
+        MlflowCandidateVersionLink.persist(context, result.get("version_url"))
         self.log.info("Registered %s version %s (run %s) as %s", self.model_name, result["version"],
                       result["run_id"], CHALLENGER)
         return result
@@ -335,7 +335,7 @@ class PromoteModelOperator(_RegistryOperator):
     """
 
     template_fields = ("candidate", "comparison", "approval")
-    operator_extra_links = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowCandidateVersionLink(), MlflowChampionVersionLink())
     ui_color = "#ffd700"
 
     def __init__(
@@ -528,7 +528,8 @@ class PromoteModelOperator(_RegistryOperator):
                 f"{TAG}.promotion.dag_run": decision["dag_run"],
             })
         self.hook.log_dict(self.hook.get_version(name, version).run_id, decision, "promotion/decision.json")
-        MlflowModelVersionLink.persist(context, self.hook.version_url(name, decision["champion_after"] or version))
+        MlflowCandidateVersionLink.persist(context, self.hook.version_url(name, version))
+        MlflowChampionVersionLink.persist(context, self.hook.version_url(name, decision["champion_after"] or version))
         self.log.info("%s: %s", decision["decision"], decision["reason"])
         self.log.info("Decision: %s", json.dumps(decision, default=str))
         return decision
@@ -581,7 +582,7 @@ class RollbackModelOperator(_RegistryOperator):
     """
 
     template_fields = ("model_name", "version", "reason")
-    operator_extra_links = (MlflowModelVersionLink(),)
+    operator_extra_links = (MlflowChampionVersionLink(),)
     ui_color = "#ffb3b3"
 
     def __init__(self, *, model_name: str, version: str | int | None = None, reason: str = "", alias: str = CHAMPION,
@@ -629,7 +630,7 @@ class RollbackModelOperator(_RegistryOperator):
                 self._fail(f"{name} v{wanted} is already {self.alias}; nothing changed")
             entry = self.hook.move_alias(lease, self.alias, wanted, {"action": "rollback", "by": holder,
                                                                    "reason": reason}, expected_from=before)
-        MlflowModelVersionLink.persist(context, self.hook.version_url(name, wanted))
+        MlflowChampionVersionLink.persist(context, self.hook.version_url(name, wanted))
         self.log.info("Rolled %s@%s back from v%s to v%s: %s (history #%s)", name, self.alias, before, wanted,
                       reason, entry["seq"])
         return {"model_name": name, "alias": self.alias, "from": before, "to": wanted, "reason": reason,

@@ -6,22 +6,33 @@ from typing import Any
 
 from airflow_retrain import artifacts
 from airflow_retrain.operators.base import RetrainBaseOperator
-from airflow_retrain.report import format_report, report_summary
+from airflow_retrain.report import format_report, report_summary, run_outcome
+
+REPORT_XCOM_KEY = "run_report"
 
 
 class RunReportOperator(RetrainBaseOperator):
     """Teardown task after the cleanup: a readable summary of the run in its log, and a JSON report in the
     artifact store (``<run>/report.json``, and ``<root>/<dag_id>/latest_report.json``).
 
+    The run's outcome (``promoted v3 (was v1)``, ``kept v1 ...``, ``gate failed: metrics ...``) becomes the DAG
+    run's note through Airflow's REST API when the ``airflow_api_conn_id`` connection exists, so the run list
+    and grid tell runs apart; the whole report is also pushed as XCom ``run_report`` (readable in the UI's
+    XCom tab and on the dashboard), not only a path.
+
     :param stage_task_ids: task ids whose results make up the report, in pipeline order.
+    :param airflow_api_conn_id: the connection to Airflow's REST API for the run note (skipped if undefined).
     :return: ``{"report_uri": ..., "summary": {...}}`` -- the URI and a few facts, not the report itself.
     """
 
     ui_color = "#eeeeee"
 
-    def __init__(self, *, stage_task_ids: list[str], **kwargs: Any) -> None:
+    def __init__(
+        self, *, stage_task_ids: list[str], airflow_api_conn_id: str = "retrain_airflow_api", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.stage_task_ids = stage_task_ids
+        self.airflow_api_conn_id = airflow_api_conn_id
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
@@ -54,4 +65,25 @@ class RunReportOperator(RetrainBaseOperator):
         for line in format_report(report).splitlines():
             self.log.info("%s", line)
         self.log.info("Report written to %s", uri)
-        return {"report_uri": uri, "summary": report_summary(report)}
+        outcome = run_outcome(report)
+        ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
+        self._set_note(run.dag_id, run.run_id, outcome)
+        return {"report_uri": uri, "outcome": outcome, "summary": report_summary(report)}
+
+    def _set_note(self, dag_id: str, run_id: str, outcome: str) -> None:
+        from airflow.exceptions import AirflowNotFoundException
+
+        from airflow_retrain.hooks.airflow_api import AirflowApiHook
+
+        hook = AirflowApiHook(self.airflow_api_conn_id)
+        try:
+            hook.get_connection(self.airflow_api_conn_id)
+        except AirflowNotFoundException:
+            self.log.info("Run outcome: %s (connection %r not defined: no run note)", outcome, self.airflow_api_conn_id)
+            return
+        try:
+            hook.set_dag_run_note(dag_id, run_id, outcome)
+        except Exception as e:  # noqa: BLE001 - the note is a nicety; the report is stored already
+            self.log.warning("Could not set the run note %r through %s: %s", outcome, hook.base_url, e)
+            return
+        self.log.info("Run note set: %s", outcome)

@@ -1,0 +1,159 @@
+"""The dashboard's data functions: REST API reads (against a mock transport), MLflow, ledger, charts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import httpx
+import pytest
+
+from airflow_retrain.ui import data
+from airflow_retrain.ui.app import render
+from airflow_retrain.ui.charts import bar_chart, line_chart
+
+
+def fake_airflow(routes: dict[str, object], seen: list[httpx.Request]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = routes.get(request.url.path)
+        return httpx.Response(404, json={"detail": "nope"}) if body is None else httpx.Response(200, json=body)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+def api_calls():
+    seen: list[httpx.Request] = []
+    routes = {
+        "/api/v2/dags": {"dags": [{"dag_id": "churn_retrain", "timetable_description": "At 00:00, only on Sunday",
+                                   "next_dagrun_run_after": "2026-12-06T00:00:00Z", "is_paused": False,
+                                   "tags": [{"name": "retrain"}, {"name": "churn"}]}]},
+        "/api/v2/dags/churn_retrain/dagRuns": {"dag_runs": [
+            {"dag_run_id": "manual__1", "state": "success", "note": "promoted v1 (first champion)",
+             "run_after": "2026-11-29T01:00:00Z", "end_date": "2026-11-29T01:02:00Z"}]},
+        "/api/v2/dags/churn_retrain/dagRuns/manual__1/taskInstances": {"task_instances": [
+            {"task_id": "train", "state": "success"}, {"task_id": "promote", "state": "success"}]},
+        "/api/v2/dags/churn_retrain/dagRuns/manual__1/taskInstances/report/xcomEntries/run_report": {
+            "key": "run_report", "value": {"stages": {"teardown": {"compute_seconds": 3600.0, "cost_usd": 1.5},
+                                                      "train": {"cost": {"gpus": 2}}}}},
+    }
+    return data.AirflowApi("http://airflow.test", "viewer-token", transport=fake_airflow(routes, seen)), seen
+
+
+async def test_rest_reads_use_the_viewers_token(api_calls):
+    api, seen = api_calls
+    pipelines = await data.list_pipelines(api)
+    assert pipelines == [{"dag_id": "churn_retrain", "schedule": "At 00:00, only on Sunday",
+                          "next_run": "2026-12-06T00:00:00Z", "paused": False, "tags": ["churn", "retrain"]}]
+    assert seen[0].url.params["tags"] == "retrain"
+    runs = await data.recent_runs(api, "churn_retrain")
+    assert runs[0]["note"] == "promoted v1 (first champion)" and seen[1].url.params["order_by"] == "-run_after"
+    assert await data.run_stages(api, "churn_retrain", "manual__1") == {"train": "success", "promote": "success"}
+    report = await data.run_report(api, "churn_retrain", "manual__1")
+    assert data.run_cost(report) == {"compute_seconds": 3600.0, "gpu_hours": 2.0, "usd": 1.5}
+    assert await data.run_report(api, "churn_retrain", "manual__2") is None  # report task has not run
+    assert {r.headers["authorization"] for r in seen} == {"Bearer viewer-token"}
+
+
+async def test_a_refused_viewer_is_not_shown_an_empty_page():
+    api = data.AirflowApi("http://airflow.test", "t", transport=httpx.MockTransport(lambda r: httpx.Response(403)))
+    with pytest.raises(httpx.HTTPStatusError):
+        await data.list_pipelines(api)
+
+
+def test_gate_verdicts_and_evidence():
+    tags = {"retrain.gate.metrics": "failed", "retrain.gate.metrics.message": "roc_auc 0.7 < min 0.8",
+            "retrain.gate.data": "passed", "retrain.pipeline": "churn"}
+    assert data.gate_verdicts(tags) == [
+        {"gate": "data", "verdict": "passed", "evidence": ""},
+        {"gate": "metrics", "verdict": "failed", "evidence": "roc_auc 0.7 < min 0.8"},
+    ]
+
+
+def test_model_overview_from_mlflow(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("churn")
+    experiment = client.create_experiment("retrain/churn", artifact_location=(tmp_path / "a").as_uri())
+    for value, tags in [(0.80, {"retrain.gate.metrics": "passed", "retrain.promotion.decision": "promoted"}),
+                        (0.79, {"retrain.gate.metrics": "failed", "retrain.gate.metrics.message": "too low"})]:
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "roc_auc", value)
+        client.create_model_version("churn", (tmp_path / "m").as_uri(), run.info.run_id, tags=tags)
+    client.set_registered_model_alias("churn", "champion", "1")
+
+    class Hook:  # the slice of MlflowHook the dashboard uses
+        def __init__(self):
+            self.client = client
+
+    overview = data.model_overview(Hook(), "churn", "roc_auc")
+    assert overview["champion"]["version"] == "1" and overview["champion"]["metric"] == 0.80
+    assert overview["challenger"]["version"] == "2"  # no challenger alias: newest non-champion
+    assert overview["challenger"]["gates"] == [{"gate": "metrics", "verdict": "failed", "evidence": "too low"}]
+    assert overview["history"] == [{"version": "1", "decision": "promoted", "reason": None, "dag_run": None}]
+    client.set_registered_model_alias("churn", "challenger", "1")
+    assert data.model_overview(Hook(), "churn", "roc_auc")["challenger"]["version"] == "1"
+    missing = data.model_overview(Hook(), "fraud", "roc_auc")
+    assert "fraud" in missing["error"] and missing["versions"] == []
+
+
+def test_ledger_absent_says_no_ledger_yet(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ledger(name, *args, **kwargs):
+        if name.startswith("airflow_retrain.teardown"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ledger)
+    result = data.ledger_rows()
+    assert result["available"] is False and result["reason"].startswith(data.LEDGER_MISSING)
+
+
+def test_weekly_costs_bucket_by_monday():
+    entries = [
+        {"ts": "2026-11-29T01:00:00Z", "usd": 1.0, "gpu_hours": 0.5},  # Sunday -> week of Mon 23rd
+        {"ts": datetime(2026, 11, 23, 0, 0), "usd": 2.0, "gpu_hours": 1.0},
+        {"ts": "2026-11-30T00:00:00+00:00", "usd": 4.0, "gpu_hours": None},
+    ]
+    assert data.weekly_costs(entries) == [
+        {"week": "2026-11-23", "usd": 3.0, "gpu_hours": 1.5, "runs": 2},
+        {"week": "2026-11-30", "usd": 4.0, "gpu_hours": 0.0, "runs": 1},
+    ]
+
+
+def test_teardown_actions_from_ledger_and_reports():
+    ledger = {"available": True, "rows": [{"source": "sweep", "ts": "t", "kind": "stop", "resource": "job-1",
+                                           "location": "eu-west-1", "usd": 0.4},
+                                          {"source": "training_run", "kind": "train", "resource": "job-2"}]}
+    reports = [{"run_id": "r1", "dag_id": "d", "stages": {"teardown": {"stopped_jobs": ["job-3"], "scratch_removed": ["x"]}}}]
+    whats = [a["what"] for a in data.teardown_actions(ledger, reports)]
+    assert whats == ["stop job-1", "stopped job job-3", "removed run scratch"]
+
+
+def test_charts_are_inline_svg_and_escape_labels():
+    svg = line_chart([("v1", 0.8), ("v<2>", 0.85)], "roc_auc by version", highlight="v1")
+    assert svg.startswith("<svg") and "v&lt;2&gt;" in svg and 'class="dot champion"' in svg
+    assert "no data yet" in line_chart([], "empty")
+    assert "<rect" in bar_chart([("2026-11-23", 1.5)], "USD per week")
+
+
+def test_render_escapes_what_it_shows():
+    overview = {
+        "pipelines": [{"dag_id": "churn_retrain", "schedule": "@weekly", "next_run": None, "paused": False,
+                       "model": None, "runs": [{"run_id": "<script>x</script>", "state": "failed",
+                                                "outcome": "gate failed: metrics (v2; champion unchanged)",
+                                                "stages": {"gate_metrics": "failed"},
+                                                "cost": {"compute_seconds": None, "gpu_hours": None, "usd": None}}]}],
+        "ledger": {"available": False, "reason": "no ledger yet", "entries": 0},
+        "weekly_costs": [], "cost_source": "run reports", "teardown_actions": [],
+    }
+    page = render(overview)
+    assert "<script>x" not in page and "&lt;script&gt;" in page
+    assert 'class="outcome-failed">gate failed: metrics' in page
+    json.dumps(overview)  # the same data is served as JSON
