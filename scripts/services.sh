@@ -53,7 +53,8 @@ SQL
 
 start_mlflow() {
   mkdir -p "$DIR/mlflow"
-  nohup "$PY" -m mlflow server \
+  # setsid: the server's workers (uvicorn, the job runner) share its process group, so stop() ends them all.
+  setsid nohup "$PY" -m mlflow server \
     --backend-store-uri "sqlite:///$DIR/mlflow/mlflow.db" \
     --artifacts-destination "$DIR/mlflow/artifacts" --serve-artifacts \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$DIR/mlflow/server.log" 2>&1 &
@@ -103,6 +104,7 @@ stop() {
   fi
   if [[ -f "$DIR/mlflow/pid" ]]; then
     local pid; pid="$(cat "$DIR/mlflow/pid")"
+    kill -TERM -- "-$pid" 2>/dev/null || true
     pkill -TERM -P "$pid" 2>/dev/null || true
     kill "$pid" 2>/dev/null || true
     rm -f "$DIR/mlflow/pid"
