@@ -84,7 +84,7 @@ def run_report(store: Path, when: datetime) -> dict:
     return report
 
 
-def test_sagemaker_dag_end_to_end_on_separate_workers(bag, cloud, store, separate_workers, state_dir):
+def test_sagemaker_dag_end_to_end_on_separate_workers(bag, cloud, store, separate_workers, state_dir):  # noqa: F811
     dr = bag.dags[DAG_ID].test(logical_date=FIRST, run_after=FIRST)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == "success", states
