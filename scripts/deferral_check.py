@@ -97,7 +97,7 @@ def main() -> int:
                 _api(base, "GET", "/api/v2/version")
                 break
             except OSError:
-                if time.monotonic() - began > 180 or standalone.poll() is not None:
+                if time.monotonic() - began > 600 or standalone.poll() is not None:
                     raise SystemExit(f"airflow standalone did not answer; see {work / 'standalone.log'}") from None
                 time.sleep(2)
         print(f"airflow standalone answered after {time.monotonic() - began:.0f} s (log {work / 'standalone.log'})")

@@ -88,8 +88,10 @@ def run_jobs(backend, run_id: str) -> list:
     return backend.find_jobs(RunIdentity("churn", DAG_ID, run_id).run_tags())
 
 
-def kill_worker_midway(make_op, make_context, run_id: str, deferrable: bool, delay: float) -> None:
-    """Fork a worker that runs the train task, SIGKILL it after ``delay`` seconds."""
+def kill_worker_midway(cloud, make_op, make_context, run_id: str, deferrable: bool, delay: float,
+                       after_create: bool) -> None:
+    """Fork a worker that runs the train task; SIGKILL it ``delay`` seconds after it started or, with
+    ``after_create``, after the cloud accepted its job (while it waits, or defers)."""
     pid = os.fork()
     if pid == 0:  # the worker
         try:
@@ -100,6 +102,9 @@ def kill_worker_midway(make_op, make_context, run_id: str, deferrable: bool, del
             time.sleep(600)
         finally:
             os._exit(0)
+    if after_create:
+        name = RunIdentity("churn", DAG_ID, run_id).job_name(1)
+        wait_for(lambda: any(j["name"] == name for j in cloud.training_jobs()), 120, interval=0.1)
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -132,7 +137,10 @@ def test_worker_killed_then_retried_makes_one_job(cloud, backend, make_op, make_
         run_id = f"manual__kill_retry_{rep}"
         deferrable = rep % 2 == 0
         before = creates(cloud)
-        kill_worker_midway(make_op, make_context, run_id, deferrable, delay=rng.uniform(0.0, 2.0))
+        # Half the kills land anywhere in the submit (clients, upload, the create call), half mid-wait.
+        after_create = rep % 4 >= 2
+        kill_worker_midway(cloud, make_op, make_context, run_id, deferrable,
+                           delay=rng.uniform(0.0, 1.0 if after_create else 4.0), after_create=after_create)
         seen["job_existed_at_kill"] += bool(run_jobs(backend, run_id))
         ctx = make_context(DAG_ID, run_id, try_number=2)
         op = make_op(deferrable)
@@ -141,7 +149,7 @@ def test_worker_killed_then_retried_makes_one_job(cloud, backend, make_op, make_
         assert creates(cloud) - before == 1, rep
         assert [j.job_name for j in run_jobs(backend, run_id)] == [result["job_name"]], rep
     print(f"\n{REPETITIONS} kills then retries; the job existed at the kill in {seen['job_existed_at_kill']}")
-    assert seen["job_existed_at_kill"] >= REPETITIONS // 4  # the kills landed mid-job, not only before submit
+    assert seen["job_existed_at_kill"] >= REPETITIONS // 2  # the kills landed mid-job, not only before submit
 
 
 def test_worker_killed_not_retried_teardown_stops_the_job(cloud, backend, make_op, make_context):
@@ -150,7 +158,8 @@ def test_worker_killed_not_retried_teardown_stops_the_job(cloud, backend, make_o
     stopped = 0
     for rep in range(REPETITIONS):
         run_id = f"manual__kill_teardown_{rep}"
-        kill_worker_midway(make_op, make_context, run_id, rep % 2 == 0, delay=rng.uniform(0.3, 2.0))
+        kill_worker_midway(cloud, make_op, make_context, run_id, rep % 2 == 0, delay=rng.uniform(0.0, 1.0),
+                           after_create=rep % 4 >= 1)
         teardown = TeardownRunOperator(task_id="teardown", pipeline="churn", backend="sagemaker",
                                        backend_config=CONFIG)
         result = teardown.execute(make_context(DAG_ID, run_id))
