@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import runpy
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,7 +58,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="deferral-check-"))
     specs = work / "specs"
     specs.mkdir()
-    shutil.copy(ROOT / "include/examples/sagemaker/churn.yaml", specs / "churn.yaml")
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "include/examples/sagemaker/churn.yaml").read_text())
+    raw["schedule"] = None  # only the run this script triggers: a scheduled run would share the pool
+    (specs / "churn.yaml").write_text(yaml.safe_dump(raw))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what it started on SIGTERM too
     env = dict(os.environ)
     env.update({
         "RETRAIN_HOME": str(ROOT), "RETRAIN_STATE_DIR": str(work / "state"), "RETRAIN_SPECS_DIR": str(specs),
