@@ -45,7 +45,8 @@ def _api(base: str, method: str, path: str, token: str | None = None, payload: d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8101, help="Airflow api-server port")
-    parser.add_argument("--cloud-port", type=int, default=19120, help="fake cloud port")
+    parser.add_argument("--cloud-port", type=int, default=19120,
+                        help="fake cloud port (the next two: worker and triggerer log servers)")
     parser.add_argument("--job-seconds", type=float, default=60.0, help="minimum training time of the job")
     parser.add_argument("--every", type=float, default=3.0, help="sampling interval, seconds")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
@@ -72,6 +73,10 @@ def main() -> int:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False", "AIRFLOW__API__PORT": str(args.port),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # Workers reach the task execution API on this api-server (the default is port 8080).
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{args.port}/execution/",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(args.cloud_port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(args.cloud_port + 2),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     })
     env.pop("RETRAIN_DEFERRABLE", None)

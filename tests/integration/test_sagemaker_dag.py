@@ -102,7 +102,7 @@ def test_sagemaker_dag_end_to_end_on_separate_workers(bag, cloud, store, separat
     assert stages["train"]["metrics"]["roc_auc"] > 0.8
     assert stages["train"]["cost"]["seconds"] >= 1 and stages["train"]["cost"]["instance_type"] == "ml.m5.xlarge"
     assert stages["train"]["model_uri"].startswith(store.as_uri())  # a URI into the store, not a worker's disk
-    assert stages["promote"]["champion_after"] == stages["register"]["version"] == champion_version(state_dir)
+    assert stages["promote"]["champion_after"] == stages["register"]["version"] == str(champion_version(state_dir))
     assert stages["teardown"]["stopped_jobs"] == []
 
 
