@@ -14,16 +14,13 @@ not counted). API calls are the HTTP requests the server answered during each co
 service: SageMaker, S3, CloudWatch Logs). "done latency" is how long after the job ended the task
 finished. All use the same poll interval.
 
-The provider's deferrable mode needs aiobotocore, and no aiobotocore release accepts the botocore
-(1.44.8) of this project's lock. So its trigger runs here on a stand-in for the aiobotocore client: the
-same ``SageMakerTrigger.run`` and ``async_wait`` code, with ``get_async_conn``/``get_waiter`` answering
-through the synchronous boto3 client and waiter in a thread -- the same DescribeTrainingJob call per
-round, one round per ``waiter_delay``.
+The provider's deferrable mode runs for real: its ``SageMakerTrigger`` polls through aiobotocore (in the
+lock), as on a triggerer.
 
-The job duration comes from a small patch of moto's SageMaker backend (``tests/moto_sagemaker.py``:
-jobs stay InProgress for a set time, report BillableTimeInSeconds, write outputs and logs) because
-plain moto completes jobs at once; the extended fake cloud (``scripts/fake_cloud.py``) can take its
-place once it lands.
+Each contender gets its own fake cloud (``scripts/fake_cloud.py``, the one ``make fake-cloud`` runs, as a
+child process) so its API calls are counted apart. Jobs really run a script (``tests/fixtures/
+sagemaker_job.py``, which trains nothing and writes a model and metrics) and the fake's
+``min_training_seconds`` keeps each one training (and billed) for ``--job-seconds``.
 
     .venv/bin/python bench/training_wait.py [--job-seconds 600] [--poll 5] [--json FILE]
 """
@@ -45,6 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+JOB_SCRIPT = ROOT / "tests" / "fixtures" / "sagemaker_job.py"
 _TMP = Path(tempfile.mkdtemp(prefix="bench-training-wait-"))
 os.environ.setdefault("RETRAIN_HOME", str(ROOT))
 os.environ.setdefault("RETRAIN_STATE_DIR", str(_TMP / "state"))
@@ -96,9 +94,9 @@ def _ours(job_s: float, poll: float):
     return TrainModelOperator(
         task_id="train",
         pipeline="bench",
-        entry_point=str(ROOT / "include" / "training" / "churn" / "train.py"),
+        entry_point=str(_TMP / "source" / "train.py"),
         channels={"train": f"s3://{BUCKET}/data/train/"},
-        hyperparameters={"fake_duration_s": job_s},
+        hyperparameters={},
         backend="sagemaker",
         backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "ours", "connection_id": CONNS["ours"]},
         instance_type="ml.m5.xlarge",
@@ -134,7 +132,6 @@ def _provider_config(name: str, job_s: float) -> dict[str, Any]:
         "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
         "RoleArn": ROLE,
         "HyperParameters": {
-            "fake_duration_s": json.dumps(job_s),
             "sagemaker_program": json.dumps("train.py"),
             "sagemaker_submit_directory": json.dumps(f"s3://{BUCKET}/provider/sourcedir.tar.gz"),
         },
@@ -154,36 +151,6 @@ def _provider_config(name: str, job_s: float) -> dict[str, Any]:
         "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
     }
-
-
-def _without_aiobotocore() -> None:
-    """Let the provider's async trigger code run on the sync client (aiobotocore cannot be installed)."""
-    from contextlib import asynccontextmanager
-
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
-
-    class ThreadedWaiter:
-        def __init__(self, waiter) -> None:
-            self.waiter = waiter
-
-        async def wait(self, **kwargs) -> None:
-            await asyncio.to_thread(self.waiter.wait, **kwargs)
-
-    @asynccontextmanager
-    async def _conn(hook):
-        yield hook.conn
-
-    async def get_async_conn(self):
-        return _conn(self)
-
-    get_waiter = AwsGenericHook.get_waiter
-
-    def get_waiter_sync(self, waiter_name, parameters=None, config_overrides=None, deferrable=False, client=None):
-        waiter = get_waiter(self, waiter_name, parameters, config_overrides, deferrable=False, client=None)
-        return ThreadedWaiter(waiter) if deferrable else waiter
-
-    AwsGenericHook.get_async_conn = get_async_conn
-    AwsGenericHook.get_waiter = get_waiter_sync
 
 
 def run_provider(job_s: float, poll: float, deferrable: bool) -> dict[str, Any]:
@@ -228,24 +195,30 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # keep the table readable: request logs, provider chatter
 
-    import boto3
-    from moto_sagemaker import FakeCloud
+    import io
+    import shutil
+    import tarfile
 
-    _without_aiobotocore()
+    from fakes import fake_cloud
 
-    clouds = {name: FakeCloud() for name in CONNS}
-    for name, cloud in clouds.items():
-        cloud.__enter__()
-        os.environ[f"AIRFLOW_CONN_{CONNS[name].upper()}"] = cloud.connection_uri()
+    (_TMP / "source").mkdir(parents=True, exist_ok=True)
+    shutil.copy(JOB_SCRIPT, _TMP / "source" / "train.py")
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w:gz") as archive:
+        archive.add(JOB_SCRIPT, arcname="train.py")
+    clouds = {}
     try:
-        kwargs = {"endpoint_url": clouds["ours"].endpoint_url, "region_name": "us-east-1",
-                  "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
-        s3, sagemaker = boto3.client("s3", **kwargs), boto3.client("sagemaker", **kwargs)
-        s3.create_bucket(Bucket=BUCKET)  # moto's state is shared by the three servers
-        s3.put_object(Bucket=BUCKET, Key="data/train/part-0.parquet", Body=b"PAR1")
-        s3.put_object(Bucket=BUCKET, Key="provider/sourcedir.tar.gz", Body=b"")
-        for cloud in clouds.values():
-            cloud.calls.clear()
+        for name in CONNS:
+            clouds[name] = fake_cloud.start_fake_cloud(
+                0, _TMP / f"cloud-{name}", config={"min_training_seconds": args.job_seconds}
+            )
+            os.environ.update(clouds[name].airflow_env(CONNS[name]))
+            if clouds[name].bootstrap(BUCKET, ROLE.rsplit("/", 1)[1]) != ROLE:
+                raise SystemExit(f"the fake cloud's role is not {ROLE}")
+            s3 = clouds[name].client("s3")
+            s3.put_object(Bucket=BUCKET, Key="data/train/part-0.parquet", Body=b"PAR1")
+            s3.put_object(Bucket=BUCKET, Key="provider/sourcedir.tar.gz", Body=tar.getvalue())
+            clouds[name].reset_calls()
 
         contenders = {
             "ours (deferrable)": ("ours", lambda: run_ours(args.job_seconds, args.poll)),
@@ -260,17 +233,18 @@ def main() -> None:
                 futures[label] = pool.submit(lambda r=runner, d=i * args.stagger: (time.sleep(d), r())[1])
             rows: dict[str, dict[str, Any]] = {label: future.result() for label, future in futures.items()}
         for label, (name, _) in contenders.items():
-            calls = Counter(clouds[name].calls)
+            calls = Counter(clouds[name].calls())
             rows[label]["api_calls"] = sum(calls.values())
             rows[label]["calls_by_kind"] = dict(sorted(calls.items()))
-            rows[label]["done_latency_s"] = rows[label]["done_at"] - _job_end(sagemaker, rows[label]["job"])
+            rows[label]["done_latency_s"] = rows[label]["done_at"] - _job_end(clouds[name].client("sagemaker"),
+                                                                              rows[label]["job"])
     finally:
         for cloud in clouds.values():
-            cloud.__exit__(None, None, None)
+            cloud.stop()
 
     job_s = args.job_seconds
-    print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; the three run concurrently, one moto "
-          f"server each (timed-job patch)")
+    print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; the three run concurrently, one fake "
+          f"cloud each (scripts/fake_cloud.py, min_training_seconds)")
     print(f"{'contender':22} {'slot s':>8} {'(submit':>8} {'+ resume)':>9} {'slot/job':>9} {'API calls':>10} "
           f"{'done latency s':>15}")
     for label, row in rows.items():

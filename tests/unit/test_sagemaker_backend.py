@@ -1,18 +1,19 @@
-"""SageMakerTrainingBackend against a moto server, through the real boto3 clients of the Amazon provider's
-hooks and an Airflow AWS connection: submit, describe, logs, stop, outputs, cost, tags, bad inputs."""
+"""SageMakerTrainingBackend against the fake cloud (``scripts/fake_cloud.py``, the one ``make fake-cloud``
+runs), through the real boto3 clients of the Amazon provider's hooks and an Airflow AWS connection:
+submit, describe, logs, stop, outputs, cost, tags, bad inputs. Jobs run ``tests/fixtures/sagemaker_job.py``
+(steered by its hyperparameters); cloud errors are the fake's injected faults."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
+import shutil
 import tarfile
 import time
+from pathlib import Path
 
-import boto3
 import pytest
-from helpers import wait_for
-from moto_sagemaker import API_CALLS, FakeCloud
+from helpers import alive, wait_for
 
 from airflow_retrain.training.base import (
     JobState,
@@ -27,28 +28,26 @@ from airflow_retrain.training.sagemaker import SageMakerCloudError, SageMakerTra
 ROLE = "arn:aws:iam::123456789012:role/retrain"
 BUCKET = "retrain-tests"
 CONN = "aws_fake_sm"
+JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.py"
 
 
-@pytest.fixture(scope="module")
-def cloud():
-    with FakeCloud() as fake:
-        os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = fake.connection_uri()
-        yield fake
-        os.environ.pop(f"AIRFLOW_CONN_{CONN.upper()}", None)
+@pytest.fixture
+def cloud(fake_cloud, monkeypatch):
+    """The session's fake cloud, reset, with the bucket and role, and the connection ``CONN`` to it."""
+    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
+    fake_cloud.reset_calls()
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    return fake_cloud
 
 
 @pytest.fixture
 def clients(cloud):
-    cloud.reset()
-    kwargs = {"endpoint_url": cloud.endpoint_url, "region_name": "us-east-1", "aws_access_key_id": "testing",
-              "aws_secret_access_key": "testing"}
-    s3 = boto3.client("s3", **kwargs)
-    s3.create_bucket(Bucket=BUCKET)
-    return {"s3": s3, "sagemaker": boto3.client("sagemaker", **kwargs)}
+    return {"s3": cloud.client("s3"), "sagemaker": cloud.client("sagemaker")}
 
 
 @pytest.fixture
 def backend(clients) -> SageMakerTrainingBackend:
+    # The fake_cloud fixture's reset stops whatever a test leaves running.
     return SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, prefix="unit", connection_id=CONN, max_attempts=2)
 
 
@@ -56,7 +55,7 @@ def backend(clients) -> SageMakerTrainingBackend:
 def source(tmp_path):
     folder = tmp_path / "src"
     (folder / "__pycache__").mkdir(parents=True)
-    (folder / "train.py").write_text("print('hello')\n")
+    shutil.copy(JOB_SCRIPT, folder / "train.py")
     (folder / "contract.py").write_text("X = 1\n")
     (folder / "__pycache__" / "train.cpython-311.pyc").write_bytes(b"junk")
     data = tmp_path / "data" / "train"
@@ -65,12 +64,12 @@ def source(tmp_path):
     return folder / "train.py", data
 
 
-def request(source, name="churn-abc123-1", duration=0.0, **hps) -> TrainingJobRequest:
+def request(source, name="churn-abc123-1", duration=0.0, channels=None, **hps) -> TrainingJobRequest:
     entry, data = source
     return TrainingJobRequest(
         job_name=name,
         entry_point=str(entry),
-        channels={"train": str(data), "test": "s3://shared-data/churn/test"},
+        channels=channels or {"train": str(data)},
         hyperparameters={"fake_duration_s": duration, "max_depth": 4, "objective": "binary:logistic", **hps},
         instance_type="ml.m5.xlarge",
         instance_count=2,
@@ -79,12 +78,19 @@ def request(source, name="churn-abc123-1", duration=0.0, **hps) -> TrainingJobRe
     )
 
 
+def finished(backend, name="churn-abc123-1", timeout=30):
+    return wait_for(lambda: (j := backend.describe(name)).state.terminal and j, timeout)
+
+
 def _keys(s3, prefix):
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []))
 
 
 def test_submit_builds_the_framework_container_request(backend, clients, source):
-    job = backend.submit(request(source, duration=5))
+    entry, data = source
+    clients["s3"].create_bucket(Bucket="shared-data")
+    clients["s3"].put_object(Bucket="shared-data", Key="churn/test/part-0.parquet", Body=b"PAR1")
+    job = backend.submit(request(source, duration=5, channels={"train": str(data), "test": "s3://shared-data/churn/test"}))
     assert job.state == JobState.PENDING
     desc = clients["sagemaker"].describe_training_job(TrainingJobName="churn-abc123-1")
     hps = desc["HyperParameters"]
@@ -109,6 +115,9 @@ def test_submit_builds_the_framework_container_request(backend, clients, source)
     assert "VpcConfig" not in desc
     tags = clients["sagemaker"].list_tags(ResourceArn=desc["TrainingJobArn"])["Tags"]
     assert {t["Key"]: t["Value"] for t in tags}["retrain:run-key"] == "abc123"
+    # The fake ran the packed script with both channels in the container layout.
+    running = wait_for(lambda: (i := backend.describe("churn-abc123-1")).details["secondary_status"] == "Training" and i, 20)
+    assert running.state == JobState.RUNNING
 
 
 def test_vpc_kms_spot_and_custom_image(clients, source):
@@ -124,22 +133,27 @@ def test_vpc_kms_spot_and_custom_image(clients, source):
     assert desc["ResourceConfig"]["VolumeSizeInGB"] == 50
     assert desc["StoppingCondition"] == {"MaxRuntimeInSeconds": 600, "MaxWaitTimeInSeconds": 1200}
     assert desc["EnableManagedSpotTraining"] is True
+    assert finished(backend).state == JobState.COMPLETED
 
 
-def test_states_logs_outputs_and_cost(backend, source, tmp_path):
-    backend.submit(request(source, duration=2.5))
+def test_states_logs_outputs_and_cost(cloud, backend, source, tmp_path):
+    cloud.configure(starting_seconds=2)
+    _ = (backend.sagemaker, backend.logs, backend.s3)  # clients built before the clock starts
+    backend.submit(request(source, duration=1.5))
     assert backend.describe("churn-abc123-1").details["secondary_status"] == "Starting"
     assert backend.read_logs("churn-abc123-1", 0) == ("", 0)  # no stream yet
-    running = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state == JobState.RUNNING and j, 5)
-    assert running.details["secondary_status"] == "Training"
-    first, offset = backend.read_logs("churn-abc123-1", 0)
-    assert first.splitlines() == ["Invoking script with the following command:", "epoch 1 loss 0.52"]
-    assert backend.read_logs("churn-abc123-1", offset) == ("", offset)  # nothing read twice
-    done = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state.terminal and j, 5)
+    running = wait_for(lambda: (j := backend.describe("churn-abc123-1")).details["secondary_status"] == "Training" and j, 10)
+    assert running.state == JobState.RUNNING
+    first = wait_for(lambda: (r := backend.read_logs("churn-abc123-1", 0))[0].count("\n") >= 2 and r, 10)
+    text, offset = first
+    assert text.splitlines()[0].startswith("Invoking script with the following command: ")
+    assert text.splitlines()[1] == "epoch 1 loss 0.52"
+    done = finished(backend)
     assert done.state == JobState.COMPLETED
-    assert done.billable_seconds == 2 and done.instance_count == 2
-    rest, _ = backend.read_logs("churn-abc123-1", offset)
-    assert rest.splitlines() == ["epoch 2 loss 0.41", "Training complete"]
+    assert done.billable_seconds >= 2 and done.instance_count == 2
+    rest, end = backend.read_logs("churn-abc123-1", offset)
+    assert rest.splitlines()[-2:] == ["epoch 2 loss 0.41", "Training complete"]
+    assert backend.read_logs("churn-abc123-1", end) == ("", end)  # nothing read twice
 
     outputs = backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
     assert outputs.model_uri == f"file://{tmp_path / 'out' / 'model'}"
@@ -149,27 +163,30 @@ def test_states_logs_outputs_and_cost(backend, source, tmp_path):
 
     cost = backend.cost(done)
     assert (cost.usd, cost.hourly_price_usd, cost.region, cost.price_source) == (
-        round(2 / 3600 * 2 * 0.23, 6), 0.23, "us-east-1", "table"
+        round(done.billable_seconds / 3600 * 2 * 0.23, 6), 0.23, "us-east-1", "table"
     )
 
 
-def test_spot_savings_from_billable_seconds(clients, source):
+def test_spot_savings_from_billable_seconds(cloud, clients, source):
+    cloud.configure(spot_billable_fraction=0.3, min_training_seconds=3)
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, spot=True)
-    backend.submit(request(source, duration=10, fake_spot_billable_fraction=0.3))
-    clients_job = backend.stop("churn-abc123-1")  # stops right away: 1 s trained
-    assert clients_job.state in (JobState.STOPPING, JobState.STOPPED)
-    job = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state.terminal and j, 5)
+    backend.submit(request(source))
+    job = finished(backend)
+    assert job.state == JobState.COMPLETED
     cost = backend.cost(job)
-    assert cost.spot and cost.training_seconds >= cost.seconds
+    assert cost.spot and cost.training_seconds >= 3 and cost.seconds == pytest.approx(cost.training_seconds * 0.3, abs=1)
     assert cost.spot_savings_usd == pytest.approx(cost.on_demand_usd - cost.usd)
+    assert cost.spot_savings_usd > 0
 
 
-def test_stop_running_job_and_stop_is_idempotent(backend, source):
+def test_stop_running_job_and_stop_is_idempotent(cloud, backend, source):
     backend.submit(request(source, duration=30))
+    pid = wait_for(lambda: cloud.training_job("churn-abc123-1")["script_pids"], 20)[0]
     assert backend.stop("churn-abc123-1").state in (JobState.STOPPING, JobState.STOPPED)
-    stopped = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state == JobState.STOPPED and j, 5)
+    stopped = wait_for(lambda: (j := backend.describe("churn-abc123-1")).state == JobState.STOPPED and j, 15)
     assert backend.stop("churn-abc123-1").state == JobState.STOPPED
     assert stopped.billable_seconds >= 1
+    assert not alive(pid)  # the fake ended the script
 
 
 def test_find_jobs_by_every_tag(backend, source):
@@ -186,29 +203,31 @@ def test_find_jobs_by_every_tag(backend, source):
     assert backend.find_jobs({"retrain:run-key": "nope"}) == []
 
 
-def test_failed_job_quotes_failure_reason_and_is_permanent(backend, source):
-    backend.submit(request(source, fake_outcome="Failed", fake_failure_reason="AlgorithmError: ValueError: bad column"))
-    job = backend.describe("churn-abc123-1")
+def test_failed_job_quotes_failure_reason_and_is_permanent(cloud, backend, source):
+    backend.submit(request(source, fake_outcome="Failed", fake_failure_reason="ValueError: bad column"))
+    job = finished(backend)
     assert (job.state, job.failure_reason) == (JobState.FAILED, "AlgorithmError: ValueError: bad column")
     assert backend.is_permanent_failure(job)
-    backend.submit(request(source, name="churn-abc123-2", fake_outcome="Failed",
-                           fake_failure_reason="InternalServerError: We encountered an internal error."))
-    assert not backend.is_permanent_failure(backend.describe("churn-abc123-2"))
+    cloud.fail_next_jobs("InternalServerError: We encountered an internal error.", phase="Starting")
+    backend.submit(request(source, name="churn-abc123-2"))
+    assert not backend.is_permanent_failure(finished(backend, "churn-abc123-2"))
 
 
-def test_outputs_missing_from_s3_name_the_uri(backend, source, tmp_path):
-    backend.submit(request(source, fake_outcome="NoOutputs"))
+def test_outputs_missing_from_s3_name_the_uri(backend, clients, source, tmp_path):
+    backend.submit(request(source))
+    assert finished(backend).state == JobState.COMPLETED
+    clients["s3"].delete_object(Bucket=BUCKET, Key="unit/churn-abc123-1/output/model.tar.gz")  # e.g. a lifecycle rule
     with pytest.raises(TrainingOutputsMissing, match=r"completed but its model .* missing from S3: s3://retrain-tests/unit/"
                                            r"churn-abc123-1/output/model.tar.gz \(NoSuchKey"):
         backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
 
 
-def test_duplicate_name_and_unknown_job(backend, clients, source):
+def test_duplicate_name_and_unknown_job(cloud, backend, clients, source):
     backend.submit(request(source))
     with pytest.raises(TrainingJobExists):
         backend.submit(request(source))
     # SageMaker refused the second create; one job exists and its staged inputs are kept.
-    assert API_CALLS["CreateTrainingJob"] == 2
+    assert cloud.calls()["sagemaker:CreateTrainingJob"] == 2
     assert [j.job_name for j in backend.find_jobs({"retrain:run-key": "abc123"})] == ["churn-abc123-1"]
     assert _keys(clients["s3"], "unit/churn-abc123-1/source/") == ["unit/churn-abc123-1/source/sourcedir.tar.gz"]
     with pytest.raises(TrainingJobNotFound, match="nope-1"):
@@ -217,6 +236,7 @@ def test_duplicate_name_and_unknown_job(backend, clients, source):
 
 def test_cleanup_removes_staged_inputs_only(backend, clients, source):
     backend.submit(request(source))
+    assert finished(backend).state == JobState.COMPLETED
     removed = backend.cleanup("churn-abc123-1")
     assert removed == [f"s3://{BUCKET}/unit/churn-abc123-1/source/", f"s3://{BUCKET}/unit/churn-abc123-1/input/"]
     assert _keys(clients["s3"], "unit/churn-abc123-1/") == [
@@ -233,23 +253,6 @@ def test_links_point_at_console_and_logs(backend):
 # -- bad input ------------------------------------------------------------------------------------
 
 
-def _moto_error(monkeypatch, code: str, message: str, method: str = "create_training_job", times: int = 1000):
-    from moto.core.exceptions import JsonRESTError
-    from moto.sagemaker.models import SageMakerModelBackend
-
-    original = getattr(SageMakerModelBackend, method)
-    calls = {"n": 0}
-
-    def failing(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] <= times:
-            raise JsonRESTError(code, message)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SageMakerModelBackend, method, failing)
-    return calls
-
-
 @pytest.mark.parametrize("field", ["role_arn", "bucket"])
 def test_missing_role_or_bucket_names_the_field(field):
     kwargs = {"role_arn": ROLE, "bucket": BUCKET, field: ""}
@@ -263,9 +266,9 @@ def test_unknown_image_region_names_the_field(clients, source):
         _ = backend.image_uri
 
 
-def test_resource_limit_exceeded_quotes_reason_and_leaves_nothing(monkeypatch, backend, clients, source):
-    _moto_error(monkeypatch, "ResourceLimitExceeded",
-                "The account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances")
+def test_resource_limit_exceeded_quotes_reason_and_leaves_nothing(cloud, backend, clients, source):
+    cloud.inject_fault("CreateTrainingJob", "ResourceLimitExceeded", count=10,
+                       message="The account-level service limit 'ml.m5.xlarge for training job usage' is 0 Instances")
     with pytest.raises(SageMakerCloudError) as e:
         backend.submit(request(source))
     message = str(e.value)
@@ -275,32 +278,35 @@ def test_resource_limit_exceeded_quotes_reason_and_leaves_nothing(monkeypatch, b
     assert clients["sagemaker"].list_training_jobs()["TrainingJobSummaries"] == []
 
 
-def test_access_denied_names_connection_and_role(monkeypatch, backend, source):
-    _moto_error(monkeypatch, "AccessDeniedException", "User is not authorized to perform: sagemaker:CreateTrainingJob")
+def test_access_denied_names_connection_and_role(cloud, backend, source):
+    cloud.inject_fault("CreateTrainingJob", "AccessDeniedException", count=10,
+                       message="User is not authorized to perform: sagemaker:CreateTrainingJob")
     with pytest.raises(TrainingInputError) as e:
         backend.submit(request(source))
     assert "AccessDeniedException: User is not authorized" in str(e.value)
     assert f"Airflow connection '{CONN}'" in str(e.value) and "training.sagemaker.role_arn" in str(e.value)
 
 
-def test_validation_error_names_the_field(monkeypatch, backend, source):
-    _moto_error(monkeypatch, "ValidationException", "Could not assume role arn:aws:iam::123456789012:role/retrain")
+def test_role_the_cloud_cannot_assume_names_the_field(backend, source):
+    bad = SageMakerTrainingBackend(role_arn="arn:aws:iam::123456789012:role/missing", bucket=BUCKET, prefix="unit",
+                                   connection_id=CONN, max_attempts=1)
     with pytest.raises(TrainingInputError, match=r"training.sagemaker.role_arn: ValidationException: Could not assume"):
-        backend.submit(request(source))
+        bad.submit(request(source))
 
 
-def test_throttling_is_retried_with_backoff(monkeypatch, clients, source):
+def test_throttling_is_retried_with_backoff(cloud, clients, source):
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, max_attempts=4,
                                        retry_mode="standard")
-    calls = _moto_error(monkeypatch, "ThrottlingException", "Rate exceeded", times=2)
+    cloud.inject_fault("CreateTrainingJob", "ThrottlingException", count=2, message="Rate exceeded")
     assert backend.submit(request(source)).job_name == "churn-abc123-1"
-    assert calls["n"] == 3
+    assert cloud.calls()["sagemaker:CreateTrainingJob"] == 3
+    finished(backend)
 
 
-def test_throttling_that_persists_is_one_clear_error(monkeypatch, clients, source):
+def test_throttling_that_persists_is_one_clear_error(cloud, clients, source):
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, max_attempts=2,
                                        retry_mode="standard")
-    _moto_error(monkeypatch, "ThrottlingException", "Rate exceeded")
+    cloud.inject_fault("CreateTrainingJob", "ThrottlingException", count=10, message="Rate exceeded")
     with pytest.raises(SageMakerCloudError, match=r"still throttled after 2 attempts .*ThrottlingException: Rate"):
         backend.submit(request(source))
 
