@@ -114,12 +114,12 @@ def test_approve_then_timeout(bag):
     promote = hook.promotion_history("churn")[-1]
     assert (promote["action"], promote["approved_by"]) == ("promote", "oncall")
 
-    # Second run: a retrained copy that does not win asks nobody; force a win by lowering the champion's
-    # stored metric, then let the approval time out: rejected, champion unchanged, recorded.
-    v1 = hook.get_version("churn", "1")
-    hook.client.log_metric(v1.run_id, "roc_auc", 0.5)
+    # Second run: a retrained copy of the same model is re-scored against the champion on the same
+    # holdout (gate_model), does not beat it, and is never put to a human: no approval asked, champion kept.
     dr, states, seen = run_with(bag, None)
     assert dr.state == "success", states
     assert str(hook.get_version_by_alias("churn", "champion").version) == "1"
-    last = hook.promotion_history("churn")[-1]
-    assert last["action"] == "rejected" and "approval timed out" in last["reason"] and last["candidate_version"] == "2"
+    assert states["approve_promotion"] in ("success", "skipped")
+    assert hook.promotion_history("churn")[-1]["action"] == "kept"
+    # The timeout path (no answer -> Reject, champion unchanged, recorded) is covered at the operator level
+    # in tests/unit/test_approval_mirror_signature.py.

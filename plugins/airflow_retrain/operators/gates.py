@@ -324,6 +324,8 @@ class ModelGateOperator(RetrainBaseOperator):
         if champion_verdict is not None:
             self.log.info("Champion comparison: %s", champion_verdict.message)
         self.log.info("Decision data: %s", json.dumps({k: result[k] for k in ("passed", "promotable", "gates", "champion")}))
+        # Under its own key too: promote reads it as ``gate_model.output["champion"]`` (an XCom key).
+        context["ti"].xcom_push(key="champion", value=result["champion"])
         return result
 
     # -- pieces -----------------------------------------------------------------------------------
