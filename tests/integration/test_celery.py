@@ -90,6 +90,7 @@ def test_churn_dag_runs_on_celery_workers(tmp_path, churn_loader):
         "api-server": [*airflow, "api-server", "--port", str(PORT)],
         "scheduler": [*airflow, "scheduler"],
         "dag-processor": [*airflow, "dag-processor"],
+        "triggerer": [*airflow, "triggerer"],  # deferred tasks (cloud training, dbt nodes) as in docker-compose
         "worker1": [*airflow, "celery", "worker", "--celery-hostname", "worker1@%h", "--concurrency", "2"],
         "worker2": [*airflow, "celery", "worker", "--celery-hostname", "worker2@%h", "--concurrency", "2"],
     }
