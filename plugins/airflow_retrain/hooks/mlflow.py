@@ -569,6 +569,7 @@ class MlflowHook(BaseHook):
 
     def download_model(self, model_name: str, version: str | int, dst: str | os.PathLike) -> str:
         """Download a version's model files with this hook's client; load them with ``mlflow.pyfunc.load_model``."""
+        Path(dst).mkdir(parents=True, exist_ok=True)  # the client downloads into an existing folder only
         mv = self.get_version(model_name, version)
         source = mv.source.rstrip("/")
         run_prefix = self.call(f"get run {mv.run_id}", self.client.get_run, mv.run_id).info.artifact_uri.rstrip("/")
