@@ -147,8 +147,12 @@ class InProcessMlflowServer:
             self.server.server_close()
             self.server = None
         if self._environ is not None:
-            os.environ.clear()
-            os.environ.update(self._environ)
+            # Only MLflow's own variables go back: a test may have defined connections since start().
+            for key in [k for k in os.environ if k.startswith(("MLFLOW", "_MLFLOW"))]:
+                if key in self._environ:
+                    os.environ[key] = self._environ[key]
+                else:
+                    del os.environ[key]
         # The server app also sets MLflow's process-wide tracking/registry URIs to its own store.
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
