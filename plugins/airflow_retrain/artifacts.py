@@ -22,7 +22,7 @@ deployment by ``RETRAIN_ARTIFACT_ROOT``/``RETRAIN_ARTIFACT_CONN_ID``, else the d
                               report.json
     <root>/<dag_id>/latest_report.json
 
-The run's teardown deletes ``dataset/`` and ``training/`` (MLflow holds its own copy of every
+The run's teardown deletes ``dataset/``, ``training/`` and ``dbt/`` (MLflow holds its own copy of every
 registered model); ``run.json`` and ``report.json`` stay.
 """
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 ARTIFACT_ROOT_ENV = "RETRAIN_ARTIFACT_ROOT"
 ARTIFACT_CONN_ENV = "RETRAIN_ARTIFACT_CONN_ID"
 DEFAULT_CONN_IDS = {"s3": "aws_default", "gs": "google_cloud_default", "gcs": "google_cloud_default"}
-SCRATCH_PREFIXES = ("dataset", "training")
+SCRATCH_PREFIXES = ("dataset", "training", "dbt")  # dbt: the per-node status documents of the run
 
 
 class ArtifactNotFound(FileNotFoundError):

@@ -111,6 +111,7 @@ def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
     # Teardown removed the run's scratch from the store (MLflow keeps the registered model) ...
     assert sorted(stages["teardown"]["scratch_removed"]) == [
         (run_dir / "dataset").as_uri(),
+        (run_dir / "dbt").as_uri(),
         (run_dir / "training").as_uri(),
     ]
     assert sorted(p.name for p in run_dir.iterdir()) == ["report.json", "run.json"]

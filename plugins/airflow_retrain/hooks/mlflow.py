@@ -535,9 +535,14 @@ class MlflowHook(BaseHook):
         attempt = 0
         while True:
             attempt += 1
-            existing = self.find_version_by_tag(model_name, f"{TAG}.run_key", run_key)
-            if existing is not None:
-                return existing
+            # The version of *this* candidate's MLflow run: a cleared DAG run that trained again logs a
+            # new run under the same run key and must get a new version.
+            flt = f"name = {quote_filter_value(model_name)} and run_id = {quote_filter_value(run_id)}"
+            found = self.call(f"search versions of {model_name!r} (run key {run_key})",
+                              self.client.search_model_versions, flt)
+            found = [v for v in found if v.name == model_name and v.run_id == run_id]
+            if found:
+                return min(found, key=lambda v: int(v.version))
             try:
                 with quiet_mlflow_logs():
                     return self.client_without_http_retries.create_model_version(model_name, source, run_id=run_id,

@@ -44,11 +44,11 @@ class TeardownRunOperator(TrainingBackendOperator):
 
     :param backend: training backend name; ``backend_config`` holds its settings.
     :param hourly_price_usd: price override, as for training.
-    :param keep_scratch: keep the run's scratch artifacts (``dataset/``, ``training/``) for debugging.
+    :param keep_scratch: keep the run's scratch artifacts (``dataset/``, ``training/``, ``dbt/``) for debugging.
     :param warehouse_conn_id: the warehouse holding the cost ledger (each job's cost is recorded there).
     :param weekly_budget_usd: the spec's ``budget.weekly_usd``: warn when this ISO week's spend crosses it.
 
-    Scratch is the run's ``dataset/`` and ``training/`` prefixes in the artifact store (registered models
+    Scratch is the run's ``dataset/``, ``training/`` and ``dbt/`` prefixes in the artifact store (registered models
     live on in MLflow, which copied them) and this worker's local scratch folder. Once they are gone, a
     cleared run trains again instead of reusing the completed job.
     """
