@@ -216,9 +216,9 @@ def test_integer_features_with_late_nulls_score_the_whole_feature_table(registry
         task_id="register", pipeline="p", model_name=name, experiment="extras", mlflow_conn_id=CONN,
         lease_settle_seconds=0.05,
         training={"job_name": "j", "backend": "local", "metrics": {"roc_auc": 0.7}, "info": {},
-                  "model_dir": str(tmp_path / "model"), "output_dir": str(tmp_path / "out"), "compute_seconds": 1.0,
+                  "model_uri": f"file://{tmp_path / 'model'}", "output_uri": f"file://{tmp_path / 'out'}", "compute_seconds": 1.0,
                   "cost": {"usd": 0.0}},
-        dataset={"relation": "r", "channels": {"train": str(tmp_path / "train"), "test": str(tmp_path / "test")},
+        dataset={"relation": "r", "channels": {"train": f"file://{tmp_path / 'train'}", "test": f"file://{tmp_path / 'test'}"},
                  "rows": {"train": 320, "test": 80}, "id_column": "customer_id", "target_column": "churned",
                  "fingerprint": "f"},
     ).execute(make_context("p_retrain", "sig"))

@@ -212,7 +212,7 @@ class RegisterModelOperator(_RegistryOperator):
         model_dir = self._download(self.training["model_uri"], local / "model", "the trained model")
         output_dir = self._download(self.training["output_uri"], local / "output", "the training output")
         channels = {
-            c: self._download(uri, local / "data" / c, f"the {c} channel")
+            c: self._download(uri, local / "data" / c, "the holdout channel" if c == "test" else f"the {c} channel")
             for c, uri in self.dataset["channels"].items()
             if c in ("train", "test")
         }
