@@ -48,7 +48,7 @@ def test_approval_and_mirror_shape(tmp_path, monkeypatch):
     spec["registry"]["mirror"] = {"sagemaker": {"model_package_group": "churn-models", "connection_id": "aws_prod",
                                                 "region": "eu-west-1"}}
     dag = bag_for(tmp_path, monkeypatch, churn=spec).dags["churn_retrain"]
-    chain = ["gate_metrics", "decide_promotion", "approve_promotion", "promote", "teardown"]
+    chain = ["gate_model", "decide_promotion", "approve_promotion", "promote", "teardown"]
     for up, down in zip(chain, chain[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids, (up, down)
     approve = dag.get_task("approve_promotion")

@@ -283,7 +283,7 @@ def test_every_concrete_case_at_once_through_a_real_dagbag(tmp_path, monkeypatch
     for file_name, (text, _) in CONCRETE.items():
         (tmp_path / file_name).write_text(text)
     bag = _dagbag(tmp_path, monkeypatch)
-    assert sorted(bag.dag_ids) == ["churn_retrain", "upper_retrain"]
+    assert sorted(d for d in bag.dag_ids if d.endswith("_retrain")) == ["churn_retrain", "upper_retrain"]
     assert [Path(p).name for p in bag.import_errors] == ["retrain_spec_check.py"]  # never retrain.py
     message = next(iter(bag.import_errors.values()))
     for file_name, (_, field) in CONCRETE.items():

@@ -84,7 +84,7 @@ def write_dataset(base, frame: pd.DataFrame, holdout: pd.DataFrame | None = None
     return {
         "relation": "wh.marts.churn_features",
         # train as a URI, test as a folder: the gates read both (register reads a local folder today)
-        "channels": {"train": (base / "train").as_uri(), "test": str(base / "test")},
+        "channels": {"train": f"file://{base / 'train'}", "test": f"file://{base / 'test'}"},
         "rows": {"train": len(train), "test": len(holdout)},
         "id_column": "customer_id",
         "target_column": "churned",
@@ -115,7 +115,7 @@ def models(tmp_path_factory):
 def register(model_dir, dataset, make_context, run_id, stored_auc, name, gates=None):
     training = {
         "job_name": f"job-{run_id}", "backend": "local", "metrics": {"roc_auc": stored_auc, "accuracy": 0.8},
-        "info": {}, "model_dir": str(model_dir / "model"), "output_dir": str(model_dir / "out"),
+        "info": {}, "model_uri": f"file://{model_dir / 'model'}", "output_uri": f"file://{model_dir / 'out'}",
         "compute_seconds": 1.0, "cost": {"usd": 0.0},
     }
     op = RegisterModelOperator(

@@ -21,9 +21,11 @@ def test_example_differs_from_the_local_spec_only_in_training():
     assert training["backend"] == "sagemaker"
     assert training["entry_point"] == "include/training/churn/train.py"
     block = training["sagemaker"]
-    assert {"image", "role_arn", "bucket", "prefix", "region", "connection_id", "instance_type", "volume_size_gb"} <= set(block)
+    # The image comes from framework_version (or `image:`); the instance type is a resource, as for every backend.
+    assert {"role_arn", "bucket", "prefix", "region", "connection_id", "framework_version", "volume_size_gb"} <= set(block)
+    instance_type = training["resources"]["instance_type"]
     enum = botocore.session.get_session().get_service_model("sagemaker").shape_for("TrainingInstanceType").enum
-    assert block["instance_type"] == "ml.m5.xlarge" and block["instance_type"] in enum
+    assert instance_type == "ml.m5.xlarge" and instance_type in enum
 
 
 def test_demo_runs_a_spec_from_a_folder_of_its_own(tmp_path):

@@ -578,9 +578,16 @@ class MlflowHook(BaseHook):
         mv = self.get_version(model_name, version)
         source = mv.source.rstrip("/")
         run_prefix = self.call(f"get run {mv.run_id}", self.client.get_run, mv.run_id).info.artifact_uri.rstrip("/")
-        path = source[len(run_prefix) + 1:] if source.startswith(run_prefix + "/") else "model"
+        if not source.startswith(run_prefix + "/"):
+            # The version's files live outside its run (registered from elsewhere): fetch the source itself,
+            # so a version whose files are gone fails here instead of loading its run's model.
+            import mlflow.artifacts
+
+            return self.call(f"download model {model_name} v{version} from {source}",
+                             mlflow.artifacts.download_artifacts, artifact_uri=source, dst_path=str(dst),
+                             tracking_uri=self.tracking_uri)
         return self.call(f"download model {model_name} v{version}", self.client.download_artifacts, mv.run_id,
-                         path, str(dst))
+                         source[len(run_prefix) + 1:], str(dst))
 
     def set_run_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
