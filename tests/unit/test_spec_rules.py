@@ -70,18 +70,20 @@ def mutate(path: str, value):
     ],
 )
 def test_schedule_is_validated_like_the_dag_would(tmp_path, schedule, message):
-    rejected(tmp_path, mutate("schedule", schedule), "schedule", message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("schedule", schedule), "schedule", message)
 
 
 @pytest.mark.parametrize("schedule", ["@weekly", "@once", "@continuous", None, "*/15 2 * * 1-5", "0 0 29 2 *", "0 3 L * *"])
 def test_valid_schedules_build(tmp_path, schedule):
     spec = load_spec(write(tmp_path, mutate("schedule", schedule)))
+    assert spec.schedule == schedule
     dag = dag_factory.build_dag(spec)
     dag.validate()
+    assert dag.dag_id == spec.dag_id
 
 
 def test_tag_longer_than_airflow_allows(tmp_path):
-    rejected(tmp_path, mutate("tags", ["ok", "x" * 101]), "tags", "at most 100")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("tags", ["ok", "x" * 101]), "tags", "at most 100")
     assert load_spec(write(tmp_path, mutate("tags", ["x" * 100]))).tags == ["x" * 100]
 
 
@@ -90,11 +92,11 @@ def test_tag_longer_than_airflow_allows(tmp_path):
     [(1700000000, "expected a date"), (True, "expected a date"), ("yesterday", "start_date"), ("0001-01-01", "outside")],
 )
 def test_start_date_must_be_a_date(tmp_path, value, message):
-    rejected(tmp_path, mutate("start_date", value), "start_date", message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("start_date", value), "start_date", message)
 
 
 def test_timezone_is_validated_and_used(tmp_path):
-    rejected(tmp_path, mutate("timezone", "Mars/Olympus"), "timezone", "unknown time zone")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("timezone", "Mars/Olympus"), "timezone", "unknown time zone")
     spec = load_spec(write(tmp_path, mutate("timezone", "Europe/Berlin")))
     dag = dag_factory.build_dag(spec)
     assert str(dag.timezone.name) == "Europe/Berlin"
@@ -196,7 +198,7 @@ def test_airflow_config_names_home_and_state_dir(monkeypatch, tmp_path):
     ],
 )
 def test_hyperparameter_keys_are_identifiers(tmp_path, key, message):
-    rejected(tmp_path, mutate("training.hyperparameters", {key: 1}), "training.hyperparameters", message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("training.hyperparameters", {key: 1}), "training.hyperparameters", message)
 
 
 @pytest.mark.parametrize(
@@ -210,17 +212,17 @@ def test_hyperparameter_keys_are_identifiers(tmp_path, key, message):
     ],
 )
 def test_hyperparameter_values_are_safe(tmp_path, value, message):
-    rejected(tmp_path, mutate("training.hyperparameters", {"depth": value}), "training.hyperparameters", message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("training.hyperparameters", {"depth": value}), "training.hyperparameters", message)
 
 
 def test_hyperparameters_that_collide_in_sm_hp(tmp_path):
-    rejected(tmp_path, mutate("training.hyperparameters", {"lr": 1, "LR": 2}), "training.hyperparameters", "SM_HP_LR")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("training.hyperparameters", {"lr": 1, "LR": 2}), "training.hyperparameters", "SM_HP_LR")
 
 
 @pytest.mark.parametrize("value", ["$(id)", "`id`", "a $(curl x | sh) b"])
 def test_command_substitution_in_a_value_is_refused(tmp_path, value):
     """Arguments here, but a training image's shell entry script may expand ``SM_HP_*``: refuse ``$(`` and backticks."""
-    rejected(tmp_path, mutate("training.hyperparameters", {"note": value}), "training.hyperparameters", "shell command")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("training.hyperparameters", {"note": value}), "training.hyperparameters", "shell command")
 
 
 def test_ordinary_text_values_are_kept(tmp_path):
@@ -247,7 +249,7 @@ def test_ordinary_text_values_are_kept(tmp_path):
     ],
 )
 def test_numbers_are_real_numbers(tmp_path, path, value, field, message):
-    rejected(tmp_path, mutate(path, value), field, message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate(path, value), field, message)
 
 
 def test_duplicate_yaml_keys_are_rejected_with_their_line(tmp_path):
@@ -266,16 +268,16 @@ def test_duplicate_yaml_keys_are_rejected_with_their_line(tmp_path):
 
 @pytest.mark.parametrize("table", ["marts.churn_features", '"warehouse"."marts"."churn_features"', "other.churn_features"])
 def test_schema_prefix_on_feature_table_is_rejected(tmp_path, table):
-    rejected(tmp_path, mutate("dataset.feature_table", table), "dataset.feature_table", "schema prefix is not allowed")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("dataset.feature_table", table), "dataset.feature_table", "schema prefix is not allowed")
 
 
 def test_target_column_equal_to_id_column(tmp_path):
-    rejected(tmp_path, mutate("dataset.target_column", "customer_id"), "dataset", "label cannot be the example id")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("dataset.target_column", "customer_id"), "dataset", "label cannot be the example id")
 
 
 @pytest.mark.parametrize("selector", ["--profiles-dir=/etc", "-s", "model\x00"])
 def test_dbt_selectors_are_not_flags(tmp_path, selector):
-    rejected(tmp_path, mutate("dbt.select", [selector]), "dbt.select")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("dbt.select", [selector]), "dbt.select")
 
 
 def test_upper_case_yaml_files_are_loaded_and_hidden_files_skipped(tmp_path):
@@ -289,9 +291,9 @@ def test_upper_case_yaml_files_are_loaded_and_hidden_files_skipped(tmp_path):
 
 def test_nul_bytes_are_refused_in_every_field(tmp_path):
     """Airflow's metadata DB (Postgres) stores no NUL byte: one in any field would break the whole DAG file."""
-    rejected(tmp_path, mutate("description", "a\x00b"), "description", "NUL byte")
-    rejected(tmp_path, mutate("registry.model_name", "churn\x00"), "registry.model_name", "NUL byte")
-    rejected(tmp_path, mutate("gates.metrics", {"roc\x00auc": {"min": 0.1}, "roc_auc": {"min": 0.8}}), "gates.metrics")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("description", "a\x00b"), "description", "NUL byte")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("registry.model_name", "churn\x00"), "registry.model_name", "NUL byte")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("gates.metrics", {"roc\x00auc": {"min": 0.1}, "roc_auc": {"min": 0.8}}), "gates.metrics")
 
 
 def test_non_utf8_file_is_an_error_not_a_crash(tmp_path):
@@ -313,7 +315,7 @@ def test_non_utf8_file_is_an_error_not_a_crash(tmp_path):
     ],
 )
 def test_training_environment_names(tmp_path, field, value, message):
-    rejected(tmp_path, mutate(field, value), field, message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate(field, value), field, message)
 
 
 # --- 6. the spec stays inside the project --------------------------------------------------------
@@ -330,7 +332,7 @@ def test_training_environment_names(tmp_path, field, value, message):
     ],
 )
 def test_paths_stay_inside_the_project(tmp_path, field, value, message):
-    rejected(tmp_path, mutate(field, value), field, message)
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate(field, value), field, message)
 
 
 def test_symlink_out_of_the_project_is_refused(tmp_path, monkeypatch):
@@ -363,4 +365,4 @@ def test_warehouse_tasks_run_in_the_embedded_pool(tmp_path):
     assert dag_factory.build_dag(explicit).get_task("export_dataset").pool == "duckdb_file"
     none = load_spec(write(tmp_path, mutate("warehouse_pool", None)))
     assert dag_factory.build_dag(none).get_task("dbt_build").pool == "default_pool"
-    rejected(tmp_path, mutate("warehouse_pool", "no spaces allowed"), "warehouse_pool", "not a valid Airflow pool name")
+    assert "invalid pipeline spec" in rejected(tmp_path, mutate("warehouse_pool", "no spaces allowed"), "warehouse_pool", "not a valid Airflow pool name")
