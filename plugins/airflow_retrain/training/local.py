@@ -271,6 +271,8 @@ class LocalTrainingBackend(TrainingBackend):
             "gpus_visible": 0 if request.gpu == "none" else gpus,
             "tags": request.tags,
             "created_at": now,
+            # Names only (values never reach the record): the runner hands the script exactly these.
+            "environment_names": sorted(env),
         }
         (job_dir / "job.json").write_text(json.dumps(record, indent=2))
         proc = subprocess.Popen(

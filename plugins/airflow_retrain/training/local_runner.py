@@ -68,7 +68,8 @@ def main(job_dir: str) -> int:
         procs: list[subprocess.Popen] = []
         tracker_port = _free_port() if count > 1 else None
         for host in hosts:
-            env = os.environ.copy()
+            # The allow-list the backend chose, by name; anything else in the runner's environment stays out.
+            env = {name: os.environ[name] for name in job.get("environment_names", ()) if name in os.environ}
             if count > 1:
                 env.update(
                     {
