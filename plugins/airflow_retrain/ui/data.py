@@ -50,8 +50,15 @@ class AirflowApi:
         return response.json()
 
 
+#: What Airflow's REST API reads in a path as "every DAG" / "every run" (a run may be *named* ``~``).
+WILDCARD = "~"
+
+
 def _q(value: str) -> str:
-    return quote(value, safe="")
+    """One path segment. ``quote`` leaves ``.`` alone, and a run id ``..`` (a valid one) would be a dot-segment
+    the HTTP client resolves, sending the viewer's request to another endpoint; ``%2E`` decodes back to ``.``
+    on the server."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 async def list_pipelines(api: AirflowApi) -> list[dict[str, Any]]:
@@ -87,13 +94,19 @@ async def recent_runs(api: AirflowApi, dag_id: str, limit: int = 10) -> list[dic
 
 
 async def run_stages(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str | None]:
-    """``task_id -> state`` of one run, in the DAG's order as the API lists them."""
+    """``task_id -> state`` of one run, in the DAG's order as the API lists them (none for a run named ``~``,
+    which the API cannot address on its own)."""
+    if run_id == WILDCARD:
+        return {}
     body = await api.get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", limit=100) or {}
     return {ti["task_id"]: ti.get("state") for ti in body.get("task_instances", [])}
 
 
 async def run_report(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, Any] | None:
-    """The run report the ``report`` task pushed as XCom ``run_report`` (``None`` before it ran)."""
+    """The run report the ``report`` task pushed as XCom ``run_report`` (``None`` before it ran, and for a run
+    named ``~``)."""
+    if run_id == WILDCARD:
+        return None
     body = await api.get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/report/xcomEntries/run_report")
     if not body:
         return None
