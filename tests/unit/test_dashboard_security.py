@@ -8,11 +8,13 @@ viewer), as a signed-in user's request would reach it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -210,3 +212,28 @@ def test_the_api_url_comes_from_configuration(monkeypatch, env, expected):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert dashboard.airflow_api_url() == expected
+
+
+async def test_a_page_keeps_its_requests_to_the_api_bounded(monkeypatch, tmp_path):
+    """20 pipelines x 10 runs is 400 per-run requests; no more than ``max_concurrent`` are in flight at once."""
+    monkeypatch.setenv("RETRAIN_SPECS_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "ledger_rows", lambda *a, **k: {"available": False, "reason": data.LEDGER_MISSING})
+    in_flight = peak = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        for _ in range(3):  # let every other started request reach this point too
+            await asyncio.sleep(0)
+        in_flight -= 1
+        if request.url.path == "/api/v2/dags":
+            return httpx.Response(200, json={"dags": [{"dag_id": f"d{i}", "tags": []} for i in range(20)]})
+        if request.url.path.endswith("/dagRuns"):
+            return httpx.Response(200, json={"dag_runs": [{"dag_run_id": f"r{j}"} for j in range(10)]})
+        return httpx.Response(404)
+
+    api = data.AirflowApi("http://airflow.test", TOKEN, transport=httpx.MockTransport(handle), max_concurrent=8)
+    result = await dashboard.collect(api)
+    assert [len(p["runs"]) for p in result["pipelines"]] == [10] * 20
+    assert 1 <= peak <= 8
