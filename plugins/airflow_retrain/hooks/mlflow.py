@@ -53,6 +53,7 @@ from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 from airflow_retrain.hooks.mlflow_client import HttpPolicy, build_client
+from airflow_retrain.urls import redact_url
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -773,14 +774,19 @@ class MlflowHook(BaseHook):
                              lease.model_name, e)
 
     # -- links ------------------------------------------------------------------------------------
+    @property
+    def ui_base_url(self) -> str | None:
+        """The MLflow UI's URL for links (extra ``ui_url``), without user-info or token parameters."""
+        return redact_url(self.target.ui_url)
+
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
-        base = self.target.ui_url
+        base = self.ui_base_url
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
 
     def version_url(self, model_name: str, version: str | int) -> str | None:
         from urllib.parse import quote
 
-        base = self.target.ui_url
+        base = self.ui_base_url
         return f"{base.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}" if base else None
 
 

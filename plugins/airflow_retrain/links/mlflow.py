@@ -4,7 +4,9 @@ The operators store each target URL under their own XCom key (``url_xcom_key``) 
 link reads it back. That key must differ from :attr:`BaseOperatorLink.xcom_key` (``_link_<class>``), the
 key under which Airflow's task runner stores the *rendered* link value and from which the UI reads it:
 when the two were the same, the runner overwrote the URL with its own look-up and the scheduler logged
-``XCom not found`` on every run. No URL is computed from connection secrets here.
+``XCom not found`` on every run. No URL is computed from connection secrets here, and every URL is passed
+through :func:`~airflow_retrain.urls.redact_url` both when it is stored and when it is shown, so a
+``user:password@`` (or a ``token=``) in a connection's ``ui_url`` never reaches XCom or the UI.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import XCom
 from airflow.sdk import BaseOperatorLink
+
+from airflow_retrain.urls import redact_url
 
 if TYPE_CHECKING:
     from airflow.models.taskinstancekey import TaskInstanceKey
@@ -37,11 +41,13 @@ class _XComUrlLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         url = XCom.get_value(key=self.url_xcom_key, ti_key=ti_key)
-        return url or ""
+        # Redacted again on the way out: values stored before redaction existed are still in XCom.
+        return (redact_url(url) if isinstance(url, str) else None) or ""
 
     @classmethod
     def persist(cls, context, url: str | None) -> None:
-        """Store the link target for the running task instance."""
+        """Store the link target for the running task instance, without credentials."""
+        url = redact_url(url)
         if url:
             context["ti"].xcom_push(key=cls.url_xcom_key, value=url)
 

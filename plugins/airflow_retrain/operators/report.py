@@ -7,6 +7,7 @@ from typing import Any
 from airflow_retrain import artifacts
 from airflow_retrain.operators.base import RetrainBaseOperator
 from airflow_retrain.report import format_report, report_summary, run_outcome
+from airflow_retrain.urls import redact_value
 
 REPORT_XCOM_KEY = "run_report"
 
@@ -49,7 +50,8 @@ class RunReportOperator(RetrainBaseOperator):
             for tid in self.stage_task_ids
             if tid.startswith("gate_")
         }
-        report = {
+        # Stored in three places and shown on the dashboard: no URL in it keeps a user-info or a token.
+        report = redact_value({
             "pipeline": self.pipeline,
             "dag_id": run.dag_id,
             "run_id": run.run_id,
@@ -57,7 +59,7 @@ class RunReportOperator(RetrainBaseOperator):
             "task_states": states,
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
-        }
+        })
         store = self.artifact_store
         # Not strict: a stray NaN in some stage's result must not cost the run its report.
         uri = artifacts.write_json(store.run_path(run.dag_id, run.run_key) / "report.json", report, strict=False)

@@ -4,6 +4,10 @@ Plugin apps are public by default: here the app itself depends on Airflow's auth
 (``requires_authenticated``: no token -> 401, a bad token -> 403; a Bearer token or the UI's ``_token``
 cookie, so the page also works inside the UI's iframe), and FastAPI's ``/docs``, ``/redoc`` and
 ``/openapi.json`` are not served at all. Data comes from :mod:`airflow_retrain.ui.data`.
+
+The REST calls carry the viewer's token, so where they go comes from configuration alone
+(:func:`airflow_api_url`), never from the request's ``Host`` or ``X-Forwarded-*`` headers; and every URL the
+page or the JSON shows passes through :func:`airflow_retrain.urls.redact_value` first.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import os
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import Depends, FastAPI, Request
+import httpx
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from airflow_retrain.ui import data
 from airflow_retrain.ui.charts import bar_chart, line_chart
+from airflow_retrain.urls import redact_value
 
 URL_PREFIX = "/retrain"
 RUNS_PER_PIPELINE = 10
@@ -33,9 +40,56 @@ def _viewer_token(request: Request) -> str:
     return request.cookies.get("_token", "")
 
 
+API_URL_ENV = "RETRAIN_AIRFLOW_API_URL"
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def _conf(section: str, key: str) -> str | None:
+    from airflow.configuration import conf
+
+    try:
+        value = conf.get(section, key, fallback=None)
+    except Exception:  # noqa: BLE001 - a config without the section
+        return None
+    return value.strip() if value and value.strip() else None
+
+
+def airflow_api_url() -> str:
+    """The root URL of Airflow's REST API that the dashboard calls with the viewer's token.
+
+    From configuration only, in order: ``RETRAIN_AIRFLOW_API_URL``; Airflow's ``[retrain] airflow_api_url``;
+    ``[api] base_url`` (the URL Airflow's executors derive the Execution API from; a path-only one is
+    served by this API server itself); else ``http://<[api] host>:<[api] port>`` (``localhost`` for a
+    wildcard host). Never from the request: the ``Host`` and ``X-Forwarded-*`` headers are the viewer's to
+    choose, and the viewer's token must not go wherever they point.
+
+    :raises ValueError: when the configured value is not an ``http(s)://host`` URL, naming the option.
+    """
+    chosen = next(
+        ((name, value) for name, value in (
+            (API_URL_ENV, os.environ.get(API_URL_ENV, "").strip() or None),
+            ("[retrain] airflow_api_url", _conf("retrain", "airflow_api_url")),
+            ("[api] base_url", _conf("api", "base_url")),
+        ) if value),
+        None,
+    )
+    host = _conf("api", "host") or ""
+    host = "localhost" if host in _WILDCARD_HOSTS else (f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    local = f"http://{host}:{_conf('api', 'port') or '8080'}"
+    if chosen is None:
+        return local
+    name, value = chosen
+    if value.startswith("/"):  # Airflow served under a path prefix of this very server
+        return local + value.rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"retrain dashboard: {name} = {value!r} is not an http(s)://host[:port] URL of Airflow's "
+                         f"API server; set {API_URL_ENV} or [retrain] airflow_api_url to one")
+    return value.rstrip("/")
+
+
 def _api_for(request: Request) -> data.AirflowApi:
-    base = os.environ.get("RETRAIN_AIRFLOW_API_URL") or f"{request.url.scheme}://{request.url.netloc}"
-    return data.AirflowApi(base, _viewer_token(request))
+    return data.AirflowApi(airflow_api_url(), _viewer_token(request))
 
 
 def _specs_by_dag_id() -> dict[str, Any]:
@@ -98,13 +152,36 @@ async def collect(api: data.AirflowApi) -> dict[str, Any]:
         ]
         weekly, cost_source = data.weekly_costs(entries), "run reports"
     reports = [r["report"] for p in pipelines for r in p["runs"] if r["report"]]
-    return {
+    # Reports, notes and error messages stored by older runs may still hold a URL with credentials.
+    return redact_value({
         "pipelines": pipelines,
         "ledger": {k: v for k, v in ledger.items() if k != "rows"} | {"entries": len(ledger.get("rows", []))},
         "weekly_costs": weekly,
         "cost_source": cost_source,
         "teardown_actions": data.teardown_actions(ledger, reports),
-    }
+    })
+
+
+async def _collected(request: Request) -> dict[str, Any]:
+    """:func:`collect` for this viewer, or one clear HTTP error saying which API answered what."""
+    try:
+        api = _api_for(request)
+    except ValueError as e:
+        raise HTTPException(status_code=500, detail=str(e)) from None
+    try:
+        return await collect(api)
+    except httpx.HTTPStatusError as e:
+        code = e.response.status_code
+        raise HTTPException(
+            status_code=code if code in (401, 403) else 502,
+            detail=f"retrain dashboard: Airflow's REST API at {api.base_url} answered {code} to {e.request.url.path}",
+        ) from None
+    except httpx.HTTPError as e:
+        raise HTTPException(
+            status_code=502,
+            detail=f"retrain dashboard: cannot reach Airflow's REST API at {api.base_url} ({type(e).__name__}); "
+            f"set [api] base_url or [retrain] airflow_api_url to the API server's URL",
+        ) from None
 
 
 def create_app() -> FastAPI:
@@ -120,11 +197,11 @@ def create_app() -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     async def dashboard(request: Request) -> HTMLResponse:
-        return HTMLResponse(render(await collect(_api_for(request))))
+        return HTMLResponse(render(await _collected(request)))
 
     @app.get("/api/overview")
     async def overview(request: Request) -> JSONResponse:
-        result = await collect(_api_for(request))
+        result = await _collected(request)
         for pipeline in result["pipelines"]:
             for run in pipeline["runs"]:
                 run.pop("report", None)  # the XCom run_report holds it; keep the overview small

@@ -11,6 +11,7 @@ Each function is small and returns plain dicts, so the page, the JSON endpoint a
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -28,17 +29,21 @@ class AirflowApi:
     :param base_url: the API server's root URL (``http://host:port``).
     :param token: the viewer's JWT (from the request's ``Authorization`` header or ``_token`` cookie).
     :param transport: an ``httpx`` transport (tests); default: the network.
+    :param max_concurrent: requests in flight at once. One page asks for two things per run of every
+        pipeline (100 DAGs x 10 runs: 2,000 requests); unbounded, each page view would open that many
+        connections to the API server that is serving it.
     """
 
-    def __init__(self, base_url: str, token: str, transport: Any = None) -> None:
+    def __init__(self, base_url: str, token: str, transport: Any = None, max_concurrent: int = 16) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.transport = transport
+        self._slots = asyncio.Semaphore(max_concurrent)
 
     async def get(self, path: str, **params: Any) -> Any:
         import httpx
 
-        async with httpx.AsyncClient(timeout=20.0, transport=self.transport) as client:
+        async with self._slots, httpx.AsyncClient(timeout=20.0, transport=self.transport) as client:
             response = await client.get(
                 f"{self.base_url}/api/v2{path}",
                 params={k: v for k, v in params.items() if v is not None},
@@ -50,8 +55,15 @@ class AirflowApi:
         return response.json()
 
 
+#: What Airflow's REST API reads in a path as "every DAG" / "every run" (a run may be *named* ``~``).
+WILDCARD = "~"
+
+
 def _q(value: str) -> str:
-    return quote(value, safe="")
+    """One path segment. ``quote`` leaves ``.`` alone, and a run id ``..`` (a valid one) would be a dot-segment
+    the HTTP client resolves, sending the viewer's request to another endpoint; ``%2E`` decodes back to ``.``
+    on the server."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 async def list_pipelines(api: AirflowApi) -> list[dict[str, Any]]:
@@ -87,13 +99,19 @@ async def recent_runs(api: AirflowApi, dag_id: str, limit: int = 10) -> list[dic
 
 
 async def run_stages(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, str | None]:
-    """``task_id -> state`` of one run, in the DAG's order as the API lists them."""
+    """``task_id -> state`` of one run, in the DAG's order as the API lists them (none for a run named ``~``,
+    which the API cannot address on its own)."""
+    if run_id == WILDCARD:
+        return {}
     body = await api.get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances", limit=100) or {}
     return {ti["task_id"]: ti.get("state") for ti in body.get("task_instances", [])}
 
 
 async def run_report(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, Any] | None:
-    """The run report the ``report`` task pushed as XCom ``run_report`` (``None`` before it ran)."""
+    """The run report the ``report`` task pushed as XCom ``run_report`` (``None`` before it ran, and for a run
+    named ``~``)."""
+    if run_id == WILDCARD:
+        return None
     body = await api.get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/report/xcomEntries/run_report")
     if not body:
         return None
