@@ -23,7 +23,7 @@ BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
 
-.PHONY: venv demo test ui up down dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown
+.PHONY: venv demo test ui up down dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown docs
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,10 @@ lock:
 
 lint: venv
 	$(VENV)/bin/ruff check plugins dags tests include scripts bench
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict fails on any warning (a broken link).
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --clean -d $(ROOT)/build/site
 
 bench: venv
 	$(PY) bench/dag_parse.py

@@ -224,18 +224,38 @@ def _read_report(path) -> dict | None:
         return None
 
 
+def _registry_uri(state: Path) -> str:
+    """The embedded registry the DAG run wrote (MlflowHook's default while ``mlflow_default`` is undefined)."""
+    return f"sqlite:///{state / 'mlflow' / 'mlflow.db'}"
+
+
 def _resolve_champion(state: Path, model_name: str = "churn") -> str | None:
-    """Load the champion through its models:/ URI, as a serving job would."""
+    """Resolve ``models:/<model>@champion`` in the registry and load the files as pyfunc, as a serving job would.
+
+    Every MLflow call gets the registry's URI explicitly. MLflow's process-wide default is
+    ``sqlite:///mlflow.db`` in the current directory, and ``mlflow.pyfunc.load_model("models:/...")`` (like
+    ``mlflow.artifacts.download_artifacts`` with a ``models:/`` URI, whose ``registry_uri`` argument
+    MLflow 3.17's ``ModelsArtifactRepository`` ignores) resolves the name there, creating that file: an
+    empty ``mlflow.db`` once landed in the repository that way. So the client resolves the alias and the
+    version's own source is downloaded.
+    """
+    import tempfile
+
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    uri = _registry_uri(state)
     try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(model_name, "champion")
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        version = client.get_model_version_by_alias(model_name, "champion")
+        source = client.get_model_version_download_uri(model_name, version.version)
+        with tempfile.TemporaryDirectory(prefix="retrain-champion-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri)
+            model = mlflow.pyfunc.load_model(local)
+            inputs = len(model.metadata.get_input_schema().inputs)
     except Exception as e:  # noqa: BLE001 - report, do not hide
         print(f"!! models:/{model_name}@champion does not resolve: {e}")
         return None
-    return f"version {version.version} (loaded: {type(model).__name__}, inputs {len(model.metadata.get_input_schema().inputs)} features)"
+    return f"version {version.version} (loaded: {type(model).__name__}, inputs {inputs} features)"
 
 
 def _read_spec(path: Path) -> dict:
@@ -342,7 +362,8 @@ def _print_history(state: Path, model_name: str = "churn") -> None:
 
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}")
+    uri = _registry_uri(state)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         tags = client.get_registered_model(model_name).tags
     except Exception:  # noqa: BLE001 - no model yet
