@@ -36,7 +36,7 @@ class AirflowRetrainPlugin(AirflowPlugin):
         DbtDocsLink(),
     ]
     fastapi_apps = _fastapi_apps()
-    # Shows under the UI's Plugins menu (and at /plugin/retraining), embedding the page in an iframe; the
+    # Shows under the UI's Browse menu (and at /plugin/retraining), embedding the page in an iframe; the
     # page authenticates with the UI's _token cookie.
     external_views = [
         {
