@@ -239,3 +239,14 @@ def test_dry_run_sweep_removes_nothing(backend, tmp_path):
 def test_retention_is_a_duration_with_a_default():
     assert TeardownPolicy().local.retention == 7 * 86400
     assert TeardownPolicy.model_validate({"local": {"retention": "2d"}}).local.retention == 2 * 86400
+
+
+def test_kill_job_never_signals_init_or_the_callers_parents(monkeypatch):
+    """A careless root (init, a parent shell) must not turn "its descendants" into every process here."""
+    from airflow_retrain.training import supervisor
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(supervisor.os, "kill", lambda pid, sig: sent.append((pid, sig)))  # nothing is signalled
+    assert supervisor.kill_job(None, roots=[1], include_roots=True, grace_seconds=0.1) == []
+    assert supervisor.kill_job(None, roots=[os.getppid()], include_roots=True, grace_seconds=0.1) == []
+    assert sent == []

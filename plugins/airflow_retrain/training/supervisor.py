@@ -166,6 +166,15 @@ def reap_orphans(keep: Iterable[int] = ()) -> None:
                 pass
 
 
+def _ancestors() -> set[int]:
+    """The caller's own chain of parents up to init: never a job's, whatever a caller passes as roots."""
+    chain, pid = set(), os.getpid()
+    while pid > 1 and (stat := _stat(pid)) is not None:
+        pid = stat[1]
+        chain.add(pid)
+    return chain | {0, 1}
+
+
 def _signal(pids: Iterable[int], signum: int) -> None:
     for pid in pids:
         try:
@@ -187,11 +196,13 @@ def kill_job(
     :param marker: the job's environment marker (:func:`token_marker`); ``None``: by ``roots`` alone.
     :param roots: pids whose descendants belong to the job too (the supervisor passes itself); a root
         is killed itself only with ``include_roots`` or when it carries the marker.
-    :param exclude: pids never to signal.
+    :param exclude: pids never to signal (nor are init and the caller's own parents, ever).
     :param keep_reaping: children of the caller it must not reap (its :class:`subprocess.Popen` pids).
     :return: every pid that was signalled.
     """
-    roots, skip = list(roots), {os.getpid(), *exclude}
+    skip = {os.getpid(), *exclude, *_ancestors()}
+    # A root that is init or one of the caller's parents would make "its descendants" everything here.
+    roots = [root for root in roots if root == os.getpid() or root not in skip]
 
     def targets() -> set[int]:
         found = set(job_processes(marker)) if marker else set()
