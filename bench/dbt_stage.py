@@ -20,6 +20,8 @@ the runtime lock. Its tasks share one pool slot: DuckDB allows one writing proce
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib.util
 import json
 import os
 import shutil
@@ -34,6 +36,65 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_supervisor():
+    """The package's job supervisor, by path (standard library only; no Airflow import)."""
+    path = ROOT / "plugins" / "airflow_retrain" / "training" / "supervisor.py"
+    spec = importlib.util.spec_from_file_location("_retrain_supervisor", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+supervisor = _load_supervisor()
+
+
+class ProcessGroup:
+    """A long-running command (``airflow standalone``) that never outlives this script.
+
+    It starts in its own session with a token in its environment (:mod:`supervisor`); :meth:`stop` sends
+    the group SIGINT (standalone's clean stop), waits ``grace_seconds``, then ends everything carrying the
+    token or descending from it -- children that started sessions of their own too. It runs on normal
+    exit (``atexit``), on SIGTERM (``timeout``) and on SIGINT (Ctrl-C).
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str], stdout, grace_seconds: float = 30.0) -> None:
+        self.token = supervisor.new_token()
+        self.grace_seconds = grace_seconds
+        self.proc: subprocess.Popen | None = subprocess.Popen(
+            argv, env={**env, supervisor.JOB_TOKEN_VAR: self.token}, stdout=stdout, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+        atexit.register(self.stop)
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else -1
+
+    def poll(self) -> int | None:
+        return self.proc.poll() if self.proc else 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.stop()
+        raise SystemExit(128 + signum)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        atexit.unregister(self.stop)
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=self.grace_seconds)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        supervisor.kill_job(supervisor.token_marker(self.token), roots=[proc.pid], include_roots=True, grace_seconds=10)
+        proc.poll()
 
 OURS_RENDER = """
 import sys, time
@@ -174,7 +235,7 @@ class Standalone:
         self.home, self.env, self.port = home, dict(env), port
         self.env["AIRFLOW__API__PORT"] = str(port)
         self.env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
+        self.proc: ProcessGroup | None = None
         self.token = ""
 
     def __enter__(self) -> Standalone:
@@ -184,11 +245,7 @@ class Standalone:
             env=self.env, check=True, capture_output=True,
         )  # fmt: skip
         log = open(self.home / "standalone.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("airflow")), "standalone"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
+        self.proc = ProcessGroup([str(Path(sys.executable).with_name("airflow")), "standalone"], self.env, log)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -210,24 +267,8 @@ class Standalone:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            import psutil
-
-            parent = psutil.Process(self.proc.pid)
-            procs = [*parent.children(recursive=True), parent]
-            os.killpg(self.proc.pid, signal.SIGINT)
-            _, alive = psutil.wait_procs(procs, timeout=30)
-            for p in alive:
-                try:
-                    p.terminate()
-                except psutil.NoSuchProcess:
-                    pass
-            _, alive = psutil.wait_procs(alive, timeout=10)
-            for p in alive:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
+        if self.proc:
+            self.proc.stop()  # standalone and its eleven children, whatever sessions they run in
 
     def _call(self, method: str, path: str, body: dict | None = None, auth: bool = True):
         req = urllib.request.Request(

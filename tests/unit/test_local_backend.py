@@ -331,6 +331,8 @@ def test_running_job_environment_is_an_allow_list(tmp_path, script, channel, mon
             env = _proc_environ(pid)
             leaked = {k: v for k, v in env.items() if k in PLANTED_SECRETS or v in PLANTED_SECRETS.values()}
             assert leaked == {}, (name, leaked)
+            # The one RETRAIN_ name is the job's own process token (never a worker value: see job.json).
+            assert env.pop("RETRAIN_JOB_TOKEN") == backend._record("env-proc")["process_token"], name
             assert not [k for k in env if k.startswith(("AIRFLOW", "_AIRFLOW", "MLFLOW", "AWS_", "RETRAIN_"))], name
             assert env["PATH"] == os.environ["PATH"]
             assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"

@@ -188,7 +188,8 @@ def test_gpu_processes_of_no_live_job(backend, tmp_path, monkeypatch):
             json.dumps({"job_name": finished.job_name(1), "instance_type": "local", "instance_count": 1,
                         "created_at": 1, "tags": finished.job_tags()})
         )
-        (job_dir / "result.json").write_text('{"state": "Completed", "ended_at": 2}')
+        # Ended within local.retention (an older job's folder, and what it left, the sweep removes).
+        (job_dir / "result.json").write_text(json.dumps({"state": "Completed", "ended_at": time.time()}))
         listing = tmp_path / "apps.csv"
         listing.write_text(f"{orphan.pid}, python, 2048 MiB\n{stranger.pid}, python, 512 MiB\n")
         bindir = tmp_path / "bin"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +29,9 @@ from airflow_retrain.training.base import (
 
 # Seconds past the job's own max runtime before the operator (or its trigger) stops the job itself.
 RUNTIME_GRACE_SECONDS = 300
+#: Bytes of a job's log copied into the task log by default: the first half as it comes, the last half at
+#: the end. A chatty script (50 MB of progress bars) must not bloat the task log or the log server.
+DEFAULT_TASK_LOG_MAX_BYTES = 2 * 1024 * 1024
 _FALSE = ("0", "false", "no", "off")
 
 
@@ -36,6 +41,79 @@ class TrainingJobFailed(AirflowException):
 
 class TrainingJobFailedPermanently(TrainingJobFailed, AirflowFailException):
     """The job failed for a reason a retry reproduces (the script's error, bad input): no retries."""
+
+
+class EmptyModelOutput(TrainingJobFailedPermanently):
+    """The job completed, but its script saved nothing to ``SM_MODEL_DIR``: there is no model to register."""
+
+
+def _has_files(path: Any) -> bool:
+    """Whether the artifact-store prefix ``path`` holds at least one file."""
+    fs = getattr(path, "fs", None)
+    if fs is None:  # another path-like object (see TrainingBackend.fetch_outputs)
+        return path.exists() and any(p.is_file() for p in path.rglob("*"))
+    try:
+        return bool(fs.find(path.path))
+    except FileNotFoundError:
+        return False
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+class CappedLogCopy:
+    """Copies a job's log lines into the task log within a byte budget.
+
+    The first half of the budget is copied as it arrives; after that only the newest lines (the other
+    half) are kept, and :meth:`finish` logs one line saying how much was left out and where the full
+    log is, then those last lines -- usually the ones that explain a failure.
+
+    :param emit: logs one line (``lambda line: log.info("[%s] %s", job, line)``).
+    :param max_bytes: the budget; ``0`` or less copies everything.
+    """
+
+    def __init__(self, emit: Callable[[str], None], max_bytes: int) -> None:
+        self.emit = emit
+        self.max_bytes = max_bytes
+        self.head_left = max_bytes - max_bytes // 2
+        self.tail_budget = max_bytes // 2
+        self.tail: deque[str] = deque()
+        self.tail_bytes = 0
+        self.omitted_lines = 0
+        self.omitted_bytes = 0
+        self.capped = False
+
+    def feed(self, text: str, where: str | None = None) -> None:
+        for line in text.splitlines():
+            size = len(line.encode(errors="replace")) + 1
+            if self.max_bytes <= 0 or (not self.capped and size <= self.head_left):
+                self.head_left -= size
+                self.emit(line)
+                continue
+            if not self.capped:
+                self.capped = True
+                self.emit(
+                    f"[task log capped at {_size(self.max_bytes)}: the last {_size(self.tail_budget)} follow when "
+                    f"the job ends; full log: {where or 'the backend keeps none'}]"
+                )
+            self.tail.append(line)
+            self.tail_bytes += size
+            while self.tail_bytes > self.tail_budget and self.tail:
+                dropped = len(self.tail.popleft().encode(errors="replace")) + 1
+                self.tail_bytes -= dropped
+                self.omitted_lines += 1
+                self.omitted_bytes += dropped
+
+    def finish(self, where: str | None = None) -> None:
+        if self.omitted_lines:
+            self.emit(
+                f"[{self.omitted_lines} lines ({_size(self.omitted_bytes)}) of the job's log omitted from this task "
+                f"log; full log: {where or 'the backend keeps none'}]"
+            )
+        while self.tail:
+            self.emit(self.tail.popleft())
+        self.tail_bytes = 0
 
 
 def _usd(cost: Any) -> str:
@@ -74,6 +152,9 @@ class TrainModelOperator(TrainingBackendOperator):
     :param poll_interval: seconds between status checks.
     :param deferrable: defer while the job runs; ``None``: on for remote backends (see above).
     :param max_cost_usd: refuse to launch when hourly price x instances x max runtime exceeds it.
+    :param max_task_log_bytes: how much of the job's log is copied into the task log (see
+        :class:`CappedLogCopy`; ``0``: all of it); one line names how much was left out and where the
+        full log is (:meth:`~airflow_retrain.training.base.TrainingBackend.log_location`).
     :return: job name, backend, state, metrics and info from ``metrics.json``, ``model_uri``,
         ``output_uri``, ``metrics_uri``, compute seconds and cost (``usd`` is ``None`` when no price is known).
     """
@@ -95,6 +176,7 @@ class TrainModelOperator(TrainingBackendOperator):
         poll_interval: float = 2.0,
         deferrable: bool | None = None,
         max_cost_usd: float | None = None,
+        max_task_log_bytes: int = DEFAULT_TASK_LOG_MAX_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +190,7 @@ class TrainModelOperator(TrainingBackendOperator):
         self.poll_interval = poll_interval
         self.deferrable = deferrable
         self.max_cost_usd = max_cost_usd
+        self.max_task_log_bytes = max_task_log_bytes
         self._job_name: str | None = None
         if self.backend == "vertex":  # the links of the backend's console, not the other cloud's
             self.operator_extra_links = (VertexCustomJobLink(), VertexCustomJobLogsLink())
@@ -264,7 +347,7 @@ class TrainModelOperator(TrainingBackendOperator):
             if backend.is_permanent_failure(job):
                 raise TrainingJobFailedPermanently(message + "; not retrying: a retry would fail the same way")
             raise TrainingJobFailed(message)
-        outputs = self._reusable_outputs(job, self._training_path(run) / job.job_name)
+        outputs = self._reusable_outputs(job, self._training_path(run) / job.job_name, reuse=False)
         if outputs is None:
             raise TrainingJobFailed(
                 f"training job {job.job_name} completed but its outputs are gone from the backend and the "
@@ -296,17 +379,31 @@ class TrainModelOperator(TrainingBackendOperator):
         return self.artifact_store.run_path(run.dag_id, run.run_key) / "training"
 
     def _publish_outputs(self, job: TrainingJob, destination) -> TrainingOutputs:
-        """Have the backend publish the job's outputs to the store, then mark them complete."""
+        """Have the backend publish the job's outputs to the store, then mark them complete.
+
+        :raises EmptyModelOutput: the script wrote no model (every backend's outputs end up here, so this
+            is the one check; a completed job without a model must fail ``train``, not ``register``).
+        """
         outputs = self.training_backend.fetch_outputs(job.job_name, destination)
+        if not _has_files(self.artifact_store.path(outputs.model_uri)):
+            local = f" ({job.details['job_dir']}/model on the worker)" if job.details.get("job_dir") else ""
+            raise EmptyModelOutput(
+                f"training job {job.job_name} completed, but its script {self.entry_point} wrote no model: the "
+                f"model folder {outputs.model_uri}{local} is empty. The script must save its model under the "
+                "folder in the SM_MODEL_DIR environment variable; not retrying: a retry would fail the same way"
+            )
         artifacts.write_json(destination / "outputs.json", {"job_name": job.job_name, **outputs.to_dict()})
         self.log.info("Training outputs of %s published to %s", job.job_name, artifacts.to_uri(destination))
         return outputs
 
-    def _reusable_outputs(self, job: TrainingJob, destination) -> TrainingOutputs | None:
+    def _reusable_outputs(self, job: TrainingJob, destination, reuse: bool = True) -> TrainingOutputs | None:
         """The completed job's outputs if they still exist (published, or publishable from the backend).
 
         ``None`` when the run's teardown removed them and the backend no longer has them: the run was
         cleared after it ended, and must train again rather than hand on URIs of deleted files.
+
+        :param reuse: looking for an earlier attempt to reuse: one without a model is not reusable (the
+            script may have been fixed since); otherwise :class:`EmptyModelOutput` fails the task.
         """
         store = self.artifact_store
         try:
@@ -321,23 +418,35 @@ class TrainModelOperator(TrainingBackendOperator):
         except TrainingOutputsMissing as e:
             self.log.warning("%s; not reusing %s: training again", e, job.job_name)
             return None
+        except EmptyModelOutput as e:
+            if not reuse:
+                raise
+            self.log.warning("%s; not reusing %s: training again", e, job.job_name)
+            return None
 
     def _wait(self, job: TrainingJob) -> TrainingJob:
         backend = self.training_backend
         offset = 0
+        name = job.job_name
+        where = backend.log_location(name)
+        copy = CappedLogCopy(lambda line: self.log.info("[%s] %s", name, line), self.max_task_log_bytes)
         # The backend enforces max_runtime itself; this is the safety net if it does not.
         deadline = time.monotonic() + self.max_runtime_seconds + RUNTIME_GRACE_SECONDS
-        while True:
-            text, offset = backend.read_logs(job.job_name, offset)
-            for line in text.splitlines():
-                self.log.info("[%s] %s", job.job_name, line)
-            if job.state.terminal:
-                return job
-            if time.monotonic() > deadline:
-                self.log.error("Training job %s outlived its max runtime; stopping it", job.job_name)
-                return backend.stop(job.job_name)
-            time.sleep(self.poll_interval)
-            job = backend.describe(job.job_name)
+        try:
+            while True:
+                text, offset = backend.read_logs(name, offset)
+                copy.feed(text, where)
+                if job.state.terminal:
+                    return job
+                if time.monotonic() > deadline:
+                    self.log.error("Training job %s outlived its max runtime; stopping it", name)
+                    job = backend.stop(name)
+                    copy.feed(backend.read_logs(name, offset)[0], where)
+                    return job
+                time.sleep(self.poll_interval)
+                job = backend.describe(name)
+        finally:
+            copy.finish(where)  # the last lines, also when the task is killed or times out while waiting
 
     def _read_metrics(self, job: TrainingJob, uri: str) -> dict[str, Any]:
         try:

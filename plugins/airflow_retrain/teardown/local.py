@@ -15,6 +15,12 @@ job runs, the process is the job's and is left alone; once the job ended, the pr
 this package (tagged with the job's tags, so in scope). Any other GPU process is untagged: in scope only
 with ``scope: all``, and the default action for the kind is ``report``.
 
+**Ended jobs** are kept tidy on every sweep, without marks (nothing of theirs bills or is anyone's):
+processes an ended job left behind (its runner was SIGKILLed, a child escaped with ``setsid``) are ended at
+once through the one kill path (:func:`airflow_retrain.training.supervisor.kill_job`); the job's scratch
+(``model``, ``input``, ``work``) goes once its DAG run has ended; its whole folder -- record and logs too --
+``local.retention`` after it ended (default 7 days). A dry run only notes what it would do.
+
 Marks and claims of local resources live in ``<state dir>/teardown/marks/``; a claim is created with
 ``O_EXCL``, so two sweeps on one machine can never both hold it.
 """
@@ -85,6 +91,7 @@ class LocalInventory(Inventory):
 
     :param run_state: ``(dag_id, run_id) -> state`` for "has this run ended"; default: the Task SDK.
     :param state_root: the package's state dir (default: ``RETRAIN_STATE_DIR`` / ``.local``).
+    :param dry_run: overrides the policy's ``dry_run`` for tidying ended jobs (as the sweeper's does).
     """
 
     name = "local"
@@ -96,12 +103,14 @@ class LocalInventory(Inventory):
         clock: Clock | None = None,
         run_state: RunState | None = None,
         state_root: str | os.PathLike | None = None,
+        dry_run: bool | None = None,
     ):
         super().__init__(policy, clock)
         from airflow_retrain.spec import state_dir
 
         self.state_root = Path(state_root) if state_root else state_dir()
         self.run_state = run_state or task_sdk_run_state
+        self.dry_run = dry_run
         self.notes: list[str] = []
 
     @classmethod
@@ -200,7 +209,55 @@ class LocalInventory(Inventory):
         return resource
 
     def _live_jobs(self) -> list:
-        return [job for job in self.backend.find_jobs({}) if not job.state.terminal]
+        jobs = self.backend.find_jobs({})
+        self._tidy_ended([job for job in jobs if job.state.terminal])
+        return [job for job in jobs if not job.state.terminal]
+
+    def _tidy_ended(self, ended: list) -> None:
+        """End what ended jobs left running; remove their scratch once their run ended; remove their folder
+        after ``local.retention``. Outcomes go to :attr:`notes` (they need no mark: nothing of theirs is live).
+        """
+        if not ended:
+            return
+        from airflow_retrain.training import supervisor
+
+        dry_run = self.policy.dry_run if self.dry_run is None else self.dry_run
+        now, retention = self.clock(), self.policy.local.retention
+        in_use = supervisor.tokens_in_use()  # one scan of /proc for every job
+        for job in ended:
+            name = job.job_name
+            try:
+                token = json.loads((self.backend.jobs_dir / name / "job.json").read_text()).get("process_token")
+            except (OSError, ValueError):
+                token = None
+            if token and (pids := in_use.get(token)):
+                if dry_run:
+                    self.notes.append(f"ended job {name}: would end {len(pids)} process(es) it left running {pids}")
+                else:
+                    killed = self.backend.kill_processes(name)
+                    self.notes.append(f"ended job {name}: ended {len(killed)} process(es) it left running {killed}")
+            ended_at = job.ended_at or job.created_at or now
+            if now - ended_at >= retention:
+                age = f"ended {(now - ended_at) / 86400:.1f} d ago, retention {retention / 86400:g} d"
+                if dry_run:
+                    self.notes.append(f"ended job {name}: would remove its folder ({age})")
+                    continue
+                try:
+                    self.notes.append(f"ended job {name}: removed {self.backend.remove(name)} ({age})")
+                except (OSError, RuntimeError, TrainingJobNotFound) as e:
+                    self.notes.append(f"ended job {name}: could not remove its folder: {e}")
+                continue
+            job_dir = self.backend.jobs_dir / name
+            if not any((job_dir / sub).exists() for sub in ("model", "input", "work")):
+                continue
+            run_ended, _ = self._run_ended(job.tags)
+            if not run_ended:
+                continue  # a retry of a live run may still publish the model from here
+            if dry_run:
+                self.notes.append(f"ended job {name}: would remove its scratch (its DAG run has ended)")
+            else:
+                removed = self.backend.cleanup(name)
+                self.notes.append(f"ended job {name}: removed its scratch {removed} (its DAG run has ended)")
 
     def gpu_processes(self) -> list[GpuProcess] | None:
         """GPU compute processes from ``nvidia-smi``, or ``None`` (with a note) where it is absent."""
@@ -349,18 +406,14 @@ class LocalInventory(Inventory):
             self.forget(resource)
             return f"stopped local training job ({job.state.value})"
         if resource.kind == "local.gpu_process" and action == "kill":
-            import psutil
+            from airflow_retrain.training import supervisor
 
-            try:
-                proc = psutil.Process(resource.details["pid"])
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except psutil.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            except psutil.NoSuchProcess:
-                raise ResourceGone(f"process {resource.details['pid']} has exited") from None
+            pid = resource.details["pid"]
+            if not supervisor.is_running(pid):
+                raise ResourceGone(f"process {pid} has exited")
+            # The one kill path: the process and everything it started (a rank's loaders), TERM then KILL.
+            killed = supervisor.kill_job(None, roots=[pid], include_roots=True, grace_seconds=10.0)
             self.forget(resource)
-            return f"killed GPU process {resource.details['pid']}"
+            others = len(killed) - 1
+            return f"killed GPU process {pid}" + (f" and {others} process(es) it started" if others > 0 else "")
         raise ValueError(f"{resource.kind} has no action {action!r}")

@@ -66,6 +66,10 @@ class LocalPolicy(_Strict):
     enabled: bool = True
     jobs_dir: str | None = Field(None, description="local backend job records; default <state dir>/jobs")
     gpu_processes: bool = Field(True, description="look for GPU processes with nvidia-smi where present")
+    retention: Duration = Field(
+        7 * 86400.0,
+        description="an ended local job's folder (record, logs, scratch) is removed this long after it ended",
+    )
 
 
 class KindPolicy(_Strict):

@@ -195,6 +195,10 @@ class TrainingBackend(ABC):
             self.permanent_failure_prefixes
         )
 
+    def log_location(self, job_name: str) -> str | None:
+        """Where the job's full log lives (a path or URL), for a task log that copies only part of it."""
+        return self.job_links(job_name).get("logs")
+
     def job_links(self, job_name: str) -> dict[str, str]:
         """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""
         return {}

@@ -4,7 +4,10 @@ It runs the training script under the same environment contract SageMaker gives 
 (``SM_CHANNEL_<NAME>``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR``, ``SM_HPS`` and ``--key value``
 hyperparameters, ``SM_NUM_GPUS``), so a script that trains here trains there unchanged. The job runs
 in its own session and keeps its record in ``<jobs_dir>/<job_name>/``; any worker on the same machine
-can describe, reattach to or stop it.
+can describe, reattach to or stop it. Every process of the job carries the job's token in its environment
+(:mod:`~airflow_retrain.training.supervisor`): stopping the job, its maximum runtime, a runner that died and
+the teardown sweep all end the job's processes through :func:`~airflow_retrain.training.supervisor.kill_job`,
+children that left the job's session included.
 
 Inputs and outputs go through the artifact store like a cloud backend's: channels given as URIs are
 downloaded into ``<job>/input/data/<channel>`` at submit, and :meth:`LocalTrainingBackend.fetch_outputs`
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_retrain.training import supervisor
 from airflow_retrain.training.base import (
     JobState,
     TrainingBackend,
@@ -107,49 +111,19 @@ def _is_uri(location: str) -> bool:
     return bool(urlsplit(str(location)).scheme)
 
 
-def _job_processes(pgid: int, job_name: str) -> list[int]:
-    """Live processes of the job's session (the runner leads it) that carry the job's name.
-
-    Checking the environment as well as the group guards against a recycled process-group id.
-    """
-    marker = f"SM_TRAINING_JOB_NAME={job_name}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid or fields[0] in ("Z", "X"):
-                continue
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+def _marker(record: dict[str, Any]) -> bytes:
+    """What marks the job's processes: its token; records from before tokens carry only the job name."""
+    if token := record.get("process_token"):
+        return supervisor.token_marker(token)
+    return f"SM_TRAINING_JOB_NAME={record['job_name']}".encode()
 
 
-def _kill_job_processes(pgid: int, job_name: str) -> None:
-    """SIGKILL whatever is left of the job: the runner, the script and anything the script started."""
-    for pid in _job_processes(pgid, job_name):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    # "pid (comm) S ..." -- a zombie has exited and only waits to be reaped.
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+def _runner_running(record: dict[str, Any]) -> bool:
+    """Whether the job's runner still runs (its pid alive *and* carrying the job's marker: pids recycle)."""
+    pid = record.get("pid")
+    if not pid or not supervisor.is_running(pid):
+        return False
+    return supervisor.environ_has(pid, _marker(record)) is not False  # unreadable (another user): trust the pid
 
 
 class LocalTrainingBackend(TrainingBackend):
@@ -225,6 +199,7 @@ class LocalTrainingBackend(TrainingBackend):
             shutil.rmtree(job_dir, ignore_errors=True)  # no half-made job for a retry to trip over
             raise
         hps = dict(request.hyperparameters)
+        token = supervisor.new_token()
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
         # its channels and an allow-listed environment. The environment is handed to the runner, never
         # written into the job record.
@@ -247,6 +222,7 @@ class LocalTrainingBackend(TrainingBackend):
                 "SM_CHECKPOINT_DIR": str(job_dir / "checkpoints"),
                 "TRAINING_JOB_NAME": request.job_name,
                 "PYTHONUNBUFFERED": "1",
+                supervisor.JOB_TOKEN_VAR: token,
             }
         )
         for channel, location in channel_dirs.items():
@@ -273,6 +249,8 @@ class LocalTrainingBackend(TrainingBackend):
             "created_at": now,
             # Names only (values never reach the record): the runner hands the script exactly these.
             "environment_names": sorted(env),
+            # Marks every process of the job (not a secret): how stop and the sweep find them all.
+            "process_token": token,
         }
         (job_dir / "job.json").write_text(json.dumps(record, indent=2))
         proc = subprocess.Popen(
@@ -333,13 +311,11 @@ class LocalTrainingBackend(TrainingBackend):
                 state, reason = JobState.FAILED, "never started (the submitting worker died)"
             else:
                 state = JobState.PENDING
-        elif _pid_running(pid):
+        elif _runner_running(record):
             state = JobState.STOPPING if (job_dir / "stop_requested").exists() else JobState.RUNNING
-        elif (job_dir / "stop_requested").exists():
-            state, reason = JobState.STOPPED, "stopped by request (killed)"
-            ended = (job_dir / "stop_requested").stat().st_mtime
         else:
-            state, reason = JobState.FAILED, "local runner died without a result (machine restart or kill -9)"
+            result = self._settle_orphaned(record)
+            state, ended, reason = JobState(result["state"]), result["ended_at"], result["reason"]
         billable = 0.0
         if started:
             billable = max(0.0, (ended or time.time()) - started)
@@ -363,6 +339,29 @@ class LocalTrainingBackend(TrainingBackend):
             },
         )
 
+    def _settle_orphaned(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The runner died without a result (kill -9, machine restart): end what it left, record the end.
+
+        Nothing supervises those processes any more and a retry would train beside them, so they are
+        ended here, once: the result written afterwards makes the job terminal for every later reader.
+        """
+        job_dir = self._dir(record["job_name"])
+        stop_file = job_dir / "stop_requested"
+        left = supervisor.kill_job(_marker(record), grace_seconds=2.0)
+        if stop_file.exists():
+            state, reason, ended = "Stopped", "stopped by request (killed)", stop_file.stat().st_mtime
+        else:
+            state, reason, ended = "Failed", "local runner died without a result (machine restart or kill -9)", time.time()
+        result = {"exit_code": None, "state": state, "reason": reason, "ended_at": ended, "ended_leftovers": left}
+        tmp = job_dir / f"result.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, job_dir / "result.json")
+        return result
+
+    def kill_processes(self, job_name: str, grace_seconds: float = 5.0) -> list[int]:
+        """End every process of the job that still runs (the runner, the script, whatever they started)."""
+        return supervisor.kill_job(_marker(self._record(job_name)), grace_seconds=grace_seconds)
+
     def stop(self, job_name: str, grace_seconds: float = 15.0) -> TrainingJob:
         job = self.describe(job_name)
         if job.state.terminal:
@@ -378,8 +377,8 @@ class LocalTrainingBackend(TrainingBackend):
             deadline = time.time() + grace_seconds
             while time.time() < deadline and not self.describe(job_name).state.terminal:
                 time.sleep(0.2)
-            _kill_job_processes(pid, job_name)  # what the script started (loaders, ranks) dies too
-            time.sleep(0.1)
+            # Whatever ignored the runner, or outlived it (loaders, ranks, setsid'd children), dies too.
+            self.kill_processes(job_name, grace_seconds=2.0)
         return self.describe(job_name)
 
     def find_jobs(self, tags: dict[str, str]) -> list[TrainingJob]:
@@ -423,8 +422,8 @@ class LocalTrainingBackend(TrainingBackend):
 
     def cleanup(self, job_name: str) -> list[str]:
         job_dir = self._dir(job_name)
-        if (pid := self._record(job_name).get("pid")) and self.describe(job_name).state.terminal:
-            _kill_job_processes(pid, job_name)  # stragglers of a finished job hold no GPU after teardown
+        if self.describe(job_name).state.terminal:
+            self.kill_processes(job_name)  # stragglers of a finished job hold no GPU after teardown
         removed = []
         for sub in ("model", "work", "input"):
             path = job_dir / sub
@@ -432,3 +431,16 @@ class LocalTrainingBackend(TrainingBackend):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(str(path))
         return removed
+
+    def remove(self, job_name: str) -> str:
+        """Delete an ended job's folder: record, logs and scratch (the sweep's retention does this)."""
+        job = self.describe(job_name)
+        if not job.state.terminal:
+            raise RuntimeError(f"local training job {job_name} is {job.state.value}: stop it before removing it")
+        self.kill_processes(job_name)
+        job_dir = self._dir(job_name)
+        shutil.rmtree(job_dir, ignore_errors=True)
+        return str(job_dir)
+
+    def log_location(self, job_name: str) -> str | None:
+        return str(self._dir(job_name) / "log.txt")

@@ -11,11 +11,14 @@ at ``RETRAIN_TRACKER_HOST``/``RETRAIN_TRACKER_PORT`` (a free loopback port). One
 job and stops the others, as on SageMaker. Per-host timings are in ``result.json`` (``hosts``).
 
 It writes ``result.json`` (exit code, state, reason, end time) atomically when the script ends, is
-stopped (SIGTERM, forwarded to the script) or exceeds its maximum runtime.
+stopped (SIGTERM, forwarded to the script) or exceeds its maximum runtime -- and only after every process
+the job started is gone: the runner is the job's subreaper and ends whatever is left (daemons, children
+that called ``setsid``) through :mod:`supervisor` (the sibling file), as a container's end would.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +28,20 @@ import time
 from pathlib import Path
 
 KILL_GRACE_SECONDS = 10.0
+#: How long what is left of the job after the script ended (daemons, escaped children) gets after SIGTERM.
+LEFTOVER_GRACE_SECONDS = 5.0
+_REAP_EVERY_SECONDS = 2.0
+
+
+def _load_supervisor():
+    """The sibling ``supervisor.py``, by path: this interpreter need not have airflow_retrain installed."""
+    spec = importlib.util.spec_from_file_location("_retrain_supervisor", Path(__file__).with_name("supervisor.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+supervisor = _load_supervisor()
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -61,8 +78,14 @@ def main(job_dir: str) -> int:
     count = max(1, int(job.get("instance_count") or 1))
     hosts = [f"algo-{i + 1}" for i in range(count)]
     started = time.time()
+    # Orphans of the job (a setsid'd child whose parent exited) re-parent to the runner, not to init.
+    subreaper = supervisor.become_subreaper()
+    token = os.environ.get(supervisor.JOB_TOKEN_VAR)
+    marker = supervisor.token_marker(token) if token else None
 
     with open(log_path, "ab", buffering=0) as log:
+        if not subreaper:
+            log.write(b"[local-runner] cannot become a subreaper; escaped children are found by their token only\n")
         # The runner's own environment is already the allow-listed one the backend built (contract, PATH,
         # locale, threads, what the spec names); the script gets exactly that, nothing of the worker's.
         procs: list[subprocess.Popen] = []
@@ -97,8 +120,12 @@ def main(job_dir: str) -> int:
         timed_out = False
         failed_host: str | None = None
         terminated_at = None
+        reaped_at = time.monotonic()
         while any(proc.poll() is None for proc in procs):
             now = time.time()
+            if time.monotonic() - reaped_at > _REAP_EVERY_SECONDS:
+                supervisor.reap_orphans(keep=[proc.pid for proc in procs])
+                reaped_at = time.monotonic()
             for host, proc in zip(hosts, procs, strict=True):
                 code = proc.poll()
                 if code is not None and host not in ended:
@@ -129,6 +156,12 @@ def main(job_dir: str) -> int:
         now = time.time()
         for host in hosts:
             ended.setdefault(host, now)
+        # The script is gone; whatever it started is not the job's output, and holds memory or a GPU.
+        left = supervisor.kill_job(
+            marker, roots=[os.getpid()], grace_seconds=LEFTOVER_GRACE_SECONDS, keep_reaping=[p.pid for p in procs]
+        )
+        if left:
+            log.write(f"[local-runner] ended {len(left)} process(es) the script left running: {left}\n".encode())
         codes = [proc.returncode for proc in procs]
         if failed_host is not None:
             code = codes[hosts.index(failed_host)]

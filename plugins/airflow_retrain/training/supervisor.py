@@ -1,0 +1,240 @@
+"""One way to find and end every process a job started, even those that left its session.
+
+A training script's workers may call ``setsid`` (``subprocess.Popen(..., start_new_session=True)``, a
+daemonising grandchild): they leave the job's process group, so ``killpg`` misses them, and when their
+parent exits they re-parent away from the job. Two things keep them findable:
+
+* **A token in the environment.** The job's supervisor is started with ``RETRAIN_JOB_TOKEN=<random>``;
+  every process the job starts inherits it (``/proc/<pid>/environ`` is the environment a process was
+  started with and cannot be changed afterwards from outside). :func:`job_processes` scans ``/proc`` for
+  it, so the job's processes are found even after the supervisor itself was SIGKILLed. Only processes of
+  the calling user are looked at.
+* **A subreaper.** The supervisor calls :func:`become_subreaper` (``prctl(PR_SET_CHILD_SUBREAPER)``), so
+  orphans of the job re-parent to it instead of to init, stay its descendants (:func:`descendants`) --
+  this catches a child started with a scrubbed environment too, while the supervisor lives -- and it
+  reaps them (:func:`reap_orphans`).
+
+A cgroup would also contain processes that scrub their environment after the supervisor is gone, but
+creating one needs a delegated, writable cgroup v2 subtree, which an Airflow worker rarely has (this
+machine mounts v1 controllers with a v2 hierarchy beside them); the token and the subreaper need nothing.
+
+:func:`kill_job` is the one kill path: SIGTERM, a bounded grace, then SIGKILL until nothing carrying the
+token (or descending from the given roots) is left. Standard library only and no package imports: the
+local runner loads this file by path in a training interpreter without Airflow, and other supervisors (the
+fake clouds, benchmarks) can reuse it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+#: The environment variable that marks every process of one job.
+JOB_TOKEN_VAR = "RETRAIN_JOB_TOKEN"
+_PR_SET_CHILD_SUBREAPER = 36
+_PROC = Path("/proc")
+
+
+def new_token() -> str:
+    """A fresh job token (random, so a token never matches a process of another job)."""
+    return secrets.token_hex(16)
+
+
+def become_subreaper() -> bool:
+    """Make this process the subreaper of its descendants; ``False`` where the kernel cannot (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """``(state, ppid, starttime)`` of ``pid``, ``None`` when it is gone."""
+    try:
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(entry.name) for entry in _PROC.iterdir() if entry.name.isdigit()]
+    except OSError:
+        return []
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie only waits to be reaped: not running)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def _owned(pid: int) -> bool:
+    try:
+        return (_PROC / str(pid)).stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def environ_has(pid: int, marker: bytes) -> bool | None:
+    """Whether ``pid`` was started with ``marker`` (``NAME=value``) in its environment; ``None``: unreadable."""
+    try:
+        return marker in (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+
+
+def token_marker(token: str) -> bytes:
+    return f"{JOB_TOKEN_VAR}={token}".encode()
+
+
+def job_processes(marker: bytes, exclude: Iterable[int] = ()) -> list[int]:
+    """Running processes of this user whose environment holds ``marker`` (see :func:`token_marker`).
+
+    The caller itself is never listed: a supervisor carries its own job's token.
+    """
+    skip = {os.getpid(), *exclude}
+    found = []
+    for pid in _pids():
+        if pid in skip or not _owned(pid):
+            continue
+        if environ_has(pid, marker) and is_running(pid):
+            found.append(pid)
+    return found
+
+
+def tokens_in_use() -> dict[str, list[int]]:
+    """Job token -> running pids of this user carrying it, from one scan of ``/proc`` (for sweeps)."""
+    prefix = f"{JOB_TOKEN_VAR}=".encode()
+    found: dict[str, list[int]] = {}
+    for pid in _pids():
+        if pid == os.getpid() or not _owned(pid):
+            continue
+        try:
+            environ = (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(prefix) and is_running(pid):
+                found.setdefault(entry[len(prefix) :].decode(errors="replace"), []).append(pid)
+                break
+    return found
+
+
+def descendants(root: int) -> list[int]:
+    """Running descendants of ``root`` (orphans re-parented to a subreaper ``root`` included)."""
+    children: dict[int, list[int]] = {}
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat is not None and stat[0] not in ("Z", "X"):
+            children.setdefault(stat[1], []).append(pid)
+    found, todo = [], list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def reap_orphans(keep: Iterable[int] = ()) -> None:
+    """Reap exited children of this process except ``keep`` (pids a :class:`subprocess.Popen` waits for).
+
+    A subreaper inherits the job's orphans; without this their zombies would stay until it exits.
+    """
+    keep = set(keep)
+    me = os.getpid()
+    for pid in _pids():
+        if pid in keep:
+            continue
+        stat = _stat(pid)
+        if stat is not None and stat[1] == me and stat[0] in ("Z", "X"):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def _ancestors() -> set[int]:
+    """The caller's own chain of parents up to init: never a job's, whatever a caller passes as roots."""
+    chain, pid = set(), os.getpid()
+    while pid > 1 and (stat := _stat(pid)) is not None:
+        pid = stat[1]
+        chain.add(pid)
+    return chain | {0, 1}
+
+
+def _signal(pids: Iterable[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def kill_job(
+    marker: bytes | None,
+    roots: Iterable[int] = (),
+    grace_seconds: float = 5.0,
+    exclude: Iterable[int] = (),
+    keep_reaping: Iterable[int] = (),
+    include_roots: bool = False,
+) -> list[int]:
+    """End every process of a job: SIGTERM, up to ``grace_seconds`` to exit, then SIGKILL.
+
+    :param marker: the job's environment marker (:func:`token_marker`); ``None``: by ``roots`` alone.
+    :param roots: pids whose descendants belong to the job too (the supervisor passes itself); a root
+        is killed itself only with ``include_roots`` or when it carries the marker.
+    :param exclude: pids never to signal (nor are init and the caller's own parents, ever).
+    :param keep_reaping: children of the caller it must not reap (its :class:`subprocess.Popen` pids).
+    :return: every pid that was signalled.
+    """
+    skip = {os.getpid(), *exclude, *_ancestors()}
+    # A root that is init or one of the caller's parents would make "its descendants" everything here.
+    roots = [root for root in roots if root == os.getpid() or root not in skip]
+
+    def targets() -> set[int]:
+        found = set(job_processes(marker)) if marker else set()
+        for root in roots:
+            found.update(descendants(root))
+            if include_roots and is_running(root):
+                found.add(root)
+        return {pid for pid in found - skip if _owned(pid)}
+
+    signalled: set[int] = set()
+    alive = targets()
+    if not alive:
+        return []
+    deadline = time.monotonic() + grace_seconds
+    while alive and time.monotonic() < deadline:
+        _signal(alive - signalled, signal.SIGTERM)  # a process forked meanwhile gets its SIGTERM too
+        signalled |= alive
+        time.sleep(0.05)
+        reap_orphans(keep_reaping)
+        alive = targets()
+    # What ignored SIGTERM: freeze it first, so nothing can fork a replacement between scan and kill.
+    for _ in range(200):
+        if not alive:
+            break
+        _signal(alive, signal.SIGSTOP)
+        signalled |= alive
+        grown = targets()
+        if grown - alive:
+            alive = grown
+            continue
+        _signal(alive, signal.SIGKILL)
+        time.sleep(0.02)
+        reap_orphans(keep_reaping)
+        alive = targets()
+    return sorted(signalled)
