@@ -100,7 +100,7 @@ class DbtSpec(_Strict):
     profiles_dir: str | None = Field(
         None, description="folder of profiles.yml, relative to the project root; default: the dbt project folder"
     )
-    timeout_minutes: int = Field(120, ge=1, le=24 * 60, description="dbt is killed (with its children) after this")
+    timeout_minutes: StrictInt = Field(120, ge=1, le=24 * 60, description="dbt is killed (with its children) after this")
 
     @model_validator(mode="after")
     def _selects_something(self) -> DbtSpec:
@@ -199,11 +199,11 @@ class SageMakerSpec(_Strict):
     connection_id: str = Field("aws_default", description="Airflow AWS connection (credentials, endpoint_url)")
     image: str | None = Field(None, description="training image; default: the SageMaker XGBoost framework image")
     framework_version: str = Field("1.7-1", description="SageMaker XGBoost framework version for the image")
-    volume_size_gb: int = Field(30, ge=1, le=16384)
+    volume_size_gb: StrictInt = Field(30, ge=1, le=16384)
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     kms_key_id: str | None = Field(None, description="KMS key for the output and the training volume")
-    spot: bool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+    spot: StrictBool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
 
     @model_validator(mode="after")
     def _vpc_pair(self) -> SageMakerSpec:
@@ -232,11 +232,11 @@ class VertexSpec(_Strict):
     image: str | None = Field(None, description="training image; default: Vertex's prebuilt XGBoost CPU image")
     machine_type: str = "n1-standard-4"
     accelerator_type: str | None = Field(None, description="an aiplatform AcceleratorType, e.g. NVIDIA_TESLA_T4")
-    accelerator_count: int = Field(0, ge=0, le=16)
-    replica_count: int = Field(1, ge=1, le=64, description="replicas training one model (data-parallel)")
+    accelerator_count: StrictInt = Field(0, ge=0, le=16)
+    replica_count: StrictInt = Field(1, ge=1, le=64, description="replicas training one model (data-parallel)")
     service_account: str | None = Field(None, pattern=r"^\S+@\S+\.iam\.gserviceaccount\.com$")
     network: str | None = Field(None, pattern=r"^projects/[^/]+/global/networks/[^/]+$")
-    spot: bool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
+    spot: StrictBool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
     connection_id: str = Field("google_cloud_default", description="Airflow Google Cloud connection")
 
 
@@ -256,12 +256,12 @@ class TrainingSpec(_Strict):
     pool: str | None = Field(
         None, description="Airflow pool for the train task (create it with include_deferred so deferred tasks count)"
     )
-    max_cost_usd: float | None = Field(
+    max_cost_usd: FiniteFloat | None = Field(
         None, gt=0, description="refuse to launch when hourly price x instances x max runtime exceeds this"
     )
     sagemaker: SageMakerSpec | None = None
     vertex: VertexSpec | None = None
-    spot: bool = Field(
+    spot: StrictBool = Field(
         False,
         description="spot capacity on any remote backend (SageMaker managed spot with checkpoints, Vertex Spot "
         "VMs); the script resumes from its checkpoint dir after an interruption",
@@ -395,8 +395,8 @@ class Threshold(_Strict):
 
 
 class RateBand(_Strict):
-    min: float | None = Field(None, ge=0.0, le=1.0)
-    max: float | None = Field(None, ge=0.0, le=1.0)
+    min: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
+    max: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> RateBand:
@@ -408,8 +408,8 @@ class RateBand(_Strict):
 
 
 class NullRateSpec(_Strict):
-    default: float = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
-    columns: dict[str, float] = Field(default_factory=dict, description="column -> largest null rate")
+    default: FiniteFloat = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
+    columns: dict[str, FiniteFloat] = Field(default_factory=dict, description="column -> largest null rate")
 
     @field_validator("columns")
     @classmethod
@@ -421,8 +421,8 @@ class NullRateSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    psi_max: float | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
-    ks_max: float | None = Field(
+    psi_max: FiniteFloat | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
+    ks_max: FiniteFloat | None = Field(
         None, gt=0.0, le=1.0, description="largest Kolmogorov-Smirnov statistic D (not a p-value) of a numeric feature"
     )
     on_missing_snapshot: Literal["pass", "fail"] = Field(
@@ -438,16 +438,16 @@ class DriftSpec(_Strict):
 
 
 class SchemaGateSpec(_Strict):
-    match_contract: bool = Field(True, description="columns and types match the feature model's dbt contract")
-    match_previous: bool = Field(True, description="columns and types match the last passed run's")
+    match_contract: StrictBool = Field(True, description="columns and types match the feature model's dbt contract")
+    match_previous: StrictBool = Field(True, description="columns and types match the last passed run's")
 
 
 class DataGateSpec(_Strict):
     """``gates.data``: checks on the exported dataset, before training."""
 
     schema_: SchemaGateSpec = Field(default_factory=SchemaGateSpec, alias="schema")
-    min_rows: int | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
-    max_row_change: float | None = Field(
+    min_rows: StrictInt | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
+    max_row_change: FiniteFloat | None = Field(
         None, gt=0.0, description="largest relative row-count change vs the last passed run (0.2 = 20 %)"
     )
     max_null_rate: NullRateSpec = Field(default_factory=NullRateSpec)
@@ -461,8 +461,8 @@ class ChampionGateSpec(_Strict):
     """``gates.champion``: the champion re-scored on the candidate's holdout."""
 
     metric: str | None = Field(None, description="default: registry.primary_metric")
-    min_improvement: float | None = Field(None, ge=0.0, description="default: registry.min_improvement")
-    greater_is_better: bool | None = Field(None, description="default: registry's for the primary metric")
+    min_improvement: FiniteFloat | None = Field(None, ge=0.0, description="default: registry.min_improvement")
+    greater_is_better: StrictBool | None = Field(None, description="default: registry's for the primary metric")
 
 
 class SliceGateSpec(_Strict):
@@ -470,16 +470,16 @@ class SliceGateSpec(_Strict):
 
     columns: list[str] = Field(min_length=1, description="feature columns to slice the holdout by")
     metric: str | None = Field(None, description="default: registry.primary_metric")
-    max_regression: float = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
-    min_rows: int = Field(30, ge=1, description="smaller slices are recorded as skipped")
+    max_regression: FiniteFloat = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
+    min_rows: StrictInt = Field(30, ge=1, description="smaller slices are recorded as skipped")
 
 
 class EfficiencyGateSpec(_Strict):
     """``gates.efficiency``: the candidate's size and batch scoring latency."""
 
-    max_model_mb: float | None = Field(None, gt=0.0)
-    max_latency_ms: float | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
-    rows: int = Field(1000, ge=1, le=1_000_000)
+    max_model_mb: FiniteFloat | None = Field(None, gt=0.0)
+    max_latency_ms: FiniteFloat | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
+    rows: StrictInt = Field(1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _has_bound(self) -> EfficiencyGateSpec:
@@ -499,8 +499,8 @@ class GatesSpec(_Strict):
 class ApprovalSpec(_Strict):
     """A human approves each promotion in the Airflow UI (Airflow's ApprovalOperator) before it happens."""
 
-    required: bool = False
-    timeout_minutes: int = Field(
+    required: StrictBool = False
+    timeout_minutes: StrictInt = Field(
         24 * 60, ge=1, le=30 * 24 * 60, description="no answer within this counts as a rejection"
     )
 
@@ -520,8 +520,8 @@ class MirrorSpec(_Strict):
 class LeaseSpec(_Strict):
     """The promotion lease in the registry (shared by every pipeline and deployment using the model)."""
 
-    wait_seconds: float = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
-    settle_seconds: float = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
+    wait_seconds: FiniteFloat = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
+    settle_seconds: FiniteFloat = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
 
 
 class RegistrySpec(_Strict):
@@ -549,7 +549,7 @@ class RegistrySpec(_Strict):
 class BudgetSpec(_Strict):
     """Spending limits; crossing one warns in the run's teardown log (it never stops a run)."""
 
-    weekly_usd: float = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
+    weekly_usd: FiniteFloat = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
 
 
 class PipelineSpec(_Strict):
@@ -924,6 +924,8 @@ def _check_training(spec: PipelineSpec) -> list[str]:
                 f"instance type (botocore's SageMaker model lists e.g. ml.m5.xlarge, ml.g5.xlarge)"
             )
             return problems
+        if res.gpu == "required" and (problem := _sagemaker_gpu_problem(res.instance_type)):
+            problems.append(problem)
     elif training.sagemaker is not None:
         problems.append(f"training.sagemaker: set, but training.backend is {training.backend!r}")
     instance_type, instance_count = res.instance_type, res.instance_count
@@ -937,7 +939,14 @@ def _check_training(spec: PipelineSpec) -> list[str]:
         problems += machine_problems(vx.machine_type, vx.accelerator_type, vx.accelerator_count, "training.vertex")
         if problems:
             return problems
-        instance_type, instance_count = price_key(vx.machine_type, vx.accelerator_type), vx.replica_count
+        if res.gpu == "required" and not vx.accelerator_type:  # A2/A3/G2 without one failed machine_problems
+            problems.append(
+                f"training.resources.gpu: 'required', but training.vertex.machine_type {vx.machine_type} has no GPU "
+                "and training.vertex.accelerator_type is not set; attach one (e.g. NVIDIA_TESLA_T4) or set gpu: auto"
+            )
+        # one replica with all its GPUs is the priced instance: 4 x T4 costs (and counts) four T4s
+        instance_type = price_key(vx.machine_type, vx.accelerator_type, vx.accelerator_count)
+        instance_count = vx.replica_count
     elif training.vertex is not None:
         problems.append(f"training.vertex: set, but training.backend is {training.backend!r}")
     if training.spot and training.backend == "local":
@@ -968,6 +977,18 @@ def _check_training(spec: PipelineSpec) -> list[str]:
             f"{res.max_runtime_seconds}), above the budget of ${training.max_cost_usd:.2f}"
         )
     return problems
+
+
+def _sagemaker_gpu_problem(instance_type: str) -> str | None:
+    """``gpu: required`` on a SageMaker instance type without a GPU (by the catalog's GPU counts)."""
+    from airflow_retrain.training.sagemaker_catalog import gpus_per_instance
+
+    if gpus_per_instance(instance_type) == 0:  # None: a GPU family whose count the catalog lacks
+        return (
+            f"training.resources.gpu: 'required', but training.resources.instance_type {instance_type} has no "
+            "GPU; choose a GPU instance type (e.g. ml.g5.xlarge) or set gpu: auto"
+        )
+    return None
 
 
 def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
