@@ -70,6 +70,49 @@ def _unsafe_text(value: str) -> str | None:
     return None
 
 
+_S3_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+# Prefixes and suffixes S3 reserves (access points, Object Lambda, directory and table buckets, MRAPs).
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap")
+
+
+def s3_bucket_problem(name: str) -> str | None:
+    """Why ``name`` is not a general-purpose S3 bucket name by S3's naming rules (None if it is one)."""
+    if not 3 <= len(name) <= 63:
+        return f"S3 bucket name {name!r} must be 3 to 63 characters long, not {len(name)}"
+    if not _S3_BUCKET_CHARS.match(name):
+        return f"S3 bucket name {name!r} may contain only lowercase letters, digits, hyphens (-) and dots (.)"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"S3 bucket name {name!r} must begin and end with a letter or digit"
+    if ".." in name:
+        return f"S3 bucket name {name!r} must not contain two adjacent dots"
+    if _IPV4.match(name):
+        return f"S3 bucket name {name!r} must not be formatted as an IP address"
+    if name.startswith(_S3_RESERVED_PREFIXES):
+        return f"S3 bucket name {name!r} must not start with a reserved prefix ({', '.join(_S3_RESERVED_PREFIXES)})"
+    if name.endswith(_S3_RESERVED_SUFFIXES):
+        return f"S3 bucket name {name!r} must not end with a reserved suffix ({', '.join(_S3_RESERVED_SUFFIXES)})"
+    return None
+
+
+# Object key prefixes under a bucket: S3's "safe characters" (also safe in GCS object names), in segments.
+_KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$")
+
+
+def _key_prefix_problem(value: str) -> str | None:
+    if len(value) > 512:
+        return f"at most 512 characters, not {len(value)}"
+    if not _KEY_PREFIX_RE.match(value):
+        return (
+            f"{value!r} is not an object key prefix: segments of letters, digits and !_.*'()- joined by '/', "
+            "with no leading '/', no empty segment and no spaces"
+        )
+    if any(part in (".", "..") for part in value.split("/")):
+        return f"{value!r} has a '.' or '..' segment"
+    return None
+
+
 class SpecError(ValueError):
     """A pipeline spec that cannot be used; the message names the file and the field."""
 
@@ -181,7 +224,7 @@ class ResourcesSpec(_Strict):
     max_runtime_seconds: StrictInt = Field(3600, ge=60, le=7 * 24 * 3600)
     gpu: Literal["auto", "required", "none"] = "auto"
     hourly_price_usd: FiniteFloat | None = Field(
-        None, ge=0, description="override the price table, e.g. an internal chargeback rate"
+        None, ge=0, le=10_000, description="override the price table, e.g. an internal chargeback rate"
     )
 
 
@@ -193,17 +236,43 @@ class SageMakerSpec(_Strict):
     """
 
     role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$", description="execution role")
-    bucket: str = Field(min_length=3, max_length=63, description="S3 bucket for code, inputs and outputs")
+    bucket: str = Field(description="S3 bucket for code, inputs and outputs (its name, not an s3:// URI)")
     prefix: str = Field("airflow-retrain", description="key prefix under the bucket")
     region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     connection_id: str = Field("aws_default", description="Airflow AWS connection (credentials, endpoint_url)")
     image: str | None = Field(None, description="training image; default: the SageMaker XGBoost framework image")
     framework_version: str = Field("1.7-1", description="SageMaker XGBoost framework version for the image")
     volume_size_gb: StrictInt = Field(30, ge=1, le=16384)
-    subnets: list[str] = Field(default_factory=list)
-    security_group_ids: list[str] = Field(default_factory=list)
-    kms_key_id: str | None = Field(None, description="KMS key for the output and the training volume")
+    # botocore's SubnetId / SecurityGroupId / KmsKeyId shapes
+    subnets: list[Annotated[str, Field(pattern=r"^[-0-9a-zA-Z]{1,32}$")]] = Field(default_factory=list, max_length=16)
+    security_group_ids: list[Annotated[str, Field(pattern=r"^[-0-9a-zA-Z]{1,32}$")]] = Field(
+        default_factory=list, max_length=5
+    )
+    kms_key_id: str | None = Field(
+        None, pattern=r"^[a-zA-Z0-9:/_-]{1,2048}$", description="KMS key for the output and the training volume"
+    )
     spot: StrictBool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+
+    @field_validator("bucket")
+    @classmethod
+    def _s3_bucket_name(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            raise ValueError(f"{value!r}: give the bucket's name, without s3://")
+        if problem := s3_bucket_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _object_prefix(cls, value: str) -> str:
+        if problem := _key_prefix_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return _check_image(value)
 
     @model_validator(mode="after")
     def _vpc_pair(self) -> SageMakerSpec:
@@ -238,6 +307,31 @@ class VertexSpec(_Strict):
     network: str | None = Field(None, pattern=r"^projects/[^/]+/global/networks/[^/]+$")
     spot: StrictBool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
     connection_id: str = Field("google_cloud_default", description="Airflow Google Cloud connection")
+
+    @field_validator("prefix")
+    @classmethod
+    def _object_prefix(cls, value: str) -> str:
+        if problem := _key_prefix_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return _check_image(value)
+
+
+# A container image reference: registry/path[:tag][@sha256:digest], no spaces or control characters.
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+
+def _check_image(value: str | None) -> str | None:
+    if value is not None and (len(value) > 1024 or not _IMAGE_RE.match(value)):
+        raise ValueError(
+            f"{value!r} is not a container image reference (registry/repository[:tag][@sha256:digest], lowercase "
+            "repository, no spaces)"
+        )
+    return value
 
 
 class TrainingSpec(_Strict):
@@ -346,6 +440,8 @@ def artifact_root_problems(root: str) -> list[str]:
             return [f"{root!r}: a file:// root needs an absolute path (file:///srv/artifacts)"]
     elif not parts.netloc:
         return [f"{root!r}: no bucket"]
+    elif parts.scheme == "s3" and (problem := s3_bucket_problem(parts.netloc)):
+        return [f"{root!r}: {problem}"]
     if parts.query or parts.fragment:
         return [f"{root!r}: no query or fragment allowed"]
     return []
@@ -525,7 +621,7 @@ class LeaseSpec(_Strict):
 
 
 class RegistrySpec(_Strict):
-    model_name: str = Field(min_length=1)
+    model_name: str = Field(min_length=1, max_length=256, description="MLflow registered model; one per pipeline")
     primary_metric: str
     greater_is_better: StrictBool = True
     min_improvement: FiniteFloat = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
@@ -543,6 +639,12 @@ class RegistrySpec(_Strict):
             raise ValueError("a model name cannot contain both ' and \" (MLflow search filters cannot quote it)")
         if value != value.strip() or any(ord(c) < 32 for c in value):
             raise ValueError("a model name cannot have control characters or leading/trailing spaces")
+        # MLflow's own rules (mlflow.utils.validation._validate_model_name), checked here so a spec is refused
+        # at load, not at registration after dbt, export and training ran.
+        if "/" in value or ":" in value:
+            raise ValueError(f"{value!r}: MLflow model names cannot contain '/' or ':'")
+        if value == "." or value.startswith(".."):
+            raise ValueError(f"{value!r}: MLflow refuses names that resolve to another path")
         return value
 
 
@@ -824,6 +926,9 @@ def _format_validation_error(err: ValidationError) -> list[str]:
             msg = "unknown field"
         elif item["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+        elif item["type"] in ("int_type", "float_type") and isinstance(item.get("input"), bool):
+            # YAML's true/false are not 1/0: a boolean where a number belongs is a mistake, not a count
+            msg = f"{msg}, got {str(item['input']).lower()} (booleans are not numbers)"
         problems.append(f"{field}: {msg}")
     return problems
 
@@ -1227,6 +1332,9 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
     specs: list[PipelineSpec] = []
     errors: dict[str, SpecError] = {}
     seen: dict[str, str] = {}
+    # A registered model belongs to one spec: two would move one champion alias from two DAGs (and two
+    # rollback DAGs). Keyed by the MLflow connection too: one name on two registries is two models.
+    models: dict[tuple[str, str], str] = {}
     for path in spec_files(directory):
         try:
             spec = load_spec(path)
@@ -1239,6 +1347,18 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
         if spec.name in seen:
             errors[str(path)] = SpecError(path, [f"name: {spec.name!r} is already used by {seen[spec.name]}"])
             continue
+        model = (spec.registry.connection_id, spec.registry.model_name)
+        if model in models:
+            errors[str(path)] = SpecError(
+                path,
+                [
+                    f"registry.model_name: {spec.registry.model_name!r} (connection {model[0]!r}) is already the "
+                    f"registered model of {models[model]}; a registered model belongs to one pipeline, so that two "
+                    "DAGs never move one champion -- give this pipeline its own model_name"
+                ],
+            )
+            continue
         seen[spec.name] = str(path)
+        models[model] = str(path)
         specs.append(spec)
     return LoadedSpecs(specs, errors)
