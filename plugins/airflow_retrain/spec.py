@@ -96,6 +96,27 @@ def s3_bucket_problem(name: str) -> str | None:
     return None
 
 
+_GCS_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+
+
+def gcs_bucket_problem(name: str) -> str | None:
+    """Why ``name`` is not a Cloud Storage bucket name by GCS's naming rules (None if it is one)."""
+    longest = 222 if "." in name else 63
+    if not 3 <= len(name) <= longest:
+        return f"GCS bucket name {name!r} must be 3 to {longest} characters long, not {len(name)}"
+    if not _GCS_BUCKET_CHARS.match(name):
+        return f"GCS bucket name {name!r} may contain only lowercase letters, digits, -, _ and ."
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"GCS bucket name {name!r} must begin and end with a letter or digit"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return f"GCS bucket name {name!r}: each dot-separated part must be 1 to 63 characters"
+    if _IPV4.match(name):
+        return f"GCS bucket name {name!r} must not be formatted as an IP address"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return f"GCS bucket name {name!r} must not begin with 'goog' or contain 'google'"
+    return None
+
+
 # Object key prefixes under a bucket: S3's "safe characters" (also safe in GCS object names), in segments.
 _KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$")
 
@@ -220,7 +241,8 @@ class DatasetSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     instance_type: str = "local"
-    instance_count: StrictInt = Field(1, ge=1)
+    # bounded: the ledger's instance_count column is a 32-bit INTEGER, and no cloud quota comes near 1000
+    instance_count: StrictInt = Field(1, ge=1, le=1000)
     max_runtime_seconds: StrictInt = Field(3600, ge=60, le=7 * 24 * 3600)
     gpu: Literal["auto", "required", "none"] = "auto"
     hourly_price_usd: FiniteFloat | None = Field(
@@ -319,6 +341,13 @@ class VertexSpec(_Strict):
     @classmethod
     def _image_reference(cls, value: str | None) -> str | None:
         return _check_image(value)
+
+    @field_validator("staging_bucket")
+    @classmethod
+    def _gcs_bucket_name(cls, value: str) -> str:
+        if problem := gcs_bucket_problem(value.removeprefix("gs://").removesuffix("/")):
+            raise ValueError(problem)
+        return value
 
 
 # A container image reference: registry/path[:tag][@sha256:digest], no spaces or control characters.
@@ -441,6 +470,8 @@ def artifact_root_problems(root: str) -> list[str]:
     elif not parts.netloc:
         return [f"{root!r}: no bucket"]
     elif parts.scheme == "s3" and (problem := s3_bucket_problem(parts.netloc)):
+        return [f"{root!r}: {problem}"]
+    elif parts.scheme in ("gs", "gcs") and (problem := gcs_bucket_problem(parts.netloc)):
         return [f"{root!r}: {problem}"]
     if parts.query or parts.fragment:
         return [f"{root!r}: no query or fragment allowed"]
