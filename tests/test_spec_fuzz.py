@@ -36,9 +36,13 @@ DAGS = ROOT / "dags"
 CHURN_TEXT = (ROOT / "include" / "pipelines" / "churn.yaml").read_text()
 CHURN = yaml.safe_load(CHURN_TEXT)
 FUZZ_FILE = "zz_fuzz.yaml"  # sorts after churn.yaml: a mutated spec named "churn" is the duplicate
-# The base of every mutation: the churn spec under another name, so that it is valid beside churn.yaml.
-FUZZED = {**CHURN, "name": "fuzzed"}
-FUZZED_TEXT = CHURN_TEXT.replace("\nname: churn\n", "\nname: fuzzed\n")
+# The base of every mutation: the churn spec under another name and registered model (a registered model
+# belongs to one spec), so that it is valid beside churn.yaml.
+FUZZED = {**CHURN, "name": "fuzzed", "registry": {**CHURN["registry"], "model_name": "fuzzed"}}
+FUZZED_TEXT = CHURN_TEXT.replace("\nname: churn\n", "\nname: fuzzed\n").replace(
+    "\n  model_name: churn\n", "\n  model_name: fuzzed\n"
+)
+assert yaml.safe_load(FUZZED_TEXT) == FUZZED
 assert FUZZED_TEXT != CHURN_TEXT
 EXAMPLES = int(os.environ.get("RETRAIN_FUZZ_EXAMPLES", "100"))
 FUZZ_SETTINGS = settings(
@@ -227,6 +231,8 @@ def test_random_files_never_hide_the_valid_pipeline(content):
 def _spec_text(**changes) -> str:
     data = json.loads(json.dumps(CHURN, default=str))
     data["start_date"] = CHURN["start_date"]
+    if "name" in changes:  # its own registered model too: two specs never share one
+        changes.setdefault("registry__model_name", changes["name"])
     for dotted, value in changes.items():
         _set(data, tuple(dotted.split("__")), value)
     return yaml.safe_dump(data, sort_keys=False)

@@ -16,6 +16,13 @@ rate for the same seconds. One formula covers both::
     on_demand_usd  = training_seconds / 3600 x instances x on-demand rate
     spot_savings   = on_demand_usd - usd
 
+An instance is one replica with all of its GPUs: a Vertex replica of ``n1-standard-4`` with four T4s
+(instance type ``n1-standard-4+4xnvidia-tesla-t4``, see
+:func:`airflow_retrain.training.vertex_catalog.price_key`) costs the machine plus four times the T4's
+hourly price (:data:`ACCELERATOR_PRICES`); a SageMaker instance type's price already covers its GPUs.
+GPUs per instance come from the backends' catalogs (:func:`gpus_per_instance`), so GPU-hours scale with
+GPUs x instances too.
+
 An unknown price never fails a finished job: :func:`job_cost` reports the cost as unknown (``usd`` is
 ``None``) with a warning; the spec check flags the instance type at load time instead.
 """
@@ -66,12 +73,22 @@ PRICES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
             "ml.p3.2xlarge": (4.131, 4.131),
         },
     },
+    # Vertex: machine types (A2/A3 include their GPUs; G2 keys name their built-in L4s). GPUs attached
+    # to N1 machines are priced per GPU in ACCELERATOR_PRICES and added per GPU.
     "vertex": {
         "us-central1": {
             "n1-standard-4": (0.2185, 0.0438),
-            "n1-standard-4+nvidia-tesla-t4": (0.6210, 0.1863),
             "g2-standard-8+nvidia-l4": (1.0358, 0.3107),
             "a2-highgpu-1g": (4.2245, 1.2674),
+        },
+    },
+}
+
+# backend -> region -> accelerator -> (on-demand, spot) USD per GPU-hour, for GPUs attached to a machine.
+ACCELERATOR_PRICES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
+    "vertex": {
+        "us-central1": {
+            "nvidia-tesla-t4": (0.4025, 0.1425),
         },
     },
 }
@@ -102,6 +119,8 @@ class CostEstimate:
     :param training_seconds: seconds the job trained (>= billable with managed spot).
     :param on_demand_usd: what the training seconds would cost on demand.
     :param spot_savings_usd: ``on_demand_usd - usd`` (0 for on-demand jobs).
+    :param gpus: GPUs of the whole job (per instance x instances) per the backend's catalog; ``None`` when
+        the catalog does not know (local jobs: the worker's GPUs).
     """
 
     backend: str
@@ -117,13 +136,28 @@ class CostEstimate:
     on_demand_usd: float | None = None
     spot_savings_usd: float | None = None
     price_table_version: str = PRICE_TABLE_VERSION
+    gpus: int | None = None
 
     @property
     def known(self) -> bool:
         return self.usd is not None
 
+    @property
+    def gpu_hours(self) -> float | None:
+        """GPUs x billable hours; ``None`` when the GPU count is unknown."""
+        return None if self.gpus is None else round(self.gpus * self.seconds / 3600.0, 6)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["gpus"] is None:  # absent, not null: readers (the dashboard) fall back to their own guess
+            del data["gpus"]
+        return data
+
+
+def job_gpus(backend: str, instance_type: str, instance_count: int) -> int | None:
+    """GPUs of a job: GPUs per instance (from the backend's catalog) x instances; ``None`` when unknown."""
+    per_instance = known_gpus_per_instance(backend, instance_type)
+    return None if per_instance is None else per_instance * int(instance_count)
 
 
 def _region(backend: str, region: str | None) -> str:
@@ -137,15 +171,33 @@ def hourly_prices(
     if override is not None:
         return float(override), float(override), "override"
     where = _region(backend, region)
+    table = PRICES.get(backend, {}).get(where, {})
+    if instance_type in table:
+        on_demand, spot = table[instance_type]
+        return float(on_demand), float(spot), "table"
+    if backend == "vertex" and (attached := _attached_gpu_prices(instance_type, where)) is not None:
+        return attached[0], attached[1], "table"
+    raise UnknownPriceError(
+        f"no price for {backend} instance type {instance_type!r} in region {where!r} (price table "
+        f"{PRICE_TABLE_VERSION}); add it to airflow_retrain.cost.PRICES or set "
+        f"training.resources.hourly_price_usd"
+    )
+
+
+def _attached_gpu_prices(instance_type: str, region: str) -> tuple[float, float] | None:
+    """Machine price + count x GPU price of a Vertex ``machine+[Nx]accelerator`` key; None if a part is unpriced."""
+    from airflow_retrain.training.vertex_catalog import UnknownMachineError, parse_price_key
+
     try:
-        on_demand, spot = PRICES[backend][where][instance_type]
-    except KeyError:
-        raise UnknownPriceError(
-            f"no price for {backend} instance type {instance_type!r} in region {where!r} (price table "
-            f"{PRICE_TABLE_VERSION}); add it to airflow_retrain.cost.PRICES or set "
-            f"training.resources.hourly_price_usd"
-        ) from None
-    return float(on_demand), float(spot), "table"
+        machine, accelerator, count = parse_price_key(instance_type)
+    except UnknownMachineError:
+        return None
+    machines = PRICES["vertex"].get(region, {})
+    gpus = ACCELERATOR_PRICES["vertex"].get(region, {})
+    if accelerator is None or machine not in machines or accelerator not in gpus:
+        return None
+    # rounded: the sum of two decimal prices must not grow float noise (0.2185 + 0.4025 = 0.621, not ...01)
+    return tuple(round(m + count * g, 6) for m, g in zip(machines[machine], gpus[accelerator], strict=True))  # type: ignore[return-value]
 
 
 def hourly_price(
@@ -195,6 +247,7 @@ def estimate_cost(
         training_seconds=round(trained, 3),
         on_demand_usd=on_demand_usd,
         spot_savings_usd=round(max(0.0, on_demand_usd - usd), 6),
+        gpus=job_gpus(backend, instance_type, instance_count),
     )
 
 
@@ -237,6 +290,7 @@ def job_cost(
             region=_region(backend, region),
             spot=spot,
             training_seconds=None if training_seconds is None else round(float(training_seconds), 3),
+            gpus=job_gpus(backend, instance_type, instance_count),
         )
 
 
@@ -256,30 +310,25 @@ def max_job_cost(
     )
 
 
-# backend -> instance type -> GPUs per instance, for the ledger's GPU-hours (an unknown type counts 0).
-GPUS_PER_INSTANCE: dict[str, dict[str, int]] = {
-    "sagemaker": {
-        "ml.g4dn.xlarge": 1,
-        "ml.g4dn.2xlarge": 1,
-        "ml.g4dn.12xlarge": 4,
-        "ml.g5.xlarge": 1,
-        "ml.g5.2xlarge": 1,
-        "ml.g5.12xlarge": 4,
-        "ml.g5.48xlarge": 8,
-        "ml.g6.xlarge": 1,
-        "ml.p3.2xlarge": 1,
-        "ml.p3.8xlarge": 4,
-        "ml.p3.16xlarge": 8,
-        "ml.p4d.24xlarge": 8,
-    },
-    "vertex": {
-        "n1-standard-4+nvidia-tesla-t4": 1,
-        "g2-standard-8+nvidia-l4": 1,
-        "a2-highgpu-1g": 1,
-    },
-}
+def known_gpus_per_instance(backend: str, instance_type: str | None) -> int | None:
+    """GPUs on one instance of ``instance_type`` per the backend's catalog: 0 for CPU-only types, ``None``
+    when the catalog does not know the type (or the backend is local: its GPUs are the worker's).
+
+    The catalogs are import-light data modules (no package imports), so the cost model may consult them.
+    """
+    if not instance_type:
+        return None
+    if backend == "sagemaker":
+        from airflow_retrain.training.sagemaker_catalog import gpus_per_instance as sagemaker_gpus
+
+        return sagemaker_gpus(instance_type)
+    if backend == "vertex":
+        from airflow_retrain.training.vertex_catalog import gpus_per_replica
+
+        return gpus_per_replica(instance_type)
+    return None
 
 
 def gpus_per_instance(backend: str, instance_type: str | None) -> int:
-    """GPUs on one instance of ``instance_type`` (0 when unknown or CPU-only)."""
-    return GPUS_PER_INSTANCE.get(backend, {}).get(instance_type or "", 0)
+    """GPUs on one instance of ``instance_type``, for GPU-hours (0 when unknown or CPU-only)."""
+    return known_gpus_per_instance(backend, instance_type) or 0

@@ -120,7 +120,8 @@ def _instance_type(spec: PipelineSpec) -> str:
     if spec.training.backend == "vertex" and spec.training.vertex is not None:
         from airflow_retrain.training.vertex_catalog import price_key
 
-        return price_key(spec.training.vertex.machine_type, spec.training.vertex.accelerator_type)
+        vx = spec.training.vertex
+        return price_key(vx.machine_type, vx.accelerator_type, vx.accelerator_count)
     return spec.training.resources.instance_type
 
 

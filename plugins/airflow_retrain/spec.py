@@ -70,6 +70,70 @@ def _unsafe_text(value: str) -> str | None:
     return None
 
 
+_S3_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+# Prefixes and suffixes S3 reserves (access points, Object Lambda, directory and table buckets, MRAPs).
+_S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", "--x-s3", "--table-s3", ".mrap")
+
+
+def s3_bucket_problem(name: str) -> str | None:
+    """Why ``name`` is not a general-purpose S3 bucket name by S3's naming rules (None if it is one)."""
+    if not 3 <= len(name) <= 63:
+        return f"S3 bucket name {name!r} must be 3 to 63 characters long, not {len(name)}"
+    if not _S3_BUCKET_CHARS.match(name):
+        return f"S3 bucket name {name!r} may contain only lowercase letters, digits, hyphens (-) and dots (.)"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"S3 bucket name {name!r} must begin and end with a letter or digit"
+    if ".." in name:
+        return f"S3 bucket name {name!r} must not contain two adjacent dots"
+    if _IPV4.match(name):
+        return f"S3 bucket name {name!r} must not be formatted as an IP address"
+    if name.startswith(_S3_RESERVED_PREFIXES):
+        return f"S3 bucket name {name!r} must not start with a reserved prefix ({', '.join(_S3_RESERVED_PREFIXES)})"
+    if name.endswith(_S3_RESERVED_SUFFIXES):
+        return f"S3 bucket name {name!r} must not end with a reserved suffix ({', '.join(_S3_RESERVED_SUFFIXES)})"
+    return None
+
+
+_GCS_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+
+
+def gcs_bucket_problem(name: str) -> str | None:
+    """Why ``name`` is not a Cloud Storage bucket name by GCS's naming rules (None if it is one)."""
+    longest = 222 if "." in name else 63
+    if not 3 <= len(name) <= longest:
+        return f"GCS bucket name {name!r} must be 3 to {longest} characters long, not {len(name)}"
+    if not _GCS_BUCKET_CHARS.match(name):
+        return f"GCS bucket name {name!r} may contain only lowercase letters, digits, -, _ and ."
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"GCS bucket name {name!r} must begin and end with a letter or digit"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return f"GCS bucket name {name!r}: each dot-separated part must be 1 to 63 characters"
+    if _IPV4.match(name):
+        return f"GCS bucket name {name!r} must not be formatted as an IP address"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return f"GCS bucket name {name!r} must not begin with 'goog' or contain 'google'"
+    return None
+
+
+# Object key prefixes under a bucket: S3's "safe characters" (also safe in GCS object names), in segments.
+_KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*/?$")
+
+
+def _key_prefix_problem(value: str) -> str | None:
+    if len(value) > 512:
+        return f"at most 512 characters, not {len(value)}"
+    if not _KEY_PREFIX_RE.match(value):
+        return (
+            f"{value!r} is not an object key prefix: segments of letters, digits and !_.*'()- joined by '/', "
+            "with no leading '/', no empty segment and no spaces"
+        )
+    if any(part in (".", "..") for part in value.split("/")):
+        return f"{value!r} has a '.' or '..' segment"
+    return None
+
+
 class SpecError(ValueError):
     """A pipeline spec that cannot be used; the message names the file and the field."""
 
@@ -100,7 +164,7 @@ class DbtSpec(_Strict):
     profiles_dir: str | None = Field(
         None, description="folder of profiles.yml, relative to the project root; default: the dbt project folder"
     )
-    timeout_minutes: int = Field(120, ge=1, le=24 * 60, description="dbt is killed (with its children) after this")
+    timeout_minutes: StrictInt = Field(120, ge=1, le=24 * 60, description="dbt is killed (with its children) after this")
 
     @model_validator(mode="after")
     def _selects_something(self) -> DbtSpec:
@@ -177,11 +241,12 @@ class DatasetSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     instance_type: str = "local"
-    instance_count: StrictInt = Field(1, ge=1)
+    # bounded: the ledger's instance_count column is a 32-bit INTEGER, and no cloud quota comes near 1000
+    instance_count: StrictInt = Field(1, ge=1, le=1000)
     max_runtime_seconds: StrictInt = Field(3600, ge=60, le=7 * 24 * 3600)
     gpu: Literal["auto", "required", "none"] = "auto"
     hourly_price_usd: FiniteFloat | None = Field(
-        None, ge=0, description="override the price table, e.g. an internal chargeback rate"
+        None, ge=0, le=10_000, description="override the price table, e.g. an internal chargeback rate"
     )
 
 
@@ -193,17 +258,43 @@ class SageMakerSpec(_Strict):
     """
 
     role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$", description="execution role")
-    bucket: str = Field(min_length=3, max_length=63, description="S3 bucket for code, inputs and outputs")
+    bucket: str = Field(description="S3 bucket for code, inputs and outputs (its name, not an s3:// URI)")
     prefix: str = Field("airflow-retrain", description="key prefix under the bucket")
     region: str = Field("us-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     connection_id: str = Field("aws_default", description="Airflow AWS connection (credentials, endpoint_url)")
     image: str | None = Field(None, description="training image; default: the SageMaker XGBoost framework image")
     framework_version: str = Field("1.7-1", description="SageMaker XGBoost framework version for the image")
-    volume_size_gb: int = Field(30, ge=1, le=16384)
-    subnets: list[str] = Field(default_factory=list)
-    security_group_ids: list[str] = Field(default_factory=list)
-    kms_key_id: str | None = Field(None, description="KMS key for the output and the training volume")
-    spot: bool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+    volume_size_gb: StrictInt = Field(30, ge=1, le=16384)
+    # botocore's SubnetId / SecurityGroupId / KmsKeyId shapes
+    subnets: list[Annotated[str, Field(pattern=r"^[-0-9a-zA-Z]{1,32}$")]] = Field(default_factory=list, max_length=16)
+    security_group_ids: list[Annotated[str, Field(pattern=r"^[-0-9a-zA-Z]{1,32}$")]] = Field(
+        default_factory=list, max_length=5
+    )
+    kms_key_id: str | None = Field(
+        None, pattern=r"^[a-zA-Z0-9:/_-]{1,2048}$", description="KMS key for the output and the training volume"
+    )
+    spot: StrictBool = Field(False, description="managed spot training (MaxWaitTimeInSeconds = 2 x max runtime)")
+
+    @field_validator("bucket")
+    @classmethod
+    def _s3_bucket_name(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            raise ValueError(f"{value!r}: give the bucket's name, without s3://")
+        if problem := s3_bucket_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _object_prefix(cls, value: str) -> str:
+        if problem := _key_prefix_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return _check_image(value)
 
     @model_validator(mode="after")
     def _vpc_pair(self) -> SageMakerSpec:
@@ -232,12 +323,44 @@ class VertexSpec(_Strict):
     image: str | None = Field(None, description="training image; default: Vertex's prebuilt XGBoost CPU image")
     machine_type: str = "n1-standard-4"
     accelerator_type: str | None = Field(None, description="an aiplatform AcceleratorType, e.g. NVIDIA_TESLA_T4")
-    accelerator_count: int = Field(0, ge=0, le=16)
-    replica_count: int = Field(1, ge=1, le=64, description="replicas training one model (data-parallel)")
+    accelerator_count: StrictInt = Field(0, ge=0, le=16)
+    replica_count: StrictInt = Field(1, ge=1, le=64, description="replicas training one model (data-parallel)")
     service_account: str | None = Field(None, pattern=r"^\S+@\S+\.iam\.gserviceaccount\.com$")
     network: str | None = Field(None, pattern=r"^projects/[^/]+/global/networks/[^/]+$")
-    spot: bool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
+    spot: StrictBool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
     connection_id: str = Field("google_cloud_default", description="Airflow Google Cloud connection")
+
+    @field_validator("prefix")
+    @classmethod
+    def _object_prefix(cls, value: str) -> str:
+        if problem := _key_prefix_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return _check_image(value)
+
+    @field_validator("staging_bucket")
+    @classmethod
+    def _gcs_bucket_name(cls, value: str) -> str:
+        if problem := gcs_bucket_problem(value.removeprefix("gs://").removesuffix("/")):
+            raise ValueError(problem)
+        return value
+
+
+# A container image reference: registry/path[:tag][@sha256:digest], no spaces or control characters.
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+
+def _check_image(value: str | None) -> str | None:
+    if value is not None and (len(value) > 1024 or not _IMAGE_RE.match(value)):
+        raise ValueError(
+            f"{value!r} is not a container image reference (registry/repository[:tag][@sha256:digest], lowercase "
+            "repository, no spaces)"
+        )
+    return value
 
 
 class TrainingSpec(_Strict):
@@ -256,12 +379,12 @@ class TrainingSpec(_Strict):
     pool: str | None = Field(
         None, description="Airflow pool for the train task (create it with include_deferred so deferred tasks count)"
     )
-    max_cost_usd: float | None = Field(
+    max_cost_usd: FiniteFloat | None = Field(
         None, gt=0, description="refuse to launch when hourly price x instances x max runtime exceeds this"
     )
     sagemaker: SageMakerSpec | None = None
     vertex: VertexSpec | None = None
-    spot: bool = Field(
+    spot: StrictBool = Field(
         False,
         description="spot capacity on any remote backend (SageMaker managed spot with checkpoints, Vertex Spot "
         "VMs); the script resumes from its checkpoint dir after an interruption",
@@ -346,6 +469,10 @@ def artifact_root_problems(root: str) -> list[str]:
             return [f"{root!r}: a file:// root needs an absolute path (file:///srv/artifacts)"]
     elif not parts.netloc:
         return [f"{root!r}: no bucket"]
+    elif parts.scheme == "s3" and (problem := s3_bucket_problem(parts.netloc)):
+        return [f"{root!r}: {problem}"]
+    elif parts.scheme in ("gs", "gcs") and (problem := gcs_bucket_problem(parts.netloc)):
+        return [f"{root!r}: {problem}"]
     if parts.query or parts.fragment:
         return [f"{root!r}: no query or fragment allowed"]
     return []
@@ -395,8 +522,8 @@ class Threshold(_Strict):
 
 
 class RateBand(_Strict):
-    min: float | None = Field(None, ge=0.0, le=1.0)
-    max: float | None = Field(None, ge=0.0, le=1.0)
+    min: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
+    max: FiniteFloat | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> RateBand:
@@ -408,8 +535,8 @@ class RateBand(_Strict):
 
 
 class NullRateSpec(_Strict):
-    default: float = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
-    columns: dict[str, float] = Field(default_factory=dict, description="column -> largest null rate")
+    default: FiniteFloat = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
+    columns: dict[str, FiniteFloat] = Field(default_factory=dict, description="column -> largest null rate")
 
     @field_validator("columns")
     @classmethod
@@ -421,8 +548,8 @@ class NullRateSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    psi_max: float | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
-    ks_max: float | None = Field(
+    psi_max: FiniteFloat | None = Field(0.2, gt=0.0, description="largest PSI of a feature vs the champion's snapshot")
+    ks_max: FiniteFloat | None = Field(
         None, gt=0.0, le=1.0, description="largest Kolmogorov-Smirnov statistic D (not a p-value) of a numeric feature"
     )
     on_missing_snapshot: Literal["pass", "fail"] = Field(
@@ -438,16 +565,16 @@ class DriftSpec(_Strict):
 
 
 class SchemaGateSpec(_Strict):
-    match_contract: bool = Field(True, description="columns and types match the feature model's dbt contract")
-    match_previous: bool = Field(True, description="columns and types match the last passed run's")
+    match_contract: StrictBool = Field(True, description="columns and types match the feature model's dbt contract")
+    match_previous: StrictBool = Field(True, description="columns and types match the last passed run's")
 
 
 class DataGateSpec(_Strict):
     """``gates.data``: checks on the exported dataset, before training."""
 
     schema_: SchemaGateSpec = Field(default_factory=SchemaGateSpec, alias="schema")
-    min_rows: int | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
-    max_row_change: float | None = Field(
+    min_rows: StrictInt | None = Field(None, ge=1, description="fewest rows; default: dataset.min_rows")
+    max_row_change: FiniteFloat | None = Field(
         None, gt=0.0, description="largest relative row-count change vs the last passed run (0.2 = 20 %)"
     )
     max_null_rate: NullRateSpec = Field(default_factory=NullRateSpec)
@@ -461,8 +588,8 @@ class ChampionGateSpec(_Strict):
     """``gates.champion``: the champion re-scored on the candidate's holdout."""
 
     metric: str | None = Field(None, description="default: registry.primary_metric")
-    min_improvement: float | None = Field(None, ge=0.0, description="default: registry.min_improvement")
-    greater_is_better: bool | None = Field(None, description="default: registry's for the primary metric")
+    min_improvement: FiniteFloat | None = Field(None, ge=0.0, description="default: registry.min_improvement")
+    greater_is_better: StrictBool | None = Field(None, description="default: registry's for the primary metric")
 
 
 class SliceGateSpec(_Strict):
@@ -470,16 +597,16 @@ class SliceGateSpec(_Strict):
 
     columns: list[str] = Field(min_length=1, description="feature columns to slice the holdout by")
     metric: str | None = Field(None, description="default: registry.primary_metric")
-    max_regression: float = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
-    min_rows: int = Field(30, ge=1, description="smaller slices are recorded as skipped")
+    max_regression: FiniteFloat = Field(0.02, ge=0.0, description="largest allowed drop of a slice's metric")
+    min_rows: StrictInt = Field(30, ge=1, description="smaller slices are recorded as skipped")
 
 
 class EfficiencyGateSpec(_Strict):
     """``gates.efficiency``: the candidate's size and batch scoring latency."""
 
-    max_model_mb: float | None = Field(None, gt=0.0)
-    max_latency_ms: float | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
-    rows: int = Field(1000, ge=1, le=1_000_000)
+    max_model_mb: FiniteFloat | None = Field(None, gt=0.0)
+    max_latency_ms: FiniteFloat | None = Field(None, gt=0.0, description="median time to score `rows` rows in one batch")
+    rows: StrictInt = Field(1000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _has_bound(self) -> EfficiencyGateSpec:
@@ -499,8 +626,8 @@ class GatesSpec(_Strict):
 class ApprovalSpec(_Strict):
     """A human approves each promotion in the Airflow UI (Airflow's ApprovalOperator) before it happens."""
 
-    required: bool = False
-    timeout_minutes: int = Field(
+    required: StrictBool = False
+    timeout_minutes: StrictInt = Field(
         24 * 60, ge=1, le=30 * 24 * 60, description="no answer within this counts as a rejection"
     )
 
@@ -520,12 +647,12 @@ class MirrorSpec(_Strict):
 class LeaseSpec(_Strict):
     """The promotion lease in the registry (shared by every pipeline and deployment using the model)."""
 
-    wait_seconds: float = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
-    settle_seconds: float = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
+    wait_seconds: FiniteFloat = Field(300.0, ge=0, le=3600, description="wait this long for another run's promotion")
+    settle_seconds: FiniteFloat = Field(0.5, ge=0.05, le=30, description="verify-after-write pause")
 
 
 class RegistrySpec(_Strict):
-    model_name: str = Field(min_length=1)
+    model_name: str = Field(min_length=1, max_length=256, description="MLflow registered model; one per pipeline")
     primary_metric: str
     greater_is_better: StrictBool = True
     min_improvement: FiniteFloat = Field(0.0, ge=0.0, description="how much the candidate must beat the champion by")
@@ -543,13 +670,19 @@ class RegistrySpec(_Strict):
             raise ValueError("a model name cannot contain both ' and \" (MLflow search filters cannot quote it)")
         if value != value.strip() or any(ord(c) < 32 for c in value):
             raise ValueError("a model name cannot have control characters or leading/trailing spaces")
+        # MLflow's own rules (mlflow.utils.validation._validate_model_name), checked here so a spec is refused
+        # at load, not at registration after dbt, export and training ran.
+        if "/" in value or ":" in value:
+            raise ValueError(f"{value!r}: MLflow model names cannot contain '/' or ':'")
+        if value == "." or value.startswith(".."):
+            raise ValueError(f"{value!r}: MLflow refuses names that resolve to another path")
         return value
 
 
 class BudgetSpec(_Strict):
     """Spending limits; crossing one warns in the run's teardown log (it never stops a run)."""
 
-    weekly_usd: float = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
+    weekly_usd: FiniteFloat = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
 
 
 class PipelineSpec(_Strict):
@@ -824,6 +957,9 @@ def _format_validation_error(err: ValidationError) -> list[str]:
             msg = "unknown field"
         elif item["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
+        elif item["type"] in ("int_type", "float_type") and isinstance(item.get("input"), bool):
+            # YAML's true/false are not 1/0: a boolean where a number belongs is a mistake, not a count
+            msg = f"{msg}, got {str(item['input']).lower()} (booleans are not numbers)"
         problems.append(f"{field}: {msg}")
     return problems
 
@@ -924,6 +1060,8 @@ def _check_training(spec: PipelineSpec) -> list[str]:
                 f"instance type (botocore's SageMaker model lists e.g. ml.m5.xlarge, ml.g5.xlarge)"
             )
             return problems
+        if res.gpu == "required" and (problem := _sagemaker_gpu_problem(res.instance_type)):
+            problems.append(problem)
     elif training.sagemaker is not None:
         problems.append(f"training.sagemaker: set, but training.backend is {training.backend!r}")
     instance_type, instance_count = res.instance_type, res.instance_count
@@ -937,7 +1075,14 @@ def _check_training(spec: PipelineSpec) -> list[str]:
         problems += machine_problems(vx.machine_type, vx.accelerator_type, vx.accelerator_count, "training.vertex")
         if problems:
             return problems
-        instance_type, instance_count = price_key(vx.machine_type, vx.accelerator_type), vx.replica_count
+        if res.gpu == "required" and not vx.accelerator_type:  # A2/A3/G2 without one failed machine_problems
+            problems.append(
+                f"training.resources.gpu: 'required', but training.vertex.machine_type {vx.machine_type} has no GPU "
+                "and training.vertex.accelerator_type is not set; attach one (e.g. NVIDIA_TESLA_T4) or set gpu: auto"
+            )
+        # one replica with all its GPUs is the priced instance: 4 x T4 costs (and counts) four T4s
+        instance_type = price_key(vx.machine_type, vx.accelerator_type, vx.accelerator_count)
+        instance_count = vx.replica_count
     elif training.vertex is not None:
         problems.append(f"training.vertex: set, but training.backend is {training.backend!r}")
     if training.spot and training.backend == "local":
@@ -968,6 +1113,18 @@ def _check_training(spec: PipelineSpec) -> list[str]:
             f"{res.max_runtime_seconds}), above the budget of ${training.max_cost_usd:.2f}"
         )
     return problems
+
+
+def _sagemaker_gpu_problem(instance_type: str) -> str | None:
+    """``gpu: required`` on a SageMaker instance type without a GPU (by the catalog's GPU counts)."""
+    from airflow_retrain.training.sagemaker_catalog import gpus_per_instance
+
+    if gpus_per_instance(instance_type) == 0:  # None: a GPU family whose count the catalog lacks
+        return (
+            f"training.resources.gpu: 'required', but training.resources.instance_type {instance_type} has no "
+            "GPU; choose a GPU instance type (e.g. ml.g5.xlarge) or set gpu: auto"
+        )
+    return None
 
 
 def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
@@ -1206,6 +1363,9 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
     specs: list[PipelineSpec] = []
     errors: dict[str, SpecError] = {}
     seen: dict[str, str] = {}
+    # A registered model belongs to one spec: two would move one champion alias from two DAGs (and two
+    # rollback DAGs). Keyed by the MLflow connection too: one name on two registries is two models.
+    models: dict[tuple[str, str], str] = {}
     for path in spec_files(directory):
         try:
             spec = load_spec(path)
@@ -1218,6 +1378,18 @@ def load_specs(directory: Path | str) -> LoadedSpecs:
         if spec.name in seen:
             errors[str(path)] = SpecError(path, [f"name: {spec.name!r} is already used by {seen[spec.name]}"])
             continue
+        model = (spec.registry.connection_id, spec.registry.model_name)
+        if model in models:
+            errors[str(path)] = SpecError(
+                path,
+                [
+                    f"registry.model_name: {spec.registry.model_name!r} (connection {model[0]!r}) is already the "
+                    f"registered model of {models[model]}; a registered model belongs to one pipeline, so that two "
+                    "DAGs never move one champion -- give this pipeline its own model_name"
+                ],
+            )
+            continue
         seen[spec.name] = str(path)
+        models[model] = str(path)
         specs.append(spec)
     return LoadedSpecs(specs, errors)

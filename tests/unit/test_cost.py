@@ -48,6 +48,7 @@ def test_estimate_from_table():
         training_seconds=3600.0,
         on_demand_usd=0.46,
         spot_savings_usd=0.0,
+        gpus=0,  # a CPU instance type, per the SageMaker catalog
     )
 
 
@@ -125,6 +126,7 @@ def test_to_dict_is_json_able():
         "on_demand_usd": 0.2185,
         "spot_savings_usd": 0.0,
         "price_table_version": PRICE_TABLE_VERSION,
+        "gpus": 0,
     }
 
 

@@ -24,6 +24,14 @@ def churn_dict() -> dict:
     return yaml.safe_load(CHURN.read_text())
 
 
+def other_pipeline(name: str) -> dict:
+    """The churn spec as another pipeline: its own name and registered model (a model belongs to one spec)."""
+    data = churn_dict()
+    data["name"] = name
+    data["registry"]["model_name"] = name
+    return data
+
+
 def write(tmp_path: Path, data, name: str = "p.yaml") -> Path:
     path = tmp_path / name
     path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
@@ -106,7 +114,7 @@ def test_timezone_is_validated_and_used(tmp_path):
 def test_a_spec_whose_dag_fails_to_build_is_reported_and_spares_the_others(tmp_path, monkeypatch):
     """The per-spec boundary: whatever the DAG constructor raises becomes that spec's SpecError."""
     write(tmp_path, churn_dict(), "churn.yaml")
-    write(tmp_path, dict(churn_dict(), name="fraud"), "fraud.yaml")
+    write(tmp_path, other_pipeline("fraud"), "fraud.yaml")
     real = dag_factory.build_dag
 
     def build(spec):
@@ -127,9 +135,9 @@ def test_a_spec_whose_dag_fails_to_build_is_reported_and_spares_the_others(tmp_p
 def test_dagbag_validation_errors_are_caught_in_the_boundary(tmp_path, monkeypatch):
     """A timetable the DagBag would refuse (it validates after the file imported) is caught by the factory."""
     write(tmp_path, churn_dict(), "churn.yaml")
-    write(tmp_path, dict(churn_dict(), name="fraud"), "fraud.yaml")
+    write(tmp_path, other_pipeline("fraud"), "fraud.yaml")
     monkeypatch.setattr("airflow_retrain.spec.validate_schedule", lambda value, **_: value)
-    write(tmp_path, dict(churn_dict(), name="fraud", schedule="61 * * * *"), "fraud.yaml")
+    write(tmp_path, dict(other_pipeline("fraud"), schedule="61 * * * *"), "fraud.yaml")
     dags, errors = dag_factory.collect_pipelines(tmp_path)
     assert list(dags) == ["churn_retrain"]
     assert "schedule: the DAG cannot be built" in str(errors[str(tmp_path / "fraud.yaml")])
@@ -282,8 +290,8 @@ def test_dbt_selectors_are_not_flags(tmp_path, selector):
 
 def test_upper_case_yaml_files_are_loaded_and_hidden_files_skipped(tmp_path):
     write(tmp_path, churn_dict(), "CHURN.YAML")
-    write(tmp_path, dict(churn_dict(), name="fraud"), "fraud.Yml")
-    write(tmp_path, dict(churn_dict(), name="swap"), ".churn.yaml")
+    write(tmp_path, other_pipeline("fraud"), "fraud.Yml")
+    write(tmp_path, other_pipeline("swap"), ".churn.yaml")
     loaded = load_specs(tmp_path)
     assert sorted(s.name for s in loaded.specs) == ["churn", "fraud"]
     assert loaded.errors == {}

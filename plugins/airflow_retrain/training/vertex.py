@@ -358,6 +358,7 @@ class VertexTrainingBackend(TrainingBackend):
         accel = pool.machine_spec.accelerator_type.name if pool and pool.machine_spec.accelerator_type else None
         accel = None if accel in (None, "ACCELERATOR_TYPE_UNSPECIFIED") else accel
         replicas = int(pool.replica_count) if pool else 1
+        accelerators = int(pool.machine_spec.accelerator_count) if pool else 0
         started, ended = _ts(cj.start_time), _ts(cj.end_time)
         seconds = max(0.0, ((ended if state.terminal else time.time()) - started)) if started and (ended or not state.terminal) else 0.0
         reason = None
@@ -382,7 +383,7 @@ class VertexTrainingBackend(TrainingBackend):
             job_name=job_name,
             backend=self.name,
             state=state,
-            instance_type=price_key(machine, accel),
+            instance_type=price_key(machine, accel, accelerators),  # the count prices (and counts) every GPU
             instance_count=replicas,
             created_at=_ts(cj.create_time),
             started_at=started,
@@ -397,7 +398,7 @@ class VertexTrainingBackend(TrainingBackend):
                 "spot": spot,
                 "machine_type": machine,
                 "accelerator_type": accel,
-                "accelerator_count": int(pool.machine_spec.accelerator_count) if pool else 0,
+                "accelerator_count": accelerators,
                 "training_seconds": round(seconds, 3),
                 "output_uri": cj.job_spec.base_output_directory.output_uri_prefix,
             },
