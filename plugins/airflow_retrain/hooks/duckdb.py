@@ -71,14 +71,6 @@ class RetrainDuckDBHook(DbApiHook):
         connection = Connection(conn_id=conn_id, conn_type=cls.conn_type, host=str(path))
         return cls(conn_id, connection=connection, **kwargs)
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["port", "login", "password", "schema", "extra"],
-            "relabeling": {"host": "Database file path"},
-            "placeholders": {"host": "/opt/airflow/state/warehouse.duckdb"},
-        }
-
     @cached_property
     def database_path(self) -> str:
         """The database file of the connection (``~`` expanded)."""
