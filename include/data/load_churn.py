@@ -10,22 +10,21 @@ Every load replaces the table's contents, so running it twice still leaves 7,043
 Usage, from the repository root::
 
     python include/data/load_churn.py --target duckdb --path .local/warehouse.duckdb
-    RETRAIN_PG_USER=... RETRAIN_PG_PASSWORD=... RETRAIN_PG_DBNAME=... \\
-        python include/data/load_churn.py --target postgres
+    AIRFLOW_CONN_RETRAIN_WAREHOUSE='postgresql://USER:PASSWORD@HOST:5432/DBNAME' \\
+        python include/data/load_churn.py --target postgres [--conn-id retrain_warehouse]
 
-The postgres target reads the same environment variables as the dbt profile in ``dbt/profiles.yml``.
-Third-party packages are imported inside the functions, so importing this file is cheap.
+The postgres target reads the Airflow connection the pipelines read (through the Postgres provider's
+``PostgresHook``), so its password lives only in that connection. Third-party packages (and Airflow) are
+imported inside the functions, so importing this file is cheap.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,35 +105,44 @@ def load_to_duckdb(path: str) -> int:
     return int(rows)
 
 
-def load_to_postgres(*, host: str, port: int | str, user: str, password: str, dbname: str) -> int:
-    """Replace the contents of ``raw.telco_customers`` in Postgres with a fresh load.
+def load_to_postgres(conn_id: str = "retrain_warehouse") -> int:
+    """Replace the contents of ``raw.telco_customers`` in the Postgres warehouse of an Airflow connection.
 
-    The table is truncated and refilled with ``COPY`` in one transaction rather than dropped, because
-    dbt's staging view depends on it and Postgres will not drop a table a view depends on. It is only
-    dropped (with its dependent views, which ``dbt build`` recreates) if its columns no longer match.
+    The connection (type ``postgres``; ``schema`` = the database) is read through the Postgres provider's
+    ``PostgresHook``, as the pipelines read it, so the credentials stay in the connection. The table is
+    truncated and refilled in one transaction rather than dropped, because dbt's staging view depends on it
+    and Postgres will not drop a table a view depends on. It is only dropped (with its dependent views,
+    which ``dbt build`` recreates) if its columns no longer match.
 
-    :param host: server host name.
-    :param port: server port.
-    :param user: role to connect as.
-    :param password: that role's password.
-    :param dbname: database to load into; schema ``raw`` is created in it if missing.
+    :param conn_id: Airflow connection of the warehouse (e.g. from ``AIRFLOW_CONN_RETRAIN_WAREHOUSE``).
     :return: the number of rows in the table after the load.
+    :raises ValueError: the connection is not a postgres one.
     """
-    import psycopg2
+    from contextlib import closing
 
-    frame = read_churn()
-    csv_buffer = io.StringIO()
-    # Missing total_charges become empty fields, which COPY ... csv reads as NULL.
-    frame.to_csv(csv_buffer, index=False, header=False, date_format="%Y-%m-%d %H:%M:%S.%f%z")
-    csv_buffer.seek(0)
+    from airflow_retrain.hooks.warehouse import POSTGRES_CONN_TYPES, get_warehouse_hook
 
-    conn = psycopg2.connect(host=host, port=int(port), user=user, password=password, dbname=dbname)
-    try:
-        with conn, conn.cursor() as cur:
+    hook = get_warehouse_hook(conn_id)
+    if hook.connection.conn_type not in POSTGRES_CONN_TYPES:
+        raise ValueError(
+            f"connection {conn_id!r} has type {hook.connection.conn_type!r}, not postgres: "
+            "load a DuckDB warehouse with --target duckdb --path FILE"
+        )
+    loaded_at = datetime.now(UTC)
+    frame = read_churn(loaded_at)
+    # Missing total_charges become NULL; the timestamp goes to the driver as a plain datetime.
+    values = frame.drop(columns="_loaded_at")
+    values = values.astype(object).where(values.notna(), None)
+    rows = [(*row, loaded_at) for row in values.itertuples(index=False, name=None)]
+    marks = ", ".join(hook.placeholder for _ in COLUMN_NAMES)
+
+    with closing(hook.get_conn()) as conn:
+        with closing(conn.cursor()) as cur:
             cur.execute(f"create schema if not exists {SCHEMA}")
             cur.execute(
                 "select column_name from information_schema.columns "
-                "where table_schema = %s and table_name = %s order by ordinal_position",
+                f"where table_schema = {hook.placeholder} and table_name = {hook.placeholder} "
+                "order by ordinal_position",
                 (SCHEMA, TABLE),
             )
             existing = [name for (name,) in cur.fetchall()]
@@ -143,36 +151,11 @@ def load_to_postgres(*, host: str, port: int | str, user: str, password: str, db
                 cur.execute(CREATE_TABLE_SQL)
             else:
                 cur.execute(f"truncate table {QUALIFIED_TABLE}")
-            cur.copy_expert(
-                f"copy {QUALIFIED_TABLE} ({', '.join(COLUMN_NAMES)}) from stdin with (format csv)",
-                csv_buffer,
-            )
+            cur.executemany(f"insert into {QUALIFIED_TABLE} ({', '.join(COLUMN_NAMES)}) values ({marks})", rows)
             cur.execute(f"select count(*) from {QUALIFIED_TABLE}")
-            (rows,) = cur.fetchone()
-    finally:
-        conn.close()
-    return int(rows)
-
-
-def postgres_settings_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Connection settings from the environment variables the dbt profile reads.
-
-    :param environ: mapping to read instead of ``os.environ``.
-    :return: keyword arguments for :func:`load_to_postgres`.
-    :raises SystemExit: if a variable without a default is unset.
-    """
-    env = os.environ if environ is None else environ
-    required = ("RETRAIN_PG_USER", "RETRAIN_PG_PASSWORD", "RETRAIN_PG_DBNAME")
-    missing = [name for name in required if name not in env]
-    if missing:
-        raise SystemExit(f"missing environment variables for the postgres target: {', '.join(missing)}")
-    return {
-        "host": env.get("RETRAIN_PG_HOST", "localhost"),
-        "port": int(env.get("RETRAIN_PG_PORT", "5432")),
-        "user": env["RETRAIN_PG_USER"],
-        "password": env["RETRAIN_PG_PASSWORD"],
-        "dbname": env["RETRAIN_PG_DBNAME"],
-    }
+            (count,) = cur.fetchone()
+        conn.commit()  # closing without it rolls the whole load back
+    return int(count)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,16 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         default=".local/warehouse.duckdb",
         help="DuckDB file for --target duckdb (default: .local/warehouse.duckdb)",
     )
+    parser.add_argument(
+        "--conn-id",
+        default="retrain_warehouse",
+        help="Airflow connection of the Postgres warehouse for --target postgres (default: retrain_warehouse)",
+    )
     args = parser.parse_args(argv)
 
     if args.target == "duckdb":
         rows = load_to_duckdb(args.path)
         where = f"duckdb {args.path}"
     else:
-        settings = postgres_settings_from_env()
-        rows = load_to_postgres(**settings)
-        # Never echo the password.
-        where = f"postgres {settings['user']}@{settings['host']}:{settings['port']}/{settings['dbname']}"
+        rows = load_to_postgres(args.conn_id)
+        where = f"postgres connection {args.conn_id}"
     print(f"loaded {rows} rows into {QUALIFIED_TABLE} ({where})")
     return 0
 

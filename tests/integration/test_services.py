@@ -40,7 +40,6 @@ def pg():
 
 @pytest.fixture
 def pg_conn(pg, monkeypatch, churn_loader):
-    churn_loader["load_to_postgres"](**pg)
     conn = {
         "conn_type": "postgres",
         "host": pg["host"],
@@ -51,6 +50,8 @@ def pg_conn(pg, monkeypatch, churn_loader):
         "extra": {"schema": "public"},
     }
     monkeypatch.setenv("AIRFLOW_CONN_PG_WAREHOUSE", json.dumps(conn))
+    # The loader reads the same connection (through PostgresHook), extra "schema" (dbt's) included.
+    assert churn_loader["load_to_postgres"]("pg_warehouse") == 7043
     return "pg_warehouse"
 
 

@@ -1,26 +1,42 @@
-"""WarehouseHook: the warehouse dbt builds and the export reads, from one Airflow connection.
+"""The warehouse dbt builds and the export reads, from one Airflow connection.
 
-Connection types: ``duckdb`` (``host`` = path of the database file) and ``postgres`` (``host``,
-``port``, ``login``, ``password``, ``schema`` = database; extra ``{"schema": "public"}`` = dbt schema).
-While the default connection ``retrain_warehouse`` is not defined (or the id is ``None``), the embedded
-default is used: DuckDB at ``<state dir>/warehouse.duckdb``. A named connection that does not exist is an
-error, never a silent fallback.
-The same values become the env vars ``dbt/profiles.yml`` reads, so analysts and DAGs share one profile.
+:func:`get_warehouse_hook` resolves a connection id to the SQL hook that serves it:
+
+- ``postgres`` / ``postgresql`` → the Postgres provider's ``PostgresHook`` (``host``, ``port``, ``login``,
+  ``password``, ``schema`` = database; extra ``{"schema": "analytics"}`` = the dbt schema);
+- ``retrain_duckdb``, and ``duckdb`` connections defined before → :class:`RetrainDuckDBHook` (``host`` =
+  the database file);
+- no connection id, or the default ``retrain_warehouse`` while it is not defined → the embedded DuckDB
+  warehouse at ``<state dir>/warehouse.duckdb``. A named connection that does not exist is an error, never
+  a silent fallback.
+
+:class:`WarehouseHook` wraps that hook for the package's operators: the connection as
+:class:`WarehouseParams` (the env vars ``dbt/profiles.yml`` reads, so analysts and DAGs share one
+profile), a credential-free description, and a table read into pandas.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_retrain.hooks.duckdb import DUCKDB_CONN_TYPES, RetrainDuckDBHook
+
 if TYPE_CHECKING:
     import pandas as pd
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+    from airflow.sdk import Connection
+
+DEFAULT_WAREHOUSE_CONN_ID = "retrain_warehouse"
+POSTGRES_CONN_TYPES = ("postgres", "postgresql")
+# Keys of a postgres connection's extra that are ours (dbt's schema), not libpq parameters: PostgresHook
+# passes every other extra key to the driver, which rejects unknown ones.
+_DBT_EXTRA_KEYS = ("schema",)
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,7 @@ class WarehouseParams:
     password: str | None = None
     dbname: str | None = None
     schema: str = "public"
+    conn_id: str | None = None  # the Airflow connection; None: the embedded warehouse
 
     def describe(self) -> str:
         """Where the warehouse is, without credentials (safe for logs and XCom)."""
@@ -41,17 +58,111 @@ class WarehouseParams:
         return f"postgres://{self.host}:{self.port}/{self.dbname} (schema {self.schema})"
 
 
-class WarehouseHook(BaseHook):
-    """Connect to the feature warehouse.
+def get_warehouse_hook(
+    conn_id: str | None = DEFAULT_WAREHOUSE_CONN_ID, *, lock_timeout_seconds: float = 300.0
+) -> DbApiHook:
+    """The SQL hook serving the warehouse connection ``conn_id`` (see the module docstring).
 
-    :param warehouse_conn_id: Airflow connection of type ``duckdb`` or ``postgres``; ``None``, or the
-        default ``retrain_warehouse`` while it is not defined, means the embedded DuckDB warehouse.
+    :param conn_id: Airflow connection id; ``None`` means the embedded DuckDB warehouse.
+    :param lock_timeout_seconds: for DuckDB, how long to wait while another process holds the file.
+    :raises AirflowNotFoundException: a named connection (other than the default) is not defined.
+    :raises ValueError: the connection's type is neither DuckDB nor Postgres.
+    """
+    return resolve_warehouse(conn_id, lock_timeout_seconds=lock_timeout_seconds)[0]
+
+
+def resolve_warehouse(
+    conn_id: str | None = DEFAULT_WAREHOUSE_CONN_ID, *, lock_timeout_seconds: float = 300.0
+) -> tuple[DbApiHook, WarehouseParams]:
+    """The SQL hook of :func:`get_warehouse_hook` and the connection's settings as :class:`WarehouseParams`."""
+    conn = None
+    if conn_id is not None:
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            if conn_id != DEFAULT_WAREHOUSE_CONN_ID:
+                raise
+    if conn is None:
+        from airflow_retrain.spec import state_dir
+
+        duck = RetrainDuckDBHook.for_path(
+            state_dir() / "warehouse.duckdb", conn_id=DEFAULT_WAREHOUSE_CONN_ID, lock_timeout_seconds=lock_timeout_seconds
+        )
+        return duck, WarehouseParams(kind="duckdb", duckdb_path=duck.database_path)
+    if conn.conn_type in DUCKDB_CONN_TYPES:
+        duck = RetrainDuckDBHook(conn_id, connection=conn, lock_timeout_seconds=lock_timeout_seconds)
+        return duck, WarehouseParams(kind="duckdb", duckdb_path=duck.database_path, conn_id=conn_id)
+    if conn.conn_type in POSTGRES_CONN_TYPES:
+        extra = conn.extra_dejson
+        params = WarehouseParams(
+            kind="postgres",
+            host=conn.host or "localhost",
+            port=int(conn.port or 5432),
+            user=conn.login,
+            password=conn.password,
+            dbname=conn.schema or extra.get("dbname"),
+            schema=extra.get("schema", "public"),
+            conn_id=conn_id,
+        )
+        return _postgres_hook(conn), params
+    raise ValueError(
+        f"connection {conn_id!r} has type {conn.conn_type!r}; an airflow-retrain warehouse is a "
+        f"{', '.join(DUCKDB_CONN_TYPES + POSTGRES_CONN_TYPES)} connection"
+    )
+
+
+def sql_hook_for(params: Any, *, lock_timeout_seconds: float = 300.0) -> DbApiHook:
+    """The SQL hook serving already resolved :class:`WarehouseParams` (the cost ledger keeps those)."""
+    if params.kind == "duckdb":
+        return RetrainDuckDBHook.for_path(
+            params.duckdb_path, conn_id=getattr(params, "conn_id", None), lock_timeout_seconds=lock_timeout_seconds
+        )
+    if params.kind != "postgres":
+        raise ValueError(f"no SQL hook for a {params.kind!r} warehouse")
+    if params.conn_id:
+        return get_warehouse_hook(params.conn_id)
+    from airflow.sdk import Connection
+
+    return _postgres_hook(
+        Connection(
+            conn_id=DEFAULT_WAREHOUSE_CONN_ID, conn_type="postgres", host=params.host, port=params.port,
+            login=params.user, password=params.password, schema=params.dbname,
+        )
+    )
+
+
+def _postgres_hook(conn: Connection) -> DbApiHook:
+    try:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+    except ImportError as e:
+        raise ImportError(
+            f"connection {conn.conn_id!r} is a postgres warehouse: install the Postgres provider "
+            f"(pip install 'airflow-retrain[postgres]'): {e}"
+        ) from e
+    extra = conn.extra_dejson
+    if any(key in extra for key in _DBT_EXTRA_KEYS):
+        from airflow.sdk import Connection
+
+        driver_extra = {k: v for k, v in extra.items() if k not in _DBT_EXTRA_KEYS}
+        conn = Connection(
+            conn_id=conn.conn_id, conn_type=conn.conn_type, description=conn.description, host=conn.host,
+            schema=conn.schema, login=conn.login, password=conn.password, port=conn.port,
+            extra=json.dumps(driver_extra),
+        )
+    # The connection already fetched: PostgresHook would look it up again.
+    return PostgresHook(postgres_conn_id=conn.conn_id, connection=conn)
+
+
+class WarehouseHook(BaseHook):
+    """The feature warehouse, for dbt (profile env vars) and the export (a table into pandas).
+
+    :param warehouse_conn_id: Airflow connection of type ``retrain_duckdb`` (or ``duckdb``) or ``postgres``;
+        ``None``, or the default ``retrain_warehouse`` while it is not defined, means the embedded DuckDB
+        warehouse.
+    :param lock_timeout_seconds: for DuckDB, how long to wait while another process holds the file.
     """
 
-    conn_name_attr = "warehouse_conn_id"
-    default_conn_name = "retrain_warehouse"
-    conn_type = "duckdb"
-    hook_name = "DuckDB warehouse (airflow-retrain)"
+    default_conn_name = DEFAULT_WAREHOUSE_CONN_ID
 
     def __init__(
         self,
@@ -63,46 +174,23 @@ class WarehouseHook(BaseHook):
         self.warehouse_conn_id = warehouse_conn_id
         self.lock_timeout_seconds = lock_timeout_seconds
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["port", "login", "password", "schema", "extra"],
-            "relabeling": {"host": "Database file path"},
-        }
-
     @cached_property
-    def params(self) -> WarehouseParams:
-        conn = None
-        if self.warehouse_conn_id is not None:
-            try:
-                conn = self.get_connection(self.warehouse_conn_id)
-            except AirflowNotFoundException:
-                if self.warehouse_conn_id != self.default_conn_name:
-                    raise
-        if conn is None:
-            from airflow_retrain.spec import state_dir
+    def _resolved(self) -> tuple[DbApiHook, WarehouseParams]:
+        return resolve_warehouse(self.warehouse_conn_id, lock_timeout_seconds=self.lock_timeout_seconds)
 
-            return WarehouseParams(kind="duckdb", duckdb_path=str(state_dir() / "warehouse.duckdb"))
-        if conn.conn_type == "duckdb":
-            path = conn.host or conn.schema
-            if not path:
-                raise ValueError(f"connection {self.warehouse_conn_id!r}: set host to the DuckDB file path")
-            return WarehouseParams(kind="duckdb", duckdb_path=str(Path(path).expanduser()))
-        if conn.conn_type in ("postgres", "postgresql"):
-            extra = conn.extra_dejson
-            return WarehouseParams(
-                kind="postgres",
-                host=conn.host or "localhost",
-                port=int(conn.port or 5432),
-                user=conn.login,
-                password=conn.password,
-                dbname=conn.schema or extra.get("dbname"),
-                schema=extra.get("schema", "public"),
-            )
-        raise ValueError(
-            f"connection {self.warehouse_conn_id!r} has type {conn.conn_type!r}; "
-            "airflow-retrain supports duckdb and postgres warehouses"
-        )
+    @property
+    def sql_hook(self) -> DbApiHook:
+        """The SQL hook serving the connection (:func:`get_warehouse_hook`)."""
+        return self._resolved[0]
+
+    @property
+    def params(self) -> WarehouseParams:
+        """The connection's settings (they hold the password: never log them, use :meth:`describe`)."""
+        return self._resolved[1]
+
+    def describe(self) -> str:
+        """Where the warehouse is, without credentials (safe for logs and XCom)."""
+        return self.params.describe()
 
     def dbt_env(self) -> dict[str, str]:
         """Env vars for ``dbt/profiles.yml``; they hold the password, so never log them."""
@@ -122,71 +210,28 @@ class WarehouseHook(BaseHook):
         return env
 
     def read_table(self, relation: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """Read a whole relation (as dbt names it, e.g. ``"db"."marts"."churn_features"``)."""
+        """Read a whole relation (as dbt names it, e.g. ``"db"."marts"."churn_features"``) into pandas."""
         cols = ", ".join(_quote(c) for c in columns) if columns else "*"
         sql = f"SELECT {cols} FROM {relation}"  # relation comes from dbt's manifest, not from users
-        p = self.params
-        if p.kind == "duckdb":
+        hook = self.sql_hook
+        if isinstance(hook, RetrainDuckDBHook):
+            # Read-only: the exports of several pipelines may read the file at once.
+            hook = RetrainDuckDBHook(
+                hook.get_conn_id(), connection=hook.connection, read_only=True,
+                lock_timeout_seconds=self.lock_timeout_seconds,
+            )
+        return hook.get_df(sql)
 
-            if not Path(p.duckdb_path).exists():
-                raise FileNotFoundError(f"DuckDB warehouse {p.duckdb_path} does not exist")
-            with self.connect_duckdb(read_only=True) as con:
-                return con.execute(sql).df()
-        import pandas as pd
-        import psycopg2
+    def connect_duckdb(self, read_only: bool = True):
+        """A DuckDB connection to the warehouse (waiting while another process holds the file's lock).
 
-        with psycopg2.connect(
-            host=p.host, port=p.port, user=p.user, password=p.password, dbname=p.dbname
-        ) as con, con.cursor() as cur:
-            cur.execute(sql)
-            names = [d[0] for d in cur.description]
-            return pd.DataFrame(cur.fetchall(), columns=names)
-
-
-    def connect_duckdb(self, read_only: bool = True, poll_seconds: float = 0.5):
-        """Connect to the DuckDB warehouse, waiting (bounded) while another process holds its file lock.
-
-        A DuckDB file has one writing process at a time (another pipeline's dbt build, an analyst's
-        ``dbt build``). Tasks of the same Airflow deployment are serialised by the warehouse pool; this
-        wait covers the rest, and fails with the file and the lock holder named when the lock never frees.
-
-        :param read_only: open read-only (the export); a writer needs the lock to itself.
-        :param poll_seconds: first wait between attempts (doubles up to 5 s).
-        :raises TimeoutError: the lock was still held after ``lock_timeout_seconds``.
+        :raises TypeError: the warehouse is not DuckDB.
         """
-        import duckdb
-
-        path = self.params.duckdb_path
-        deadline = time.monotonic() + self.lock_timeout_seconds
-        wait = poll_seconds
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return duckdb.connect(path, read_only=read_only)
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower():
-                    raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"DuckDB warehouse {path} stayed locked by another process for "
-                        f"{self.lock_timeout_seconds:.0f} s ({attempts} attempts): {e}. Run the pipelines that "
-                        f"share it in the {_embedded_pool()!r} pool, or stop the process holding the lock"
-                    ) from None
-                if attempts == 1:
-                    self.log.warning("DuckDB warehouse %s is locked by another process; waiting up to %.0f s",
-                                     path, self.lock_timeout_seconds)
-                time.sleep(min(wait, remaining))
-                wait = min(wait * 2, 5.0)
-
-
-def _embedded_pool() -> str:
-    from airflow_retrain.spec import EMBEDDED_WAREHOUSE_POOL
-
-    return EMBEDDED_WAREHOUSE_POOL
+        hook = self.sql_hook
+        if not isinstance(hook, RetrainDuckDBHook):
+            raise TypeError(f"warehouse {self.describe()} is not a DuckDB file")
+        return hook.connect_duckdb(read_only=read_only)
 
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-

@@ -17,11 +17,10 @@ counts twice. ``make cost-report`` (:func:`format_cost_report`) prints it per pi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 from airflow_retrain.cost import CostEstimate, gpus_per_instance
@@ -148,27 +147,20 @@ class CostLedger:
     def describe(self) -> str:
         return f"{TABLE} in {self.params.describe()}"
 
+    @cached_property
+    def _sql_hook(self) -> Any:
+        """The warehouse's SQL hook: ``RetrainDuckDBHook`` (waits for a writer holding the file) or ``PostgresHook``."""
+        from airflow_retrain.hooks.warehouse import sql_hook_for
+
+        return sql_hook_for(self.params, lock_timeout_seconds=LOCK_WAIT_SECONDS)
+
     def _connect(self):
-        p = self.params
-        if p.kind == "duckdb":
-            import duckdb
-
-            Path(p.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
-            # DuckDB has one writer per file: while a dbt build or export holds it, wait (briefly).
-            deadline = time.monotonic() + LOCK_WAIT_SECONDS
-            while True:
-                try:
-                    return duckdb.connect(p.duckdb_path)
-                except duckdb.IOException as e:
-                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
-        import psycopg2
-
-        return psycopg2.connect(host=p.host, port=p.port, user=p.user, password=p.password, dbname=p.dbname)
+        # One DB-API connection for the whole batch: the DDL, deletes and inserts commit together.
+        return self._sql_hook.get_conn()
 
     def _sql(self, sql: str) -> str:
-        return sql if self.params.kind == "duckdb" else sql.replace("?", "%s")
+        # Statements are written with DuckDB's ``?``; the hook names its driver's placeholder (``%s`` for Postgres).
+        return sql.replace("?", self._sql_hook.placeholder)
 
     def _run(self, statements: list[tuple[str, Iterable[tuple]]], fetch: tuple[str, tuple] | None = None) -> list[tuple]:
         con = self._connect()
