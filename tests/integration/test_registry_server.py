@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlflow_server import AuthProxy, InProcessMlflowServer  # noqa: E402
 
 from airflow_retrain.hooks.mlflow import MlflowHook, RegistryError  # noqa: E402
-from airflow_retrain.operators.registry import PromoteModelOperator, RollbackModelOperator  # noqa: E402
+from airflow_retrain.operators.registry_promote import PromoteModelOperator  # noqa: E402
+from airflow_retrain.operators.registry_rollback import RollbackModelOperator  # noqa: E402
 
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "alice", "pl4nted:S3CRET@pw"

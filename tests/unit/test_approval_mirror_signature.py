@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 
 from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.operators.registry import (
-    MirrorToSageMakerOperator,
-    PromoteModelOperator,
-    PromotionApprovalOperator,
-    RegisterModelOperator,
-)
+from airflow_retrain.operators.registry_approval import PromotionApprovalOperator
+from airflow_retrain.operators.registry_mirror import MirrorToSageMakerOperator
+from airflow_retrain.operators.registry_promote import PromoteModelOperator
+from airflow_retrain.operators.registry_register import RegisterModelOperator
 
 CONN = "mlflow_extras"
 
