@@ -17,7 +17,7 @@ What MLflow 3 offers publicly, and what this module does with it:
   :func:`mlflow_request_settings` for the duration of one client call and restored after it, under one
   process-wide lock. That is still process-wide state while the call runs -- another thread of the same
   process that reads the environment during the call sees it -- and it is the least bad public option:
-  the alternative, overriding ``RestStore._call_endpoint`` with private classes, is what pinned MLflow
+  the alternative, overriding private methods of MLflow's REST stores, is what pinned MLflow
   below 3.19. The lock serialises this package's MLflow calls within a process (a task process runs one
   task; the dashboard's calls are short reads). Inside the scope the process's own
   ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN`` are removed, so only the connection's credentials go
