@@ -24,13 +24,11 @@ from airflow.sdk import DAG
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
 from airflow_retrain.operators.dbt import DbtEvidenceGateOperator
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
-from airflow_retrain.operators.registry import (
-    MirrorToSageMakerOperator,
-    PromoteModelOperator,
-    PromotionApprovalOperator,
-    RegisterModelOperator,
-    RollbackModelOperator,
-)
+from airflow_retrain.operators.registry_approval import PromotionApprovalOperator
+from airflow_retrain.operators.registry_mirror import MirrorToSageMakerOperator
+from airflow_retrain.operators.registry_promote import PromoteModelOperator
+from airflow_retrain.operators.registry_register import RegisterModelOperator
+from airflow_retrain.operators.registry_rollback import RollbackModelOperator
 from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator

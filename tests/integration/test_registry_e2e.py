@@ -84,7 +84,7 @@ def test_planted_uri_password_reaches_the_server_and_nothing_else(bag, proxy, ca
 
 def test_second_run_then_rollback_from_the_history(bag):
     from airflow_retrain.hooks.mlflow import MlflowHook
-    from airflow_retrain.operators.registry import PromoteModelOperator
+    from airflow_retrain.operators.registry_promote import PromoteModelOperator
 
     dr = bag.dags["churn_retrain"].test()
     assert dr.state == "success"

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlflow_server import AuthProxy, InProcessMlflowServer  # noqa: E402
 
 from airflow_retrain.hooks.mlflow import MlflowHook, RegistryError  # noqa: E402
-from airflow_retrain.operators.registry import PromoteModelOperator, RollbackModelOperator  # noqa: E402
+from airflow_retrain.operators.registry_promote import PromoteModelOperator  # noqa: E402
+from airflow_retrain.operators.registry_rollback import RollbackModelOperator  # noqa: E402
 
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "alice", "pl4nted:S3CRET@pw"
@@ -265,3 +266,26 @@ def test_rollback_restores_the_previous_champion_or_a_gated_version(conn, make_c
     assert (last["action"], last["from"], last["to"], last["reason"]) == ("rollback", v1["version"], v2["version"],
                                                                          "fixed upstream")
     assert str(hook.get_version_by_alias(name, "champion").version) == v2["version"]
+
+
+def test_a_token_connection_sends_only_its_token_and_leaves_the_environment(server, monkeypatch):
+    """A bearer-token connection: every request carries that token (not the process's own MLflow
+    credentials), and the environment is as it was after the call."""
+    bare = AuthProxy(server.port)  # records the Authorization header, checks nothing
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "planted-process-token")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "planted-user")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "planted-pw")
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps(
+            {"conn_type": "mlflow", "host": f"http://127.0.0.1:{bare.port}", "extra": {"token": "conn-token-7"}}))
+        before = dict(os.environ)
+        hook_for("mlflow_token").ensure_experiment("token")
+        assert bare.requests and {auth for _, _, auth in bare.requests} == {"Bearer conn-token-7"}
+        assert dict(os.environ) == before
+        bare.requests.clear()
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_NO_CREDS", json.dumps(
+            {"conn_type": "mlflow", "host": f"http://127.0.0.1:{bare.port}"}))
+        hook_for("mlflow_no_creds").ensure_experiment("token")
+        assert bare.requests and {auth for _, _, auth in bare.requests} == {None}
+    finally:
+        bare.close()

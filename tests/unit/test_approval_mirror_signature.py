@@ -11,12 +11,10 @@ import pandas as pd
 import pytest
 
 from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.operators.registry import (
-    MirrorToSageMakerOperator,
-    PromoteModelOperator,
-    PromotionApprovalOperator,
-    RegisterModelOperator,
-)
+from airflow_retrain.operators.registry_approval import PromotionApprovalOperator
+from airflow_retrain.operators.registry_mirror import MirrorToSageMakerOperator
+from airflow_retrain.operators.registry_promote import PromoteModelOperator
+from airflow_retrain.operators.registry_register import RegisterModelOperator
 
 CONN = "mlflow_extras"
 
@@ -236,3 +234,35 @@ def test_integer_features_with_late_nulls_score_the_whole_feature_table(registry
 
     with pytest.raises(Exception, match=r"(?i)integer|NA|missing|convert"):
         _enforce_schema(everything.drop(columns=["customer_id", "churned"]), naive.inputs)
+
+
+def test_mirror_finds_its_package_past_the_first_page_of_100(registry, name, make_context, moto_sagemaker):
+    """A group with over 100 packages: a retry still finds the package it mirrored (one page held 100)."""
+    import boto3
+
+    group = f"{name}-group"[:60]
+    sm = boto3.client("sagemaker", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_sagemaker._port}",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    sm.create_model_package_group(ModelPackageGroupName=group)
+
+    def fill(count: int, start: int) -> None:
+        for i in range(start, start + count):
+            sm.create_model_package(ModelPackageGroupName=group, ModelPackageDescription=f"older package {i}",
+                                    ModelApprovalStatus="Approved")
+
+    decision = promote(candidate(registry, name, 0.80), make_context, "r1")
+
+    def mirror():
+        return MirrorToSageMakerOperator(task_id="mirror_sagemaker", pipeline="p", decision=decision,
+                                         model_package_group=group, aws_conn_id="aws_fake",
+                                         mlflow_conn_id=CONN).execute(make_context("p_retrain", "r1"))
+
+    fill(110, 0)  # the mirrored package sits at 111 of 221, past the first page in either sort order
+    first = mirror()
+    fill(110, 110)
+    again = mirror()
+    assert not first["reused"] and again == {**first, "reused": True}
+    pages = sm.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group)
+    summaries = [s for page in pages for s in page["ModelPackageSummaryList"]]
+    mirrored = [s for s in summaries if s.get("ModelPackageDescription", "").startswith(f"MLflow models:/{name}/")]
+    assert len(summaries) == 221 and [s["ModelPackageArn"] for s in mirrored] == [first["model_package_arn"]]

@@ -12,7 +12,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_retrain.operators.gates import MetricGateOperator
-from airflow_retrain.operators.registry import PromoteModelOperator, RegisterModelOperator
+from airflow_retrain.operators.registry_promote import PromoteModelOperator
+from airflow_retrain.operators.registry_register import RegisterModelOperator
 
 CONN = "mlflow_unit"
 

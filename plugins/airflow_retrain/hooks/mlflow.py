@@ -14,19 +14,15 @@ Connection type ``mlflow``. The forms users write all work (see :func:`resolve_c
 Without the connection the embedded registry is used: SQLite at ``<state dir>/mlflow/mlflow.db`` with
 artifacts under ``<state dir>/mlflow/artifacts``.
 
-Every hook has its own client (:mod:`airflow_retrain.hooks.mlflow_client`): credentials are given to that
-client only, never to ``os.environ``, and the tracking URI is never set process-wide. Every password this
-hook derives is registered with Airflow's secrets masker, and nothing with credentials is returned,
-logged or put into a link.
+Every hook has its own public ``MlflowClient`` (:mod:`airflow_retrain.hooks.mlflow_client`, which says
+how credentials reach that client only and why MLflow's request settings are scoped to each call); the
+tracking URI is never set process-wide. Every password this hook derives is registered with Airflow's
+secrets masker, and nothing with credentials is returned, logged or put into a link. Whole operations are
+retried with :mod:`tenacity`, only for transient errors, within a time budget.
 
-MLflow 3 has aliases but no compare-and-set and no alias history. This hook adds both, stored in the
-registry itself so they survive the Airflow database:
-
-- a **lease** per registered model (:meth:`MlflowHook.lease`): the tag ``retrain.lease`` holds
-  ``{holder, nonce, expires_at}``; taking it is write, settle, re-read (verify-after-write); a holder
-  verifies it again right before each alias move and deletes it when done; an expired lease is taken over;
-- the **promotion history** (:meth:`MlflowHook.promotion_history`): append-only registered-model tags
-  ``retrain.history.<seq>`` (JSON), written only under the lease, so two writers never pick one ``seq``.
+MLflow 3 has aliases but no compare-and-set and no alias history; :mod:`airflow_retrain.registry` adds
+both (the lease and the promotion history), and this hook offers them as methods: :meth:`MlflowHook.lease`,
+:meth:`MlflowHook.promotion_history`, :meth:`MlflowHook.move_alias`.
 """
 
 from __future__ import annotations
@@ -36,34 +32,53 @@ import json
 import logging
 import math
 import os
-import random
 import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
-from airflow_retrain.hooks.mlflow_client import HttpPolicy, build_client
+from airflow_retrain.hooks.mlflow_client import (
+    EXPECTED_FORMS,
+    HttpPolicy,
+    MlflowConnectionError,
+    MlflowTarget,
+    authenticated_uri,
+    build_client,
+    is_http_uri,
+    mlflow_request_settings,
+    resolve_connection,
+)
+from airflow_retrain.registry import history as _history
+from airflow_retrain.registry import lease as _lease
+from airflow_retrain.registry.errors import (
+    AliasMoved,
+    ConcurrentWrite,
+    LeaseLost,
+    LeaseUnavailable,
+    RegistryError,
+)
+from airflow_retrain.registry.lease import Lease, utc_now
+from airflow_retrain.registry.tags import HISTORY_TAG, LEASE_TAG, TAG
 from airflow_retrain.urls import redact_url
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
-    from mlflow.tracking import MlflowClient
+
+__all__ = [
+    "EXPECTED_FORMS", "HISTORY_TAG", "LEASE_TAG", "TAG", "AliasMoved", "HttpPolicy", "Lease", "LeaseLost",
+    "LeaseUnavailable", "MlflowConnectionError", "MlflowHook", "MlflowTarget", "RegistryError", "code_version",
+    "is_transient", "quote_filter_value", "resolve_connection", "utc_now",
+]
 
 SUPPORTED_FLAVORS = ("xgboost",)
-TAG = "retrain"
-LEASE_TAG = f"{TAG}.lease"
-HISTORY_TAG = f"{TAG}.history"
-_DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 _T = TypeVar("_T")
 
 # MLflow error codes worth another try; everything else (not found, invalid, already exists, denied) is
@@ -71,130 +86,6 @@ _T = TypeVar("_T")
 TRANSIENT_ERROR_CODES = frozenset(
     {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED"}
 )
-
-
-class MlflowConnectionError(ValueError):
-    """An MLflow connection whose form is not understood; the message names it and the expected forms."""
-
-
-class RegistryError(RuntimeError):
-    """A registry operation failed; the message names the operation and the cause (without secrets)."""
-
-
-class LeaseUnavailable(RegistryError):
-    """Another run holds the model's promotion lease and did not release it in time."""
-
-
-class _ConcurrentWrite(Exception):  # noqa: N818 - internal signal, never escapes the hook
-    """Two writers hit the same registry tag at once."""
-
-
-class LeaseLost(RegistryError):
-    """The lease was taken over (it expired or was overwritten) before the write it protects."""
-
-
-class AliasMoved(LeaseLost):
-    """The alias is not where the decision found it: decide again under a fresh lease."""
-
-
-@dataclass(frozen=True)
-class MlflowTarget:
-    """Where a connection points, split into the public URI and the credentials.
-
-    :param tracking_uri: tracking and registry URI without credentials (safe to log).
-    :param client_uri: the URI the client uses (a database URI keeps its password here).
-    """
-
-    tracking_uri: str
-    client_uri: str = field(repr=False)
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    ui_url: str | None = None
-    artifact_root: str | None = None
-    secrets: tuple[str, ...] = field(default=(), repr=False)
-
-
-EXPECTED_FORMS = (
-    "expected a tracking URI in host (http://host:5000, https://host, sqlite:///path/mlflow.db, "
-    "postgresql://...), a bare host with port, or the URI forms mlflow://host:port, mlflow+http://host:port, "
-    "mlflow+https://host"
-)
-
-
-def _strip_userinfo(uri: str) -> tuple[str, str | None, str | None]:
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri, None, None
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    return (
-        urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)),
-        unquote(user) or None,
-        unquote(password) or None,
-    )
-
-
-def resolve_connection(conn_id: str, conn_type: str | None, host: str | None, port: int | None,
-                       login: str | None, password: str | None, extra: dict[str, Any]) -> MlflowTarget:
-    """Turn an Airflow connection's fields into an :class:`MlflowTarget`, or fail naming the connection.
-
-    :raises MlflowConnectionError: for a form that cannot be a tracking URI (with the expected forms).
-    """
-    conn_type = (conn_type or "mlflow").lower()
-    host = (host or "").strip()
-    secrets = [s for s in (password, extra.get("token")) if s]
-    if not host:
-        raise MlflowConnectionError(f"MLflow connection {conn_id!r} has no host: {EXPECTED_FORMS}")
-    scheme = None
-    if conn_type.startswith("mlflow+") or conn_type.startswith("mlflow_"):
-        scheme = conn_type.split("+" if "+" in conn_type else "_", 1)[1]
-    scheme = (extra.get("scheme") or scheme or "").lower() or None
-    if scheme and scheme not in ("http", "https"):
-        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: scheme {scheme!r} is not http or https; "
-                                    f"{EXPECTED_FORMS}")
-    if "://" in host:
-        given = urlsplit(host).scheme.lower()
-        if given in _DB_SCHEMES:
-            public, user, db_password = _strip_userinfo(host)
-            if db_password:
-                secrets.append(db_password)
-            return MlflowTarget(
-                tracking_uri=public if db_password else host, client_uri=host, ui_url=extra.get("ui_url"),
-                artifact_root=extra.get("artifact_root"), secrets=tuple(secrets),
-            )
-        if given not in ("http", "https"):
-            raise MlflowConnectionError(f"MLflow connection {conn_id!r}: unsupported URI scheme {given!r} in host; "
-                                        f"{EXPECTED_FORMS}")
-        uri, user, uri_password = _strip_userinfo(host)
-    else:
-        if "/" in host.split(":")[0] or host.startswith(("/", ".")):
-            raise MlflowConnectionError(f"MLflow connection {conn_id!r}: host {host!r} looks like a path; use "
-                                        f"sqlite:///{host.lstrip('/')} for a local registry; {EXPECTED_FORMS}")
-        chosen = scheme or ("https" if port == 443 else "http")
-        uri, user, uri_password = _strip_userinfo(f"{chosen}://{host}")
-    parts = urlsplit(uri)
-    if not parts.hostname:
-        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: no host name in {uri!r}; {EXPECTED_FORMS}")
-    try:
-        uri_port = parts.port
-    except ValueError as e:
-        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: {e}; {EXPECTED_FORMS}") from None
-    if port and uri_port and int(port) != uri_port:
-        raise MlflowConnectionError(f"MLflow connection {conn_id!r}: port {port} contradicts the port {uri_port} "
-                                    "in the host URI; set one of them")
-    if port and not uri_port:
-        uri = urlunsplit((parts.scheme, f"{parts.netloc}:{int(port)}", parts.path, parts.query, parts.fragment))
-    uri = uri.rstrip("/")
-    if uri_password:
-        secrets.append(uri_password)
-    username = login or user
-    password = password or uri_password
-    ui_url = extra.get("ui_url") or uri
-    return MlflowTarget(
-        tracking_uri=uri, client_uri=uri, username=username, password=password, token=extra.get("token"),
-        ui_url=ui_url, artifact_root=extra.get("artifact_root"), secrets=tuple(secrets),
-    )
 
 
 def quote_filter_value(value: str) -> str:
@@ -249,10 +140,6 @@ def quiet_mlflow_logs() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class MlflowHook(BaseHook):
@@ -324,11 +211,6 @@ class MlflowHook(BaseHook):
         return target
 
     @property
-    def _settings(self) -> dict[str, Any]:  # kept for callers of the walking skeleton
-        t = self.target
-        return {"tracking_uri": t.tracking_uri, "artifact_root": t.artifact_root, "ui_url": t.ui_url}
-
-    @property
     def tracking_uri(self) -> str:
         """The tracking URI without credentials (safe to log)."""
         return self.target.tracking_uri
@@ -338,61 +220,72 @@ class MlflowHook(BaseHook):
 
     @cached_property
     def client(self) -> MlflowClient:
-        """This hook's own ``MlflowClient``; nothing process-wide is set."""
+        """This hook's own public ``MlflowClient`` (see :mod:`airflow_retrain.hooks.mlflow_client`)."""
         t = self.target
         return build_client(t.client_uri, username=t.username, password=t.password, token=t.token,
                             policy=self.http_policy)
 
-    @cached_property
-    def client_without_http_retries(self) -> MlflowClient:
-        """A client whose requests are never retried at the HTTP level: for calls that create something.
-
-        MLflow's HTTP layer retries a POST that got a 5xx, so a create whose answer was lost runs twice on
-        the server; creations go through this client and :meth:`create_version_once` checks before retrying.
-        """
+    def _with_client_settings(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run an MLflow function that is not a client method (``mlflow.artifacts``) with this client's
+        credentials and request settings."""
         t = self.target
-        policy = HttpPolicy(max_retries=0, backoff_factor=0, timeout=self.http_policy.timeout)
-        return build_client(t.client_uri, username=t.username, password=t.password, token=t.token, policy=policy)
+        if not is_http_uri(t.client_uri):
+            return fn(*args, **kwargs)
+        with mlflow_request_settings(self.http_policy, t.token):
+            return fn(*args, **kwargs)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this connection replaced by ``***``."""
-        for secret in self.target.secrets:
-            text = text.replace(secret, "***")
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            text = text.replace(quote(secret, safe=""), "***")
+        for secret in self.target.secrets:
+            text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
         return text
 
     def call(self, what: str, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run one registry operation; retry only transient errors, with bounded backoff; fail with the cause.
+        """Run one registry operation; retry only transient errors (tenacity), with bounded backoff and no
+        new try past ``retry_budget_seconds``; fail with the cause.
 
         :param what: the operation in words, for the error (``set alias champion of churn``).
         :raises RegistryError: naming ``what`` and the last cause, once the error is not transient or the
             attempts or the budget are spent.
         """
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with quiet_mlflow_logs():
-                    return fn(*args, **kwargs)
-            except _ConcurrentWrite:
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified below, re-raised with the cause
-                transient = is_transient(exc)
-                elapsed = time.monotonic() - started
-                delay = min(2 ** (attempt - 1), 8) * (0.5 + random.random() / 2)
-                if not transient or attempt >= self.max_attempts or elapsed + delay > self.retry_budget_seconds:
-                    kind = "transient error" if transient else "error"
-                    tries = f" after {attempt} attempts in {elapsed:.1f} s" if attempt > 1 else ""
-                    raise RegistryError(
-                        f"MLflow {self.tracking_uri}: {what} failed{tries} ({kind}): "
-                        f"{self.scrub(_first_line(exc))}"
-                    ) from None
-                self.log.warning("MLflow %s: %s failed (attempt %d/%d, retrying in %.1f s): %s", self.tracking_uri,
-                                 what, attempt, self.max_attempts, delay, self.scrub(_first_line(exc)))
-                time.sleep(delay)
+        from tenacity import (
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            stop_before_delay,
+            wait_exponential_jitter,
+        )
+
+        def quietly() -> _T:
+            with quiet_mlflow_logs():
+                return fn(*args, **kwargs)
+
+        def log_retry(state) -> None:
+            self.log.warning("MLflow %s: %s failed (attempt %d/%d, retrying in %.1f s): %s", self.tracking_uri, what,
+                             state.attempt_number, self.max_attempts, state.next_action.sleep,
+                             self.scrub(_first_line(state.outcome.exception())))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.retry_budget_seconds),
+            wait=wait_exponential_jitter(initial=1, max=8, jitter=1),
+            retry=retry_if_exception(is_transient),
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(quietly)
+        except ConcurrentWrite:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified, re-raised with the cause and no secrets
+            attempts = retrying.statistics.get("attempt_number", 1)
+            elapsed = retrying.statistics.get("delay_since_first_attempt", 0.0)
+            kind = "transient error" if is_transient(exc) else "error"
+            tries = f" after {attempts} attempts in {elapsed:.1f} s" if attempts > 1 else ""
+            raise RegistryError(
+                f"MLflow {self.tracking_uri}: {what} failed{tries} ({kind}): {self.scrub(_first_line(exc))}"
+            ) from None
 
     # -- tracking ---------------------------------------------------------------------------------
     def ensure_experiment(self, name: str) -> str:
@@ -526,36 +419,22 @@ class MlflowHook(BaseHook):
         return min(matching, key=lambda v: int(v.version)) if matching else None
 
     def create_version_once(self, model_name: str, source: str, run_id: str, tags: dict[str, str]) -> ModelVersion:
-        """Create a model version, exactly once per ``tags["retrain.run_key"]``.
+        """Create a model version of ``run_id`` exactly once.
 
-        A transient failure may have created the version on the server before the answer was lost: before
-        every new try, the version carrying this run key is looked up and returned if it exists.
+        A transient failure may have created the version on the server before the answer was lost (MLflow's
+        HTTP layer retries nothing here, see :class:`HttpPolicy`): every try first looks for the version of
+        *this* candidate's MLflow run and returns it if it exists. A cleared DAG run that trained again logs
+        a new run under the same run key and gets a new version.
         """
-        run_key = tags[f"{TAG}.run_key"]
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            # The version of *this* candidate's MLflow run: a cleared DAG run that trained again logs a
-            # new run under the same run key and must get a new version.
-            flt = f"name = {quote_filter_value(model_name)} and run_id = {quote_filter_value(run_id)}"
-            found = self.call(f"search versions of {model_name!r} (run key {run_key})",
-                              self.client.search_model_versions, flt)
-            found = [v for v in found if v.name == model_name and v.run_id == run_id]
+        flt = f"name = {quote_filter_value(model_name)} and run_id = {quote_filter_value(run_id)}"
+
+        def find_or_create() -> ModelVersion:
+            found = [v for v in self.client.search_model_versions(flt) if v.name == model_name and v.run_id == run_id]
             if found:
                 return min(found, key=lambda v: int(v.version))
-            try:
-                with quiet_mlflow_logs():
-                    return self.client_without_http_retries.create_model_version(model_name, source, run_id=run_id,
-                                                                                 tags=tags)
-            except Exception as exc:  # noqa: BLE001 - classified like call()
-                elapsed = time.monotonic() - started
-                if not is_transient(exc) or attempt >= self.max_attempts or elapsed > self.retry_budget_seconds:
-                    raise RegistryError(f"MLflow {self.tracking_uri}: create version of {model_name!r} failed "
-                                        f"after {attempt} attempt(s): {self.scrub(_first_line(exc))}") from None
-                self.log.warning("create version of %r failed (attempt %d), checking before retrying: %s",
-                                 model_name, attempt, self.scrub(_first_line(exc)))
-                time.sleep(min(2 ** (attempt - 1), 8))
+            return self.client.create_model_version(model_name, source, run_id=run_id, tags=tags)
+
+        return self.call(f"create version of {model_name!r} (run key {tags.get(f'{TAG}.run_key')})", find_or_create)
 
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.call(f"get run {run_id}", self.client.get_run, run_id).data.metrics)
@@ -584,9 +463,10 @@ class MlflowHook(BaseHook):
             # so a version whose files are gone fails here instead of loading its run's model.
             import mlflow.artifacts
 
-            return self.call(f"download model {model_name} v{version} from {source}",
+            t = self.target
+            return self.call(f"download model {model_name} v{version} from {source}", self._with_client_settings,
                              mlflow.artifacts.download_artifacts, artifact_uri=source, dst_path=str(dst),
-                             tracking_uri=self.tracking_uri)
+                             tracking_uri=authenticated_uri(t.client_uri, t.username, t.password))
         return self.call(f"download model {model_name} v{version}", self.client.download_artifacts, mv.run_id,
                          source[len(run_prefix) + 1:], str(dst))
 
@@ -626,55 +506,22 @@ class MlflowHook(BaseHook):
         rm = self.find_registered_model(model_name)
         return dict(rm.tags or {}) if rm is not None else {}
 
-    # -- promotion history (append-only, under the lease) -----------------------------------------
+    # -- the promotion protocol (airflow_retrain.registry), as methods of the hook -------------------
     def promotion_history(self, model_name: str) -> list[dict[str, Any]]:
         """Every recorded alias move and promotion decision of ``model_name``, oldest first (from MLflow alone)."""
-        entries = []
-        for key, value in self.model_tags(model_name).items():
-            if key.startswith(f"{HISTORY_TAG}."):
-                try:
-                    entries.append(json.loads(value))
-                except ValueError:
-                    entries.append({"seq": int(key.rsplit(".", 1)[1]), "unreadable": value})
-        return sorted(entries, key=lambda e: int(e["seq"]))
+        return _history.read(self, model_name)
 
     def append_history(self, lease: Lease, entry: dict[str, Any]) -> dict[str, Any]:
-        """Append ``entry`` to the history; only the lease holder writes, so ``seq`` is never taken twice."""
-        lease.verify()
-        tags = self.model_tags(lease.model_name)
-        seqs = [int(k.rsplit(".", 1)[1]) for k in tags if k.startswith(f"{HISTORY_TAG}.")]
-        seq = max(seqs, default=0) + 1
-        record = {"seq": seq, "at": utc_now(), **entry}
-        self.call(f"append history #{seq} of {lease.model_name!r}", self.client.set_registered_model_tag,
-                  lease.model_name, f"{HISTORY_TAG}.{seq:06d}", json.dumps(record, default=str, sort_keys=True))
-        return record
+        """Append ``entry`` to the history under ``lease`` (see :func:`airflow_retrain.registry.history.append`)."""
+        return _history.append(self, lease, entry)
 
     def move_alias(self, lease: Lease, alias: str, version: str, entry: dict[str, Any],
                    expected_from: str | None | object = ...) -> dict[str, Any]:
-        """Move ``alias`` to ``version`` and record it (from, to, who, why, when); under the lease.
+        """Move ``alias`` to ``version`` and record it (see :func:`airflow_retrain.registry.history.move_alias`)."""
+        return _history.move_alias(self, lease, alias, version, entry, expected_from)
 
-        :param expected_from: the version the decision was made against (``None``: no alias yet); when
-            the alias points elsewhere now, nothing is written and :class:`AliasMoved` is raised.
-        """
-        current = self.get_version_by_alias(lease.model_name, alias)
-        before = str(current.version) if current is not None else None
-        if expected_from is not ... and before != expected_from:
-            raise AliasMoved(f"{lease.model_name}@{alias} moved from v{expected_from} to v{before} since the decision; "
-                             "nothing written")
-        record = {"alias": alias, "from": before, "to": str(version), **entry}
-        lease.verify()
-        self.set_alias(lease.model_name, alias, version)
-        return self.append_history(lease, record)
-
-    # -- the lease ---------------------------------------------------------------------------------
     def read_lease(self, model_name: str) -> dict[str, Any] | None:
-        raw = self.model_tags(model_name).get(LEASE_TAG)
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return {"holder": "unreadable", "nonce": raw, "expires_at": 0}
+        return _lease.read(self, model_name)
 
     @contextlib.contextmanager
     def lease(
@@ -696,82 +543,20 @@ class MlflowHook(BaseHook):
             other contender's read-to-write gap, so a lost race shows on the re-read.
         :raises LeaseUnavailable: another holder kept it longer than ``wait_seconds``.
         """
-        lease = self.acquire_lease(model_name, holder, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds,
-                                   settle_seconds=settle_seconds, poll_seconds=poll_seconds)
+        held = self.acquire_lease(model_name, holder, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds,
+                                  settle_seconds=settle_seconds, poll_seconds=poll_seconds)
         try:
-            yield lease
+            yield held
         finally:
-            self.release_lease(lease)
+            self.release_lease(held)
 
     def acquire_lease(self, model_name: str, holder: str, *, ttl_seconds: float = 300.0, wait_seconds: float = 120.0,
                       settle_seconds: float = 0.5, poll_seconds: float = 0.25) -> Lease:
-        self.ensure_registered_model(model_name)
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            current = self.read_lease(model_name)
-            now = time.time()
-            # The same holder is a retry of the same task whose earlier attempt died holding it.
-            if current and current.get("expires_at", 0) > now and current.get("holder") != holder:
-                if time.monotonic() > deadline:
-                    raise LeaseUnavailable(
-                        f"promotion lease of {model_name!r} is held by {current.get('holder')} until "
-                        f"{time.strftime('%H:%M:%SZ', time.gmtime(current['expires_at']))}; waited {wait_seconds:.0f} s, "
-                        "nothing changed"
-                    )
-                time.sleep(poll_seconds * (0.5 + random.random()))
-                continue
-            if current and current.get("holder") == holder:
-                self.log.warning("Taking over the promotion lease of %r left by an earlier attempt of %s", model_name,
-                                 holder)
-            elif current:
-                self.log.warning("Taking over the expired promotion lease of %r from %s", model_name,
-                                 current.get("holder"))
-            nonce = uuid.uuid4().hex
-            record = {"holder": holder, "nonce": nonce, "expires_at": now + ttl_seconds, "acquired_at": utc_now()}
-            try:
-                self.call(f"write lease of {model_name!r}", self._write_lease, model_name, json.dumps(record))
-            except _ConcurrentWrite:
-                # Another contender wrote the tag in the same instant (the server's upsert lost a race on
-                # its unique key): that is a lost race, not an error; look again.
-                time.sleep(poll_seconds * random.random())
-                continue
-            time.sleep(settle_seconds)
-            check = self.read_lease(model_name)
-            if check and check.get("nonce") == nonce:
-                self.log.info("Holding the promotion lease of %r (%s)", model_name, holder)
-                return Lease(self, model_name, holder, nonce, record["expires_at"])
-            if time.monotonic() > deadline:
-                raise LeaseUnavailable(f"promotion lease of {model_name!r}: lost every race for {wait_seconds:.0f} s "
-                                       f"(last holder {check.get('holder') if check else None}); nothing changed")
-
-    def _write_lease(self, model_name: str, value: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.set_registered_model_tag(model_name, LEASE_TAG, value)
-        except MlflowException as e:
-            text = str(e).lower()
-            if "unique" in text or "duplicate" in text or "already exists" in text:
-                raise _ConcurrentWrite(str(e)) from None
-            raise
+        return _lease.acquire(self, model_name, holder, ttl_seconds=ttl_seconds, wait_seconds=wait_seconds,
+                              settle_seconds=settle_seconds, poll_seconds=poll_seconds)
 
     def release_lease(self, lease: Lease) -> None:
-        from mlflow.exceptions import MlflowException
-
-        def delete():
-            try:
-                self.client.delete_registered_model_tag(lease.model_name, LEASE_TAG)
-            except MlflowException as e:
-                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
-
-        try:
-            current = self.read_lease(lease.model_name)
-            if current and current.get("nonce") == lease.nonce:
-                self.call(f"release lease of {lease.model_name!r}", delete)
-        except RegistryError as e:  # it expires on its own; the task's own error matters more
-            self.log.warning("Could not release the promotion lease of %r (it expires by itself): %s",
-                             lease.model_name, e)
+        _lease.release(self, lease)
 
     # -- links ------------------------------------------------------------------------------------
     @property
@@ -788,26 +573,6 @@ class MlflowHook(BaseHook):
 
         base = self.ui_base_url
         return f"{base.rstrip('/')}/#/models/{quote(model_name, safe='')}/versions/{version}" if base else None
-
-
-@dataclass
-class Lease:
-    """A held promotion lease; :meth:`verify` right before each write it protects."""
-
-    hook: MlflowHook
-    model_name: str
-    holder: str
-    nonce: str
-    expires_at: float
-
-    def verify(self) -> None:
-        """Fail with :class:`LeaseLost` unless the registry still shows this lease, unexpired."""
-        current = self.hook.read_lease(self.model_name)
-        if not current or current.get("nonce") != self.nonce:
-            raise LeaseLost(f"promotion lease of {self.model_name!r} was taken by "
-                            f"{current.get('holder') if current else 'nobody (released)'}; nothing more written")
-        if time.time() > self.expires_at:
-            raise LeaseLost(f"promotion lease of {self.model_name!r} expired before the write; nothing more written")
 
 
 def _mask(secret: str) -> None:
