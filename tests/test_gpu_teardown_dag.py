@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
 
@@ -40,6 +42,26 @@ def test_malformed_policy_is_an_import_error_naming_the_field_and_spares_other_d
     (where, message), = bag.import_errors.items()
     assert where.endswith("gpu_teardown.py")
     assert str(policy) in message and "kinds.sagemaker.endpoint.action" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("grace_period: .inf\n", "grace_period: Input should be a finite number"),
+        ("schedule: '0 0 31 2 *'\n", "schedule: cron expression '0 0 31 2 *' never fires"),
+        ("schedule: '0 25 * * *'\n", "schedule: invalid cron expression '0 25 * * *'"),
+    ],
+)
+def test_policy_value_errors_are_one_import_error_naming_file_and_field(tmp_path, monkeypatch, text, field):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    monkeypatch.setenv("RETRAIN_TEARDOWN_POLICY", str(policy))
+    bag = dagbag()
+    assert "gpu_teardown" not in bag.dag_ids and "churn_retrain" in bag.dag_ids
+    (where, message), = bag.import_errors.items()
+    assert where.endswith("gpu_teardown.py")
+    assert f"invalid teardown policy {policy}: {field}" in message
+    assert "OverflowError" not in message and "AirflowTimetableInvalid" not in message
 
 
 def test_schedule_comes_from_the_policy(tmp_path, monkeypatch):

@@ -210,6 +210,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             execution_timeout=timedelta(seconds=res.max_runtime_seconds + 600),
             backend_config=backend_config,
             max_cost_usd=spec.training.max_cost_usd,
+            warehouse_conn_id=spec.warehouse_connection_id,
             **({"pool": spec.training.pool} if spec.training.pool else {}),
             **common,
         )

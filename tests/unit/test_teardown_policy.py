@@ -74,6 +74,56 @@ def test_malformed_policy_names_file_and_field(tmp_path, data, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Durations are finite and bounded (``.inf`` used to load, then crash the DAG with an OverflowError).
+        ("grace_period: .inf", "grace_period: Input should be a finite number"),
+        ("idle_window: .nan", "idle_window: Input should be a finite number"),
+        ("claim_settle_seconds: .inf", "claim_settle_seconds: Input should be a finite number"),
+        ("claim_settle_seconds: 10m", "claim_settle_seconds: 600 s is longer than the limit of 60s"),
+        ("idle_window: 400d", "idle_window: 34560000 s is longer than the limit of 365d"),
+        ("grace_period: " + "9" * 400, "grace_period: 99999999999999999999... seconds is not a finite duration"),
+        ("kinds: {sagemaker.endpoint: {idle_window: .inf}}", "idle_window: Input should be a finite number"),
+        ("kinds: {sagemaker.training_job: {max_runtime: 0}}", "max_runtime: Input should be greater than 0"),
+        # The schedule is checked as the DAG will use it (it used to be a raw timetable error, or accepted).
+        ("schedule: '0 0 31 2 *'", "schedule: cron expression '0 0 31 2 *' never fires"),
+        ("schedule: '61 * * * *'", "schedule: invalid cron expression '61 * * * *'"),
+        ("schedule: 'every 5 minutes'", "schedule: 'every 5 minutes' is not a cron expression of 5 fields"),
+        ("schedule: '@sometimes'", "schedule: unknown preset '@sometimes'"),
+        # Exemptions: an empty list would silently exempt nothing (tags.exempt: null says so explicitly).
+        ("tags: {exempt_values: []}", "tags.exempt_values: List should have at least 1 item"),
+        ("tags: {exempt_values: ['  ']}", "tags.exempt_values: an exemption value cannot be empty"),
+        ("tags: {ttl: ''}", "tags.ttl: String should have at least 1 character"),
+        # Strict numbers and booleans: true is not a duration, 1 and 'yes' are not booleans.
+        ("grace_period: true", "grace_period: expected a duration"),
+        ("dry_run: 1", "dry_run: Input should be a valid boolean"),
+        ("fail_on_errors: 'yes'", "fail_on_errors: Input should be a valid boolean"),
+        ("kinds: {sagemaker.endpoint: {enabled: 'no'}}", "enabled: Input should be a valid boolean"),
+        # The spec's reader: a key given twice is an error, not "last one wins".
+        ("dry_run: true\ndry_run: false", "duplicate key 'dry_run' (first at line 1)"),
+    ],
+)
+def test_policy_held_to_the_spec_rules(tmp_path, text, expected):
+    path = write(tmp_path, text + "\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    assert str(err.value).startswith(f"invalid teardown policy {path}: ")
+    assert expected in str(err.value)
+
+
+def test_exemption_can_be_switched_off_explicitly_and_values_match_case_insensitively(tmp_path):
+    none_exempt = load_policy(write(tmp_path, "tags: {exempt: null}\n"))
+    assert not none_exempt.is_exempt({"retrain:keep": "true"})
+    custom = load_policy(write(tmp_path, "tags: {exempt_values: ['Forever ']}\n"))
+    assert custom.tags.exempt_values == ["forever"]
+    assert custom.is_exempt({"retrain:keep": " FOREVER"}) and not custom.is_exempt({"retrain:keep": "true"})
+
+
+def test_no_schedule_is_allowed_for_a_triggered_only_sweep(tmp_path):
+    assert load_policy(write(tmp_path, "schedule: null\n")).schedule is None
+
+
 def test_missing_policy_file(tmp_path):
     with pytest.raises(PolicyError, match="cannot read"):
         load_policy(tmp_path / "nope.yaml")

@@ -278,23 +278,25 @@ def test_permission_error_and_vanished_resource_do_not_stop_the_sweep(cloud, clo
 def test_an_unreachable_account_is_reported_and_the_others_swept(cloud, clock, monkeypatch):
     sm, _ = cloud
     create_endpoint(sm, "idle-ep", OURS)
+    # Fail fast the supported way: the connection's botocore config_kwargs override the sweep's bounds.
     monkeypatch.setenv("AIRFLOW_CONN_AWS_BROKEN", '{"conn_type": "aws", "login": "x", "password": "y", '
-                       '"extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1"}}')
+                       '"extra": {"endpoint_url": "http://127.0.0.1:9", "region_name": "us-east-1", '
+                       '"config_kwargs": {"connect_timeout": 1, "retries": {"mode": "standard", '
+                       '"total_max_attempts": 1}}}}')
     pol = policy(aws=[{"connection_id": "aws_broken", "regions": [REGION]}, {"connection_id": CONN_ID, "regions": [REGION]}])
-    from botocore.config import Config
-
-    fail_fast = Config(retries={"mode": "adaptive", "max_attempts": 1}, connect_timeout=1)
-    monkeypatch.setattr("airflow_retrain.teardown.sagemaker.retry_config", lambda: fail_fast)
     inventories = SageMakerInventory.from_policy(pol, clock)
     result = Sweeper(pol, inventories, clock=clock).run()
     assert len(result.errors) == 1 and result.errors[0].startswith("aws_broken/us-east-1: could not sweep")
     assert [r.resource for r in result.records if r.outcome == "marked"] == ["idle-ep"]
 
 
-def test_clients_retry_adaptively(cloud, clock):
+def test_clients_retry_with_backoff_within_bounds(cloud, clock):
+    from airflow_retrain.teardown.sagemaker import SWEEP_MAX_ATTEMPTS
+
     inventory = SageMakerInventory.from_policy(policy(), clock)[0]
-    assert inventory.sagemaker.meta.config.retries["mode"] == "adaptive"
-    assert inventory.cloudwatch.meta.config.retries["mode"] == "adaptive"
+    for client in (inventory.sagemaker, inventory.cloudwatch):
+        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": SWEEP_MAX_ATTEMPTS}
+        assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (5, 20)
 
 
 def test_two_concurrent_sweeps_act_once(cloud, clock):

@@ -149,7 +149,10 @@ async def test_transient_errors_are_polled_through_then_give_up(monkeypatch, bac
                               poll_interval=0.01, max_consecutive_errors=3)
     monkeypatch.setattr(dead.training_backend, "describe", lambda name: (_ for _ in ()).throw(RuntimeError("down")))
     (event,) = await asyncio.wait_for(collect(dead), 30)
-    assert event.payload["status"] == "error" and "failed 3 times: down" in event.payload["message"]
+    assert event.payload["status"] == "error"
+    assert "lost the sagemaker cloud while waiting for training job churn-run-1: 3 polls in a row failed" in (
+        event.payload["message"])
+    assert "(last error: down)" in event.payload["message"]
 
 
 async def test_on_kill_stops_the_job(backend, entry):

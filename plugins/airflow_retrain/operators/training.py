@@ -17,6 +17,7 @@ from airflow_retrain.links.sagemaker import JOB_LINKS, SageMakerTrainingJobLink,
 from airflow_retrain.links.vertex import JOB_LINKS as VERTEX_JOB_LINKS
 from airflow_retrain.links.vertex import VertexCustomJobLink, VertexCustomJobLogsLink
 from airflow_retrain.operators.base import TrainingBackendOperator
+from airflow_retrain.teardown.ledger import last_known_usage
 from airflow_retrain.training.base import (
     JobState,
     TrainingInputError,
@@ -155,6 +156,9 @@ class TrainModelOperator(TrainingBackendOperator):
     :param max_task_log_bytes: how much of the job's log is copied into the task log (see
         :class:`CappedLogCopy`; ``0``: all of it); one line names how much was left out and where the
         full log is (:meth:`~airflow_retrain.training.base.TrainingBackend.log_location`).
+    :param warehouse_conn_id: the warehouse of the cost ledger: a submitted job is recorded there at once
+        (and again with its last known time if the task loses the cloud), so no job that ran escapes the
+        ledger; the run's teardown writes its final cost. ``None``: no ledger row from this task.
     :return: job name, backend, state, metrics and info from ``metrics.json``, ``model_uri``,
         ``output_uri``, ``metrics_uri``, compute seconds and cost (``usd`` is ``None`` when no price is known).
     """
@@ -177,9 +181,11 @@ class TrainModelOperator(TrainingBackendOperator):
         deferrable: bool | None = None,
         max_cost_usd: float | None = None,
         max_task_log_bytes: int = DEFAULT_TASK_LOG_MAX_BYTES,
+        warehouse_conn_id: str | None = "retrain_warehouse",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.warehouse_conn_id = warehouse_conn_id
         self.entry_point = entry_point
         self.channels = channels
         self.hyperparameters = hyperparameters
@@ -260,12 +266,19 @@ class TrainModelOperator(TrainingBackendOperator):
                 # Airflow's own timeout is the last resort: the trigger's deadline fires first and stops the job.
                 timeout=timedelta(seconds=max(60.0, deadline - time.time()) + 600),
             )
+        self._last_seen = (job, time.time())
         try:
             job = self._wait(job)
         except AirflowTaskTimeout:
             # The task's execution_timeout is a budget for the job too: a retry must not inherit it.
             self.log.error("Task timed out: stopping training job %s", job.job_name)
             backend.stop(job.job_name)
+            raise
+        except Exception as e:
+            # Lost the cloud (or it forgot the job) while polling in place: ledger the last known time.
+            seen, seen_at = self._last_seen
+            self._ledger(context, last_known_usage(seen, seen_at), "lost", f"waiting for training job "
+                         f"{seen.job_name} failed: {type(e).__name__}: {e}")
             raise
         return self._finish(context, job)
 
@@ -279,7 +292,11 @@ class TrainModelOperator(TrainingBackendOperator):
             self.log.info("[%s] %s", name, line)
         status = event.get("status")
         if status == "error" or not event.get("job"):
-            raise TrainingJobFailed(f"waiting for training job {name} failed: {event.get('message')}")
+            message = f"waiting for training job {name} failed: {event.get('message')}"
+            if last := event.get("last_job"):
+                seen = TrainingJob.from_dict(last)
+                self._ledger(context, last_known_usage(seen, event.get("last_seen_at") or time.time()), "lost", message)
+            raise TrainingJobFailed(message)
         job = TrainingJob.from_dict(event["job"])
         if status == "timeout":
             raise TrainingJobFailed(
@@ -332,6 +349,7 @@ class TrainModelOperator(TrainingBackendOperator):
                 self.instance_type,
                 self.instance_count,
             )
+            self._ledger(context, job, "submitted")
             return job
         raise TrainingJobFailed(f"no free training job name for run {run.run_key} up to attempt {attempt}")
 
@@ -424,6 +442,30 @@ class TrainModelOperator(TrainingBackendOperator):
             self.log.warning("%s; not reusing %s: training again", e, job.job_name)
             return None
 
+    def _ledger(self, context, job: TrainingJob, phase: str, note: str | None = None) -> None:
+        """Record ``job`` in the cost ledger (one row per job, replaced by each later write).
+
+        Best effort: the job runs whether or not the row was written, and failing the task for it would
+        not stop the job; the run's teardown writes the row again.
+        """
+        if self.warehouse_conn_id is None:
+            return
+        from airflow_retrain.teardown.ledger import CostLedger, training_run_entry
+
+        run = self.run_identity(context)
+        where = f"warehouse connection {self.warehouse_conn_id!r}"
+        try:
+            ledger = CostLedger.from_connection(self.warehouse_conn_id)
+            where = ledger.describe()
+            cost = self.training_backend.cost(job, self.hourly_price_usd)
+            ledger.write([training_run_entry(self.pipeline, run.dag_id, run.run_key, job, cost, time.time(),
+                                             phase=phase, note=note)])
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            self.log.warning("Cost ledger (%s): could not record training job %s as %s: %s: %s",
+                             where, job.job_name, phase, type(e).__name__, e)
+            return
+        self.log.info("Cost ledger: training job %s recorded as %s in %s", job.job_name, phase, where)
+
     def _wait(self, job: TrainingJob) -> TrainingJob:
         backend = self.training_backend
         offset = 0
@@ -445,6 +487,7 @@ class TrainModelOperator(TrainingBackendOperator):
                     return job
                 time.sleep(self.poll_interval)
                 job = backend.describe(name)
+                self._last_seen = (job, time.time())
         finally:
             copy.finish(where)  # the last lines, also when the task is killed or times out while waiting
 

@@ -4,9 +4,13 @@
 embedded DuckDB by default, Postgres when that connection is a postgres one), never in Airflow's metadata
 database. Rows come from two sources, both priced by :func:`airflow_retrain.cost.estimate_cost`:
 
-- ``training_run``: written by each run's ``teardown`` task, one row per training job (the backend's
-  billable seconds x instances x price; ``pricing`` is ``spot`` for managed-spot jobs, priced by the
-  cost model's spot column);
+- ``training_run``: one row per training job, in the ledger from its submission on: the train task
+  writes it when it submits the job (``details.phase = submitted``, 0 s so far), rewrites it with the
+  job's last known state and elapsed time when it loses the cloud or the cloud forgets the job
+  (``phase = lost``), and the run's ``teardown`` task replaces it with the final one (``phase = ended``:
+  the backend's billable seconds x instances x price; ``pricing`` is ``spot`` for managed-spot jobs,
+  priced by the cost model's spot column). One ``entry_id`` per job, so each write replaces the last;
+  a job the cloud no longer knows keeps its last row instead of vanishing from the costs;
 - ``sweep``: written by the ``gpu_teardown`` DAG, one row per resource it stopped or deleted (price x
   uptime until the action, and ``saving_usd_per_hour``: the burn rate the action stopped).
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -85,8 +89,42 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def training_run_entry(pipeline: str, dag_id: str, run_key: str, job: Any, cost: CostEstimate, now: float) -> LedgerEntry:
-    """The ledger row of one training job of a run (``job`` is a :class:`TrainingJob`)."""
+#: ``details.phase`` of a training_run row: the job was just submitted, the task lost track of it (the
+#: cloud was unreachable or forgot the job: the row holds its last known time), or it ended.
+LEDGER_PHASES = ("submitted", "lost", "ended")
+
+
+def last_known_usage(job: Any, seen_at: float) -> Any:
+    """``job`` with its billable time at least the time it had been running when last seen at ``seen_at``.
+
+    Clouds report billable time only once a job ends (SageMaker's ``BillableTimeInSeconds``); for a job
+    that never reports an end, the elapsed time since it started (or was created) is the best estimate.
+    """
+    if job.state.terminal:
+        return job
+    began = job.started_at or job.created_at
+    elapsed = max(0.0, seen_at - began) if began else 0.0
+    return replace(job, billable_seconds=max(float(job.billable_seconds), round(elapsed, 3)))
+
+
+def training_run_entry(
+    pipeline: str,
+    dag_id: str,
+    run_key: str,
+    job: Any,
+    cost: CostEstimate,
+    now: float,
+    *,
+    phase: str = "ended",
+    note: str | None = None,
+) -> LedgerEntry:
+    """The ledger row of one training job of a run (``job`` is a :class:`TrainingJob`).
+
+    :param phase: one of :data:`LEDGER_PHASES`; every phase writes the same ``entry_id``.
+    :param note: why the row is what it is (``lost``: the outage or the cloud's answer).
+    """
+    if phase not in LEDGER_PHASES:
+        raise ValueError(f"unknown ledger phase {phase!r}; one of {', '.join(LEDGER_PHASES)}")
     gpus = job.details.get("gpus_visible") if job.backend == "local" else gpus_per_instance(job.backend, job.instance_type)
     return LedgerEntry(
         entry_id=f"training_run:{job.backend}:{job.job_name}",
@@ -104,8 +142,9 @@ def training_run_entry(pipeline: str, dag_id: str, run_key: str, job: Any, cost:
         pricing="spot" if getattr(cost, "spot", False) or job.details.get("pricing") == "spot" else "on_demand",
         saving_usd_per_hour=None,
         source="training_run",
-        details={"dag_id": dag_id, "run_key": run_key, "state": job.state.value,
-                 "hourly_price_usd": cost.hourly_price_usd, "price_source": cost.price_source},
+        details={"dag_id": dag_id, "run_key": run_key, "state": job.state.value, "phase": phase,
+                 "hourly_price_usd": cost.hourly_price_usd, "price_source": cost.price_source,
+                 **({"note": note} if note else {})},
     )
 
 

@@ -1,8 +1,11 @@
 """TeardownPolicy: what the ``gpu_teardown`` sweep looks at and what it may do, from one YAML file.
 
-Validated like the pipeline specs (pydantic, unknown fields rejected); errors name the file and the
-field (``kinds.sagemaker.endpoint.action``). Loaded at DAG-parse time, so this module imports only
-pydantic and yaml. Durations are seconds or strings such as ``90s``, ``15m``, ``1h``, ``2d``.
+Validated like the pipeline specs, with the spec's own validators (:mod:`airflow_retrain.spec`): unknown
+fields and duplicate keys rejected, strict numbers and booleans (``true`` is not 1, ``"yes"`` is not
+true), finite numbers only, and the schedule checked as the DAG will use it (a preset, or a 5-field cron
+that fires). Errors name the file and the field (``kinds.sagemaker.endpoint.action``). Loaded at DAG-parse
+time, so this module imports only pydantic and yaml (through the spec's reader). Durations are seconds or strings such as ``90s``,
+``15m``, ``1h``, ``2d``, each bounded (:data:`MAX_DURATION_SECONDS`, :data:`MAX_CLAIM_SETTLE_SECONDS`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,36 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from airflow_retrain.spec import _format_validation_error, project_root_for
+from airflow_retrain.spec import (
+    FiniteFloat,
+    SpecError,
+    _format_validation_error,
+    _nul_bytes,
+    _parse_yaml,
+    project_root_for,
+    validate_schedule,
+)
 from airflow_retrain.teardown import KIND_ACTIONS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+#: The longest idle window, grace period or max runtime a policy may give (a year): anything longer is a
+#: typo (``.inf``, ``90000d``) that would silently switch the sweep off.
+MAX_DURATION_SECONDS = 365 * 86400.0
+#: The sweep waits ``claim_settle_seconds`` once per sweep, inside the task's 14-minute execution timeout.
+MAX_CLAIM_SETTLE_SECONDS = 60.0
 
 
 def parse_duration(value: Any) -> float:
@@ -27,7 +52,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 900, '15m', '1h' or '2d'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            raise ValueError(f"{str(value)[:20]}... seconds is not a finite duration") from None
     elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
@@ -37,7 +65,21 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def _at_most(limit: float, text: str) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if seconds > limit:
+            raise ValueError(f"{seconds:.0f} s is longer than the limit of {text}")
+        return seconds
+
+    return AfterValidator(check)
+
+
+# Parsed to seconds first, then held to the spec's rule for numbers (finite: ``.inf``/``.nan`` refused)
+# and to a bound, so no typo switches the sweep off.
+Duration = Annotated[FiniteFloat, BeforeValidator(parse_duration), _at_most(MAX_DURATION_SECONDS, "365d")]
+SettleDuration = Annotated[
+    FiniteFloat, BeforeValidator(parse_duration), _at_most(MAX_CLAIM_SETTLE_SECONDS, "60s")
+]
 
 
 class PolicyError(ValueError):
@@ -60,12 +102,13 @@ class AwsAccountPolicy(_Strict):
     regions: list[str] = Field(min_length=1)
 
 
+
 class LocalPolicy(_Strict):
     """The machine the sweep's worker runs on: local-backend jobs and GPU processes."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     jobs_dir: str | None = Field(None, description="local backend job records; default <state dir>/jobs")
-    gpu_processes: bool = Field(True, description="look for GPU processes with nvidia-smi where present")
+    gpu_processes: StrictBool = Field(True, description="look for GPU processes with nvidia-smi where present")
     retention: Duration = Field(
         7 * 86400.0,
         description="an ended local job's folder (record, logs, scratch) is removed this long after it ended",
@@ -81,35 +124,55 @@ class KindPolicy(_Strict):
         (default: the job's own maximum runtime).
     """
 
-    enabled: bool = True
+    enabled: StrictBool = True
     action: str | None = None
-    idle_window: Duration | None = None
-    max_runtime: Duration | None = None
+    idle_window: Duration | None = Field(None, gt=0)
+    max_runtime: Duration | None = Field(None, gt=0)
+
+
+TagKey = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class TagNames(_Strict):
-    """Tag keys the sweep reads and writes (defaults match :meth:`RunIdentity.job_tags`)."""
+    """Tag keys the sweep reads and writes (defaults match :meth:`RunIdentity.job_tags`).
 
-    scope: str = Field("retrain:pipeline", description="a resource carrying this tag was launched by this package")
-    pipeline: str = "retrain:pipeline"
-    ttl: str = Field("retrain:expires-at", description="epoch seconds after which the resource may go")
-    owner: str = "retrain:owner"
-    exempt: str = Field("retrain:keep", description="tag key that exempts a resource from the sweep")
-    exempt_values: list[str] = Field(default_factory=lambda: ["true", "yes", "1"])
-    planned: str = Field("retrain:teardown-planned", description="the mark: <action>@<epoch seconds>")
-    claim: str = Field("retrain:teardown-claim", description="the sweep about to act (two sweeps never both act)")
+    ``exempt: null`` says explicitly that nothing is exempt; otherwise ``exempt_values`` must name at
+    least one value (an empty list would silently exempt nothing). Values match case-insensitively.
+    """
+
+    scope: TagKey = Field("retrain:pipeline", description="a resource carrying this tag was launched by this package")
+    pipeline: TagKey = "retrain:pipeline"
+    ttl: TagKey = Field("retrain:expires-at", description="epoch seconds after which the resource may go")
+    owner: TagKey = "retrain:owner"
+    exempt: TagKey | None = Field(
+        "retrain:keep", description="tag key that exempts a resource from the sweep; null: nothing is exempt"
+    )
+    exempt_values: list[str] = Field(default_factory=lambda: ["true", "yes", "1"], min_length=1)
+    planned: TagKey = Field("retrain:teardown-planned", description="the mark: <action>@<epoch seconds>")
+    claim: TagKey = Field("retrain:teardown-claim", description="the sweep about to act (two sweeps never both act)")
+
+    @field_validator("exempt_values")
+    @classmethod
+    def _comparable_values(cls, value: list[str]) -> list[str]:
+        # is_exempt() compares the stripped, lower-cased tag value: a value that is not already in that
+        # form ("True ", "") could never match.
+        if any(not v.strip() for v in value):
+            raise ValueError("an exemption value cannot be empty (to exempt nothing, set tags.exempt: null)")
+        return [v.strip().lower() for v in value]
 
 
 class TeardownPolicy(_Strict):
-    schedule: str | None = Field("*/15 * * * *", description="cron or preset for the gpu_teardown DAG")
-    dry_run: bool = Field(False, description="only report: no mark, no unmark, no action")
+    schedule: str | None = Field(
+        "*/15 * * * *", description="cron or preset for the gpu_teardown DAG; null: only when triggered"
+    )
+    dry_run: StrictBool = Field(False, description="only report: no mark, no unmark, no action")
     scope: Literal["tagged", "all"] = Field(
         "tagged", description="tagged: only resources this package launched; all: untagged ones too"
     )
     idle_window: Duration = Field(3600.0, gt=0, description="no use for this long means idle")
     grace_period: Duration = Field(1800.0, ge=0, description="time between the mark and the action")
-    claim_settle_seconds: Duration = Field(1.0, ge=0, description="wait after claiming, before re-checking")
-    fail_on_errors: bool = Field(
+    claim_settle_seconds: SettleDuration = Field(1.0, ge=0, description="wait after claiming, before re-checking")
+    fail_on_errors: StrictBool = Field(
         True, description="fail the task after the sweep when anything could not be done (it still sweeps all)"
     )
     warehouse_connection_id: str = Field("retrain_warehouse", description="where the cost ledger lives")
@@ -119,6 +182,12 @@ class TeardownPolicy(_Strict):
     kinds: dict[str, KindPolicy] = Field(default_factory=dict)
 
     source_path: str = Field("", exclude=True)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        # The spec's check: what Airflow's timetable would refuse at parse time, and crons that never fire.
+        return None if value is None else validate_schedule(value)
 
     @model_validator(mode="after")
     def _known_kinds_and_actions(self) -> TeardownPolicy:
@@ -148,6 +217,8 @@ class TeardownPolicy(_Strict):
         return self.kind(kind).enabled
 
     def is_exempt(self, tags: dict[str, str]) -> bool:
+        if self.tags.exempt is None:
+            return False
         value = tags.get(self.tags.exempt)
         return value is not None and value.strip().lower() in self.tags.exempt_values
 
@@ -167,17 +238,15 @@ def load_policy(path: Path | str | None = None) -> TeardownPolicy:
     """Load and validate the policy; raise :class:`PolicyError` naming the file and fields."""
     path = Path(path) if path is not None else default_policy_path()
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise PolicyError(path, [f"cannot read: {e.strerror}"]) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise PolicyError(path, [f"not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+        raw = _parse_yaml(path)  # the spec's reader: UTF-8, duplicate keys refused, line numbers
+    except SpecError as e:
+        raise PolicyError(path, e.problems) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise PolicyError(path, ["<top level>: expected a mapping of fields"])
+    if nul := _nul_bytes(raw):
+        raise PolicyError(path, nul)
     try:
         policy = TeardownPolicy.model_validate({**raw, "source_path": str(path.resolve())})
     except ValidationError as e:

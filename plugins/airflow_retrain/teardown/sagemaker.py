@@ -2,8 +2,10 @@
 
 One inventory per AWS account (an Airflow AWS connection) and region, with boto3 clients built by the
 Amazon provider's hooks (credentials, role assumption and ``endpoint_url`` come from the connection).
-Clients retry in botocore's ``adaptive`` mode, which backs off and rate-limits itself when SageMaker or
-CloudWatch throttle. Every API call is counted (``api_calls``) so the benchmark can report calls per
+Clients are bounded like the training backend's (:func:`~airflow_retrain.training.sagemaker.bounded_botocore_config`:
+5 s to connect, 20 s to answer), with :data:`SWEEP_MAX_ATTEMPTS` attempts in botocore's ``standard`` mode so
+throttling under many parallel reads is retried with backoff; the connection's extra ``config_kwargs``
+overrides them. Every API call is counted (``api_calls``) so the benchmark can report calls per
 resource.
 
 What counts as idle (a *finding*):
@@ -27,7 +29,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from airflow_retrain.teardown.base import Clock, Finding, Inventory, Resource, ResourceGone, ttl_expired
@@ -41,9 +42,10 @@ _RUNNING = {
 _METRIC_QUERIES_PER_CALL = 500  # GetMetricData's limit
 
 
-def retry_config() -> Config:
-    """botocore's adaptive retry mode: exponential backoff plus client-side rate limiting on throttling."""
-    return Config(retries={"mode": "adaptive", "max_attempts": 10})
+#: Attempts per call (the first included): more than a training poll's, since a sweep reads many resources
+#: in parallel and is throttled more; bounded, so a lost cloud fails the sweep's call within
+#: 5 x (5 s + 20 s) + 15 s of backoff = 140 s instead of hanging the task.
+SWEEP_MAX_ATTEMPTS = 5
 
 
 def _epoch(value: Any) -> float | None:
@@ -117,9 +119,12 @@ class SageMakerInventory(Inventory):
     def _client(self, client_type: str):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        client = AwsBaseHook(
-            aws_conn_id=self.connection_id, client_type=client_type, region_name=self.region, config=retry_config()
-        ).conn
+        from airflow_retrain.training.sagemaker import bounded_botocore_config
+
+        hook = AwsBaseHook(aws_conn_id=self.connection_id, client_type=client_type, region_name=self.region)
+        client = hook.get_client_type(
+            region_name=self.region, config=bounded_botocore_config(hook, max_attempts=SWEEP_MAX_ATTEMPTS)
+        )
         client.meta.events.register("before-call", self._count_call)
         return client
 

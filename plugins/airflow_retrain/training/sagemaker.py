@@ -14,10 +14,13 @@ S3 layout, one prefix per job (``s3://<bucket>/<prefix>/<job name>/``)::
     output/output.tar.gz        written by SageMaker (SM_OUTPUT_DATA_DIR: metrics.json)
 
 Credentials, region and endpoint come from the Airflow AWS connection (``connection_id``; its extra
-``endpoint_url`` points every client at a fake cloud in tests and demos). Throttling is retried by
-botocore (``adaptive`` retry mode). Cloud errors are re-raised as one message that quotes the cloud's
-reason and names the spec field or connection to fix; refusals a retry cannot fix raise
-:class:`~airflow_retrain.training.base.TrainingInputError`.
+``endpoint_url`` points every client at a fake cloud in tests and demos). Every client is bounded
+(:func:`bounded_botocore_config`, docs/outages.md): botocore's ``standard`` retries, at most
+:data:`MAX_ATTEMPTS` attempts of :data:`CONNECT_TIMEOUT_SECONDS` to connect and :data:`READ_TIMEOUT_SECONDS`
+to answer, so a call to an unreachable or silent AWS fails within :data:`CALL_BOUND_SECONDS`; the
+connection's extra ``config_kwargs`` (the Amazon provider's way) overrides any of them. Cloud errors are
+re-raised as one message that quotes the cloud's reason and names the spec field or connection to fix;
+refusals a retry cannot fix raise :class:`~airflow_retrain.training.base.TrainingInputError`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ _PENDING_SECONDARY = {"Starting", "Pending", "LaunchingMLInstances", "PreparingT
 _STATUS = {"Completed": JobState.COMPLETED, "Failed": JobState.FAILED, "Stopping": JobState.STOPPING,
            "Stopped": JobState.STOPPED}
 _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
+
+#: Seconds botocore waits to open a connection to AWS, per attempt.
+CONNECT_TIMEOUT_SECONDS = 5
+#: Seconds botocore waits for an answer on an open connection (per socket read), per attempt.
+READ_TIMEOUT_SECONDS = 20
+#: Attempts per call (the first one included) in botocore's ``standard`` retry mode.
+MAX_ATTEMPTS = 3
+#: The longest one call can take against an unreachable or silent AWS: every attempt times out, plus
+#: ``standard`` mode's backoff (at most 1 s, then 2 s, between attempts).
+CALL_BOUND_SECONDS = MAX_ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + (2 ** (MAX_ATTEMPTS - 1) - 1)
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
 
 
@@ -65,6 +78,36 @@ class _OutputsMissing(LookupError):
 
 class SageMakerCloudError(RuntimeError):
     """The cloud failed a call for a reason that may pass (quota, throttling, network): retry the task."""
+
+
+def bounded_botocore_config(hook: Any, *, max_attempts: int = MAX_ATTEMPTS, retry_mode: str = "standard") -> Any:
+    """The botocore ``Config`` for a client of ``hook``'s connection: bounded timeouts and retries.
+
+    Built from this module's bounds, then merged with the connection's own botocore config (its extra
+    ``config_kwargs``, as the Amazon provider reads it: :attr:`AwsBaseHook.config`), so an operator can
+    lengthen or shorten any of them per connection without touching the package.
+    """
+    from botocore.config import Config
+
+    defaults = Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        # total_max_attempts counts the first attempt; botocore's max_attempts would count only retries.
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+    )
+    return defaults.merge(hook.config)
+
+
+def timeouts_text(config: Any) -> str:
+    """How a client with ``config`` gives up, for error messages."""
+    retries = getattr(config, "retries", None) or {}
+    attempts = retries.get("total_max_attempts")
+    if attempts is None and "max_attempts" in retries:  # botocore's older key: retries after the first
+        attempts = retries["max_attempts"] + 1
+    return (
+        f"{attempts or 'botocore default'} attempts ({config.connect_timeout} s to connect and "
+        f"{config.read_timeout} s to answer, each)"
+    )
 
 
 def _ts(value: Any) -> float | None:
@@ -97,8 +140,10 @@ class SageMakerTrainingBackend(TrainingBackend):
     :param security_group_ids: VPC security groups (with ``subnets``).
     :param kms_key_id: KMS key for the output and the training volume.
     :param spot: managed spot training; the job may wait up to its max runtime again for capacity.
-    :param max_attempts: botocore attempts per call (throttling and transient errors, with backoff).
-    :param retry_mode: botocore retry mode (``adaptive`` also rate-limits the client when throttled).
+    :param max_attempts: botocore attempts per call (throttling and transient errors, with backoff);
+        the connection's extra ``config_kwargs`` overrides it.
+    :param retry_mode: botocore retry mode (``standard``: bounded backoff; ``adaptive`` also rate-limits
+        the client when throttled, which can make a call wait longer than :data:`CALL_BOUND_SECONDS`).
     """
 
     name = "sagemaker"
@@ -119,8 +164,8 @@ class SageMakerTrainingBackend(TrainingBackend):
         security_group_ids: list[str] | None = None,
         kms_key_id: str | None = None,
         spot: bool = False,
-        max_attempts: int = 8,
-        retry_mode: str = "adaptive",
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_mode: str = "standard",
     ) -> None:
         for field, value in (("role_arn", role_arn), ("bucket", bucket)):
             if not value:
@@ -162,38 +207,37 @@ class SageMakerTrainingBackend(TrainingBackend):
     # -- clients, built on first use through the provider's hooks ---------------------------------
 
     @cached_property
-    def _botocore_config(self):
-        from botocore.config import Config
-
-        return Config(retries={"mode": self.retry_mode, "max_attempts": self.max_attempts}, connect_timeout=10,
-                      read_timeout=60)
-
-    @cached_property
     def hook(self):
         from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
-        return SageMakerHook(aws_conn_id=self.connection_id, region_name=self.region, config=self._botocore_config)
+        return SageMakerHook(aws_conn_id=self.connection_id, region_name=self.region)
+
+    @cached_property
+    def client_config(self):
+        """The botocore config every client of this backend uses (bounded; the connection may override)."""
+        return bounded_botocore_config(self.hook, max_attempts=self.max_attempts, retry_mode=self.retry_mode)
+
+    def _client(self, hook: Any) -> Any:
+        return hook.get_client_type(region_name=self.region, config=self.client_config)
 
     @cached_property
     def sagemaker(self):
         with self._cloud_errors("connect to SageMaker"):
-            return self.hook.conn
+            return self._client(self.hook)
 
     @cached_property
     def s3(self):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         with self._cloud_errors("connect to S3"):
-            return S3Hook(aws_conn_id=self.connection_id, region_name=self.region, config=self._botocore_config).conn
+            return self._client(S3Hook(aws_conn_id=self.connection_id, region_name=self.region))
 
     @cached_property
     def logs(self):
         from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
 
         with self._cloud_errors("connect to CloudWatch Logs"):
-            return AwsLogsHook(
-                aws_conn_id=self.connection_id, region_name=self.region, config=self._botocore_config
-            ).conn
+            return self._client(AwsLogsHook(aws_conn_id=self.connection_id, region_name=self.region))
 
     @property
     def image_uri(self) -> str:
@@ -215,6 +259,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         from botocore.exceptions import (
             ClientError,
             EndpointConnectionError,
+            HTTPClientError,
             NoCredentialsError,
             NoRegionError,
             ParamValidationError,
@@ -239,7 +284,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 ) from None
             if code in ("ThrottlingException", "Throttling", "SlowDown", "TooManyRequestsException"):
                 raise SageMakerCloudError(
-                    f"{what}: still throttled after {self.max_attempts} attempts with backoff ({quoted})"
+                    f"{what}: still throttled after {timeouts_text(self.client_config)} ({quoted})"
                 ) from None
             if code in ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
                         "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"):
@@ -254,9 +299,11 @@ class SageMakerTrainingBackend(TrainingBackend):
             if code.startswith(("InternalServer", "ServiceUnavailable", "InternalFailure")) or code.startswith("5"):
                 raise SageMakerCloudError(f"{what}: the cloud failed ({quoted})") from None
             raise TrainingInputError(f"{what}: {quoted} ({conn})") from None
-        except (EndpointConnectionError, BotoConnectionError) as e:
+        except (EndpointConnectionError, BotoConnectionError, HTTPClientError) as e:
+            # Refused, unreachable, or silent (read timeout, connection closed): after every attempt.
             raise SageMakerCloudError(
-                f"{what}: cannot reach AWS ({e}); check {conn} (region {self.region}, extra endpoint_url)"
+                f"{what}: cannot reach AWS after {timeouts_text(self.client_config)} ({e}); check {conn} "
+                f"(region {self.region}, extra endpoint_url)"
             ) from None
         except (NoCredentialsError, NoRegionError) as e:
             raise TrainingInputError(f"{what}: {e}; set them in {conn}") from None

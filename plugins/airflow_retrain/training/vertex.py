@@ -20,6 +20,11 @@ e.g. Private Service Connect) and ``grpc_target`` (``host:port`` reached over an
 fake Vertex AI of ``scripts/fake_vertex.py``); ``gcs_local_root`` maps ``gs://`` to a local folder (the
 fake's GCS stand-in) instead of Cloud Storage.
 
+Every ``JobService`` call carries a deadline (``call_timeout``, :data:`CALL_TIMEOUT_SECONDS` by default):
+the generated client sets none, so a silent endpoint would hold a poll forever. Within the deadline a call
+that meets ``UNAVAILABLE`` (nothing listening, a dropped connection) is retried with backoff; past it, the
+call fails as :class:`VertexCloudError` naming the job and the deadline (docs/outages.md).
+
 Jobs carry the run's tags as labels in the portable label form (:func:`airflow_retrain.runs.to_labels`)
 plus ``retrain_job-name``: Vertex allows duplicate display names, so that label is how a retry finds
 the job it would otherwise start twice.
@@ -50,6 +55,8 @@ from airflow_retrain.training.base import (
 from airflow_retrain.training.vertex_catalog import machine_problems, price_key
 
 JOB_NAME_LABEL = "retrain_job-name"
+#: Deadline of one JobService call, retries of UNAVAILABLE included (seconds).
+CALL_TIMEOUT_SECONDS = 30.0
 DEFAULT_IMAGE = "us-docker.pkg.dev/vertex-ai/training/xgboost-cpu.2-1:latest"
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
 _STATES = {
@@ -150,6 +157,7 @@ class VertexTrainingBackend(TrainingBackend):
     :param spot: run on Spot VMs (``scheduling.strategy = SPOT``); preempted jobs restart from checkpoints.
     :param prefix: object prefix under the staging bucket.
     :param connection_id: Airflow Google Cloud connection.
+    :param call_timeout: deadline of each Vertex AI API call in seconds, retries included.
     """
 
     name = "vertex"
@@ -171,6 +179,7 @@ class VertexTrainingBackend(TrainingBackend):
         spot: bool = False,
         prefix: str = "airflow-retrain",
         connection_id: str = "google_cloud_default",
+        call_timeout: float = CALL_TIMEOUT_SECONDS,
     ) -> None:
         for field, value in (("region", region), ("staging_bucket", staging_bucket)):
             if not value:
@@ -191,6 +200,7 @@ class VertexTrainingBackend(TrainingBackend):
         self.spot = bool(spot)
         self.prefix = prefix.strip("/")
         self.connection_id = connection_id
+        self.call_timeout = float(call_timeout)
         self._resource_names: dict[str, str] = {}
 
     def config(self) -> dict[str, Any]:
@@ -208,6 +218,7 @@ class VertexTrainingBackend(TrainingBackend):
             "spot": self.spot,
             "prefix": self.prefix,
             "connection_id": self.connection_id,
+            "call_timeout": self.call_timeout,
         }
 
     # -- clients ------------------------------------------------------------------------------------
@@ -258,6 +269,27 @@ class VertexTrainingBackend(TrainingBackend):
             credentials = self.hook.get_credentials()
         return JobServiceClient(credentials=credentials, client_options={"api_endpoint": endpoint})
 
+    def _bounds(self, *, retry: bool = True) -> dict[str, Any]:
+        """``retry`` and ``timeout`` for a JobService call: UNAVAILABLE retried, all within the deadline.
+
+        :param retry: ``False`` for calls that create something: a retried create whose first attempt did
+            land would start a second job.
+        """
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry, if_exception_type
+
+        if not retry:
+            return {"retry": None, "timeout": self.call_timeout}
+
+        retry = Retry(
+            predicate=if_exception_type(gexc.ServiceUnavailable),
+            initial=0.5,
+            maximum=5.0,
+            multiplier=2.0,
+            timeout=self.call_timeout,
+        )
+        return {"retry": retry, "timeout": self.call_timeout}
+
     @cached_property
     def gcs(self) -> _LocalGcs | _CloudGcs:
         if root := self._extra.get("gcs_local_root"):
@@ -296,7 +328,13 @@ class VertexTrainingBackend(TrainingBackend):
                 f"{what}: access denied ({e.message}); check the credentials of {conn} and "
                 f"training.vertex.service_account / project {self.project}"
             ) from None
-        except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.DeadlineExceeded, gexc.TooManyRequests) as e:
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.RetryError) as e:
+            # Nothing listening, or no answer: the call's deadline (retries included) is spent.
+            raise VertexCloudError(
+                f"{what}: no answer from Vertex AI within the call deadline of {self.call_timeout:g} s "
+                f"({type(e).__name__}: {getattr(e, 'message', e)}); check {conn} and the region {self.region}"
+            ) from None
+        except (gexc.InternalServerError, gexc.TooManyRequests) as e:
             raise VertexCloudError(f"{what}: the cloud failed ({type(e).__name__}: {e.message}); retry") from None
         except DefaultCredentialsError as e:
             raise TrainingInputError(f"{what}: no credentials ({e}); set them in {conn}") from None
@@ -324,16 +362,18 @@ class VertexTrainingBackend(TrainingBackend):
     def _resource_name(self, job_name: str) -> str:
         if name := self._resource_names.get(job_name):
             return name
-        jobs = self._list({JOB_NAME_LABEL: label_value(job_name)})
+        jobs = self._list({JOB_NAME_LABEL: label_value(job_name)}, job_name)
         if not jobs:
             raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} in {self.parent}")
         self._resource_names[job_name] = jobs[-1].name
         return jobs[-1].name
 
-    def _list(self, labels: dict[str, str]) -> list[Any]:
+    def _list(self, labels: dict[str, str], job_name: str | None = None) -> list[Any]:
         filter_ = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(labels.items()))
-        with self._cloud_errors("ListCustomJobs"):
-            pager = self.client.list_custom_jobs(request={"parent": self.parent, "filter": filter_, "page_size": 100})
+        with self._cloud_errors("ListCustomJobs", job_name):
+            pager = self.client.list_custom_jobs(
+                request={"parent": self.parent, "filter": filter_, "page_size": 100}, **self._bounds()
+            )
             jobs = [j for j in pager if all(j.labels.get(k) == v for k, v in labels.items())]
         return sorted(jobs, key=lambda j: _ts(j.create_time) or 0)
 
@@ -343,7 +383,7 @@ class VertexTrainingBackend(TrainingBackend):
         name = self._resource_name(job_name)
         with self._cloud_errors("GetCustomJob", job_name):
             try:
-                return self.client.get_custom_job(name=name)
+                return self.client.get_custom_job(name=name, **self._bounds())
             except gexc.NotFound:
                 raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} ({name})") from None
 
@@ -419,7 +459,7 @@ class VertexTrainingBackend(TrainingBackend):
                 f"training.resources.gpu is 'required' but training.vertex.accelerator_type is not set "
                 f"({self.machine_type} has no GPU)"
             )
-        if self._list({JOB_NAME_LABEL: label_value(name)}):
+        if self._list({JOB_NAME_LABEL: label_value(name)}, name):
             raise TrainingJobExists(f"Vertex AI custom job {name!r} already exists in {self.parent}")
         if not self.gcs.bucket_exists(self.staging_bucket):
             raise TrainingInputError(
@@ -433,7 +473,7 @@ class VertexTrainingBackend(TrainingBackend):
             channels = {ch: self._channel_uri(name, ch, loc, staged) for ch, loc in request.channels.items()}
             body = self._custom_job(request, script, channels, replicas)
             with self._cloud_errors("CreateCustomJob", name, replicas):
-                created = self.client.create_custom_job(parent=self.parent, custom_job=body)
+                created = self.client.create_custom_job(parent=self.parent, custom_job=body, **self._bounds(retry=False))
         except BaseException:
             self._delete(staged)  # nothing half-done: no staged inputs without a job
             raise
@@ -526,7 +566,7 @@ class VertexTrainingBackend(TrainingBackend):
             return job
         with self._cloud_errors("CancelCustomJob", job_name):
             try:
-                self.client.cancel_custom_job(name=self._resource_name(job_name))
+                self.client.cancel_custom_job(name=self._resource_name(job_name), **self._bounds())
             except gexc.FailedPrecondition:
                 pass  # it finished between describe and cancel
         return self.describe(job_name)

@@ -12,7 +12,14 @@ boto3.
   it, the trigger stops the job and reports ``timeout``.
 - ``on_kill`` (a user marks the deferred task failed/success or clears it) stops the job. A triggerer
   restart or redistribution does not: the new triggerer resumes polling the same job.
-- Transient cloud errors are retried up to ``max_consecutive_errors`` polls in a row.
+- A lost cloud is bounded: each poll's ``describe`` fails within the backend's call bound (SageMaker:
+  ``CALL_BOUND_SECONDS``, 78 s; Vertex: ``call_timeout``, 30 s), and after ``max_consecutive_errors``
+  failed polls in a row (``poll_interval`` apart) the trigger fails the task with a message naming the job
+  and the outage. So the task fails at most ``max_consecutive_errors x (call bound + poll_interval)``
+  after the cloud went away (docs/outages.md). A job the cloud no longer knows after the trigger saw it
+  ("forgotten") fails the task the same way. Both events carry the job's last seen snapshot
+  (``last_job``), so the task can ledger its last known billable time.
+- A failed log read is logged and retried at the next read; it never counts as a lost cloud.
 
 Polling backs off as the job ages: the next poll comes after ``backoff_fraction`` of the job's age,
 never sooner than ``poll_interval`` nor later than ``max_poll_interval``. A job that has trained for
@@ -28,13 +35,18 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_retrain.training import get_backend
-from airflow_retrain.training.base import JobState, TrainingBackend, TrainingJobNotFound
+from airflow_retrain.training.base import JobState, TrainingBackend, TrainingJob, TrainingJobNotFound
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if epoch else "an unknown time"
 
 
 class TrainingJobTrigger(BaseTrigger):
@@ -65,7 +77,7 @@ class TrainingJobTrigger(BaseTrigger):
         deadline: float | None = None,
         log_offset: int = 0,
         max_log_lines: int = 500,
-        max_consecutive_errors: int = 10,
+        max_consecutive_errors: int = 5,
         max_poll_interval: float | None = None,
         backoff_fraction: float = 0.1,
         log_interval: float | None = None,
@@ -121,34 +133,62 @@ class TrainingJobTrigger(BaseTrigger):
         transitions: list[str] = []
         last_status: tuple[str, str] | None = None
         errors = 0
+        outage_since: float | None = None
         log_every = self.log_interval if self.log_interval is not None else max(30.0, self.poll_interval)
         logs_read_at = 0.0
+        self._last_job: TrainingJob | None = None
+        self._last_seen_at: float | None = None
         while True:
             try:
                 job = await asyncio.to_thread(backend.describe, self.job_name)
-                due = time.monotonic() - logs_read_at >= log_every
-                if job.state.terminal or (job.state != JobState.PENDING and due):
-                    text, offset = await asyncio.to_thread(backend.read_logs, self.job_name, offset)
-                    logs_read_at = time.monotonic()
-                    for line in text.splitlines():
-                        self.log.info("[%s] %s", self.job_name, line)
-                        tail.append(line)
-                errors = 0
             except TrainingJobNotFound as e:
-                yield TriggerEvent(self._event("error", None, offset, tail, transitions, message=str(e)))
+                if self._last_job is not None:  # it existed: the cloud forgot it
+                    message = (
+                        f"training job {self.job_name} vanished from the {self.backend} backend after it was last "
+                        f"seen {self._last_job.state.value} at {_when(self._last_seen_at)} ({e}); its last known "
+                        "state is in the cost ledger"
+                    )
+                else:
+                    message = str(e)
+                yield TriggerEvent(self._event("error", None, offset, tail, transitions, message=message))
                 return
             except Exception as e:  # noqa: BLE001 - transient cloud trouble: poll again, within limits
                 errors += 1
+                outage_since = outage_since or time.time()
                 self.log.warning("Polling training job %s failed (%d/%d): %s", self.job_name, errors,
                                  self.max_consecutive_errors, e)
                 if errors >= self.max_consecutive_errors:
                     yield TriggerEvent(
-                        self._event("error", None, offset, tail, transitions,
-                                    message=f"polling training job {self.job_name} failed {errors} times: {e}")
+                        self._event(
+                            "error", None, offset, tail, transitions,
+                            message=(
+                                f"lost the {self.backend} cloud while waiting for training job {self.job_name}: "
+                                f"{errors} polls in a row failed over {time.time() - outage_since:.0f} s "
+                                f"(last error: {e}). The job may still be running and billing: the run's "
+                                "teardown stops it once the cloud answers, the gpu_teardown sweep otherwise; "
+                                + (
+                                    f"it was last seen {self._last_job.state.value} at {_when(self._last_seen_at)}"
+                                    if self._last_job is not None
+                                    else "it was never seen running"
+                                )
+                            ),
+                        )
                     )
                     return
                 await asyncio.sleep(self.poll_interval)
                 continue
+            errors, outage_since = 0, None
+            self._last_job, self._last_seen_at = job, time.time()
+            if job.state.terminal or (job.state != JobState.PENDING and time.monotonic() - logs_read_at >= log_every):
+                try:
+                    text, offset = await asyncio.to_thread(backend.read_logs, self.job_name, offset)
+                except Exception as e:  # noqa: BLE001 - logs are best effort; the job's state is what counts
+                    self.log.warning("Reading the log of training job %s failed: %s", self.job_name, e)
+                else:
+                    logs_read_at = time.monotonic()
+                    for line in text.splitlines():
+                        self.log.info("[%s] %s", self.job_name, line)
+                        tail.append(line)
             status = (job.state.value, str(job.details.get("secondary_status", "")))
             if status != last_status:
                 line = f"Training job {self.job_name}: {status[0]}" + (f" ({status[1]})" if status[1] else "")
@@ -174,6 +214,9 @@ class TrainingJobTrigger(BaseTrigger):
             "log_tail": list(tail),
             "transitions": transitions,
             "message": message,
+            # The job as last seen, and when: what the task ledgers for a job the cloud lost or forgot.
+            "last_job": last.to_dict() if (last := getattr(self, "_last_job", None)) is not None else None,
+            "last_seen_at": getattr(self, "_last_seen_at", None),
         }
 
     async def on_kill(self) -> None:
