@@ -250,3 +250,18 @@ def test_kill_job_never_signals_init_or_the_callers_parents(monkeypatch):
     assert supervisor.kill_job(None, roots=[1], include_roots=True, grace_seconds=0.1) == []
     assert supervisor.kill_job(None, roots=[os.getppid()], include_roots=True, grace_seconds=0.1) == []
     assert sent == []
+
+
+def test_an_empty_environ_is_unknown_not_another_job(tmp_path, monkeypatch):
+    """A child still inside execve shows an empty /proc/<pid>/environ: its runner must not read as dead."""
+    from airflow_retrain.training import supervisor
+
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "environ").write_bytes(b"")
+    (tmp_path / "4243").mkdir()
+    (tmp_path / "4243" / "environ").write_bytes(b"PATH=/bin\0RETRAIN_JOB_TOKEN=other\0")
+    monkeypatch.setattr(supervisor, "_PROC", tmp_path)
+    marker = supervisor.token_marker("mine")
+    assert supervisor.environ_has(4242, marker) is None
+    assert supervisor.environ_has(4243, marker) is False
+    assert supervisor.environ_has(4244, marker) is False  # gone

@@ -314,8 +314,10 @@ class LocalTrainingBackend(TrainingBackend):
         elif _runner_running(record):
             state = JobState.STOPPING if (job_dir / "stop_requested").exists() else JobState.RUNNING
         else:
-            result = self._settle_orphaned(record)
-            state, ended, reason = JobState(result["state"]), result["ended_at"], result["reason"]
+            # Read again: a runner that wrote its result and exited between the first read and the liveness
+            # check is a finished job, not an orphan (settling it would overwrite a real result).
+            result = json.loads(result_path.read_text()) if result_path.exists() else self._settle_orphaned(record)
+            state, ended, reason = JobState(result["state"]), result["ended_at"], result.get("reason")
         billable = 0.0
         if started:
             billable = max(0.0, (ended or time.time()) - started)
