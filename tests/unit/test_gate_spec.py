@@ -28,8 +28,8 @@ def test_churn_gates_resolve_with_defaults_from_registry(tmp_path):
     assert spec.model_gate_names == ["data", "metrics", "champion", "slices", "efficiency"]
     assert spec.champion_metric == "roc_auc" and spec.champion_min_improvement == 0.002
     config = _data_gate_config(spec)
-    assert config["contract"]["monthly_charges"] == "double precision"
-    assert config["on_missing_snapshot"] == "pass" and config["ks_max"] == 0.1
+    assert config.contract["monthly_charges"] == "double precision"
+    assert config.on_missing_snapshot == "pass" and config.ks_max == 0.1
     dag = build_dag(spec)
     assert dag.get_task("gate_data").downstream_task_ids == {"train", "gate_model"}  # its verdict feeds gate_model
     assert dag.get_task("gate_data").upstream_task_ids == {"export_dataset"}
@@ -108,9 +108,9 @@ def test_first_run_policy_must_be_explicit(tmp_path):
 
 
 def test_contract_match_needs_a_contract(tmp_path, monkeypatch):
-    import airflow_retrain.spec as spec_module
+    import airflow_retrain.spec.checks as checks
 
-    monkeypatch.setattr(spec_module, "dbt_contract_columns", lambda *_: None)
+    monkeypatch.setattr(checks, "dbt_contract_columns", lambda *_: None)
     with pytest.raises(SpecError, match=r"gates\.data\.schema\.match_contract: dbt model 'churn_features' declares "
                                         r"no columns"):
         load(tmp_path, lambda d: None)

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from airflow_retrain.spec import _format_validation_error, project_root_for
+from airflow_retrain.config import project_root_for
+from airflow_retrain.spec.loader import format_validation_error as _format_validation_error
 from airflow_retrain.teardown import KIND_ACTIONS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
