@@ -23,7 +23,7 @@ BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
 
-.PHONY: venv demo test ui up down dbt-build load-data lock lint clean bench fake-cloud cost-report bench-teardown docs
+.PHONY: venv demo test ui up down dbt-build load-data lock lint lint-imports clean bench fake-cloud cost-report bench-teardown docs
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,11 @@ lock:
 
 lint: venv
 	$(VENV)/bin/ruff check plugins dags tests include scripts bench
+	$(MAKE) --no-print-directory lint-imports
+
+# The package's import direction (the contracts in pyproject.toml [tool.importlinter]; docs/architecture.md).
+lint-imports: venv
+	$(VENV)/bin/lint-imports --no-logo --cache-dir $(ROOT)/build/import_linter_cache pyproject.toml
 
 # The documentation site (docs/, mkdocs.yml) into build/site; --strict fails on any warning (a broken link).
 docs: venv

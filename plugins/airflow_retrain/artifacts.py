@@ -38,8 +38,8 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_retrain.spec import artifact_root_problems as root_problems
-from airflow_retrain.spec import state_dir
+from airflow_retrain.config import state_dir
+from airflow_retrain.spec.fields import artifact_root_problems as root_problems
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath

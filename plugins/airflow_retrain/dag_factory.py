@@ -21,6 +21,9 @@ from typing import Any
 
 from airflow.sdk import DAG
 
+from airflow_retrain.config import retrain_home
+from airflow_retrain.dbt.contracts import dbt_contract_columns
+from airflow_retrain.gates.data import DataGateConfig
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
 from airflow_retrain.operators.dbt import DbtEvidenceGateOperator
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
@@ -33,14 +36,8 @@ from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
-from airflow_retrain.spec import (
-    PipelineSpec,
-    SpecError,
-    dbt_contract_columns,
-    load_specs,
-    retrain_home,
-    spec_files,
-)
+from airflow_retrain.spec.loader import load_specs, spec_files
+from airflow_retrain.spec.models import AssetSchedule, PipelineSpec, SpecError
 from airflow_retrain.teardown.policy import default_policy_path, load_policy
 
 log = logging.getLogger(__name__)
@@ -79,27 +76,13 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 """
 
 
-def _data_gate_config(spec: PipelineSpec) -> dict[str, Any]:
-    """The spec's ``gates.data`` resolved into :class:`~airflow_retrain.gates.data.DataGateConfig` fields."""
+def _data_gate_config(spec: PipelineSpec) -> DataGateConfig:
+    """The spec's ``gates.data`` resolved, with the feature model's dbt contract (read only when matched)."""
     data = spec.gates.data
     contract = None
     if data.schema_.match_contract:
         contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
-    drift = data.drift
-    return {
-        "contract": contract,
-        "match_previous": data.schema_.match_previous,
-        "min_rows": data.min_rows if data.min_rows is not None else spec.dataset.min_rows,
-        "max_row_change": data.max_row_change,
-        "max_null_rate": data.max_null_rate.default,
-        "null_rate_columns": dict(data.max_null_rate.columns),
-        "label_rate_min": data.label_rate.min if data.label_rate else None,
-        "label_rate_max": data.label_rate.max if data.label_rate else None,
-        "psi_max": drift.psi_max if drift else None,
-        "ks_max": drift.ks_max if drift else None,
-        "on_missing_snapshot": drift.on_missing_snapshot if drift else "fail",
-        "drift_columns": list(drift.columns) if drift and drift.columns else None,
-    }
+    return DataGateConfig.from_spec(data, min_rows=spec.dataset.min_rows, contract=contract)
 
 
 def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
@@ -190,7 +173,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
         gate_data = DataGateOperator(
             task_id="gate_data",
             dataset=export.output,
-            config=_data_gate_config(spec),
+            config=_data_gate_config(spec).to_dict(),
             model_name=spec.registry.model_name,
             experiment=spec.registry.experiment or f"retrain/{spec.name}",
             mlflow_conn_id=spec.registry.connection_id,
@@ -329,8 +312,6 @@ def _dbt_stage(spec: PipelineSpec, common: dict[str, Any]):
 
 def _dag_schedule(spec: PipelineSpec) -> Any:
     """A cron/preset string as is; an asset schedule as the dbt Assets (or assets-or-cron)."""
-    from airflow_retrain.spec import AssetSchedule
-
     if not isinstance(spec.schedule, AssetSchedule):
         return spec.schedule
     import yaml
@@ -353,7 +334,7 @@ def _dag_schedule(spec: PipelineSpec) -> Any:
 
 
 def _specs_dir() -> Path:
-    """``RETRAIN_SPECS_DIR``, else ``<RETRAIN_HOME>/include/pipelines`` (see :func:`spec.retrain_home`)."""
+    """``RETRAIN_SPECS_DIR``, else ``<RETRAIN_HOME>/include/pipelines`` (see :func:`~airflow_retrain.config.retrain_home`)."""
     if env := os.environ.get("RETRAIN_SPECS_DIR"):
         return Path(env)
     root = retrain_home()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_retrain.spec import state_dir
+from airflow_retrain.config import state_dir
 
 TAG_PREFIX = "retrain"
 DEFAULT_TTL_SECONDS = 6 * 3600

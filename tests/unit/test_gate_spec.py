@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from airflow_retrain.dag_factory import _data_gate_config, build_dag
+from airflow_retrain.gates.data import DataGateConfig
 from airflow_retrain.spec import SpecError, declared_metrics, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,14 +29,39 @@ def test_churn_gates_resolve_with_defaults_from_registry(tmp_path):
     assert spec.model_gate_names == ["data", "metrics", "champion", "slices", "efficiency"]
     assert spec.champion_metric == "roc_auc" and spec.champion_min_improvement == 0.002
     config = _data_gate_config(spec)
-    assert config["contract"]["monthly_charges"] == "double precision"
-    assert config["on_missing_snapshot"] == "pass" and config["ks_max"] == 0.1
+    assert config.contract["monthly_charges"] == "double precision"
+    assert config.on_missing_snapshot == "pass" and config.ks_max == 0.1
     dag = build_dag(spec)
     assert dag.get_task("gate_data").downstream_task_ids == {"train", "gate_model"}  # its verdict feeds gate_model
     assert dag.get_task("gate_data").upstream_task_ids == {"export_dataset"}
     assert dag.get_task("gate_model").upstream_task_ids >= {"register", "gate_data"}
     assert dag.get_task("gate_model").downstream_task_ids == {"promote"}
     assert dag.get_task("register").gates == spec.model_gate_names
+
+
+def test_data_gate_settings_have_one_shape_from_spec_to_gate(tmp_path):
+    """gates.data -> DataGateConfig (built once, from the spec) -> the task's dict -> the same DataGateConfig."""
+    spec = load(tmp_path, lambda d: d["gates"]["data"].update(min_rows=None, label_rate={"min": 0.1}))
+    config = _data_gate_config(spec)
+    assert isinstance(config, DataGateConfig)
+    assert config.min_rows == spec.dataset.min_rows  # gates.data.min_rows unset: dataset.min_rows
+    assert (config.label_rate_min, config.label_rate_max) == (0.1, None)
+    assert config.null_rate_columns == dict(spec.gates.data.max_null_rate.columns)
+    task_config = build_dag(spec).get_task("gate_data").config
+    assert task_config == config.to_dict()
+    assert DataGateConfig.from_dict(task_config) == config
+
+
+def test_data_gate_config_without_contract_matching_carries_no_contract(tmp_path):
+    spec = load(tmp_path, lambda d: d["gates"]["data"].update(schema={"match_contract": False}))
+    config = DataGateConfig.from_spec(spec.gates.data, min_rows=7, contract={"a": "integer"})
+    assert config.contract is None and config.match_previous is True
+
+
+def test_data_gate_config_refuses_a_field_it_does_not_have():
+    """A misspelt threshold would silently switch a check off; it is an error naming the field."""
+    with pytest.raises(ValueError, match="unknown field\\(s\\) psi_maximum"):
+        DataGateConfig.from_dict({"psi_maximum": 0.1})
 
 
 def test_training_script_declares_its_metrics():
@@ -108,9 +134,9 @@ def test_first_run_policy_must_be_explicit(tmp_path):
 
 
 def test_contract_match_needs_a_contract(tmp_path, monkeypatch):
-    import airflow_retrain.spec as spec_module
+    import airflow_retrain.spec.checks as checks
 
-    monkeypatch.setattr(spec_module, "dbt_contract_columns", lambda *_: None)
+    monkeypatch.setattr(checks, "dbt_contract_columns", lambda *_: None)
     with pytest.raises(SpecError, match=r"gates\.data\.schema\.match_contract: dbt model 'churn_features' declares "
                                         r"no columns"):
         load(tmp_path, lambda d: None)

@@ -136,7 +136,7 @@ def test_dagbag_validation_errors_are_caught_in_the_boundary(tmp_path, monkeypat
     """A timetable the DagBag would refuse (it validates after the file imported) is caught by the factory."""
     write(tmp_path, churn_dict(), "churn.yaml")
     write(tmp_path, other_pipeline("fraud"), "fraud.yaml")
-    monkeypatch.setattr("airflow_retrain.spec.validate_schedule", lambda value, **_: value)
+    monkeypatch.setattr("airflow_retrain.spec.models.validate_schedule", lambda value, **_: value)
     write(tmp_path, dict(other_pipeline("fraud"), schedule="61 * * * *"), "fraud.yaml")
     dags, errors = dag_factory.collect_pipelines(tmp_path)
     assert list(dags) == ["churn_retrain"]
@@ -163,21 +163,21 @@ def test_a_missing_or_empty_specs_folder_is_an_error_naming_where_it_looked(tmp_
 
 def test_without_a_project_folder_the_error_says_what_to_set(monkeypatch):
     """An installed wheel: no RETRAIN_HOME, no [retrain] home, no checkout around the package."""
-    from airflow_retrain import spec as spec_module
+    from airflow_retrain import config
 
     monkeypatch.delenv("RETRAIN_SPECS_DIR", raising=False)
     monkeypatch.delenv("RETRAIN_HOME", raising=False)
     monkeypatch.delenv("RETRAIN_STATE_DIR", raising=False)
     monkeypatch.setattr(dag_factory, "retrain_home", lambda: None)
-    monkeypatch.setattr(spec_module, "retrain_home", lambda: None)
+    monkeypatch.setattr(config, "retrain_home", lambda: None)
     with pytest.raises(SpecError, match="set RETRAIN_HOME .*ships no specs"):
         dag_factory.raise_spec_errors()
     with pytest.raises(RuntimeError, match="never|RETRAIN_STATE_DIR"):
-        spec_module.state_dir()
+        config.state_dir()
 
 
 def test_airflow_config_names_home_and_state_dir(monkeypatch, tmp_path):
-    from airflow_retrain import spec as spec_module
+    from airflow_retrain import config
 
     monkeypatch.delenv("RETRAIN_HOME", raising=False)
     monkeypatch.delenv("RETRAIN_STATE_DIR", raising=False)
@@ -185,10 +185,10 @@ def test_airflow_config_names_home_and_state_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW__RETRAIN__STATE_DIR", str(tmp_path / "state"))
     import airflow.configuration  # noqa: F401 - what every Airflow process has loaded
 
-    assert spec_module.retrain_home() == tmp_path / "home"
-    assert spec_module.state_dir() == tmp_path / "state"
+    assert config.retrain_home() == tmp_path / "home"
+    assert config.state_dir() == tmp_path / "state"
     monkeypatch.delenv("AIRFLOW__RETRAIN__STATE_DIR")
-    assert spec_module.state_dir() == tmp_path / "home" / ".local"
+    assert config.state_dir() == tmp_path / "home" / ".local"
 
 
 # --- 5. user errors named -----------------------------------------------------------------------

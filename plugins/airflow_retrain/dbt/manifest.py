@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_retrain.config import state_dir
+
 #: Folders of a dbt project that are build output, not input.
 _SKIPPED_DIRS = {"target", "logs", ".git", "__pycache__", ".venv", "node_modules", ".user.yml"}
 #: Resource types that become nodes of the Airflow group.
@@ -38,8 +40,6 @@ class ManifestStaleError(ManifestError):
 
 
 def state_root() -> Path:
-    from airflow_retrain.spec import state_dir
-
     return state_dir() / "dbt"
 
 

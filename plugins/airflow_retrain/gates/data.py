@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_retrain.gates.base import Check, Gate, Verdict, combine, finite_or_none
@@ -32,6 +32,8 @@ from airflow_retrain.gates.base import Check, Gate, Verdict, combine, finite_or_
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    from airflow_retrain.spec.models import DataGateSpec
 
 SNAPSHOT_FORMAT = 1
 QUANTILES = 201  # 0.5 % steps: the KS statistic against the snapshot is exact to about 0.005
@@ -238,7 +240,11 @@ def column_ks(reference: Mapping[str, Any], series: pd.Series) -> float | None:
 
 @dataclass(frozen=True)
 class DataGateConfig:
-    """The thresholds of :class:`DataGate` (the spec's ``gates.data`` block, resolved).
+    """The thresholds of :class:`DataGate`: the spec's ``gates.data`` block, resolved by :meth:`from_spec`.
+
+    The one shape of a data gate's settings between the spec and the gate: the DAG factory builds it from
+    the spec, the operator carries it as :meth:`to_dict` (a templated, serialised field) and reads it back
+    with :meth:`from_dict`.
 
     :param contract: column -> dbt ``data_type`` of the feature model; ``None`` skips that check.
     :param match_previous: compare the schema with the previous run's.
@@ -266,8 +272,41 @@ class DataGateConfig:
     drift_columns: list[str] | None = None
 
     @classmethod
+    def from_spec(
+        cls, data: DataGateSpec, *, min_rows: int, contract: dict[str, str | None] | None
+    ) -> DataGateConfig:
+        """Resolve a spec's ``gates.data`` block.
+
+        :param data: the ``gates.data`` block.
+        :param min_rows: ``dataset.min_rows``, the fewest rows when ``gates.data.min_rows`` is not set.
+        :param contract: the feature model's dbt contract columns; used only with ``schema.match_contract``.
+        """
+        drift = data.drift
+        return cls(
+            contract=contract if data.schema_.match_contract else None,
+            match_previous=data.schema_.match_previous,
+            min_rows=data.min_rows if data.min_rows is not None else min_rows,
+            max_row_change=data.max_row_change,
+            max_null_rate=data.max_null_rate.default,
+            null_rate_columns=dict(data.max_null_rate.columns),
+            label_rate_min=data.label_rate.min if data.label_rate else None,
+            label_rate_max=data.label_rate.max if data.label_rate else None,
+            psi_max=drift.psi_max if drift else None,
+            ks_max=drift.ks_max if drift else None,
+            on_missing_snapshot=drift.on_missing_snapshot if drift else "fail",
+            drift_columns=list(drift.columns) if drift and drift.columns else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able form the operator carries (:meth:`from_dict` reads it back)."""
+        return asdict(self)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataGateConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """Read :meth:`to_dict` back; a key that is not a field is an error, never silently dropped."""
+        if unknown := sorted(set(data) - set(cls.__dataclass_fields__)):
+            raise ValueError(f"data gate config: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
 
 
 @dataclass

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 
+from airflow_retrain.config import EMBEDDED_WAREHOUSE_POOL
+
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
@@ -124,7 +126,7 @@ class RetrainDuckDBHook(DbApiHook):
                     raise TimeoutError(
                         f"DuckDB warehouse {path} stayed locked by another process for "
                         f"{self.lock_timeout_seconds:.0f} s ({attempts} attempts): {e}. Run the pipelines that "
-                        f"share it in the {_embedded_pool()!r} pool, or stop the process holding the lock"
+                        f"share it in the {EMBEDDED_WAREHOUSE_POOL!r} pool, or stop the process holding the lock"
                     ) from None
                 if attempts == 1:
                     self.log.warning(
@@ -147,8 +149,3 @@ class RetrainDuckDBHook(DbApiHook):
             frame: pd.DataFrame = con.execute(sql, parameters).df()
         return frame
 
-
-def _embedded_pool() -> str:
-    from airflow_retrain.spec import EMBEDDED_WAREHOUSE_POOL
-
-    return EMBEDDED_WAREHOUSE_POOL

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_retrain.config import state_dir
 from airflow_retrain.hooks.mlflow_client import (
     EXPECTED_FORMS,
     HttpPolicy,
@@ -193,8 +194,6 @@ class MlflowHook(BaseHook):
         except AirflowNotFoundException:
             if self.mlflow_conn_id != self.default_conn_name:
                 raise
-            from airflow_retrain.spec import state_dir
-
             base = state_dir() / "mlflow"
             base.mkdir(parents=True, exist_ok=True)
             self.log.info("Connection %r not defined: using the embedded MLflow registry in %s", self.mlflow_conn_id, base)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_retrain.config import state_dir
 from airflow_retrain.hooks.duckdb import DUCKDB_CONN_TYPES, RetrainDuckDBHook
 
 if TYPE_CHECKING:
@@ -83,8 +84,6 @@ def resolve_warehouse(
             if conn_id != DEFAULT_WAREHOUSE_CONN_ID:
                 raise
     if conn is None:
-        from airflow_retrain.spec import state_dir
-
         duck = RetrainDuckDBHook.for_path(
             state_dir() / "warehouse.duckdb", conn_id=DEFAULT_WAREHOUSE_CONN_ID, lock_timeout_seconds=lock_timeout_seconds
         )

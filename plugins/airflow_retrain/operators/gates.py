@@ -105,8 +105,9 @@ class DataGateOperator(RetrainBaseOperator):
     passed; drift is measured against the snapshot of the version ``champion`` points at.
 
     :param dataset: the result of :class:`ExportTrainingDatasetOperator` (channels, label and id columns).
-    :param config: :class:`~airflow_retrain.gates.data.DataGateConfig` fields (the spec's ``gates.data``,
-        resolved, with the dbt contract).
+    :param config: a :class:`~airflow_retrain.gates.data.DataGateConfig` as its ``to_dict()`` (the spec's
+        ``gates.data``, resolved by ``DataGateConfig.from_spec`` with the dbt contract); a key that is not
+        one of its fields fails the task.
     :param model_name: registered model whose champion's snapshot is the drift reference.
     :param experiment: the pipeline's MLflow experiment (data runs go to ``<experiment>/data``).
     :param alias: the alias whose snapshot is the reference.

@@ -41,6 +41,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from airflow_retrain.config import state_dir
 from airflow_retrain.teardown.base import Clock, Finding, Inventory, Resource, ResourceGone, ttl_expired
 from airflow_retrain.training.base import TrainingJobNotFound
 
@@ -106,8 +107,6 @@ class LocalInventory(Inventory):
         dry_run: bool | None = None,
     ):
         super().__init__(policy, clock)
-        from airflow_retrain.spec import state_dir
-
         self.state_root = Path(state_root) if state_root else state_dir()
         self.run_state = run_state or task_sdk_run_state
         self.dry_run = dry_run

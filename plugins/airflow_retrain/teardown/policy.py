@@ -27,15 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_retrain.spec import (
-    FiniteFloat,
-    SpecError,
-    _format_validation_error,
-    _nul_bytes,
-    _parse_yaml,
-    project_root_for,
-    validate_schedule,
-)
+from airflow_retrain.config import project_root_for
+from airflow_retrain.spec.fields import FiniteFloat, validate_schedule
+from airflow_retrain.spec.loader import _nul_bytes, _parse_yaml
+from airflow_retrain.spec.loader import format_validation_error as _format_validation_error
+from airflow_retrain.spec.models import SpecError
 from airflow_retrain.teardown import KIND_ACTIONS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_retrain.config import state_dir
 from airflow_retrain.training import supervisor
 from airflow_retrain.training.base import (
     JobState,
@@ -147,8 +148,6 @@ class LocalTrainingBackend(TrainingBackend):
         environment: dict[str, str] | None = None,
     ):
         if jobs_dir is None:
-            from airflow_retrain.spec import state_dir
-
             jobs_dir = state_dir() / "jobs"
         self.jobs_dir = Path(jobs_dir)
         self.python = python or sys.executable

@@ -24,6 +24,8 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from airflow_retrain.config import retrain_home
+from airflow_retrain.spec.loader import load_specs
 from airflow_retrain.ui import data
 from airflow_retrain.ui.charts import bar_chart, line_chart
 from airflow_retrain.urls import redact_value
@@ -93,8 +95,6 @@ def _api_for(request: Request) -> data.AirflowApi:
 
 
 def _specs_by_dag_id() -> dict[str, Any]:
-    from airflow_retrain.spec import load_specs, retrain_home
-
     folder = os.environ.get("RETRAIN_SPECS_DIR")
     if not folder:
         home = retrain_home()
