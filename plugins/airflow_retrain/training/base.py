@@ -195,8 +195,12 @@ class TrainingBackend(ABC):
             self.permanent_failure_prefixes
         )
 
-    def job_links(self, job_name: str) -> dict[str, str]:
-        """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""
+    def job_link_params(self, job_name: str) -> dict[str, str]:
+        """The parameters the backend's extra links format their URLs from (region, job id, ...).
+
+        The train task stores them through its links' ``persist`` (``airflow_retrain.links.<backend>``);
+        empty when the job has no console page (local jobs, a job this backend does not know).
+        """
         return {}
 
     def config(self) -> dict[str, Any]:
