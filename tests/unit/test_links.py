@@ -146,3 +146,18 @@ def test_vertex_links_are_the_providers_custom_job_link_and_a_logs_query(make_co
 
 def test_a_local_train_task_shows_no_console_links():
     assert train_op("local", {}).operator_extra_links == ()
+
+
+def test_the_plugin_needs_neither_cloud_provider():
+    # Every Airflow process loads the plugin; the providers behind the console links are optional extras.
+    import subprocess
+    import sys
+
+    code = ("import sys, airflow_retrain.plugin as p; print(sorted(m for m in sys.modules if m.startswith("
+            "('airflow.providers.amazon.aws', 'airflow.providers.google.cloud', 'airflow_retrain.links.'))), "
+            "[link.name for link in p.AirflowRetrainPlugin.operator_extra_links])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == (
+        "['airflow_retrain.links.dbt', 'airflow_retrain.links.mlflow'] "
+        "['MLflow Run', 'MLflow Candidate Version', 'MLflow Champion Version', 'dbt docs']"
+    )
