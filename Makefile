@@ -50,7 +50,7 @@ test: venv
 # The Airflow UI on this machine: api-server, scheduler, dag-processor and triggerer in one process tree.
 ui: venv
 	$(PY) scripts/demo.py --prepare-only
-	airflow standalone
+	AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=$${AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE:-True} airflow standalone
 
 # The deployment in docker-compose.yaml (CeleryExecutor, Redis, Postgres, MLflow server), image built from the lock.
 up:

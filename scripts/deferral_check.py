@@ -73,13 +73,15 @@ def main() -> int:
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False", "AIRFLOW__API__PORT": str(args.port),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        # standalone runs a triggerer: deferrable operators defer (the train task's default follows this).
+        "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
         # Workers reach the task execution API on this api-server (the default is port 8080).
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{args.port}/execution/",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(args.cloud_port + 1),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(args.cloud_port + 2),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     })
-    env.pop("RETRAIN_DEFERRABLE", None)
+    env.pop("RETRAIN_DEFERRABLE", None)  # the retired switch would override the option above
     (work / "state").mkdir()
     loader = runpy.run_path(str(ROOT / "include" / "data" / "load_churn.py"))
     loader["load_to_duckdb"](str(work / "state" / "warehouse.duckdb"))

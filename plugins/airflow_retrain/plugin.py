@@ -1,5 +1,11 @@
 """The Airflow plugin: the extra links (so the UI renders them on any worker setup) and the dashboard.
 
+The train task's cloud console links (``airflow_retrain.links.sagemaker``/``.vertex``) are not listed: they
+stand on the Amazon and Google providers' links, optional extras this module must not need (every Airflow
+process loads it, and the Google provider's links alone cost ~1 s to import). Airflow 3 renders a task's
+links from its serialized DAG (each link's name and XCom key), so they show without being listed here; the
+provider info's ``extra-links`` names them for the providers list.
+
 Registered once, through the ``airflow.plugins`` entry point of the installed package; the plugins folder's
 ``.airflowignore`` keeps Airflow from importing the package's modules a second time as folder plugins,
 and ``setup.cfg`` keeps the editable install's ``*.egg-info`` out of the plugins folder (on ``sys.path``, it
@@ -12,8 +18,6 @@ from airflow.plugins_manager import AirflowPlugin
 
 from airflow_retrain.links.dbt import DbtDocsLink
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink, MlflowRunLink
-from airflow_retrain.links.sagemaker import SageMakerTrainingJobLink, SageMakerTrainingLogsLink
-from airflow_retrain.links.vertex import VertexCustomJobLink, VertexCustomJobLogsLink
 
 
 def _fastapi_apps() -> list[dict]:
@@ -29,10 +33,6 @@ class AirflowRetrainPlugin(AirflowPlugin):
         MlflowRunLink(),
         MlflowCandidateVersionLink(),
         MlflowChampionVersionLink(),
-        SageMakerTrainingJobLink(),
-        SageMakerTrainingLogsLink(),
-        VertexCustomJobLink(),
-        VertexCustomJobLogsLink(),
         DbtDocsLink(),
     ]
     fastapi_apps = _fastapi_apps()

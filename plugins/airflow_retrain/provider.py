@@ -85,7 +85,6 @@ def get_provider_info() -> dict:
             "airflow_retrain.links.mlflow.MlflowChampionVersionLink",
             "airflow_retrain.links.sagemaker.SageMakerTrainingJobLink",
             "airflow_retrain.links.sagemaker.SageMakerTrainingLogsLink",
-            "airflow_retrain.links.vertex.VertexCustomJobLink",
             "airflow_retrain.links.vertex.VertexCustomJobLogsLink",
         ],
         "plugins": [

@@ -63,7 +63,9 @@ def cloud(fake_cloud, spec, monkeypatch):
     assert fake_cloud.bootstrap(block["bucket"], block["role_arn"].rsplit("/", 1)[1]) == block["role_arn"]
     fake_cloud.reset_calls()
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)  # the default for a cloud backend: deferrable
+    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
+    # A deployment with a triggerer (dag.test runs the trigger inline): the train task defers.
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     return fake_cloud
 
 

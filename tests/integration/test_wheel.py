@@ -89,8 +89,3 @@ def test_wheel_without_retrain_home_is_an_import_error_saying_what_to_set(clean_
     assert f"looked in {empty / 'include' / 'pipelines'}" in found["errors"]["retrain_spec_check.py"]
 
 
-def test_example_dag_files_are_the_repositorys():
-    from airflow_retrain.example_dags import DAG_FILES, FOLDER
-
-    for name in DAG_FILES:
-        assert (FOLDER / name).read_text() == (ROOT / "dags" / name).read_text(), name

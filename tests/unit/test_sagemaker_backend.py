@@ -244,10 +244,10 @@ def test_cleanup_removes_staged_inputs_only(backend, clients, source):
     ]
 
 
-def test_links_point_at_console_and_logs(backend):
-    links = backend.job_links("churn-abc123-1")
-    assert links["console"] == "https://us-east-1.console.aws.amazon.com/sagemaker/home?region=us-east-1#/jobs/churn-abc123-1"
-    assert "log-group/$252Faws$252Fsagemaker$252FTrainingJobs$3FlogStreamNameFilter$3Dchurn-abc123-1" in links["logs"]
+def test_link_params_are_the_hooks_region_and_partition(backend):
+    assert backend.job_link_params("churn-abc123-1") == {
+        "region_name": "us-east-1", "aws_partition": "aws", "job_name": "churn-abc123-1"
+    }
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -113,5 +113,5 @@ def test_dag_wires_backend_settings_pool_and_budget(tmp_path):
     assert train.backend == teardown.backend == "sagemaker"
     assert train.backend_config == teardown.backend_config
     assert train.backend_config["bucket"] == "airflow-retrain-demo" and "aws_access_key_id" not in train.backend_config
-    assert train.deferrable is None  # decided at run time: on for cloud backends unless RETRAIN_DEFERRABLE=false
+    assert train.deferrable is None  # decided on the worker: [operators] default_deferrable
     assert [link.name for link in train.operator_extra_links] == ["SageMaker Training Job", "SageMaker Training Logs"]

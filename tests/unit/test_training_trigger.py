@@ -166,7 +166,12 @@ async def test_on_kill_stops_the_job(backend, entry):
 
 
 @pytest.fixture
-def make_op(entry):
+def make_op(entry, monkeypatch):
+    # A deployment with a triggerer turns deferral on for every provider's operators, ours included.
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
+    monkeypatch.delenv("AIRFLOW__RETRAIN__DEFERRABLE", raising=False)
+
     def _make(**kwargs):
         params = {
             "task_id": "train",
@@ -186,17 +191,33 @@ def make_op(entry):
     return _make
 
 
-def test_deferrable_by_default_for_cloud_and_off_by_env(monkeypatch, make_op, backend):
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
-    assert make_op().should_defer()
-    assert not make_op(backend="local", backend_config=None).should_defer()
-    monkeypatch.setenv("RETRAIN_DEFERRABLE", "false")
+def test_deferrable_defaults_to_operators_default_deferrable(monkeypatch, make_op, backend):
+    assert make_op().should_defer()  # the fixture's deployment turned [operators] default_deferrable on
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
     assert not make_op().should_defer()
+    assert make_op(deferrable=True).should_defer()  # an explicit value wins, as on the providers' operators
+    monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")
+    assert not make_op().should_defer()  # Airflow's default: a deployment may have no triggerer
+    assert make_op(deferrable=None).deferrable is None  # read on the worker that runs the task, not at parse
+
+
+def test_local_backend_never_defers(make_op):
+    assert not make_op(backend="local", backend_config=None).should_defer()
+    assert not make_op(backend="local", backend_config=None, deferrable=True).should_defer()
+
+
+@pytest.mark.parametrize("variable", ["RETRAIN_DEFERRABLE", "AIRFLOW__RETRAIN__DEFERRABLE"])
+def test_retired_deferrable_switch_still_works_with_a_warning(monkeypatch, make_op, backend, variable):
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    monkeypatch.setenv(variable, "false")
+    with pytest.warns(AirflowProviderDeprecationWarning,
+                      match=r"deprecated .* set \[operators\] default_deferrable \(AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=False\)"):
+        assert not make_op().should_defer()  # over [operators] default_deferrable = True, for one more release
     assert make_op(deferrable=True).should_defer()
 
 
 def test_defers_after_submit_then_completes(monkeypatch, cloud, make_op, make_context, backend):
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
     op = make_op(hyperparameters={"fake_duration_s": 4})
     ctx = make_context(DAG_ID, "manual__defer")
     with pytest.raises(TaskDeferred) as deferred:
@@ -208,8 +229,9 @@ def test_defers_after_submit_then_completes(monkeypatch, cloud, make_op, make_co
     assert not {"aws_access_key_id", "aws_secret_access_key", "password"} & set(trigger.backend_config)
     job_name = RunIdentity("churn", DAG_ID, "manual__defer").job_name(1)
     assert trigger.job_name == job_name == ctx["ti"].xcoms["job_name"]
-    assert ctx["ti"].xcoms["sagemaker_training_job_url"].endswith(f"#/jobs/{job_name}")
-    assert "sagemaker_training_logs_url" in ctx["ti"].xcoms
+    # The links' parameters, formatted by the Amazon provider's BaseAwsLink when the UI asks.
+    params = {"region_name": "us-east-1", "aws_domain": "aws.amazon.com", "job_name": job_name}
+    assert ctx["ti"].xcoms["retrain_sagemaker_training_job"] == ctx["ti"].xcoms["retrain_sagemaker_training_logs"] == params
 
     # A retry of the deferred task (worker died) reattaches: still one CreateTrainingJob.
     with pytest.raises(TaskDeferred) as again:
@@ -229,8 +251,7 @@ def test_defers_after_submit_then_completes(monkeypatch, cloud, make_op, make_co
 
 
 def test_sync_mode_polls_in_place(monkeypatch, make_op, make_context, backend):
-    monkeypatch.setenv("RETRAIN_DEFERRABLE", "0")
-    result = make_op().execute(make_context(DAG_ID, "manual__sync"))
+    result = make_op(deferrable=False).execute(make_context(DAG_ID, "manual__sync"))
     assert result["state"] == "Completed" and result["compute_seconds"] >= 1
 
 
@@ -311,8 +332,7 @@ def test_teardown_stops_what_a_deferred_run_left_running(monkeypatch, make_op, m
 def test_on_kill_in_sync_mode_stops_the_job(monkeypatch, make_op, make_context, backend):
     import threading
 
-    monkeypatch.setenv("RETRAIN_DEFERRABLE", "false")
-    op = make_op(hyperparameters={"fake_duration_s": 60})
+    op = make_op(hyperparameters={"fake_duration_s": 60}, deferrable=False)
     errors: list[BaseException] = []
 
     def run():

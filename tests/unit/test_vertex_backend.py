@@ -150,10 +150,11 @@ def test_submit_describe_labels_outputs_cost_links_cleanup(fake, backend, source
     )
     assert cost.usd == round(done.billable_seconds / 3600 * 0.2185, 6)
 
-    links = backend.job_links("churn-abc123-1")
     job_id = done.details["resource_name"].rsplit("/", 1)[-1]
-    assert links["console"].endswith(f"/locations/us-central1/training/{job_id}/cpu?project=retrain-proj")
-    assert "job_id%3D%22" + job_id in links["logs"]
+    assert backend.job_link_params("churn-abc123-1") == {
+        "region": "us-central1", "project_id": "retrain-proj", "custom_job_id": job_id
+    }
+    assert backend.job_link_params("no-such-job") == {}
 
     assert backend.cleanup("churn-abc123-1") == [
         f"gs://{BUCKET}/unit/churn-abc123-1/source/", f"gs://{BUCKET}/unit/churn-abc123-1/input/"

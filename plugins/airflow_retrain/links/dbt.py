@@ -9,4 +9,4 @@ class DbtDocsLink(_XComUrlLink):
     """The node's page in dbt docs; the URL is pushed by the node's trigger when it completes."""
 
     name = "dbt docs"
-    xcom_key = "dbt_docs_url"
+    url_xcom_key = "dbt_docs_url"

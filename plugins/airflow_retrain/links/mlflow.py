@@ -11,7 +11,7 @@ through :func:`~airflow_retrain.urls.redact_url` both when it is stored and when
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from airflow.providers.common.compat.sdk import XCom
 from airflow.sdk import BaseOperatorLink
@@ -26,18 +26,10 @@ if TYPE_CHECKING:
 class _XComUrlLink(BaseOperatorLink):
     """A link whose target URL a task stored in XCom under :attr:`url_xcom_key`.
 
-    A subclass written against the older name (``xcom_key = "..."``, a plain string) is read as
-    ``url_xcom_key``, so Airflow's own ``xcom_key`` (the rendered value's key) is never shadowed.
+    For targets no provider has a link for (MLflow, dbt docs): the whole URL is stored, redacted.
     """
 
     url_xcom_key: ClassVar[str]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        legacy = cls.__dict__.get("xcom_key")
-        if isinstance(legacy, str):
-            cls.url_xcom_key = legacy
-            delattr(cls, "xcom_key")
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         url = XCom.get_value(key=self.url_xcom_key, ti_key=ti_key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,9 +14,6 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
 from airflow_retrain import artifacts
-from airflow_retrain.links.sagemaker import JOB_LINKS, SageMakerTrainingJobLink, SageMakerTrainingLogsLink
-from airflow_retrain.links.vertex import JOB_LINKS as VERTEX_JOB_LINKS
-from airflow_retrain.links.vertex import VertexCustomJobLink, VertexCustomJobLogsLink
 from airflow_retrain.operators.base import TrainingBackendOperator
 from airflow_retrain.teardown.ledger import last_known_usage
 from airflow_retrain.training.base import (
@@ -34,6 +32,32 @@ RUNTIME_GRACE_SECONDS = 300
 #: the end. A chatty script (50 MB of progress bars) must not bloat the task log or the log server.
 DEFAULT_TASK_LOG_MAX_BYTES = 2 * 1024 * 1024
 _FALSE = ("0", "false", "no", "off")
+# Per backend, the module with its extra links; imported only for that backend (each needs its provider).
+_LINK_MODULES = {"sagemaker": "airflow_retrain.links.sagemaker", "vertex": "airflow_retrain.links.vertex"}
+
+
+def _retired_deferrable_switch() -> bool | None:
+    """The retired switches ``RETRAIN_DEFERRABLE`` and ``[retrain] deferrable``, with a warning; None when unset.
+
+    Still read for one release so a deployment without a triggerer keeps polling in place until it moves to
+    ``[operators] default_deferrable``.
+    """
+    from airflow.configuration import conf
+    from airflow.exceptions import AirflowProviderDeprecationWarning
+
+    if (env := os.environ.get("RETRAIN_DEFERRABLE")) is not None:
+        source, value = "the environment variable RETRAIN_DEFERRABLE", env.strip().lower() not in _FALSE
+    elif conf.has_option("retrain", "deferrable"):
+        source, value = "[retrain] deferrable", conf.getboolean("retrain", "deferrable")
+    else:
+        return None
+    warnings.warn(
+        f"{source} is deprecated and will be removed in the next release: set [operators] default_deferrable "
+        f"(AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE={value}) instead, the switch every provider's operators read",
+        AirflowProviderDeprecationWarning,
+        stacklevel=3,
+    )
+    return value
 
 
 class TrainingJobFailed(AirflowException):
@@ -133,11 +157,12 @@ class TrainModelOperator(TrainingBackendOperator):
     reason a retry reproduces (SageMaker's ``AlgorithmError``/``ClientError``, a refused request) fails
     the task without burning retries.
 
-    Waiting: on a remote backend the task defers to
+    Waiting: with ``deferrable`` on a remote backend the task defers to
     :class:`~airflow_retrain.triggers.training.TrainingJobTrigger` after submitting, so no worker slot is
-    held while the job trains (``deferrable``; default on for remote backends unless the environment
-    variable ``RETRAIN_DEFERRABLE`` or ``[retrain] deferrable`` says ``false``, for deployments without
-    a triggerer). Without deferral the task polls in place and ``on_kill`` stops the job. A deferred task
+    held while the job trains. As with the providers' operators, ``deferrable`` defaults to
+    ``[operators] default_deferrable`` (off unless the deployment, which knows whether it runs a triggerer,
+    turns it on). The local backend never defers: its job is a process on the worker. Without deferral the
+    task polls in place and ``on_kill`` stops the job. A deferred task
     that is marked failed or cleared is stopped by the trigger's ``on_kill``; one that times out by the
     trigger's deadline; anything else the run left running by the run's ``teardown`` task.
 
@@ -151,7 +176,8 @@ class TrainModelOperator(TrainingBackendOperator):
     :param backend: backend name (``local``, ``sagemaker``); ``backend_config`` holds its settings (see
         :class:`~airflow_retrain.operators.base.TrainingBackendOperator`).
     :param poll_interval: seconds between status checks.
-    :param deferrable: defer while the job runs; ``None``: on for remote backends (see above).
+    :param deferrable: defer while a remote job runs; ``None`` (default): ``[operators] default_deferrable``
+        of the worker running the task (see above).
     :param max_cost_usd: refuse to launch when hourly price x instances x max runtime exceeds it.
     :param max_task_log_bytes: how much of the job's log is copied into the task log (see
         :class:`CappedLogCopy`; ``0``: all of it); one line names how much was left out and where the
@@ -165,7 +191,7 @@ class TrainModelOperator(TrainingBackendOperator):
 
     template_fields = ("entry_point", "channels", "hyperparameters")
     ui_color = "#76b900"
-    operator_extra_links = (SageMakerTrainingJobLink(), SageMakerTrainingLogsLink())
+    operator_extra_links = ()  # the backend's own, set per task (see __init__)
 
     def __init__(
         self,
@@ -198,20 +224,29 @@ class TrainModelOperator(TrainingBackendOperator):
         self.max_cost_usd = max_cost_usd
         self.max_task_log_bytes = max_task_log_bytes
         self._job_name: str | None = None
-        if self.backend == "vertex":  # the links of the backend's console, not the other cloud's
-            self.operator_extra_links = (VertexCustomJobLink(), VertexCustomJobLogsLink())
+        if links := self._job_links_module():  # the links of the backend's console, not the other cloud's
+            self.operator_extra_links = tuple(link() for link in links.JOB_LINKS)
+
+    def _job_links_module(self) -> Any:
+        """The backend's links module (``airflow_retrain.links.<backend>``); None for a backend without links."""
+        import importlib
+
+        module = _LINK_MODULES.get(self.backend)
+        return importlib.import_module(module) if module else None
 
     def should_defer(self) -> bool:
         """Whether this task defers while its job runs (see the class docstring)."""
+        if not self.training_backend.remote:
+            if self.deferrable:
+                self.log.info("Not deferring: a local training job runs on this worker; polling in place")
+            return False
         if self.deferrable is not None:
             return bool(self.deferrable)
-        if not self.training_backend.remote:
-            return False
-        if (env := os.environ.get("RETRAIN_DEFERRABLE")) is not None:
-            return env.strip().lower() not in _FALSE
+        if (retired := _retired_deferrable_switch()) is not None:
+            return retired
         from airflow.configuration import conf
 
-        return conf.getboolean("retrain", "deferrable", fallback=True)
+        return conf.getboolean("operators", "default_deferrable", fallback=False)
 
     def check_budget(self) -> None:
         """Refuse to launch when the job's worst case (price x instances x max runtime) exceeds the budget."""
@@ -245,10 +280,8 @@ class TrainModelOperator(TrainingBackendOperator):
         job = self._submit_or_reattach(context)
         self._job_name = job.job_name
         context["ti"].xcom_push(key="job_name", value=job.job_name)
-        links = VERTEX_JOB_LINKS if backend.name == "vertex" else JOB_LINKS
-        for kind, url in backend.job_links(job.job_name).items():
-            if kind in links:
-                links[kind].persist(context, url)
+        if (links := self._job_links_module()) and (params := backend.job_link_params(job.job_name)):
+            links.persist_job_links(context, self, **params)
         if not job.state.terminal and self.should_defer():
             from airflow_retrain.triggers.training import TrainingJobTrigger
 

@@ -196,11 +196,15 @@ class TrainingBackend(ABC):
         )
 
     def log_location(self, job_name: str) -> str | None:
-        """Where the job's full log lives (a path or URL), for a task log that copies only part of it."""
-        return self.job_links(job_name).get("logs")
+        """Where the job's full log lives (a path, URL or log group), for a task log that copies only part of it."""
+        return None
 
-    def job_links(self, job_name: str) -> dict[str, str]:
-        """Console URLs of a job by link kind (``console``, ``logs``); none for local jobs."""
+    def job_link_params(self, job_name: str) -> dict[str, str]:
+        """The parameters the backend's extra links format their URLs from (region, job id, ...).
+
+        The train task stores them through its links' ``persist`` (``airflow_retrain.links.<backend>``);
+        empty when the job has no console page (local jobs, a job this backend does not know).
+        """
         return {}
 
     def config(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from airflow_retrain.training.base import (
     JobState,
@@ -719,12 +719,11 @@ class SageMakerTrainingBackend(TrainingBackend):
         self._log_streams.pop(job_name, None)
         return removed
 
-    def job_links(self, job_name: str) -> dict[str, str]:
-        console = f"https://{self.region}.console.aws.amazon.com"
-        # The CloudWatch console fragment encodes the group twice ($252F = "/") and the query once.
-        group = LOG_GROUP.replace("/", "$252F")
-        return {
-            "console": f"{console}/sagemaker/home?region={self.region}#/jobs/{job_name}",
-            "logs": f"{console}/cloudwatch/home?region={self.region}#logsV2:log-groups/log-group/{group}"
-            f"$3FlogStreamNameFilter$3D{quote(job_name)}",
-    }
+    def log_location(self, job_name: str) -> str | None:
+        return f"CloudWatch Logs group /aws/sagemaker/TrainingJobs, streams {job_name}/* ({self.hook.conn_region_name})"
+
+    def job_link_params(self, job_name: str) -> dict[str, str]:
+        # As the provider's operators do: the hook's region and the partition it lies in (aws, aws-cn,
+        # aws-us-gov), from which the link takes the console's domain.
+        return {"region_name": self.hook.conn_region_name, "aws_partition": self.hook.conn_partition,
+                "job_name": job_name}

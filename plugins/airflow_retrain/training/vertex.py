@@ -38,7 +38,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from airflow_retrain.runs import from_labels, label_value, to_labels
 from airflow_retrain.training.base import (
@@ -617,15 +617,15 @@ class VertexTrainingBackend(TrainingBackend):
                 removed.append(self._uri(prefix))
         return removed
 
-    def job_links(self, job_name: str) -> dict[str, str]:
-        resource = self._resource_names.get(job_name)
+    def log_location(self, job_name: str) -> str | None:
+        params = self.job_link_params(job_name)
+        if not params:
+            return None
+        return (f"Cloud Logging, project {params['project_id']}: resource.type=ml_job "
+                f"resource.labels.job_id={params['custom_job_id']}")
+
+    def job_link_params(self, job_name: str) -> dict[str, str]:
+        resource = self._resource_names.get(job_name)  # projects/<project>/locations/<region>/customJobs/<id>
         if not resource:
             return {}
-        job_id = resource.rsplit("/", 1)[-1]
-        project = resource.split("/")[1]
-        query = quote(f'resource.labels.job_id="{job_id}"', safe="")
-        return {
-            "console": f"https://console.cloud.google.com/vertex-ai/locations/{self.region}/training/{job_id}/cpu"
-            f"?project={project}",
-            "logs": f"https://console.cloud.google.com/logs/query;query={query}?project={project}",
-        }
+        return {"region": self.region, "project_id": resource.split("/")[1], "custom_job_id": resource.rsplit("/", 1)[-1]}
