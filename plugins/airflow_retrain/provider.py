@@ -116,16 +116,15 @@ def get_provider_info() -> dict:
                         "example": "/var/lib/airflow-retrain",
                         "default": None,
                     },
-                    "deferrable": {
-                        "description": "Whether training tasks on a remote backend (SageMaker, Vertex AI) "
-                        "defer to the triggerer while the job runs, holding no worker slot. Set it to False "
-                        "for a deployment without a triggerer: the task then polls in place. "
-                        "``RETRAIN_DEFERRABLE`` takes precedence; a task's own ``deferrable`` argument over "
-                        "both.\n",
+                    "airflow_api_url": {
+                        "description": "Where the dashboard sends its REST calls to Airflow, with the "
+                        "viewer's own token. ``RETRAIN_AIRFLOW_API_URL`` takes precedence. Unset: ``[api] "
+                        "base_url``, else ``http://<[api] host>:<[api] port>``. Never taken from a request's "
+                        "headers.\n",
                         "version_added": "0.1.0",
-                        "type": "boolean",
-                        "example": "False",
-                        "default": "True",
+                        "type": "string",
+                        "example": "http://airflow-apiserver:8080",
+                        "default": None,
                     },
                 },
             },

@@ -76,7 +76,9 @@ def test_spec_wins_over_deployment(monkeypatch):
     monkeypatch.setenv(artifacts.ARTIFACT_CONN_ENV, "aws_deploy")
     assert ArtifactStore.resolve() == ArtifactStore("s3://deploy-bucket/prefix", "aws_deploy")
     assert ArtifactStore.resolve("gs://spec-bucket/x") == ArtifactStore("gs://spec-bucket/x", "google_cloud_default")
-    assert ArtifactStore.resolve("s3://b", "aws_spec") == ArtifactStore("s3://b", "aws_spec")
+    assert ArtifactStore.resolve("s3://spec-bucket", "aws_spec") == ArtifactStore("s3://spec-bucket", "aws_spec")
+    with pytest.raises(ValueError, match="bucket"):  # S3 bucket rules: 3 to 63 characters
+        ArtifactStore.resolve("s3://b", "aws_spec")
     monkeypatch.delenv(artifacts.ARTIFACT_CONN_ENV)
     assert ArtifactStore.resolve() == ArtifactStore("s3://deploy-bucket/prefix", "aws_default")
 

@@ -7,12 +7,9 @@ Connection type ``mlflow``. The forms users write all work (see :func:`resolve_c
   ``sqlite:///path/mlflow.db``, ``postgresql://...``; or a bare host ``mlflow`` with ``port`` (``http``);
 - the Airflow URI forms ``mlflow://127.0.0.1:5613`` (host + port, ``http``), ``mlflow+https://host``
   / ``mlflow+http://host:5000`` (the scheme after ``+``), or extra ``{"scheme": "https"}``;
-- ``login``/``password`` = basic auth; extra ``{"token": ...}`` = bearer token; extra ``ui_url`` = where
-  people open the MLflow UI (for the extra links), ``artifact_root`` = where new experiments store
-  artifacts.
-
-Without the connection the embedded registry is used: SQLite at ``<state dir>/mlflow/mlflow.db`` with
-artifacts under ``<state dir>/mlflow/artifacts``.
+- ``login``/``password`` = basic auth; extra ``{"token": ...}`` = bearer token; extra ``ui_url`` = the
+  MLflow UI (for links), ``artifact_root`` = where new experiments store artifacts.
+  Without the connection: SQLite at ``<state dir>/mlflow/mlflow.db``, artifacts in ``<state dir>/mlflow/artifacts``.
 
 Every hook has its own public ``MlflowClient`` (:mod:`airflow_retrain.hooks.mlflow_client`, which says
 how credentials reach that client only and why MLflow's request settings are scoped to each call); the

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_retrain.registry.errors import AliasMoved
 from airflow_retrain.registry.lease import utc_now
-from airflow_retrain.registry.tags import HISTORY_TAG
+from airflow_retrain.registry.tags import HISTORY_TAG, MlflowHook
 
 if TYPE_CHECKING:
-    from airflow_retrain.hooks.mlflow import MlflowHook
     from airflow_retrain.registry.lease import Lease
 
 

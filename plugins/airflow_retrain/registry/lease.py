@@ -14,13 +14,10 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_retrain.registry.errors import ConcurrentWrite, LeaseLost, LeaseUnavailable, RegistryError
-from airflow_retrain.registry.tags import LEASE_TAG
-
-if TYPE_CHECKING:
-    from airflow_retrain.hooks.mlflow import MlflowHook
+from airflow_retrain.registry.tags import LEASE_TAG, MlflowHook
 
 
 def utc_now() -> str:
