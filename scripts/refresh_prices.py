@@ -54,8 +54,8 @@ from airflow_retrain.price_table import (
     PriceTable,
     RegionPrices,
     dump_price_table,
-    load_price_table,
     parse_price_table,
+    read_price_table,
 )
 from airflow_retrain.training.vertex_catalog import UnknownMachineError, parse_price_key
 
@@ -343,7 +343,8 @@ def gcp_api_key(env_name: str, conn_id: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # allow_abbrev=False: "--api-key KEY" must not pass as an abbreviation of --api-key-env
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--prices", type=Path, default=PRICES_FILE, help="the price file (default: the package's)")
     parser.add_argument("--cloud", choices=("sagemaker", "vertex"), action="append",
                         help="refresh only this cloud (repeatable; default both)")
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the changes; write nothing")
     args = parser.parse_args(argv)
 
-    current = load_price_table(args.prices.resolve())
+    current = read_price_table(args.prices)
     clouds = args.cloud or ["sagemaker", "vertex"]
     fetch = recorded_fetch(args.recorded) if args.recorded else http_fetch
     today = dt.datetime.now(dt.UTC).date().isoformat()

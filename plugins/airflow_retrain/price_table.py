@@ -151,9 +151,8 @@ def parse_price_table(data: object, source: str) -> PriceTable:
         raise PriceTableError(f"{source}: {_where(first['loc']) or 'top level'}: {first['msg']}{more}") from None
 
 
-@cache
-def load_price_table(path: Path) -> PriceTable:
-    """Read and validate a price file; cached per path (the shipped file is read once per process)."""
+def read_price_table(path: Path) -> PriceTable:
+    """Read and validate a price file (uncached: the refresh script reads the file it is about to rewrite)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
@@ -163,6 +162,10 @@ def load_price_table(path: Path) -> PriceTable:
     except json.JSONDecodeError as e:
         raise PriceTableError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     return parse_price_table(data, str(path))
+
+
+#: :func:`read_price_table`, cached per path: the shipped file is read and validated once per process.
+load_price_table = cache(read_price_table)
 
 
 def price_table() -> PriceTable:
