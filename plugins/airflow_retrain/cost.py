@@ -33,13 +33,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-from airflow_retrain.price_table import PRICES_FILE, RegionPrices, price_table
+if TYPE_CHECKING:
+    from airflow_retrain.price_table import PriceTable, RegionPrices
 
 log = logging.getLogger(__name__)
 
-#: How the table is named in messages: the package-relative path of the data file.
-PRICE_FILE_NAME = f"airflow_retrain/{PRICES_FILE.parent.name}/{PRICES_FILE.name}"
+#: How the table is named in messages (airflow_retrain.price_table.PRICES_FILE, relative to the package).
+PRICE_FILE_NAME = "airflow_retrain/data/prices.json"
+
+
+def price_table() -> PriceTable:
+    """The price table in use (imported on first use: pydantic stays out of this module's import)."""
+    from airflow_retrain.price_table import price_table as table
+
+    return table()
 
 
 def price_table_version() -> str:

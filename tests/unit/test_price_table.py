@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from airflow_retrain import cost
 from airflow_retrain import price_table as pt
 from airflow_retrain.cost import UnknownPriceError, estimate_cost, hourly_prices
 from airflow_retrain.training import sagemaker_catalog, vertex_catalog
@@ -40,6 +41,7 @@ def test_the_shipped_file_validates_and_is_in_the_format_the_refresh_writes():
     assert {"local", "sagemaker", "vertex"} <= table.clouds.keys()
     # The refresh script writes dump_price_table's layout: a hand edit in another layout would make its diffs noisy.
     assert pt.dump_price_table(table) == pt.PRICES_FILE.read_text()
+    assert cost.PRICE_FILE_NAME == "/".join(pt.PRICES_FILE.parts[-3:])  # what error messages call it
 
 
 def _spec_instance_types(path: Path) -> list[tuple[str, str, str | None]]:
