@@ -115,6 +115,8 @@ def test_every_catalog_machine_type_is_priced_in_the_default_region():
         (lambda d: d["clouds"]["sagemaker"]["regions"]["us-east-1"]["machines"]["ml.m5.xlarge"].update(usd=1),
          "clouds.sagemaker.regions.us-east-1.machines['ml.m5.xlarge'].usd", "Extra inputs"),
     ],
+    ids=["spot-not-a-number", "spot-above-on-demand", "on-demand-missing", "default-region-missing",
+         "zero-gpus", "bad-retrieved-date", "unknown-schema-version", "unknown-field"],
 )
 def test_a_malformed_file_is_one_error_naming_the_file_and_the_entry(table_copy, edit, where, message):
     data, use = table_copy
