@@ -23,7 +23,7 @@ BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
 
-.PHONY: venv demo test ui up down dbt-build load-data lock lint lint-imports clean bench fake-cloud cost-report bench-teardown docs
+.PHONY: venv demo test ui up down dbt-build load-data lock lint lint-imports clean bench fake-cloud cost-report bench-teardown docs refresh-prices
 
 venv: $(VENV)/.installed
 
@@ -88,6 +88,12 @@ bench: venv
 # The cost ledger: GPU-hours and dollars per pipeline per day/week, on-demand vs spot, waste stopped by sweeps.
 cost-report: venv
 	$(PY) scripts/cost_report.py $(COST_REPORT_ARGS)
+
+# Rebuild plugins/airflow_retrain/data/prices.json from the AWS Price List and Cloud Billing Catalog APIs
+# (needs the network; the Vertex part a Cloud Billing API key in CLOUD_BILLING_API_KEY or --gcp-conn-id).
+# `make refresh-prices REFRESH_PRICES_ARGS=--dry-run` prints the changes and writes nothing; see docs/prices.md.
+refresh-prices: venv
+	$(PY) scripts/refresh_prices.py $(REFRESH_PRICES_ARGS)
 
 # One gpu_teardown sweep over 1,000 fake SageMaker resources (moto): wall time and API calls.
 bench-teardown: venv

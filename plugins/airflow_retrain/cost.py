@@ -5,9 +5,11 @@ launch (``training.max_cost_usd``), teardown and the sweep -- so they can never 
 hour costs.
 
 Prices are list prices in USD per instance-hour, keyed by backend, region and instance type, with an
-on-demand and a spot column (:data:`PRICE_TABLE_VERSION` says when they were taken; check them against
-your bill and override per pipeline with ``training.resources.hourly_price_usd``, e.g. a negotiated or
-chargeback rate). SageMaker bills managed spot training at the on-demand rate for fewer seconds: its
+on-demand and a spot column. They live in one data file shipped with the package,
+``airflow_retrain/data/prices.json`` (:mod:`airflow_retrain.price_table`; its ``version`` says when they
+were taken, ``make refresh-prices`` rebuilds it from the clouds' pricing APIs); check them against your
+bill and override per pipeline with ``training.resources.hourly_price_usd``, e.g. a negotiated or
+chargeback rate. A type with an on-demand but no spot price in the table has no price for spot jobs. SageMaker bills managed spot training at the on-demand rate for fewer seconds: its
 ``BillableTimeInSeconds`` already carries the discount, so its spot column equals on-demand and the
 savings come from ``TrainingTimeInSeconds - BillableTimeInSeconds``. Vertex AI bills Spot VMs at a lower
 rate for the same seconds. One formula covers both::
@@ -19,7 +21,7 @@ rate for the same seconds. One formula covers both::
 An instance is one replica with all of its GPUs: a Vertex replica of ``n1-standard-4`` with four T4s
 (instance type ``n1-standard-4+4xnvidia-tesla-t4``, see
 :func:`airflow_retrain.training.vertex_catalog.price_key`) costs the machine plus four times the T4's
-hourly price (:data:`ACCELERATOR_PRICES`); a SageMaker instance type's price already covers its GPUs.
+hourly price (the region's ``accelerators``); a SageMaker instance type's price already covers its GPUs.
 GPUs per instance come from the backends' catalogs (:func:`gpus_per_instance`), so GPU-hours scale with
 GPUs x instances too.
 
@@ -30,78 +32,57 @@ An unknown price never fails a finished job: :func:`job_cost` reports the cost a
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_retrain.price_table import PriceTable, RegionPrices
 
 log = logging.getLogger(__name__)
 
-PRICE_TABLE_VERSION = "2026-11"
+#: How the table is named in messages (airflow_retrain.price_table.PRICES_FILE, relative to the package).
+PRICE_FILE_NAME = "airflow_retrain/data/prices.json"
 
-# backend -> region -> instance type -> (on-demand, spot) USD per instance-hour.
-PRICES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
-    # Local runs cost nothing by default; set hourly_price_usd to charge for the machine.
-    "local": {"local": {"local": (0.0, 0.0)}},
-    # SageMaker training list prices; spot == on-demand on purpose (see the module docstring).
-    "sagemaker": {
-        "us-east-1": {
-            "ml.m5.large": (0.115, 0.115),
-            "ml.m5.xlarge": (0.23, 0.23),
-            "ml.m5.2xlarge": (0.461, 0.461),
-            "ml.c5.xlarge": (0.204, 0.204),
-            "ml.g4dn.xlarge": (0.736, 0.736),
-            "ml.g4dn.2xlarge": (0.94, 0.94),
-            "ml.g5.xlarge": (1.408, 1.408),
-            "ml.g5.2xlarge": (1.515, 1.515),
-            "ml.g6.xlarge": (1.1672, 1.1672),
-            "ml.p3.2xlarge": (3.825, 3.825),
-            "ml.p4d.24xlarge": (37.688, 37.688),
-        },
-        "us-west-2": {
-            "ml.m5.large": (0.115, 0.115),
-            "ml.m5.xlarge": (0.23, 0.23),
-            "ml.m5.2xlarge": (0.461, 0.461),
-            "ml.g4dn.xlarge": (0.736, 0.736),
-            "ml.g5.xlarge": (1.408, 1.408),
-            "ml.g5.2xlarge": (1.515, 1.515),
-            "ml.p3.2xlarge": (3.825, 3.825),
-        },
-        "eu-west-1": {
-            "ml.m5.large": (0.128, 0.128),
-            "ml.m5.xlarge": (0.256, 0.256),
-            "ml.m5.2xlarge": (0.512, 0.512),
-            "ml.g4dn.xlarge": (0.822, 0.822),
-            "ml.g5.xlarge": (1.571, 1.571),
-            "ml.p3.2xlarge": (4.131, 4.131),
-        },
-    },
-    # Vertex: machine types (A2/A3 include their GPUs; G2 keys name their built-in L4s). GPUs attached
-    # to N1 machines are priced per GPU in ACCELERATOR_PRICES and added per GPU.
-    "vertex": {
-        "us-central1": {
-            "n1-standard-4": (0.2185, 0.0438),
-            "g2-standard-8+nvidia-l4": (1.0358, 0.3107),
-            "a2-highgpu-1g": (4.2245, 1.2674),
-        },
-    },
-}
 
-# backend -> region -> accelerator -> (on-demand, spot) USD per GPU-hour, for GPUs attached to a machine.
-ACCELERATOR_PRICES: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
-    "vertex": {
-        "us-central1": {
-            "nvidia-tesla-t4": (0.4025, 0.1425),
-        },
-    },
-}
+def price_table() -> PriceTable:
+    """The price table in use (imported on first use: pydantic stays out of this module's import)."""
+    from airflow_retrain.price_table import price_table as table
 
-# The region a price is looked up in when the caller names none.
-DEFAULT_REGIONS: dict[str, str] = {"local": "local", "sagemaker": "us-east-1", "vertex": "us-central1"}
+    return table()
 
-# backend -> instance type -> on-demand price in the backend's default region (kept for callers that
-# only need "the" price of a type).
-PRICE_TABLE: dict[str, dict[str, float]] = {
-    backend: {itype: prices[0] for itype, prices in regions[DEFAULT_REGIONS[backend]].items()}
-    for backend, regions in PRICES.items()
-}
+
+def price_table_version() -> str:
+    """The loaded table's ``version`` (when its prices were taken), recorded with every estimate."""
+    return price_table().version
+
+
+def __getattr__(name: str) -> object:
+    """The table's older dict views, built from the data file on access (nothing is read at import).
+
+    ``PRICE_TABLE_VERSION``; ``PRICES`` and ``ACCELERATOR_PRICES`` (backend -> region -> type ->
+    ``(on-demand, spot)``, spot ``None`` where unknown); ``PRICE_TABLE`` (backend -> type -> on-demand
+    price in the default region); ``DEFAULT_REGIONS`` (backend -> region).
+    """
+    table = price_table()
+    if name == "PRICE_TABLE_VERSION":
+        return table.version
+    if name == "DEFAULT_REGIONS":
+        return {cloud: prices.default_region for cloud, prices in table.clouds.items()}
+    if name in ("PRICES", "ACCELERATOR_PRICES"):
+        column = "machines" if name == "PRICES" else "accelerators"
+        return {
+            cloud: {
+                region: {key: (p.on_demand, p.spot) for key, p in getattr(entries, column).items()}
+                for region, entries in prices.regions.items()
+            }
+            for cloud, prices in table.clouds.items()
+        }
+    if name == "PRICE_TABLE":
+        return {
+            cloud: {key: p.on_demand for key, p in prices.regions[prices.default_region].machines.items()}
+            for cloud, prices in table.clouds.items()
+        }
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UnknownPriceError(KeyError):
@@ -135,7 +116,7 @@ class CostEstimate:
     training_seconds: float | None = None
     on_demand_usd: float | None = None
     spot_savings_usd: float | None = None
-    price_table_version: str = PRICE_TABLE_VERSION
+    price_table_version: str = field(default_factory=price_table_version)
     gpus: int | None = None
 
     @property
@@ -161,30 +142,37 @@ def job_gpus(backend: str, instance_type: str, instance_count: int) -> int | Non
 
 
 def _region(backend: str, region: str | None) -> str:
-    return region or DEFAULT_REGIONS.get(backend, "")
+    if region:
+        return region
+    cloud = price_table().clouds.get(backend)
+    return cloud.default_region if cloud else ""
 
 
 def hourly_prices(
     backend: str, instance_type: str, override: float | None = None, region: str | None = None
-) -> tuple[float, float, str]:
-    """``(on-demand, spot, source)`` USD per instance-hour; an override is used for both columns."""
+) -> tuple[float, float | None, str]:
+    """``(on-demand, spot, source)`` USD per instance-hour; an override is used for both columns.
+
+    ``spot`` is ``None`` where the table has an on-demand price but no spot price for the type.
+    """
     if override is not None:
         return float(override), float(override), "override"
     where = _region(backend, region)
-    table = PRICES.get(backend, {}).get(where, {})
-    if instance_type in table:
-        on_demand, spot = table[instance_type]
-        return float(on_demand), float(spot), "table"
-    if backend == "vertex" and (attached := _attached_gpu_prices(instance_type, where)) is not None:
+    cloud = price_table().clouds.get(backend)
+    prices = cloud.regions.get(where) if cloud else None
+    if prices is not None and instance_type in prices.machines:
+        price = prices.machines[instance_type]
+        return price.on_demand, price.spot, "table"
+    if backend == "vertex" and prices is not None and (attached := _attached_gpu_prices(instance_type, prices)):
         return attached[0], attached[1], "table"
     raise UnknownPriceError(
         f"no price for {backend} instance type {instance_type!r} in region {where!r} (price table "
-        f"{PRICE_TABLE_VERSION}); add it to airflow_retrain.cost.PRICES or set "
+        f"{price_table().version}, {PRICE_FILE_NAME}); add it there (make refresh-prices) or set "
         f"training.resources.hourly_price_usd"
     )
 
 
-def _attached_gpu_prices(instance_type: str, region: str) -> tuple[float, float] | None:
+def _attached_gpu_prices(instance_type: str, prices: RegionPrices) -> tuple[float, float | None] | None:
     """Machine price + count x GPU price of a Vertex ``machine+[Nx]accelerator`` key; None if a part is unpriced."""
     from airflow_retrain.training.vertex_catalog import UnknownMachineError, parse_price_key
 
@@ -192,12 +180,30 @@ def _attached_gpu_prices(instance_type: str, region: str) -> tuple[float, float]
         machine, accelerator, count = parse_price_key(instance_type)
     except UnknownMachineError:
         return None
-    machines = PRICES["vertex"].get(region, {})
-    gpus = ACCELERATOR_PRICES["vertex"].get(region, {})
+    machines, gpus = prices.machines, prices.accelerators
     if accelerator is None or machine not in machines or accelerator not in gpus:
         return None
+    m, g = machines[machine], gpus[accelerator]
     # rounded: the sum of two decimal prices must not grow float noise (0.2185 + 0.4025 = 0.621, not ...01)
-    return tuple(round(m + count * g, 6) for m, g in zip(machines[machine], gpus[accelerator], strict=True))  # type: ignore[return-value]
+    on_demand = round(m.on_demand + count * g.on_demand, 6)
+    spot = None if m.spot is None or g.spot is None else round(m.spot + count * g.spot, 6)
+    return on_demand, spot
+
+
+def _paid_price(
+    backend: str, instance_type: str, region: str | None, on_demand: float, spot_price: float | None, spot: bool
+) -> float:
+    """The rate a job pays; a spot job on a type with no spot price in the table has no price."""
+    if not spot:
+        return on_demand
+    if spot_price is None:
+        raise UnknownPriceError(
+            f"no spot price for {backend} instance type {instance_type!r} in region "
+            f"{_region(backend, region)!r} (price table {price_table().version}, {PRICE_FILE_NAME}; "
+            f"on-demand ${on_demand}/h); add it there (make refresh-prices) or set "
+            f"training.resources.hourly_price_usd"
+        )
+    return spot_price
 
 
 def hourly_price(
@@ -209,7 +215,7 @@ def hourly_price(
 ) -> tuple[float, str]:
     """The hourly price a job pays and where it came from (``table`` or ``override``)."""
     on_demand, spot_price, source = hourly_prices(backend, instance_type, override, region)
-    return (spot_price if spot else on_demand), source
+    return _paid_price(backend, instance_type, region, on_demand, spot_price, spot), source
 
 
 def estimate_cost(
@@ -229,7 +235,7 @@ def estimate_cost(
         (SageMaker managed spot); the on-demand comparison and spot savings are computed from them.
     """
     on_demand, spot_price, source = hourly_prices(backend, instance_type, hourly_price_usd, region)
-    price = spot_price if spot else on_demand
+    price = _paid_price(backend, instance_type, region, on_demand, spot_price, spot)
     seconds = max(0.0, float(seconds))
     trained = max(seconds, float(training_seconds)) if training_seconds is not None else seconds
     usd = round(seconds / 3600.0 * instance_count * price, 6)

@@ -89,3 +89,12 @@ def test_wheel_without_retrain_home_is_an_import_error_saying_what_to_set(clean_
     assert f"looked in {empty / 'include' / 'pipelines'}" in found["errors"]["retrain_spec_check.py"]
 
 
+def test_wheel_carries_the_price_table(clean_venv, tmp_path):
+    """The cost model reads airflow_retrain/data/prices.json: package-data must put it in the wheel."""
+    code = ("import airflow_retrain.price_table as p, airflow_retrain.cost as c; "
+            "print(p.PRICES_FILE); print(c.estimate_cost('sagemaker', 'ml.m5.xlarge', 3600).price_source)")
+    out = subprocess.run([str(clean_venv / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    path, source = out.stdout.split()
+    assert path.startswith(str(clean_venv)) and path.endswith("airflow_retrain/data/prices.json"), path
+    assert source == "table"

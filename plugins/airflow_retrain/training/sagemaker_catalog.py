@@ -12,10 +12,13 @@ SDK resolves it from ``image_uri_config/xgboost.json``; that SDK is too heavy fo
 (it requires mlflow, paramiko, ``mock<5``), so the registry accounts of that file are copied below.
 A spec can always name its own image (``training.sagemaker.image``).
 
-GPUs per instance type: botocore's model does not carry them. :data:`GPUS_PER_INSTANCE` follows the
-SageMaker Python SDK's ``image_uri_config/instance_gpu_info.json`` (``Count`` per instance type) and AWS's
-accelerated-computing instance pages for the families that file predates (g6, g6e, p5e, p5en, p6).
-``ml.g4dn.12xlarge`` and ``ml.p3.8xlarge`` have 4 GPUs: GPU-hours are instances x GPUs x hours.
+GPUs per instance type: botocore's model does not carry them. They live beside the prices in the one
+price table (``airflow_retrain/data/prices.json``, ``clouds.sagemaker.gpu_families``: family -> GPU type
+and GPUs per size, ``"*"`` for every other size), following the SageMaker Python SDK's
+``image_uri_config/instance_gpu_info.json`` (``Count`` per instance type) and AWS's accelerated-computing
+instance pages for the families that file predates (g6, g6e, p5e, p5en, p6). ``ml.g4dn.12xlarge`` and
+``ml.p3.8xlarge`` have 4 GPUs: GPU-hours are instances x GPUs x hours. :data:`GPUS_PER_INSTANCE` is that
+table as ``family -> {size: GPUs}``, read on first access.
 """
 
 from __future__ import annotations
@@ -49,33 +52,30 @@ XGBOOST_FRAMEWORK_VERSIONS: tuple[str, ...] = ("1.0-1", "1.2-1", "1.2-2", "1.3-1
 DEFAULT_XGBOOST_VERSION = "1.7-1"
 
 
-# family -> {size: GPUs}; "*" is every other size of the family.
-GPUS_PER_INSTANCE: dict[str, dict[str, int]] = {
-    "g4dn": {"12xlarge": 4, "*": 1},
-    "g5": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8, "*": 1},
-    "g6": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8, "*": 1},
-    "g6e": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8, "*": 1},
-    "p2": {"xlarge": 1, "8xlarge": 8, "16xlarge": 16},
-    "p3": {"2xlarge": 1, "8xlarge": 4, "16xlarge": 8},
-    "p3dn": {"24xlarge": 8},
-    "p4d": {"24xlarge": 8},
-    "p4de": {"24xlarge": 8},
-    "p5": {"4xlarge": 1, "48xlarge": 8},
-    "p5e": {"48xlarge": 8},
-    "p5en": {"48xlarge": 8},
-    "p6-b200": {"48xlarge": 8},
-    "p6-b300": {"48xlarge": 8},
-}
 # Families with accelerators that are not GPUs (AWS Trainium/Inferentia: no CUDA for the training script).
 NON_GPU_ACCELERATOR_FAMILIES = ("trn", "inf")
+
+
+def _gpu_families() -> dict:
+    """The price table's SageMaker ``gpu_families`` (imported here: the catalog stays import-light)."""
+    from airflow_retrain.price_table import price_table
+
+    return price_table().clouds["sagemaker"].gpu_families
+
+
+def __getattr__(name: str) -> object:
+    if name == "GPUS_PER_INSTANCE":
+        return {family: dict(entry.gpus) for family, entry in _gpu_families().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def gpus_per_instance(instance_type: str) -> int | None:
     """GPUs on one ``ml.*`` training instance: 0 for CPU (and Trainium) types, ``None`` for a GPU family
     (``ml.g*``/``ml.p*``) this catalog has no count for."""
     family, _, size = instance_type.removeprefix("ml.").partition(".")
-    if family in GPUS_PER_INSTANCE:
-        sizes = GPUS_PER_INSTANCE[family]
+    families = _gpu_families()
+    if family in families:
+        sizes = families[family].gpus
         return sizes.get(size, sizes.get("*"))
     if family.startswith(("g", "p")) and not family.startswith(NON_GPU_ACCELERATOR_FAMILIES):
         return None
