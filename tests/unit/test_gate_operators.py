@@ -9,7 +9,6 @@ locally and fail in CI (``RETRAIN_REQUIRE_SERVICES=1``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from helpers import require_service
 
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
 from airflow_retrain.operators.registry import RegisterModelOperator
@@ -33,11 +33,7 @@ def registry(request, tmp_path_factory):
     default, the tests' MLflow server when a test is parametrized with ``registry="server"``."""
     kind = getattr(request, "param", "sqlite")
     if kind == "server":
-        uri = os.environ.get("RETRAIN_TEST_MLFLOW_URL")
-        if not uri:
-            if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
-                pytest.fail("RETRAIN_TEST_MLFLOW_URL is not set: start the services with scripts/services.sh start")
-            pytest.skip("RETRAIN_TEST_MLFLOW_URL not set (scripts/services.sh start provides it)")
+        uri = require_service("RETRAIN_TEST_MLFLOW_URL")
         conn = json.dumps({"conn_type": "mlflow", "host": uri})
     else:
         tmp_path = tmp_path_factory.mktemp("gates-registry")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_for
+from helpers import alive, connect_fake_cloud, wait_for
 
 from airflow_retrain.training.base import (
     JobState,
@@ -34,9 +34,7 @@ JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.p
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
     """The session's fake cloud, reset, with the bucket and role, and the connection ``CONN`` to it."""
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    fake_cloud.reset_calls()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
     return fake_cloud
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from helpers import wait_for
+from helpers import connect_fake_cloud, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -30,9 +30,7 @@ JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.p
 
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    fake_cloud.reset_calls()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
     return fake_cloud
 
 
