@@ -6,6 +6,7 @@ The environment is set before anything imports Airflow, so no test touches the d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if _INTEGRATION_DIR in Path(item.fspath).parents:
             item.add_marker(pytest.mark.integration)
+
+
+def pytest_unconfigure(config):
+    """This process's Airflow home and state dir go when its session ends (every xdist worker has its own);
+    ``RETRAIN_KEEP_TEST_STATE=1`` keeps them to look at."""
+    if os.environ.get("RETRAIN_KEEP_TEST_STATE") != "1":
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -177,8 +185,6 @@ def dbt_manifest(state_dir) -> Path:
 def shop_project(tmp_path_factory) -> Path:
     """A copy of tests/fixtures/dbt_shop (seeds, snapshot, ephemeral, source tests, a package, own
     profiles.yml), with ``dbt deps`` run and its manifest cached."""
-    import shutil
-
     from airflow_retrain.dbt.__main__ import cache_manifest
 
     project = tmp_path_factory.mktemp("shop") / "dbt_shop"

@@ -118,7 +118,7 @@ def all_removed(uris) -> bool:
     return bool(uris) and not any(artifact_path(uri).exists() for uri in uris)
 
 
-def test_good_run_promotes_first_champion(scenario, registry, tmp_path):
+def test_good_run_promotes_first_champion(scenario, registry):
     run = scenario("good")
     dr, states = run.dr, run.states
     assert dr.state == "success", states
@@ -144,13 +144,11 @@ def test_good_run_promotes_first_champion(scenario, registry, tmp_path):
     logged = client.get_run(champion.run_id)
     assert logged.data.metrics["roc_auc"] > 0.80
     assert logged.data.params["dataset.rows_train"] == "5620"
-    # The logged model carries a signature with the mart's 25 features (fetched through the registry's
-    # alias, with no process-wide tracking URI).
+    # The logged model carries a signature with the mart's 25 features (the champion alias's version,
+    # loaded from where the registry stores it: no process-wide tracking URI left behind for other tests).
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/churn@champion", dst_path=str(tmp_path),
-                                                tracking_uri=registry["uri"], registry_uri=registry["uri"])
-    model = mlflow.pyfunc.load_model(local)
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("churn", champion.version))
     assert len(model.metadata.get_input_schema().inputs) == 25
     rep = run.report
     assert rep["stages"]["dbt_build"]["tests_failed"] == 0
