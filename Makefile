@@ -23,7 +23,7 @@ BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
 
-.PHONY: venv demo test ui up down dbt-build load-data lock lint lint-imports clean bench fake-cloud cost-report bench-teardown docs refresh-prices
+.PHONY: venv demo test test-fast ui up down dbt-build load-data lock lint lint-imports clean bench fake-cloud cost-report bench-teardown docs refresh-prices
 
 venv: $(VENV)/.installed
 
@@ -44,8 +44,17 @@ demo: venv
 fake-cloud: venv
 	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --vertex-port $(FAKE_VERTEX_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
 
+# The whole suite (what .ci/run calls; the services of scripts/services.sh are expected), in parallel
+# workers, one test file per worker so a file's module fixtures (an API server, a fake cloud, a DAG bag)
+# start once; in a random order whose seed pytest prints first ("Using --randomly-seed=N"): replay a
+# failing order with `make test PYTEST_ARGS=--randomly-seed=N`, or keep file order with `-p no:randomly`.
+TEST_WORKERS ?= auto
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
+
+# The quick loop: no services, no DAG runs, no subprocess-heavy tests (markers `integration` and `slow`).
+test-fast: venv
+	$(PY) -m pytest -m "not integration and not slow" -n $(TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 # The Airflow UI on this machine: api-server, scheduler, dag-processor and triggerer in one process tree.
 ui: venv

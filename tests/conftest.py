@@ -6,12 +6,15 @@ The environment is set before anything imports Airflow, so no test touches the d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import tasks_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrain-tests-"))
@@ -28,6 +31,33 @@ os.environ.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ["RETRAIN_DBT_STREAM_NODES"] = "0"  # dag.test() runs no triggerer: dbt node tasks run after dbt_build
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
+_INTEGRATION_DIR = ROOT / "tests" / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is ``integration`` (so ``make test-fast`` never starts a DAG
+    run, an Airflow server or a service), whether or not its module says so."""
+    for item in items:
+        if _INTEGRATION_DIR in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_unconfigure(config):
+    """This process's Airflow home and state dir go when its session ends (every xdist worker has its own);
+    ``RETRAIN_KEEP_TEST_STATE=1`` keeps them to look at."""
+    if os.environ.get("RETRAIN_KEEP_TEST_STATE") != "1":
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Repeat the random order's seed last, beside the failures (pytest-randomly prints it only in the
+    header, which -q hides and a long run scrolls away)."""
+    if config.pluginmanager.hasplugin("randomly") and config.getoption("randomly_reorganize", False):
+        seed = config.getoption("randomly_seed")
+        terminalreporter.write_line(f"Random test order, seed {seed}: replay with --randomly-seed={seed} "
+                                    f"(make test PYTEST_ARGS=--randomly-seed={seed})")
 
 
 @pytest.fixture(scope="session")
@@ -155,11 +185,19 @@ def dbt_manifest(state_dir) -> Path:
 def shop_project(tmp_path_factory) -> Path:
     """A copy of tests/fixtures/dbt_shop (seeds, snapshot, ephemeral, source tests, a package, own
     profiles.yml), with ``dbt deps`` run and its manifest cached."""
-    import shutil
-
     from airflow_retrain.dbt.__main__ import cache_manifest
 
     project = tmp_path_factory.mktemp("shop") / "dbt_shop"
     shutil.copytree(ROOT / "tests" / "fixtures" / "dbt_shop", project)
     cache_manifest(str(project))
     return project
+
+
+# --- Every task of a dag.test() run as if on its own worker --------------------------------------------
+
+
+@pytest.fixture
+def separate_workers(tmp_path) -> Iterator[list[dict]]:
+    """This test's ``dag.test()`` runs each task on its own worker (:func:`tasks_on_separate_workers`)."""
+    with tasks_on_separate_workers(tmp_path) as workers:
+        yield workers

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -15,6 +22,28 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def require_service(var: str, hint: str = "scripts/services.sh start provides it") -> str:
+    """The URL of a test service that ``scripts/services.sh start`` exported in ``var``. Without it the test
+    skips locally and fails where services are required (``RETRAIN_REQUIRE_SERVICES=1``, as in CI)."""
+    value = os.environ.get(var)
+    if not value:
+        if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{var} is not set: start the services with scripts/services.sh start")
+        pytest.skip(f"{var} not set ({hint})")
+    return value
+
+
+def connect_fake_cloud(cloud, setenv, bucket: str, conn_id: str, role: str = "retrain") -> str:
+    """Give the (reset) fake cloud ``bucket`` and the execution role ``role``, count no call before the
+    test's own, and point the Airflow connection ``conn_id`` at it through ``setenv`` (a MonkeyPatch's).
+    Returns the role's ARN."""
+    role_arn = cloud.bootstrap(bucket, role)
+    cloud.reset_calls()
+    for key, value in cloud.airflow_env(conn_id).items():
+        setenv(key, value)
+    return role_arn
 
 
 def stop_running_jobs(backend) -> None:
@@ -31,3 +60,42 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@contextlib.contextmanager
+def tasks_on_separate_workers(base: Path) -> Iterator[list[dict]]:
+    """While open, each task that ``dag.test()`` runs gets a fresh working directory, local scratch
+    (``RETRAIN_SCRATCH``) and temp dir (``TMPDIR``) under ``base``, all deleted when the task ends. Yields
+    the list of workers used (``task_id``, ``tmp``, ``scratch``), in the order the tasks ran."""
+    from airflow.sdk.execution_time import task_runner
+
+    execute_task = task_runner._execute_task
+    workers: list[dict] = []
+
+    def as_own_worker(context, ti, log):
+        worker = base / "workers" / f"{len(workers):02d}-{ti.task_id}"
+        folders = {name: worker / name for name in ("cwd", "scratch", "tmp")}
+        for folder in folders.values():
+            folder.mkdir(parents=True)
+        saved = (os.getcwd(), {k: os.environ.get(k) for k in ("TMPDIR", "RETRAIN_SCRATCH")}, tempfile.tempdir)
+        os.chdir(folders["cwd"])
+        os.environ["TMPDIR"] = str(folders["tmp"])
+        os.environ["RETRAIN_SCRATCH"] = str(folders["scratch"])
+        tempfile.tempdir = None  # re-read TMPDIR
+        workers.append({"task_id": ti.task_id, "tmp": str(folders["tmp"]), "scratch": str(folders["scratch"])})
+        try:
+            return execute_task(context=context, ti=ti, log=log)
+        finally:
+            cwd, env, tempdir = saved
+            os.chdir(cwd)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            tempfile.tempdir = tempdir
+            shutil.rmtree(worker)  # the worker is gone: nothing it kept locally can be read later
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_runner, "_execute_task", as_own_worker)
+        yield workers

@@ -17,8 +17,14 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    """A free loopback port from ``RETRAIN_TEST_PORT_RANGE`` (default 18600-18699)."""
-    low, high = (int(p) for p in os.environ.get("RETRAIN_TEST_PORT_RANGE", "18600-18699").split("-"))
+    """A free loopback port: from ``RETRAIN_TEST_PORT_RANGE`` (``low-high``) when set, else one the OS
+    picks from its ephemeral range (parallel test workers and other checkouts on the machine then never
+    probe the same short list and collide)."""
+    if not (given := os.environ.get("RETRAIN_TEST_PORT_RANGE")):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low, high = (int(p) for p in given.split("-"))
     for port in range(low, high + 1):
         with socket.socket() as s:
             try:
@@ -133,7 +139,11 @@ class InProcessMlflowServer:
         os.environ["_MLFLOW_SERVER_ARTIFACT_ROOT"] = "mlflow-artifacts:/"
         import logging
 
-        from mlflow.server import app
+        from mlflow.server import app, handlers
+
+        # The app caches its stores in module globals on first use: a server started after another one
+        # in this process must open its own database, not keep serving the previous server's.
+        handlers._tracking_store = handlers._model_registry_store = handlers._artifact_repo = None
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)

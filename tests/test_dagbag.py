@@ -62,6 +62,7 @@ def test_churn_dag_shape():
     assert dag.get_task("train").owner == "ml-platform"
 
 
+@pytest.mark.slow
 def test_dag_file_imports_nothing_heavy():
     """Parsing the DAG file must not import mlflow, pandas, duckdb, dbt, xgboost, sklearn or boto3."""
     code = (
@@ -75,6 +76,7 @@ def test_dag_file_imports_nothing_heavy():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_broken_spec_is_an_import_error_and_spares_other_dags(tmp_path, monkeypatch):
     churn = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
     (tmp_path / "churn.yaml").write_text(yaml.safe_dump(churn))

@@ -84,6 +84,7 @@ def test_broken_spec_spares_the_rollback_dags(tmp_path, monkeypatch):
     assert all(not where.endswith("rollback.py") for where in bag.import_errors)
 
 
+@pytest.mark.slow
 def test_rollback_dag_file_imports_nothing_heavy():
     code = (
         "import sys, runpy; runpy.run_path(sys.argv[1]);"

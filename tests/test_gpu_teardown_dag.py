@@ -72,6 +72,7 @@ def test_schedule_comes_from_the_policy(tmp_path, monkeypatch):
     assert dag.schedule == "@hourly"
 
 
+@pytest.mark.slow
 def test_dag_file_imports_nothing_heavy():
     code = (
         "import sys, runpy; runpy.run_path(sys.argv[1]);"

@@ -207,12 +207,14 @@ def _names_a_field(problem: str) -> bool:
     return bool(top) and (top.group(1) in PipelineSpec.model_fields or problem.endswith(": unknown field"))
 
 
+@pytest.mark.slow
 @FUZZ_SETTINGS
 @given(mutated_specs())
 def test_mutated_fields_never_hide_the_valid_pipeline(data):
     check_case(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
 
+@pytest.mark.slow
 @FUZZ_SETTINGS
 @given(edited_yaml())
 def test_edited_yaml_never_hides_the_valid_pipeline(text):

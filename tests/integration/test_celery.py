@@ -18,22 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import require_service, wait_for
+from mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = int(os.environ.get("RETRAIN_TEST_CELERY_API_PORT", "18902"))
+PORT = int(os.environ.get("RETRAIN_TEST_CELERY_API_PORT") or free_port())  # a free one unless given
 BASE = f"http://127.0.0.1:{PORT}"
 USER, PASSWORD = "admin", "retrain-celery-admin"
 pytestmark = pytest.mark.integration
 
 
 def _service(var: str) -> str:
-    value = os.environ.get(var)
-    if not value:
-        if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{var} is not set: start the services with scripts/services.sh start")
-        pytest.skip(f"{var} not set (scripts/services.sh start provides it; Redis needs redis-server)")
-    return value
+    return require_service(var, "scripts/services.sh start provides it; Redis needs redis-server")
 
 
 def _celery_provider_importable() -> None:

@@ -1,17 +1,21 @@
 """The whole churn DAG on the embedded defaults, run by Airflow (``dag.test()``), on the real data.
 
-One module-scoped sequence against one registry: a good run passes the data gates before training and
-the model gates after it, and promotes v1; a run whose data gate fails stops before training; a run whose
-model gate fails registers v2 but leaves ``champion`` on v1; a run whose training fails registers nothing
-and its teardown still runs and cleans up; a second good run measures drift against v1's training
-snapshot and re-scores v1 on its own holdout.
+One module-scoped sequence (the ``scenario`` fixture) against the module's own registry (``mlflow_default``
+points at a SQLite registry of this module, so runs of ``churn`` by other modules never move its version
+numbers): a good run passes the data gates before training and the model gates after it, and promotes v1;
+a run whose data gate fails stops before training; a run whose model gate fails registers v2 but leaves
+``champion`` on v1; a run whose training fails registers nothing and its teardown still runs and cleans
+up; a second good run measures drift against v1's training snapshot and re-scores v1 on its own holdout.
+The runs always happen in that order, each once, however the tests are ordered or selected: a test asks
+the scenario for its step, which runs the steps before it first; what a run left (states, report,
+registry versions) is read as it finishes.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -38,14 +42,23 @@ def specs_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bag(specs_dir, airflow_db, warehouse, dbt_manifest):
+def registry(tmp_path_factory) -> dict:
+    """This module's MLflow registry: the ``mlflow_default`` connection and the URI to read it back."""
+    base = tmp_path_factory.mktemp("churn-registry")
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    return {"uri": uri, "conn": {"conn_type": "mlflow", "host": uri, "extra": {"artifact_root": (base / "artifacts").as_uri()}}}
+
+
+@pytest.fixture(scope="module")
+def bag(specs_dir, registry, airflow_db, warehouse, dbt_manifest):
     from airflow.dag_processing.dagbag import DagBag
 
-    os.environ["RETRAIN_SPECS_DIR"] = str(specs_dir)
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    yield bag
-    os.environ.pop("RETRAIN_SPECS_DIR", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RETRAIN_SPECS_DIR", str(specs_dir))
+        mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(registry["conn"]))
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}
+        yield bag
 
 
 def run_dag(bag, dag_id):
@@ -54,15 +67,49 @@ def run_dag(bag, dag_id):
     return dr, states
 
 
-def mlflow_client(state_dir):
+def mlflow_client(registry):
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return MlflowClient(tracking_uri=registry["uri"], registry_uri=registry["uri"])
 
 
-def report(state_dir, dag_id):
-    return json.loads((state_dir / "artifacts" / dag_id / "latest_report.json").read_text())
+# The scenario's steps in the order they always run, and the DAG each runs.
+STEPS = {
+    "good": "churn_retrain",
+    "data_fail": "churn_datafail_retrain",
+    "gate_fail": "churn_gatefail_retrain",
+    "train_fail": "churn_trainfail_retrain",
+    "second": "churn_retrain",
+}
+
+
+@pytest.fixture(scope="module")
+def scenario(bag, registry, state_dir):
+    """``scenario(step)``: the runs of ``STEPS`` up to ``step`` happen (in order, each once per module), and
+    what ``step``'s run left is returned, read right after it: ``dr``, ``states``, ``report`` and
+    ``report_text`` (its DAG's latest report), ``versions`` (the registry's ``churn`` versions as listed) and ``champion``."""
+    from mlflow.exceptions import MlflowException
+
+    done: dict[str, SimpleNamespace] = {}
+
+    def upto(step: str) -> SimpleNamespace:
+        for name, dag_id in STEPS.items():
+            if name not in done:
+                dr, states = run_dag(bag, dag_id)
+                client = mlflow_client(registry)
+                versions = [str(v.version) for v in client.search_model_versions("name = 'churn'")]
+                try:
+                    champion = client.get_model_version_by_alias("churn", "champion")
+                except MlflowException:  # none yet: the test that asked says what it expected
+                    champion = None
+                text = (state_dir / "artifacts" / dag_id / "latest_report.json").read_text()
+                done[name] = SimpleNamespace(dr=dr, states=states, report_text=text, report=json.loads(text),
+                                             versions=versions, champion=champion)
+            if name == step:
+                return done[name]
+        raise KeyError(step)
+
+    return upto
 
 
 def all_removed(uris) -> bool:
@@ -71,16 +118,17 @@ def all_removed(uris) -> bool:
     return bool(uris) and not any(artifact_path(uri).exists() for uri in uris)
 
 
-def test_good_run_promotes_first_champion(bag, state_dir):
-    dr, states = run_dag(bag, "churn_retrain")
+def test_good_run_promotes_first_champion(scenario, registry):
+    run = scenario("good")
+    dr, states = run.dr, run.states
     assert dr.state == "success", states
     assert set(states.values()) == {"success"}
     tis = {ti.task_id: ti for ti in dr.get_task_instances()}
     # Data gates before training, model gates after registration.
     assert tis["gate_data"].end_date <= tis["train"].start_date
     assert tis["register"].end_date <= tis["gate_model"].start_date <= tis["promote"].start_date
-    client = mlflow_client(state_dir)
-    champion = client.get_model_version_by_alias("churn", "champion")
+    client = mlflow_client(registry)
+    champion = run.champion
     assert str(champion.version) == "1"
     for gate in ("data", "metrics", "champion", "slices", "efficiency"):
         assert champion.tags[f"retrain.gate.{gate}"] == "passed", gate
@@ -93,20 +141,20 @@ def test_good_run_promotes_first_champion(bag, state_dir):
     artifacts = {a.path for a in client.list_artifacts(champion.run_id, "gates")}
     assert artifacts == {f"gates/{g}.json" for g in ("data", "metrics", "champion", "slices", "efficiency")}
     assert champion.tags["retrain.promotion.decision"] == "promoted"
-    run = client.get_run(champion.run_id)
-    assert run.data.metrics["roc_auc"] > 0.80
-    assert run.data.params["dataset.rows_train"] == "5620"
-    # The logged model carries a signature with the mart's 25 features.
+    logged = client.get_run(champion.run_id)
+    assert logged.data.metrics["roc_auc"] > 0.80
+    assert logged.data.params["dataset.rows_train"] == "5620"
+    # The logged model carries a signature with the mart's 25 features (the champion alias's version,
+    # loaded from where the registry stores it: no process-wide tracking URI left behind for other tests).
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{state_dir / 'mlflow' / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model("models:/churn@champion")
+    model = mlflow.pyfunc.load_model(client.get_model_version_download_uri("churn", champion.version))
     assert len(model.metadata.get_input_schema().inputs) == 25
-    rep = report(state_dir, "churn_retrain")
+    rep = run.report
     assert rep["stages"]["dbt_build"]["tests_failed"] == 0
     assert rep["stages"]["dbt_build"]["models_built"] == 2
     assert rep["stages"]["promote"]["champion_after"] == "1"
-    text = (state_dir / "artifacts" / "churn_retrain" / "latest_report.json").read_text()
+    text = run.report_text
     assert '"gate_data"' in text and '"gate_model"' in text
     teardown = rep["stages"]["teardown"]
     assert all_removed(teardown["scratch_removed"])
@@ -114,54 +162,55 @@ def test_good_run_promotes_first_champion(bag, state_dir):
     assert teardown["compute_seconds"] > 0
 
 
-def test_data_gate_failure_stops_before_training(bag, state_dir):
-    dr, states = run_dag(bag, "churn_datafail_retrain")
+def test_data_gate_failure_stops_before_training(scenario):
+    run = scenario("data_fail")
+    dr, states = run.dr, run.states
     assert dr.state == "failed"
     assert states["gate_data"] == "failed"
     assert states["train"] == "upstream_failed" and states["register"] == "upstream_failed"
     assert states["teardown"] == "success" and states["report"] == "success"
-    rep = report(state_dir, "churn_datafail_retrain")
+    rep = run.report
     (verdict,) = rep["gate_verdicts"]["gate_data"]
     assert not verdict["passed"] and "label rate of 'churned'" in verdict["message"] and "< min 0.4" in verdict["message"]
     assert rep["stages"]["teardown"]["jobs"] == []  # no training job was started
-    client = mlflow_client(state_dir)
-    assert [str(v.version) for v in client.search_model_versions("name = 'churn'")] == ["1"]
+    assert run.versions == ["1"]
 
 
-def test_gate_failure_keeps_champion(bag, state_dir):
-    dr, states = run_dag(bag, "churn_gatefail_retrain")
+def test_gate_failure_keeps_champion(scenario, registry):
+    run = scenario("gate_fail")
+    dr, states = run.dr, run.states
     assert dr.state == "failed"
     assert states["gate_model"] == "failed"
     assert states["promote"] == "upstream_failed"
     assert states["teardown"] == "success" and states["report"] == "success"
-    client = mlflow_client(state_dir)
-    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert str(run.champion.version) == "1"
+    client = mlflow_client(registry)
     rejected = client.get_model_version("churn", "2")
     assert rejected.tags["retrain.gate.metrics"] == "failed"
     assert "roc_auc" in rejected.tags["retrain.gate.metrics.message"]
     assert "retrain.promotion.decision" not in rejected.tags
 
 
-def test_training_failure_still_tears_down(bag, state_dir):
-    dr, states = run_dag(bag, "churn_trainfail_retrain")
+def test_training_failure_still_tears_down(scenario):
+    run = scenario("train_fail")
+    dr, states = run.dr, run.states
     assert dr.state == "failed"
     assert states["train"] == "failed"
     assert states["register"] == "upstream_failed"
     assert states["teardown"] == "success"
-    rep = report(state_dir, "churn_trainfail_retrain")
-    teardown = rep["stages"]["teardown"]
+    teardown = run.report["stages"]["teardown"]
     assert [j["state"] for j in teardown["jobs"]] == ["Failed"]
     assert all_removed(teardown["scratch_removed"])
-    client = mlflow_client(state_dir)
-    assert sorted(str(v.version) for v in client.search_model_versions("name = 'churn'")) == ["1", "2"]
-    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert sorted(run.versions) == ["1", "2"]
+    assert str(run.champion.version) == "1"
 
 
-def test_second_run_compares_with_the_champions_snapshot_and_rescores_it(bag, state_dir):
-    dr, states = run_dag(bag, "churn_retrain")
+def test_second_run_compares_with_the_champions_snapshot_and_rescores_it(scenario, registry):
+    run = scenario("second")
+    dr, states = run.dr, run.states
     assert dr.state == "success", states
-    client = mlflow_client(state_dir)
-    versions = sorted(int(v.version) for v in client.search_model_versions("name = 'churn'"))
+    client = mlflow_client(registry)
+    versions = sorted(int(v) for v in run.versions)
     candidate = client.get_model_version("churn", str(versions[-1]))
     # Same data: no drift against v1's training snapshot; v1 re-scored on this holdout equals the candidate.
     data = client.get_run(candidate.run_id).data.metrics
@@ -169,4 +218,4 @@ def test_second_run_compares_with_the_champions_snapshot_and_rescores_it(bag, st
     assert candidate.tags["retrain.gate.champion.champion_version"] == "1"
     assert candidate.tags["retrain.gate.champion.decision"] == "does_not_beat"
     assert float(candidate.tags["retrain.gate.champion.delta"]) == 0.0
-    assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"
+    assert str(run.champion.version) == "1"

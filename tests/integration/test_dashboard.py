@@ -1,6 +1,6 @@
 """The dashboard through a real ``airflow api-server``: auth on every endpoint, and a real browser.
 
-One module-scoped API server (loopback port ``RETRAIN_TEST_AIRFLOW_API_PORT``, default 8099) on the test
+One module-scoped API server (loopback port ``RETRAIN_TEST_AIRFLOW_API_PORT``, else a free one) on the test
 session's Airflow DB; one ``churn_retrain`` run by ``dag.test()`` while it serves, so the report task sets
 the run's note through the REST API. The browser test drives Debian's ``chromium`` with Playwright
 (never a downloaded browser) and saves a screenshot under ``.local/artifacts/``.
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from helpers import wait_for
+from mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT = int(os.environ.get("RETRAIN_TEST_AIRFLOW_API_PORT", "8099"))
+PORT = int(os.environ.get("RETRAIN_TEST_AIRFLOW_API_PORT") or free_port())  # a free one unless given
 BASE = f"http://127.0.0.1:{PORT}"
 USER, PASSWORD = "admin", "retrain-test-admin"
 CHROMIUM = os.environ.get("RETRAIN_CHROMIUM", "/usr/bin/chromium")

@@ -7,13 +7,12 @@ fails in CI (RETRAIN_REQUIRE_SERVICES=1).
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import uuid
 from urllib.parse import urlparse
 
 import pytest
-from helpers import wait_for
+from helpers import require_service, wait_for
 
 from airflow_retrain.operators.teardown import TeardownRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -26,12 +25,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def pg_ledger_conn(monkeypatch) -> str:
-    value = os.environ.get("RETRAIN_TEST_PG_URL")
-    if not value:
-        if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
-            pytest.fail("RETRAIN_TEST_PG_URL is not set: start the services with scripts/services.sh start")
-        pytest.skip("RETRAIN_TEST_PG_URL not set (scripts/services.sh start provides it)")
-    url = urlparse(value)
+    url = urlparse(require_service("RETRAIN_TEST_PG_URL"))
     conn = {"conn_type": "postgres", "host": url.hostname, "port": url.port, "login": url.username,
             "password": url.password, "schema": url.path.lstrip("/")}
     monkeypatch.setenv("AIRFLOW_CONN_PG_LEDGER", json.dumps(conn))

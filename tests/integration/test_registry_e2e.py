@@ -1,6 +1,7 @@
 """The churn DAG (``dag.test()``) against an MLflow server that requires a password given only in the
-connection URI: the password reaches the server and nowhere else (logs, XCom, reports); then a second run
-and ``rollback_churn`` (``dag.test()`` with params), with the promotion history read from MLflow alone.
+connection URI: the password reaches the server and nowhere else (logs, XCom, reports); then, for a pipeline
+of its own on the same server (``churn_rb``), two runs and ``rollback_churn_rb`` (``dag.test()`` with
+params), with the promotion history read from MLflow alone. Each test starts its own models from nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mlflow_server import AuthProxy, InProcessMlflowServer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "retrain", "Planted-URI-Pa55:word@x"
+RB = "churn_rb"  # the rollback test's pipeline and model: never touched by the other test
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,8 @@ def bag(tmp_path_factory, airflow_db, warehouse, proxy):
     spec = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
     spec["registry"]["lease"] = {"settle_seconds": 0.1}
     (specs / "churn.yaml").write_text(yaml.safe_dump(spec))
+    rollback = dict(spec, name=RB, registry=dict(spec["registry"], model_name=RB))
+    (specs / f"{RB}.yaml").write_text(yaml.safe_dump(rollback))
     uri = f"mlflow://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{proxy.port}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RETRAIN_SPECS_DIR", str(specs))
@@ -86,31 +90,34 @@ def test_second_run_then_rollback_from_the_history(bag):
     from airflow_retrain.hooks.mlflow import MlflowHook
     from airflow_retrain.operators.registry_promote import PromoteModelOperator
 
-    dr = bag.dags["churn_retrain"].test()
+    first = bag.dags[f"{RB}_retrain"].test()  # promotes v1
+    assert first.state == "success"
+    dr = bag.dags[f"{RB}_retrain"].test()  # v2 does not beat it: kept
     assert dr.state == "success"
     hook = MlflowHook()
+    assert str(hook.get_version_by_alias(RB, "champion").version) == "1"
     # A better candidate (a copy of v2 whose stored metric is higher) becomes champion, then is rolled back.
-    v2 = hook.get_version("churn", "2")
+    v2 = hook.get_version(RB, "2")
     run = hook.client.get_run(v2.run_id)
     better = hook.client.create_run(run.info.experiment_id)
     hook.client.log_metric(better.info.run_id, "roc_auc", run.data.metrics["roc_auc"] + 0.05)
-    v3 = hook.client.create_model_version("churn", f"{better.info.artifact_uri}/model", run_id=better.info.run_id,
+    v3 = hook.client.create_model_version(RB, f"{better.info.artifact_uri}/model", run_id=better.info.run_id,
                                           tags={"retrain.gate.metrics": "passed"})
-    ctx = {"dag": bag.dags["churn_retrain"], "run_id": "manual__demo_v3", "task": type("T", (), {"owner": "t"})(),
+    ctx = {"dag": bag.dags[f"{RB}_retrain"], "run_id": "manual__demo_v3", "task": type("T", (), {"owner": "t"})(),
            "ti": type("TI", (), {"xcom_push": lambda *a, **k: None})()}
-    PromoteModelOperator(task_id="promote", pipeline="churn", candidate={"model_name": "churn", "version": v3.version},
+    PromoteModelOperator(task_id="promote", pipeline=RB, candidate={"model_name": RB, "version": v3.version},
                          primary_metric="roc_auc", lease_settle_seconds=0.1).execute(ctx)
-    assert str(hook.get_version_by_alias("churn", "champion").version) == str(v3.version)
-    rb = bag.dags["rollback_churn"].test(run_conf={"reason": "complaints after the v3 release"})
+    assert str(hook.get_version_by_alias(RB, "champion").version) == str(v3.version)
+    rb = bag.dags[f"rollback_{RB}"].test(run_conf={"reason": "complaints after the v3 release"})
     assert rb.state == "success"
-    assert str(hook.get_version_by_alias("churn", "champion").version) == "1"
-    history = hook.promotion_history("churn")
-    print("\nPromotion history of churn (from MLflow alone):")
+    assert str(hook.get_version_by_alias(RB, "champion").version) == "1"
+    history = hook.promotion_history(RB)
+    print(f"\nPromotion history of {RB} (from MLflow alone):")
     for e in history:
         print(json.dumps({k: e.get(k) for k in ("seq", "at", "action", "alias", "from", "to", "by", "reason")}))
     last = history[-1]
     assert (last["action"], last["from"], last["to"]) == ("rollback", str(v3.version), "1")
-    assert last["reason"] == "complaints after the v3 release" and last["by"].startswith("rollback_churn/")
+    assert last["reason"] == "complaints after the v3 release" and last["by"].startswith(f"rollback_{RB}/")
     actions = [(e["action"], e.get("alias")) for e in history]
     assert actions[:2] == [("challenger", "challenger"), ("promote", "champion")]
     assert ("kept", "champion") in actions  # the second run's decision

@@ -2,8 +2,9 @@
 ``dag.test()`` against the fake cloud (``scripts/fake_cloud.py``), every task on its own worker (the
 separate-workers wrapper of ``test_separate_workers``): the train task submits, defers (``dag.test`` runs
 the trigger inline), resumes and hands on artifact-store URIs; exactly one ``CreateTrainingJob``; the
-model is registered and promoted. Then a run whose job fails: nothing registered, the champion
-unchanged, the teardown ran and nothing is left running.
+model is registered and promoted (the module's ``first_run``, recorded as it finished). Then a run whose
+job fails: nothing registered, the champion that first run promoted unchanged, the teardown ran and
+nothing is left running.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
-from test_separate_workers import separate_workers  # noqa: F401 - the fixture, shared
+from helpers import connect_fake_cloud, tasks_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_sm_retrain"
@@ -57,16 +59,43 @@ def bag(tmp_path_factory, spec, store, airflow_db, warehouse):
         os.environ.pop("RETRAIN_SPECS_DIR", None)
 
 
+def _prepare(fake_cloud, spec, mp: pytest.MonkeyPatch):
+    """The bucket and role the spec names exist, no calls counted yet, the connection points at the fake."""
+    block = spec["training"]["sagemaker"]
+    role = block["role_arn"].rsplit("/", 1)[1]
+    assert connect_fake_cloud(fake_cloud, mp.setenv, block["bucket"], CONN, role) == block["role_arn"]
+    mp.delenv("RETRAIN_DEFERRABLE", raising=False)
+    # A deployment with a triggerer (dag.test runs the trigger inline): the train task defers.
+    mp.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+
+
 @pytest.fixture
 def cloud(fake_cloud, spec, monkeypatch):
-    block = spec["training"]["sagemaker"]
-    assert fake_cloud.bootstrap(block["bucket"], block["role_arn"].rsplit("/", 1)[1]) == block["role_arn"]
-    fake_cloud.reset_calls()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
-    # A deployment with a triggerer (dag.test runs the trigger inline): the train task defers.
-    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    _prepare(fake_cloud, spec, monkeypatch)
     return fake_cloud
+
+
+@pytest.fixture(scope="module")
+def first_run(bag, spec, fake_cloud_server, store, state_dir, tmp_path_factory) -> SimpleNamespace:
+    """The first (good) run on a freshly reset cloud, each task on its own worker; what the cloud and the
+    registry held right after it, read before any other test resets the cloud."""
+    fake_cloud_server.reset()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            _prepare(fake_cloud_server, spec, mp)
+            with tasks_on_separate_workers(tmp_path_factory.mktemp("sm-first-run")) as workers:
+                dr = bag.dags[DAG_ID].test(logical_date=FIRST, run_after=FIRST)
+        return SimpleNamespace(
+            dr=dr,
+            states={ti.task_id: ti.state for ti in dr.get_task_instances()},
+            workers=list(workers),
+            calls=fake_cloud_server.calls(),
+            jobs=fake_cloud_server.client("sagemaker").list_training_jobs()["TrainingJobSummaries"],
+            report=run_report(store, FIRST),
+            champion=champion_version(state_dir),
+        )
+    finally:
+        fake_cloud_server.reset()  # stops any job the run left running
 
 
 def champion_version(state_dir) -> str | None:
@@ -86,31 +115,29 @@ def run_report(store: Path, when: datetime) -> dict:
     return report
 
 
-def test_sagemaker_dag_end_to_end_on_separate_workers(bag, cloud, store, separate_workers, state_dir):  # noqa: F811
-    dr = bag.dags[DAG_ID].test(logical_date=FIRST, run_after=FIRST)
-    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+def test_sagemaker_dag_end_to_end_on_separate_workers(first_run, store):
+    dr, states = first_run.dr, first_run.states
     assert dr.state == "success", states
     assert set(states.values()) == {"success"}
-    ran = [w["task_id"] for w in separate_workers]
+    ran = [w["task_id"] for w in first_run.workers]
     assert sorted(set(ran)) == sorted(states)  # each on its own worker ...
     assert ran.count("train") == 2  # ... and train twice: submitted on one, resumed after the deferral on another
 
-    calls = cloud.calls()
-    assert calls["sagemaker:CreateTrainingJob"] == 1
-    (job,) = cloud.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    assert first_run.calls["sagemaker:CreateTrainingJob"] == 1
+    (job,) = first_run.jobs
     assert job["TrainingJobStatus"] == "Completed"
-    stages = run_report(store, FIRST)["stages"]
+    stages = first_run.report["stages"]
     assert stages["train"]["job_name"] == job["TrainingJobName"]
     assert stages["train"]["metrics"]["roc_auc"] > 0.8
     assert stages["train"]["cost"]["seconds"] >= 1 and stages["train"]["cost"]["instance_type"] == "ml.m5.xlarge"
     assert stages["train"]["model_uri"].startswith(store.as_uri())  # a URI into the store, not a worker's disk
-    assert stages["promote"]["champion_after"] == stages["register"]["version"] == str(champion_version(state_dir))
+    assert stages["promote"]["champion_after"] == stages["register"]["version"] == str(first_run.champion)
     assert stages["teardown"]["stopped_jobs"] == []
 
 
-def test_failed_job_leaves_the_champion_and_runs_teardown(bag, cloud, store, state_dir):
+def test_failed_job_leaves_the_champion_and_runs_teardown(first_run, bag, cloud, state_dir):
     before = champion_version(state_dir)
-    assert before is not None  # promoted by the test above
+    assert before is not None and before == first_run.champion  # promoted by the module's first run
     cloud.fail_next_jobs("AlgorithmError: ValueError: simulated failure in the training script", phase="Training")
     dr = bag.dags[DAG_ID].test(logical_date=FAILING, run_after=FAILING)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}

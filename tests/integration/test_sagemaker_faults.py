@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from helpers import wait_for
+from helpers import connect_fake_cloud, wait_for
 
 from airflow_retrain.operators.teardown import TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
@@ -45,8 +45,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
     monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
     return fake_cloud
 

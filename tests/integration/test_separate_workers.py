@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import tasks_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_workers_retrain"
-# One fixed date: the second test clears and reruns the first test's run (its run id is named after it).
+# One fixed date: the rerun test clears and reruns the first run (its run id is named after it).
 WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 pytestmark = pytest.mark.integration
 
@@ -48,58 +48,39 @@ def bag(tmp_path_factory, store, airflow_db, warehouse):
         os.environ.pop("RETRAIN_SPECS_DIR", None)
 
 
-@pytest.fixture
-def separate_workers(tmp_path, monkeypatch):
-    """Run each task in a fresh working directory with fresh local scratch, wiped when it ends."""
-    from airflow.sdk.execution_time import task_runner
-
-    execute_task = task_runner._execute_task
-    workers: list[dict] = []
-
-    def as_own_worker(context, ti, log):
-        worker = tmp_path / "workers" / f"{len(workers):02d}-{ti.task_id}"
-        folders = {name: worker / name for name in ("cwd", "scratch", "tmp")}
-        for folder in folders.values():
-            folder.mkdir(parents=True)
-        saved = (os.getcwd(), {k: os.environ.get(k) for k in ("TMPDIR", "RETRAIN_SCRATCH")}, tempfile.tempdir)
-        os.chdir(folders["cwd"])
-        os.environ["TMPDIR"] = str(folders["tmp"])
-        os.environ["RETRAIN_SCRATCH"] = str(folders["scratch"])
-        tempfile.tempdir = None  # re-read TMPDIR
-        workers.append({"task_id": ti.task_id, "tmp": str(folders["tmp"]), "scratch": str(folders["scratch"])})
-        try:
-            return execute_task(context=context, ti=ti, log=log)
-        finally:
-            cwd, env, tempdir = saved
-            os.chdir(cwd)
-            for key, value in env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            tempfile.tempdir = tempdir
-            shutil.rmtree(worker)  # the worker is gone: nothing it kept locally can be read later
-
-    monkeypatch.setattr(task_runner, "_execute_task", as_own_worker)
-    return workers
+@pytest.fixture(scope="module")
+def first_run(bag, store, tmp_path_factory) -> SimpleNamespace:
+    """The DAG's run on ``WHEN``, each task on its own worker, and what it left in the store, read as it
+    finished (a later test clears and reruns this run, rewriting its report)."""
+    with tasks_on_separate_workers(tmp_path_factory.mktemp("first-run")) as workers:
+        dr = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
+    run_dirs = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    return SimpleNamespace(
+        dr=dr,
+        states={ti.task_id: ti.state for ti in dr.get_task_instances()},
+        workers=list(workers),
+        run_dirs=run_dirs,
+        reports={p: json.loads((p / "report.json").read_text()) for p in run_dirs},
+        latest_report=json.loads((store / DAG_ID / "latest_report.json").read_text()),
+        entries={p: sorted(c.name for c in p.iterdir()) for p in run_dirs},
+    )
 
 
-def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
-    dr = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
-    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+def test_each_task_on_its_own_worker(first_run, store, state_dir):
+    dr, states = first_run.dr, first_run.states
     assert dr.state == "success", states
     assert set(states.values()) == {"success"}
-    ran = [w["task_id"] for w in separate_workers]
+    ran = [w["task_id"] for w in first_run.workers]
     assert sorted(ran) == sorted(states), ran  # every task ran through the isolating wrapper
-    assert len({w["scratch"] for w in separate_workers}) == len(states)
+    assert len({w["scratch"] for w in first_run.workers}) == len(states)
 
     # The hand-offs were URIs into the store, not paths on a worker.
 
-    run_dirs = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    run_dirs = first_run.run_dirs
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
-    report = json.loads((run_dir / "report.json").read_text())
-    assert json.loads((store / DAG_ID / "latest_report.json").read_text()) == report
+    report = first_run.reports[run_dir]
+    assert first_run.latest_report == report
     stages = report["stages"]
     for channel in ("train", "test"):
         assert stages["export_dataset"]["channels"][channel] == (run_dir / "dataset" / channel).as_uri()
@@ -114,14 +95,14 @@ def test_each_task_on_its_own_worker(bag, store, separate_workers, state_dir):
         (run_dir / "dbt").as_uri(),
         (run_dir / "training").as_uri(),
     ]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["report.json", "run.json"]
+    assert first_run.entries[run_dir] == ["report.json", "run.json"]
     # ... and nothing used the shared state dir as scratch.
     assert not (state_dir / "runs" / DAG_ID).exists()
     assert not (state_dir / "artifacts" / DAG_ID).exists()
 
 
-def test_run_cleared_after_teardown_trains_again(bag, store, separate_workers):
-    """``dag.test`` on the same date clears the first test's finished run and runs it again: the same run
+def test_run_cleared_after_teardown_trains_again(first_run, bag, store, separate_workers):
+    """``dag.test`` on the same date clears the finished first run and runs it again: the same run
     id, whose training outputs its teardown deleted. It must train a second job (not hand on URIs of
     deleted files, which used to end in a bare StopIteration in register) and register that job's model."""
     (run_dir,) = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]

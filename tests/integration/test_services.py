@@ -12,18 +12,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from helpers import require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def _service(var: str) -> str:
-    value = os.environ.get(var)
-    if not value:
-        if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{var} is not set: start the services with scripts/services.sh start")
-        pytest.skip(f"{var} not set (scripts/services.sh start provides it)")
-    return value
+_service = require_service
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,7 @@ def test_mirror_registers_the_approved_version_in_sagemaker(registry, name, make
     assert mirror(kept) == {"mirrored": False, "reason": "not promoted: kept_champion"}
 
 
+@pytest.mark.slow
 def test_integer_features_with_late_nulls_score_the_whole_feature_table(registry, name, make_context, tmp_path):
     """Nulls only past the first rows: a signature inferred from 50 sample rows declares a required integer
     and the model cannot score its own table; the Parquet schema + null counts declare an optional double."""

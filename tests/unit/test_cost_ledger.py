@@ -145,6 +145,7 @@ def test_summary_per_day_week_spot_and_waste(tmp_path):
     assert week_start(tue) == mon.replace(hour=0)
 
 
+@pytest.mark.slow
 def test_make_cost_report_prints_the_ledger(tmp_path, root, monkeypatch):
     path = tmp_path / "w.duckdb"
     ledger = CostLedger(type("P", (), {"kind": "duckdb", "duckdb_path": str(path), "describe": lambda self: "x"})())

@@ -171,6 +171,7 @@ def test_evidence_table_has_one_row_per_check():
     assert any("drift.snapshot" in line and "SKIP" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_read_split_accepts_folder_and_uri(tmp_path):
     frame = make_frame(50)
     (tmp_path / "train").mkdir()

@@ -26,6 +26,7 @@ def duckdb_conn(tmp_path, churn_loader, monkeypatch):
     return path
 
 
+@pytest.mark.slow
 def test_dbt_build_summary_and_relations(duckdb_conn, make_context):
     op = DbtBuildOperator(
         task_id="dbt_build",
@@ -46,6 +47,7 @@ def test_dbt_build_summary_and_relations(duckdb_conn, make_context):
         assert con.execute("select count(*) from marts.churn_features").fetchone()[0] == 7043
 
 
+@pytest.mark.slow
 def test_failing_dbt_test_names_the_test_and_does_not_retry(duckdb_conn, make_context):
     with duckdb.connect(str(duckdb_conn)) as con:  # a duplicated customer breaks uniqueness
         con.execute("insert into raw.telco_customers select * from raw.telco_customers limit 1")
@@ -60,6 +62,7 @@ def test_failing_dbt_test_names_the_test_and_does_not_retry(duckdb_conn, make_co
     assert "unique" in message and "customer_id" in message
 
 
+@pytest.mark.slow
 def test_dbt_hook_reports_a_broken_project(tmp_path):
     project = tmp_path / "proj"
     project.mkdir()

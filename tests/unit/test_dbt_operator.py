@@ -40,6 +40,7 @@ def status_dir(ctx):
     return run_status_prefix(ctx["dag"].dag_id, ctx["run_id"], 0)
 
 
+@pytest.mark.slow
 def test_build_reports_every_node_counts_seeds_and_real_target(shop, make_context):
     ctx = make_context(run_id="manual__ok")
     summary = build_op(shop).execute(ctx)
@@ -56,6 +57,7 @@ def test_build_reports_every_node_counts_seeds_and_real_target(shop, make_contex
     assert partial_parse_file(shop, "dev").is_file()  # and kept dbt's partial parsing for the next run
 
 
+@pytest.mark.slow
 def test_failing_test_names_node_and_cause_and_independent_branches_finish(shop, make_context):
     seed = shop / "seeds" / "raw_customers.csv"
     seed.write_text(seed.read_text() + "1,Again,Z.\n")  # a duplicate customer id
@@ -72,6 +74,7 @@ def test_failing_test_names_node_and_cause_and_independent_branches_finish(shop,
     assert read_done(sdir)["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_missing_raw_table_names_the_database_error(make_context, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_UNIT_EMPTY", f'{{"conn_type": "duckdb", "host": "{tmp_path / "empty.duckdb"}"}}')
     op = DbtBuildOperator(
@@ -84,6 +87,7 @@ def test_missing_raw_table_names_the_database_error(make_context, tmp_path, monk
     assert 'Catalog Error: Table with name "raw.telco_customers" does not exist' in str(e.value)
 
 
+@pytest.mark.slow
 def test_compile_error_fails_without_retry_naming_the_file(shop, make_context):
     (shop / "models" / "marts" / "orders.sql").write_text("select * from {{ ref('no_such_model') }}\n")
     with pytest.raises(AirflowFailException, match=r"does not compile.*orders.*no_such_model") as e:
@@ -91,6 +95,7 @@ def test_compile_error_fails_without_retry_naming_the_file(shop, make_context):
     assert "models/marts/orders.sql" in str(e.value) and "\x1b[" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_selection_matching_nothing_fails_naming_the_selector(shop, make_context):
     with pytest.raises(AirflowFailException, match=r"selection 'no_such_thing' matches no node"):
         build_op(shop, select=["no_such_thing"]).execute(make_context(run_id="manual__nothing"))
@@ -103,6 +108,7 @@ def test_unknown_target_is_named(shop, make_context):
     assert read_done(status_dir(ctx))["state"] == "failed"  # the node tasks end too
 
 
+@pytest.mark.slow
 def test_node_tasks_read_statuses_from_a_non_default_artifact_root(shop, make_context, tmp_path):
     """dbt_build hands per-node status to the node tasks through the run's artifact store, not a shared disk."""
     from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
@@ -173,6 +179,7 @@ def test_on_kill_stops_dbt_and_its_children(shop, make_context, tmp_path, monkey
         wait_for(lambda pid=pid: not alive(pid), timeout=10)
 
 
+@pytest.mark.slow
 def test_dbt_process_environment_holds_only_what_the_profile_needs(make_context, tmp_path, monkeypatch, warehouse):
     """Read the real dbt process's environment (/proc/<pid>/environ) with secrets planted in the worker's."""
     planted = {
@@ -198,6 +205,7 @@ def test_dbt_process_environment_holds_only_what_the_profile_needs(make_context,
                         "RETRAIN_DUCKDB_PATH", "DBT_SEND_ANONYMOUS_USAGE_STATS", "DO_NOT_TRACK", "PWD", "SHLVL", "_"}
 
 
+@pytest.mark.slow
 def test_evidence_gate_blocks_on_a_stale_source(shop, make_context):
     with duckdb.connect(str(shop / "shop.duckdb")) as con:  # the loader last ran two days ago
         con.execute("create schema ext")
@@ -217,6 +225,7 @@ def test_evidence_gate_blocks_on_a_stale_source(shop, make_context):
     assert {c["name"] for c in verdict["checks"]} >= {"freshness:source.shop.ext.events"}
 
 
+@pytest.mark.slow
 def test_project_without_profiles_gets_one_generated_from_the_connection(shop, make_context, tmp_path, monkeypatch):
     (shop / "profiles.yml").unlink()
     db = tmp_path / "from_conn.duckdb"
@@ -226,6 +235,7 @@ def test_project_without_profiles_gets_one_generated_from_the_connection(shop, m
     assert os.environ.get("DBT_ENV_SECRET_RETRAIN_PASSWORD") is None
 
 
+@pytest.mark.slow
 def test_evidence_gate_records_a_failed_build(shop, make_context):
     failed = {"gate": "dbt", "passed": False, "message": "m", "checks": [
         {"name": "test.shop.unique_x.1", "observed": 2.0, "min": None, "max": 0.0, "passed": False,

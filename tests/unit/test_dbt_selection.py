@@ -48,6 +48,7 @@ def executable(index, ids: set[str]) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_selection_matches_dbt_ls(shop_project):
     index = load_index(shop_project)
     selector = Selector(index)
@@ -60,6 +61,7 @@ def test_selection_matches_dbt_ls(shop_project):
     assert selector.select(["selector:nightly_shop"]) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("select", "selector", "message"),
     [

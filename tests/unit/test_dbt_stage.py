@@ -37,6 +37,7 @@ def _result(uid, status, message="", failures=0, rtype=None):
 
 
 # -- manifest cache -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_manifest_cache_is_keyed_by_the_project_files(shop_project, tmp_path):
     project = tmp_path / "shop"
     shutil.copytree(shop_project, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
@@ -101,6 +102,7 @@ def test_render_selection_and_fallback_without_manifest(shop_project, tmp_path):
     assert "no dbt manifest cached" in producer.doc_md and "one dbt_build task" in producer.doc_md
 
 
+@pytest.mark.slow
 def test_render_from_stale_manifest_says_so(shop_project, tmp_path):
     from airflow_retrain.dbt.__main__ import cache_manifest
 
@@ -231,6 +233,7 @@ def test_child_env_is_an_allow_list(monkeypatch):
     assert env["RETRAIN_DUCKDB_PATH"] == "/x.duckdb" and env["ANALYST_FLAG"] == "1" and "PATH" in env
 
 
+@pytest.mark.slow
 def test_index_is_small_json(shop_project):
     from airflow_retrain.dbt.manifest import cache_dir
 
@@ -277,6 +280,7 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     assert watcher.waiters == [] and watcher.task.done()
 
 
+@pytest.mark.slow
 def test_trigger_polls_an_s3_artifact_store(tmp_path, monkeypatch):
     """On ``s3://`` (moto over HTTP, through an Airflow connection) the triggers list the run's prefix, bypassing
     the object store's listing cache, and read the statuses dbt_build wrote there."""

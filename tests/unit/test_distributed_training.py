@@ -53,6 +53,7 @@ def metrics(backend, name):
     return json.loads((backend.jobs_dir / name / "output" / "data" / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_one_two_three_hosts_train_one_model_of_the_same_quality(tmp_path, channels):
     backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs", environment={"OMP_NUM_THREADS": "1"})
     results = {}
@@ -72,6 +73,7 @@ def test_one_two_three_hosts_train_one_model_of_the_same_quality(tmp_path, chann
     assert "tracker on 127.0.0.1:" in log and "host 2/2 reads 3 of the channel's files" in log
 
 
+@pytest.mark.slow
 def test_one_host_killed_fails_the_job_and_stops_the_others(tmp_path, channels):
     backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs", environment={"OMP_NUM_THREADS": "1"})
     backend.submit(
@@ -97,6 +99,7 @@ def test_one_host_killed_fails_the_job_and_stops_the_others(tmp_path, channels):
     assert not [p for p in hosts if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.slow
 def test_checkpoints_written_and_training_resumes_from_the_latest(tmp_path, channels):
     backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs", environment={"OMP_NUM_THREADS": "1"})
     first = train(backend, channels, "ck-1", 1, checkpoint_interval=20)

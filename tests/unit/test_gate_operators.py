@@ -9,7 +9,6 @@ locally and fail in CI (``RETRAIN_REQUIRE_SERVICES=1``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from helpers import require_service
 
 from airflow_retrain.operators.gates import DataGateOperator, ModelGateOperator
 from airflow_retrain.operators.registry import RegisterModelOperator
@@ -33,11 +33,7 @@ def registry(request, tmp_path_factory):
     default, the tests' MLflow server when a test is parametrized with ``registry="server"``."""
     kind = getattr(request, "param", "sqlite")
     if kind == "server":
-        uri = os.environ.get("RETRAIN_TEST_MLFLOW_URL")
-        if not uri:
-            if os.environ.get("RETRAIN_REQUIRE_SERVICES") == "1":
-                pytest.fail("RETRAIN_TEST_MLFLOW_URL is not set: start the services with scripts/services.sh start")
-            pytest.skip("RETRAIN_TEST_MLFLOW_URL not set (scripts/services.sh start provides it)")
+        uri = require_service("RETRAIN_TEST_MLFLOW_URL")
         conn = json.dumps({"conn_type": "mlflow", "host": uri})
     else:
         tmp_path = tmp_path_factory.mktemp("gates-registry")
@@ -156,6 +152,7 @@ def artifact_json(client, run_id, path, tmp_path):
     return json.loads(Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text())
 
 
+@pytest.mark.slow
 @ON_SERVER_TOO
 def test_data_gates_first_run_snapshot_then_drift_stops_the_run(registry, models, make_context, name, tmp_path):
     week1 = write_dataset(tmp_path / "w1", rows(1200, seed=2))
@@ -208,12 +205,14 @@ def test_data_gates_first_run_snapshot_then_drift_stops_the_run(registry, models
     assert failed_runs[0].data.metrics["gate.data.psi.charges"] > 0.2
 
 
+@pytest.mark.slow
 def test_missing_snapshot_policy_fail(registry, make_context, name, tmp_path):
     week = write_dataset(tmp_path / "w", rows(800, seed=5))
     with pytest.raises(AirflowFailException, match=r"no champion training snapshot .*on_missing_snapshot: fail"):
         data_gate(week, make_context, "run1", name, on_missing_snapshot="fail")
 
 
+@pytest.mark.slow
 def test_schema_change_against_previous_run(registry, make_context, name, tmp_path):
     data_gate(write_dataset(tmp_path / "a", rows(800, seed=5)), make_context, "run1", name, psi_max=None, ks_max=None)
     changed = rows(800, seed=6)
@@ -223,6 +222,7 @@ def test_schema_change_against_previous_run(registry, make_context, name, tmp_pa
                   contract=None)
 
 
+@pytest.mark.slow
 @ON_SERVER_TOO
 @pytest.mark.parametrize("direction", ["candidate_wins", "champion_holds"])
 def test_champion_rescored_on_the_new_holdout_decides(registry, models, make_context, name, tmp_path, direction):
@@ -258,6 +258,7 @@ def test_champion_rescored_on_the_new_holdout_decides(registry, models, make_con
     assert metrics["gate.champion.roc_auc.delta"] == pytest.approx(champ["delta"])
 
 
+@pytest.mark.slow
 def test_regressing_slice_and_efficiency_budget_fail_the_task(registry, models, make_context, name, tmp_path):
     dataset = write_dataset(tmp_path / "d", rows(1200, seed=8))
     v1 = register(models["good"], dataset, make_context, "run1", 0.9, name, gates=["metrics", "slices", "efficiency"])
@@ -284,6 +285,7 @@ def test_regressing_slice_and_efficiency_budget_fail_the_task(registry, models, 
     assert set(verdicts) == {"metrics", "champion", "slices", "efficiency"}
 
 
+@pytest.mark.slow
 def test_nan_metric_fails_closed_with_evidence(registry, models, make_context, name, tmp_path):
     dataset = write_dataset(tmp_path / "d", rows(600, seed=9))
     v1 = register(models["good"], dataset, make_context, "run1", 0.9, name)

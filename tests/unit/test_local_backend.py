@@ -313,10 +313,15 @@ def test_running_job_environment_is_an_allow_list(tmp_path, script, channel, mon
     """Read the real environment of the running runner and script from /proc/<pid>/environ."""
     for key, value in PLANTED_SECRETS.items():
         monkeypatch.setenv(key, value)
+    # The machine's own LC_*/MKL_*/OPENBLAS_* variables (some hosts set OPENBLAS_CORETYPE) pass by design:
+    # this test decides them, so its expected set holds on any host.
+    for key in [k for k in os.environ if k.startswith(("LC_", "MKL_", "OPENBLAS_"))]:
+        monkeypatch.delenv(key)
     monkeypatch.setenv("LANG", "C.UTF-8")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
     monkeypatch.setenv("PYTHONPATH", "/worker/only")
     monkeypatch.setenv("TEAM_SETTING", "asked-for")
     backend = LocalTrainingBackend(
@@ -336,12 +341,12 @@ def test_running_job_environment_is_an_allow_list(tmp_path, script, channel, mon
             assert not [k for k in env if k.startswith(("AIRFLOW", "_AIRFLOW", "MLFLOW", "AWS_", "RETRAIN_"))], name
             assert env["PATH"] == os.environ["PATH"]
             assert env["LANG"] == env["LC_ALL"] == "C.UTF-8"
-            assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2"
+            assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
             assert env["TEAM_SETTING"] == "asked-for" and env["MODE"] == "nightly"
             assert "PYTHONPATH" not in env
             assert env["SM_TRAINING_JOB_NAME"] == "env-proc" and env["SM_CHANNEL_TRAIN"] == str(channel)
             extra = set(env) - {"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE",
-                                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TEAM_SETTING", "MODE", "PYTHONUNBUFFERED",
+                                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TEAM_SETTING", "MODE", "PYTHONUNBUFFERED",
                                 "TRAINING_JOB_NAME", "CUDA_VISIBLE_DEVICES", "TZ", "PYTHONHASHSEED",
                                 "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "LD_LIBRARY_PATH"}  # fmt: skip
             # SM_* is the container contract; OPENBLAS_* the thread settings the backend passes by prefix.

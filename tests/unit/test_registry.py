@@ -185,6 +185,7 @@ def test_register_from_missing_outputs_fails_naming_the_uri(registry, trained, m
     assert registry.search_model_versions(f"name = '{name}'") == []  # nothing half-registered
 
 
+@pytest.mark.slow
 def test_a_new_job_of_the_same_run_registers_a_new_version(registry, trained, make_context, name):
     first, _ = register(trained, make_context, "run1", 0.85, name)
     op = RegisterModelOperator(
@@ -200,6 +201,7 @@ def test_a_new_job_of_the_same_run_registers_a_new_version(registry, trained, ma
     assert (first["version"], second["version"]) == ("1", "2")
 
 
+@pytest.mark.slow
 def test_promotion_flow_with_audit_trail(registry, trained, make_context, name):
     v1, _ = register(trained, make_context, "run1", 0.85, name)
     gate(v1, make_context, "run1", 0.85)
@@ -257,6 +259,7 @@ def test_ungated_version_is_never_promoted(registry, trained, make_context, name
         promote(v1, make_context, "run1")
 
 
+@pytest.mark.slow
 def test_missing_primary_metric_fails_closed(registry, trained, make_context, name):
     v1, _ = register(trained, make_context, "run1", 0.85, name)
     gate(v1, make_context, "run1", 0.85)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_for
+from helpers import alive, connect_fake_cloud, wait_for
 
 from airflow_retrain.training.base import (
     JobState,
@@ -34,9 +34,7 @@ JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.p
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
     """The session's fake cloud, reset, with the bucket and role, and the connection ``CONN`` to it."""
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    fake_cloud.reset_calls()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
     return fake_cloud
 
 
@@ -136,6 +134,7 @@ def test_vpc_kms_spot_and_custom_image(clients, source):
     assert finished(backend).state == JobState.COMPLETED
 
 
+@pytest.mark.slow
 def test_states_logs_outputs_and_cost(cloud, backend, source, tmp_path):
     cloud.configure(starting_seconds=2)
     _ = (backend.sagemaker, backend.logs, backend.s3)  # clients built before the clock starts
@@ -167,6 +166,7 @@ def test_states_logs_outputs_and_cost(cloud, backend, source, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_spot_savings_from_billable_seconds(cloud, clients, source):
     cloud.configure(spot_billable_fraction=0.3, min_training_seconds=3)
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, spot=True)
@@ -179,6 +179,7 @@ def test_spot_savings_from_billable_seconds(cloud, clients, source):
     assert cost.spot_savings_usd > 0
 
 
+@pytest.mark.slow
 def test_stop_running_job_and_stop_is_idempotent(cloud, backend, source):
     backend.submit(request(source, duration=30))
     pid = wait_for(lambda: cloud.training_job("churn-abc123-1")["script_pids"], 20)[0]
@@ -189,6 +190,7 @@ def test_stop_running_job_and_stop_is_idempotent(cloud, backend, source):
     assert not alive(pid)  # the fake ended the script
 
 
+@pytest.mark.slow
 def test_find_jobs_by_every_tag(backend, source):
     backend.submit(request(source, name="churn-abc123-1"))
     other = request(source, name="churn-zzz999-1")
@@ -213,6 +215,7 @@ def test_failed_job_quotes_failure_reason_and_is_permanent(cloud, backend, sourc
     assert not backend.is_permanent_failure(finished(backend, "churn-abc123-2"))
 
 
+@pytest.mark.slow
 def test_outputs_missing_from_s3_name_the_uri(backend, clients, source, tmp_path):
     backend.submit(request(source))
     assert finished(backend).state == JobState.COMPLETED
@@ -222,6 +225,7 @@ def test_outputs_missing_from_s3_name_the_uri(backend, clients, source, tmp_path
         backend.fetch_outputs("churn-abc123-1", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_duplicate_name_and_unknown_job(cloud, backend, clients, source):
     backend.submit(request(source))
     with pytest.raises(TrainingJobExists):
@@ -294,6 +298,7 @@ def test_role_the_cloud_cannot_assume_names_the_field(backend, source):
         bad.submit(request(source))
 
 
+@pytest.mark.slow
 def test_throttling_is_retried_with_backoff(cloud, clients, source):
     backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN, max_attempts=4,
                                        retry_mode="standard")

@@ -73,6 +73,7 @@ def test_unknown_feature_table(tmp_path):
         load_spec(write(tmp_path, data))
 
 
+@pytest.mark.slow
 def test_method_selectors_are_resolved_like_dbt(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["tag:churn", "1+churn_features+"]

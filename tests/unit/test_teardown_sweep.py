@@ -192,6 +192,7 @@ def test_busy_again_after_marking_is_unmarked(estate, clock):
     assert "idle-ep" in endpoint_names(sm)
 
 
+@pytest.mark.slow
 def test_exempted_after_marking_loses_the_mark_and_stays(estate, clock):
     sm, _ = estate
     pol = policy()
@@ -245,6 +246,7 @@ def _fail(operation: str, code: str, message: str, when):
     return f"before-call.sagemaker.{operation}", handler
 
 
+@pytest.mark.slow
 def test_permission_error_and_vanished_resource_do_not_stop_the_sweep(cloud, clock):
     sm, _ = cloud
     for name in ("denied-ep", "vanishing-ep", "fine-ep"):
@@ -275,6 +277,7 @@ def test_permission_error_and_vanished_resource_do_not_stop_the_sweep(cloud, clo
     assert endpoint_names(sm) == {"denied-ep"}
 
 
+@pytest.mark.slow
 def test_an_unreachable_account_is_reported_and_the_others_swept(cloud, clock, monkeypatch):
     sm, _ = cloud
     create_endpoint(sm, "idle-ep", OURS)
@@ -299,6 +302,7 @@ def test_clients_retry_with_backoff_within_bounds(cloud, clock):
         assert (client.meta.config.connect_timeout, client.meta.config.read_timeout) == (5, 20)
 
 
+@pytest.mark.slow
 def test_two_concurrent_sweeps_act_once(cloud, clock):
     sm, _ = cloud
     create_endpoint(sm, "idle-ep", OURS)
@@ -335,6 +339,7 @@ def test_two_concurrent_sweeps_act_once(cloud, clock):
     assert sorted(r.outcome for result in results for r in result.records if r.resource == "expired-job").count("acted") == 1
 
 
+@pytest.mark.slow
 def test_sweep_operator_logs_a_table_records_actions_in_the_ledger_and_fails_after_errors(cloud, tmp_path, monkeypatch, capsys):
     from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
     from airflow_retrain.teardown.ledger import CostLedger

@@ -163,6 +163,7 @@ def _write_channels(base: Path) -> None:
         frame.to_parquet(base / channel / "part-0.parquet")
 
 
+@pytest.mark.slow
 def test_churn_folder_is_self_contained(tmp_path):
     """train.py + contract.py copied alone (as in sourcedir.tar.gz) train; a failure fills the failure file."""
     import shutil

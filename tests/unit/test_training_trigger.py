@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from helpers import wait_for
+from helpers import connect_fake_cloud, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -30,9 +30,7 @@ JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.p
 
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    fake_cloud.reset_calls()
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_cloud.connection()))
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
     return fake_cloud
 
 
@@ -83,6 +81,7 @@ def test_serialize_round_trip_carries_names_only():
     assert again.serialize() == (classpath, kwargs)
 
 
+@pytest.mark.slow
 async def test_run_streams_logs_and_transitions_then_completes(cloud, backend, entry, caplog, capsys):
     cloud.configure(starting_seconds=1)
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
@@ -112,6 +111,7 @@ async def test_run_reports_failure_with_reason(backend, entry):
     assert event.payload["log_tail"][-1] == "ERROR: boom"
 
 
+@pytest.mark.slow
 async def test_deadline_stops_the_job(backend, entry):
     submit(backend, entry, fake_duration_s=60)
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
@@ -128,6 +128,7 @@ async def test_unknown_job_is_an_error_event(backend):
     assert event.payload["status"] == "error" and "gone-1" in event.payload["message"]
 
 
+@pytest.mark.slow
 async def test_transient_errors_are_polled_through_then_give_up(monkeypatch, backend, entry):
     submit(backend, entry, fake_duration_s=0.3)
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
@@ -155,6 +156,7 @@ async def test_transient_errors_are_polled_through_then_give_up(monkeypatch, bac
     assert "(last error: down)" in event.payload["message"]
 
 
+@pytest.mark.slow
 async def test_on_kill_stops_the_job(backend, entry):
     submit(backend, entry, fake_duration_s=60)
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1")
@@ -217,6 +219,7 @@ def test_retired_deferrable_switch_still_works_with_a_warning(monkeypatch, make_
     assert make_op(deferrable=True).should_defer()
 
 
+@pytest.mark.slow
 def test_defers_after_submit_then_completes(monkeypatch, cloud, make_op, make_context, backend):
     op = make_op(hyperparameters={"fake_duration_s": 4})
     ctx = make_context(DAG_ID, "manual__defer")
@@ -267,6 +270,7 @@ def test_execute_complete_timeout_and_error_fail(make_op, make_context):
                                                          "message": "down"})
 
 
+@pytest.mark.slow
 def test_algorithm_error_fails_without_retries(monkeypatch, make_op, make_context, backend, caplog, capsys):
     op = make_op(hyperparameters={"fake_duration_s": 0.2, "fake_outcome": "Failed",
                                   "fake_failure_reason": "KeyError: 'churned'"})
@@ -314,6 +318,7 @@ def test_name_taken_but_not_found_by_search_is_reattached(monkeypatch, make_op, 
     backend.stop(run.job_name(1))
 
 
+@pytest.mark.slow
 def test_teardown_stops_what_a_deferred_run_left_running(monkeypatch, make_op, make_context, backend):
     from airflow_retrain.operators.teardown import TeardownRunOperator
 

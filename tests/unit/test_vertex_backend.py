@@ -297,6 +297,7 @@ def test_quota_exceeded_quotes_the_cloud_and_leaves_nothing(fake, bucket, backen
     assert not [p for p in (bucket / "unit").rglob("*") if p.is_file()]  # staged files removed
 
 
+@pytest.mark.slow
 def test_teardown_finds_the_runs_vertex_jobs_by_label_and_stops_them(fake, bucket, source, tmp_path, make_context):
     from airflow_retrain.operators.teardown import TeardownRunOperator
 
