@@ -211,7 +211,7 @@ def train_op(tmp_path):
         channels={"train": str(tmp_path / "data")}, hyperparameters={"fake_duration_s": 30},
         backend="sagemaker",
         backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "o", "connection_id": "aws_fake_outage"},
-        instance_type="ml.m5.xlarge", max_runtime_seconds=600, poll_interval=0.1,
+        instance_type="ml.m5.xlarge", max_runtime_seconds=600, poll_interval=0.1, deferrable=True,
     )
 
 
