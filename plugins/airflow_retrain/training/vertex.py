@@ -33,18 +33,15 @@ the job it would otherwise start twice.
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import contextmanager
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from airflow_retrain.runs import from_labels, label_value, to_labels
+from airflow_retrain.runs import label_value, to_labels
 from airflow_retrain.training.base import (
     JobState,
-    TrainingBackend,
     TrainingInputError,
     TrainingJob,
     TrainingJobExists,
@@ -53,26 +50,13 @@ from airflow_retrain.training.base import (
     TrainingOutputs,
     TrainingOutputsMissing,
 )
-from airflow_retrain.training.vertex_catalog import machine_problems, price_key
+from airflow_retrain.training.vertex_catalog import machine_problems
+from airflow_retrain.training.vertex_jobs import JOB_NAME_LABEL, timestamp, training_job
 
-JOB_NAME_LABEL = "retrain_job-name"
 #: Deadline of one JobService call, retries of UNAVAILABLE included (seconds).
 CALL_TIMEOUT_SECONDS = 30.0
 DEFAULT_IMAGE = "us-docker.pkg.dev/vertex-ai/training/xgboost-cpu.2-1:latest"
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
-_STATES = {
-    "JOB_STATE_QUEUED": JobState.PENDING,
-    "JOB_STATE_PENDING": JobState.PENDING,
-    "JOB_STATE_RUNNING": JobState.RUNNING,
-    "JOB_STATE_SUCCEEDED": JobState.COMPLETED,
-    "JOB_STATE_FAILED": JobState.FAILED,
-    "JOB_STATE_CANCELLING": JobState.STOPPING,
-    "JOB_STATE_CANCELLED": JobState.STOPPED,
-    "JOB_STATE_PAUSED": JobState.PENDING,
-    "JOB_STATE_EXPIRED": JobState.FAILED,
-    "JOB_STATE_UPDATING": JobState.RUNNING,
-    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
-}
 
 
 def _job_id(resource_name: str) -> str:
@@ -84,13 +68,6 @@ class VertexCloudError(RuntimeError):
     """The cloud failed a call for a reason that may pass (quota, unavailable, deadline): retry the task."""
 
 
-def _ts(value: Any) -> float | None:
-    if isinstance(value, datetime) and value.timestamp() > 0:
-        return value.timestamp()
-    return None
-
-
-class VertexTrainingBackend(TrainingBackend):
     """Train on Vertex AI custom jobs (``training.vertex``).
 
     :param project: Google Cloud project; default: the connection's project.
@@ -336,7 +313,7 @@ class VertexTrainingBackend(TrainingBackend):
                 **self._where(), page_size=100, page_token=None, filter=filter_, read_mask=None, **self._bounds()
             )
             jobs = [j for j in pager if all(j.labels.get(k) == v for k, v in labels.items())]
-        return sorted(jobs, key=lambda j: _ts(j.create_time) or 0)
+        return sorted(jobs, key=lambda j: timestamp(j.create_time) or 0)
 
     def _get(self, job_name: str):
         from google.api_core import exceptions as gexc
@@ -352,58 +329,9 @@ class VertexTrainingBackend(TrainingBackend):
         return self._job(self._get(job_name))
 
     def _job(self, cj: Any) -> TrainingJob:
-        state_name = cj.state.name
-        state = _STATES.get(state_name, JobState.PENDING)
-        pool = cj.job_spec.worker_pool_specs[0] if cj.job_spec.worker_pool_specs else None
-        machine = pool.machine_spec.machine_type if pool else self.machine_type
-        accel = pool.machine_spec.accelerator_type.name if pool and pool.machine_spec.accelerator_type else None
-        accel = None if accel in (None, "ACCELERATOR_TYPE_UNSPECIFIED") else accel
-        replicas = int(pool.replica_count) if pool else 1
-        accelerators = int(pool.machine_spec.accelerator_count) if pool else 0
-        started, ended = _ts(cj.start_time), _ts(cj.end_time)
-        seconds = max(0.0, ((ended if state.terminal else time.time()) - started)) if started and (ended or not state.terminal) else 0.0
-        reason = None
-        if state == JobState.FAILED:
-            message = cj.error.message or state_name
-            low = message.lower()
-            if "preempted" in low or "reclaimed" in low:
-                reason = f"CapacityError: {message}"
-            elif "exited with" in low:
-                reason = f"AlgorithmError: {message}"
-            elif cj.error.code in (3, 5, 7, 9):
-                reason = f"ClientError: {message}"
-            else:
-                reason = f"InternalServerError: {message}"
-        elif state == JobState.STOPPED:
-            reason = "Cancelled: the custom job was cancelled"
-        labels = dict(cj.labels)
-        job_name = labels.get(JOB_NAME_LABEL) or cj.display_name
-        self._resource_names.setdefault(job_name, cj.name)
-        spot = cj.job_spec.scheduling.strategy.name == "SPOT"
-        return TrainingJob(
-            job_name=job_name,
-            backend=self.name,
-            state=state,
-            instance_type=price_key(machine, accel, accelerators),  # the count prices (and counts) every GPU
-            instance_count=replicas,
-            created_at=_ts(cj.create_time),
-            started_at=started,
-            ended_at=ended if state.terminal else None,
-            billable_seconds=round(seconds, 3),
-            failure_reason=reason,
-            tags=from_labels(labels),
-            details={
-                "status": state_name,
-                "resource_name": cj.name,
-                "region": self.region,
-                "spot": spot,
-                "machine_type": machine,
-                "accelerator_type": accel,
-                "accelerator_count": accelerators,
-                "training_seconds": round(seconds, 3),
-                "output_uri": cj.job_spec.base_output_directory.output_uri_prefix,
-            },
-        )
+        job = training_job(cj, self.name, self.region, self.machine_type)
+        self._resource_names.setdefault(job.job_name, cj.name)
+        return job
 
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
         """Stage the source and local channels, then ``CreateCustomJob``.
