@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 from airflow_retrain.runs import label_value, to_labels
 from airflow_retrain.training.base import (
     JobState,
+    TrainingBackend,
     TrainingInputError,
     TrainingJob,
     TrainingJobExists,
@@ -68,6 +69,7 @@ class VertexCloudError(RuntimeError):
     """The cloud failed a call for a reason that may pass (quota, unavailable, deadline): retry the task."""
 
 
+class VertexTrainingBackend(TrainingBackend):
     """Train on Vertex AI custom jobs (``training.vertex``).
 
     :param project: Google Cloud project; default: the connection's project.
