@@ -15,7 +15,7 @@ connection (``AIRFLOW_CONN_<CONNECTION_ID>`` in its environment only), and stops
 ``--backend vertex`` (``make demo BACKEND=vertex``) runs ``include/examples/vertex/churn.yaml`` against the
 fake Vertex AI JobService (``scripts/fake_vertex.py``, gRPC on loopback, served from this process) and its
 GCS stand-in (a local folder holding the spec's staging bucket); the DAG run gets the Google Cloud
-connection (``AIRFLOW_CONN_<CONNECTION_ID>``, extra ``grpc_target``/``gcs_local_root``) in its environment.
+connection (``AIRFLOW_CONN_<CONNECTION_ID>``, extras ``api_endpoint``/``gcs.endpoint``) in its environment.
 ``--spec FILE`` runs any other spec.
 """
 
@@ -346,7 +346,8 @@ def _fake_vertex_for(raw_spec: dict, state: Path):
     conn_id = block.get("connection_id") or "google_cloud_default"
     conn = module.connection(fake, block.get("project") or "airflow-retrain-demo")
     print(f"    {fake.target}: bucket gs://{bucket} in {fake.gcs_root}, connection {conn_id}")
-    return fake, {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
+    # gcsfs probes buckets over gRPC Storage Control first; the fake speaks the JSON API only (docs/fake-cloud.md)
+    return fake, {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn), "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
 
 def _print_fake_cloud_summary(cloud) -> None:

@@ -1946,7 +1946,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if vertex is not None:
-            print(f"Fake Vertex AI JobService (gRPC) on {vertex.target}, GCS stand-in {vertex.gcs_root}", flush=True)
+            print(f"Fake Vertex AI JobService + Cloud Logging (gRPC) on {vertex.target}, Cloud Storage (JSON API) "
+                  f"on {vertex.gcs.endpoint}, buckets in {vertex.gcs_root}", flush=True)
+            print("  export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false", flush=True)
             print(
                 f"  export AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT='{json.dumps(fake_vertex.connection(vertex))}'",
                 flush=True,

@@ -13,8 +13,9 @@ fake_vertex``) and call :func:`start_fake_vertex`.
 
 What a custom job does here:
 
-* **GCS stand-in**: a local folder (``gcs_root``) holds every bucket: ``gs://bucket/key`` is
-  ``<gcs_root>/bucket/key``. Vertex mounts buckets at ``/gcs/<bucket>/``; the fake rewrites a ``/gcs/``
+* **Cloud Storage**: a local folder (``gcs_root``) holds every bucket: ``gs://bucket/key`` is
+  ``<gcs_root>/bucket/key``, served over the GCS JSON API by ``scripts/fake_gcs.py`` (clients reach it
+  through the connection's ``gcs.endpoint``). Vertex mounts buckets at ``/gcs/<bucket>/``; the fake rewrites a ``/gcs/``
   prefix in the container's command, args and env to ``<gcs_root>/`` and tells the contract module where
   the mount is (``RETRAIN_GCS_MOUNT``), so ``gs://`` paths in ``AIP_*`` variables resolve locally.
 * **Container contract**: the first worker pool's ``container_spec`` command runs (``python`` is the
@@ -29,6 +30,8 @@ What a custom job does here:
 * **Spot**: :meth:`FakeVertex.reclaim` preempts a running job's VMs; a job with
   ``scheduling.strategy = SPOT`` restarts (its checkpoints, kept in the GCS stand-in, survive), an
   on-demand job fails. ``interruptions`` per job are reported by :meth:`FakeVertex.job_info`.
+* **Logs**: each line a job prints is a Cloud Logging entry of resource ``ml_job``, served by
+  ``ListLogEntries`` (``scripts/fake_logging.py``) on the same gRPC port.
 * **Validation** like the API's ``INVALID_ARGUMENT``: unknown machine or accelerator type, an
   accelerator not offered with the machine type, a missing container image; a duplicate display name
   is allowed (Vertex allows it). **Quota**: :meth:`FakeVertex.exceed_quota` makes the next N
@@ -122,6 +125,19 @@ class FakeVertexConfig:
         return config
 
 
+def _sibling(name: str):
+    """``scripts/<name>.py``, loaded once by path (this file is loaded by path too, not as a package)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _types():
     from google.cloud.aiplatform_v1.types import custom_job, job_service, job_state
 
@@ -167,6 +183,13 @@ class FakeVertex:
         self._quota_failures = 0
         self.calls: dict[str, int] = {}
         self._server = None
+        self.gcs = _sibling("fake_gcs").FakeGcs(self.gcs_root, host)
+        self.logging = _sibling("fake_logging").FakeLogging(self._log_sources)
+
+    def _log_sources(self):
+        with self._lock:
+            runs = list(self._runs.values())
+        return [(run.name.split("/")[1], run.name.rsplit("/", 1)[-1], run.log_lines) for run in runs]
 
     # -- server ------------------------------------------------------------------------------------
 
@@ -194,13 +217,16 @@ class FakeVertex:
             ),
         }
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, handlers), self.logging.generic_handler())
+        )
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if not bound:
             raise OSError(f"cannot listen on {self.host}:{self.port}")
         self.port = bound
         server.start()
         self._server = server
+        self.gcs.start()
         return self
 
     def stop_all_jobs(self) -> None:
@@ -228,6 +254,7 @@ class FakeVertex:
         if self._server is not None:
             self._server.stop(grace=1).wait()
             self._server = None
+        self.gcs.stop()
 
     # -- test controls -------------------------------------------------------------------------------
 
@@ -639,10 +666,20 @@ def start_fake_vertex(
 
 
 def connection(fake: FakeVertex, project: str = "fake-project") -> dict[str, Any]:
-    """The Airflow Google Cloud connection (JSON form) that points the Vertex backend at ``fake``."""
+    """The Airflow Google Cloud connection (JSON form) that points the Vertex backend at ``fake``.
+
+    Only settings a real connection has: the API endpoints (loopback, so plain gRPC is allowed), the
+    Cloud Storage endpoint, and anonymous credentials (no key, no ADC; the fake checks none).
+    """
     return {
         "conn_type": "google_cloud_platform",
-        "extra": {"project": project, "grpc_target": fake.target, "gcs_local_root": str(fake.gcs_root)},
+        "extra": {
+            "project": project,
+            "api_endpoint": fake.target,
+            "logging_api_endpoint": fake.target,
+            "api_endpoint_insecure": True,
+            **_sibling("fake_gcs").connection_extra(fake.gcs),
+        },
     }
 
 
@@ -652,7 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gcs-root", default=os.environ.get("FAKE_VERTEX_GCS_ROOT"))
     args = parser.parse_args(argv)
     fake = start_fake_vertex(args.port, args.gcs_root)
-    print(f"Fake Vertex AI JobService on {fake.target} (GCS stand-in {fake.gcs_root})", flush=True)
+    print(f"Fake Vertex AI JobService + Cloud Logging on {fake.target}, Cloud Storage on {fake.gcs.endpoint} "
+          f"(buckets in {fake.gcs_root})", flush=True)
+    print("  export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false", flush=True)
     print(f"  export AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT='{json.dumps(connection(fake))}'", flush=True)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

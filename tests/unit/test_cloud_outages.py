@@ -127,7 +127,8 @@ def test_silent_listener_fails_with_the_connections_timeouts_naming_the_job(monk
 
 def vertex(monkeypatch, port: int, **kwargs) -> VertexTrainingBackend:
     conn = {"conn_type": "google_cloud_platform",
-            "extra": {"project": "retrain-proj", "grpc_target": f"127.0.0.1:{port}"}}
+            "extra": {"project": "retrain-proj", "api_endpoint": f"127.0.0.1:{port}", "api_endpoint_insecure": True,
+                      "is_anonymous": True}}
     monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_OUTAGE", json.dumps(conn))
     return VertexTrainingBackend(region="us-central1", staging_bucket="gs://retrain-vx",
                                  connection_id="google_outage", **kwargs)

@@ -47,6 +47,7 @@ def run(argv):
     for r in range(start, rounds):
         time.sleep(sleep)
         trained += 1
+        print(f"round {r + 1}/{rounds}", flush=True)
         if ck:
             ck.mkdir(parents=True, exist_ok=True)
             contract.write_json(ck / "state.json", {"round": r + 1})
@@ -321,3 +322,51 @@ def test_teardown_finds_the_runs_vertex_jobs_by_label_and_stops_them(fake, bucke
     assert backend.describe("vx-td-2").state == JobState.RUNNING  # another run's job is untouched
     assert not [p for p in (bucket / "unit" / "vx-td-1" / "source").rglob("*") if p.is_file()]  # staged code removed
     backend.stop("vx-td-2")
+
+
+def test_job_log_comes_from_cloud_logging_with_a_cursor(fake, backend, source):
+    backend.submit(request(source, rounds=3))
+    done = finished(backend)
+    assert done.state == JobState.COMPLETED
+    text, cursor = backend.read_logs("churn-abc123-1", 0)
+    assert "[workerpool0-0] round 1/3\n[workerpool0-0] round 2/3\n[workerpool0-0] round 3/3\n" in text
+    assert isinstance(cursor, str) and "|" in cursor  # timestamp|insertId, JSON-able for the trigger
+    assert backend.read_logs("churn-abc123-1", cursor) == ("", cursor)  # nothing new, nothing repeated
+    assert fake.logging.calls >= 2
+
+
+def test_async_describe_and_logs_match_the_sync_ones(fake, backend, source):
+    import asyncio
+
+    backend.submit(request(source))
+    done = finished(backend)
+    fresh = make_backend()  # a triggerer rebuilds the backend from its config: no cached resource name
+
+    async def both():
+        return await fresh.adescribe("churn-abc123-1"), await fresh.aread_logs("churn-abc123-1", 0)
+
+    job, (text, cursor) = asyncio.run(both())
+    assert (job.state, job.details["resource_name"]) == (done.state, done.details["resource_name"])
+    assert (text, cursor) == backend.read_logs("churn-abc123-1", 0)
+    with pytest.raises(TrainingJobNotFound):
+        asyncio.run(make_backend().adescribe("never-submitted-1"))
+
+
+def test_plain_grpc_is_refused_for_a_host_that_is_not_loopback(monkeypatch, fake, bucket, source):
+    conn = fake_vertex.connection(fake)
+    conn["extra"]["api_endpoint"] = "vertex.example.com:443"
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_REMOTE_PLAIN", json.dumps(conn))
+    with pytest.raises(TrainingInputError, match="'google_remote_plain': api_endpoint_insecure is honoured only for a loopback"):
+        make_backend(connection_id="google_remote_plain").submit(request(source))
+
+
+def test_staging_goes_through_the_gcs_json_api(fake, backend, source):
+    backend.submit(request(source))
+    finished(backend)
+    # what the backend staged is visible to any GCS client of the fake, not only through its folder
+    import gcsfs
+    from google.auth.credentials import AnonymousCredentials
+
+    fs = gcsfs.GCSFileSystem(endpoint_url=fake.gcs.endpoint, token=AnonymousCredentials(), project="p")
+    assert f"{BUCKET}/unit/churn-abc123-1/source/train.py" in fs.find(f"{BUCKET}/unit/churn-abc123-1/source")
+    assert f"{BUCKET}/unit/churn-abc123-1/input/train/part-0.parquet" in fs.find(f"{BUCKET}/unit/churn-abc123-1/input")

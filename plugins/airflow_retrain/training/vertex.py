@@ -14,11 +14,11 @@ GCS layout, one prefix per job (``gs://<staging_bucket>/<prefix>/<job name>/``):
     checkpoints/          AIP_CHECKPOINT_DIR (survives a Spot VM preemption)
 
 Credentials and the default project come from the Airflow Google Cloud connection through the Google
-provider's ``GoogleBaseHook``. The provider's Vertex hooks hard-code the regional endpoint, so the
-client is built here, with two seams in the connection's extra: ``api_endpoint`` (another TLS endpoint,
-e.g. Private Service Connect) and ``grpc_target`` (``host:port`` reached over an insecure channel: the
-fake Vertex AI of ``scripts/fake_vertex.py``); ``gcs_local_root`` maps ``gs://`` to a local folder (the
-fake's GCS stand-in) instead of Cloud Storage.
+provider: custom jobs through its ``CustomJobHook``/``CustomJobAsyncHook``
+(:mod:`airflow_retrain.hooks.vertex_ai`: connection extras ``api_endpoint``, ``logging_api_endpoint``,
+``api_endpoint_insecure`` for another endpoint), Cloud Storage through
+``ObjectStoragePath("gs://...", conn_id=...)`` (gcsfs; extra ``gcs.endpoint`` for another endpoint), the
+job's log through Cloud Logging (``resource.type="ml_job" resource.labels.job_id="<id>"``).
 
 Every ``JobService`` call carries a deadline (``call_timeout``, :data:`CALL_TIMEOUT_SECONDS` by default):
 the generated client sets none, so a silent endpoint would hold a poll forever. Within the deadline a call
@@ -32,15 +32,14 @@ the job it would otherwise start twice.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from contextlib import contextmanager
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from airflow_retrain.runs import from_labels, label_value, to_labels
+from airflow_retrain.runs import label_value, to_labels
 from airflow_retrain.training.base import (
     JobState,
     TrainingBackend,
@@ -52,93 +51,22 @@ from airflow_retrain.training.base import (
     TrainingOutputs,
     TrainingOutputsMissing,
 )
-from airflow_retrain.training.vertex_catalog import machine_problems, price_key
+from airflow_retrain.training.vertex_catalog import machine_problems
+from airflow_retrain.training.vertex_jobs import JOB_NAME_LABEL, timestamp, training_job
 
-JOB_NAME_LABEL = "retrain_job-name"
 #: Deadline of one JobService call, retries of UNAVAILABLE included (seconds).
 CALL_TIMEOUT_SECONDS = 30.0
 DEFAULT_IMAGE = "us-docker.pkg.dev/vertex-ai/training/xgboost-cpu.2-1:latest"
 _SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
-_STATES = {
-    "JOB_STATE_QUEUED": JobState.PENDING,
-    "JOB_STATE_PENDING": JobState.PENDING,
-    "JOB_STATE_RUNNING": JobState.RUNNING,
-    "JOB_STATE_SUCCEEDED": JobState.COMPLETED,
-    "JOB_STATE_FAILED": JobState.FAILED,
-    "JOB_STATE_CANCELLING": JobState.STOPPING,
-    "JOB_STATE_CANCELLED": JobState.STOPPED,
-    "JOB_STATE_PAUSED": JobState.PENDING,
-    "JOB_STATE_EXPIRED": JobState.FAILED,
-    "JOB_STATE_UPDATING": JobState.RUNNING,
-    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
-}
+
+
+def _job_id(resource_name: str) -> str:
+    """``<id>`` of ``projects/<p>/locations/<r>/customJobs/<id>`` (the provider's hooks take the id)."""
+    return resource_name.rsplit("/", 1)[-1]
 
 
 class VertexCloudError(RuntimeError):
     """The cloud failed a call for a reason that may pass (quota, unavailable, deadline): retry the task."""
-
-
-def _ts(value: Any) -> float | None:
-    if isinstance(value, datetime) and value.timestamp() > 0:
-        return value.timestamp()
-    return None
-
-
-class _LocalGcs:
-    """``gs://bucket/key`` as ``<root>/bucket/key``: the fake cloud's GCS stand-in."""
-
-    def __init__(self, root: str) -> None:
-        self.root = Path(root)
-
-    def _path(self, bucket: str, key: str) -> Path:
-        return self.root / bucket / key
-
-    def bucket_exists(self, bucket: str) -> bool:
-        return (self.root / bucket).is_dir()
-
-    def upload(self, bucket: str, key: str, data: bytes) -> None:
-        path = self._path(bucket, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def list(self, bucket: str, prefix: str) -> list[str]:
-        base = self.root / bucket
-        folder = self._path(bucket, prefix)
-        if not folder.is_dir():
-            return []
-        return sorted(p.relative_to(base).as_posix() for p in folder.rglob("*") if p.is_file())
-
-    def download(self, bucket: str, key: str) -> bytes:
-        return self._path(bucket, key).read_bytes()
-
-    def delete(self, bucket: str, keys: list[str]) -> None:
-        for key in keys:
-            self._path(bucket, key).unlink(missing_ok=True)
-
-
-class _CloudGcs:
-    """Cloud Storage through the Google provider's ``GCSHook`` (credentials from the same connection)."""
-
-    def __init__(self, conn_id: str) -> None:
-        from airflow.providers.google.cloud.hooks.gcs import GCSHook
-
-        self.hook = GCSHook(gcp_conn_id=conn_id)
-
-    def bucket_exists(self, bucket: str) -> bool:
-        return self.hook.get_conn().bucket(bucket).exists()
-
-    def upload(self, bucket: str, key: str, data: bytes) -> None:
-        self.hook.upload(bucket_name=bucket, object_name=key, data=data)
-
-    def list(self, bucket: str, prefix: str) -> list[str]:
-        return [k for k in self.hook.list(bucket_name=bucket, prefix=prefix) if not k.endswith("/")]
-
-    def download(self, bucket: str, key: str) -> bytes:
-        return self.hook.download(bucket_name=bucket, object_name=key)
-
-    def delete(self, bucket: str, keys: list[str]) -> None:
-        for key in keys:
-            self.hook.delete(bucket_name=bucket, object_name=key)
 
 
 class VertexTrainingBackend(TrainingBackend):
@@ -202,6 +130,7 @@ class VertexTrainingBackend(TrainingBackend):
         self.connection_id = connection_id
         self.call_timeout = float(call_timeout)
         self._resource_names: dict[str, str] = {}
+        self._async_client: tuple[Any, Any, Any] | None = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -224,27 +153,21 @@ class VertexTrainingBackend(TrainingBackend):
     # -- clients ------------------------------------------------------------------------------------
 
     @cached_property
-    def _extra(self) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
+    def hook(self):
+        """The Google provider's ``CustomJobHook`` (with the connection's endpoint settings)."""
+        from airflow_retrain.hooks.vertex_ai import VertexJobHook
 
         try:
-            conn = BaseHook.get_connection(self.connection_id)
+            return VertexJobHook(gcp_conn_id=self.connection_id)
         except Exception as e:  # noqa: BLE001 - AirflowNotFoundException and friends
             raise TrainingInputError(f"Airflow connection {self.connection_id!r}: {e}") from None
-        extra = conn.extra_dejson or {}
-        # The provider's UI stores fields as extra__google_cloud_platform__<name>; accept both forms.
-        prefix = "extra__google_cloud_platform__"
-        return {k.removeprefix(prefix): v for k, v in extra.items()}
-
-    @cached_property
-    def hook(self):
-        from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-
-        return GoogleBaseHook(gcp_conn_id=self.connection_id)
 
     @cached_property
     def project_id(self) -> str:
-        project = self.project or self._extra.get("project") or (None if self._extra.get("grpc_target") else self.hook.project_id)
+        project = self.project
+        if not project:
+            with self._cloud_errors("read the project of the connection"):
+                project = self.hook.project_id
         if not project:
             raise TrainingInputError(
                 f"training.vertex.project is not set and Airflow connection {self.connection_id!r} names no project"
@@ -255,19 +178,11 @@ class VertexTrainingBackend(TrainingBackend):
     def parent(self) -> str:
         return f"projects/{self.project_id}/locations/{self.region}"
 
-    @cached_property
+    @property
     def client(self):
-        from google.cloud.aiplatform_v1 import JobServiceClient
-
-        if target := self._extra.get("grpc_target"):
-            import grpc
-            from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
-
-            return JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(str(target))))
-        endpoint = self._extra.get("api_endpoint") or f"{self.region}-aiplatform.googleapis.com"
+        """The JobServiceClient every hook call of this backend goes through (the hook caches it)."""
         with self._cloud_errors("connect to Vertex AI"):
-            credentials = self.hook.get_credentials()
-        return JobServiceClient(credentials=credentials, client_options={"api_endpoint": endpoint})
+            return self.hook.get_job_service_client(self.region)
 
     def _bounds(self, *, retry: bool = True) -> dict[str, Any]:
         """``retry`` and ``timeout`` for a JobService call: UNAVAILABLE retried, all within the deadline.
@@ -290,11 +205,32 @@ class VertexTrainingBackend(TrainingBackend):
         )
         return {"retry": retry, "timeout": self.call_timeout}
 
+    def _where(self) -> dict[str, str]:
+        self.client  # noqa: B018 - endpoint and credential problems surface here, as one message
+        return {"project_id": self.project_id, "region": self.region}
+
     @cached_property
-    def gcs(self) -> _LocalGcs | _CloudGcs:
-        if root := self._extra.get("gcs_local_root"):
-            return _LocalGcs(str(root))
-        return _CloudGcs(self.connection_id)
+    def bucket(self):
+        """The staging bucket as an :class:`~airflow.sdk.ObjectStoragePath` (gcsfs, the same connection)."""
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(f"gs://{self.staging_bucket}/", conn_id=self.connection_id)
+
+    def _keys(self, prefix: str) -> list[str]:
+        """Object keys under ``prefix``, read now (gcsfs caches listings; outputs may have changed)."""
+        fs = self.bucket.fs
+        fs.invalidate_cache(f"{self.staging_bucket}/{prefix}")
+        found = fs.find(f"{self.staging_bucket}/{prefix}")
+        return sorted(str(k).split("/", 1)[1] for k in found if not str(k).endswith("/"))
+
+    def _bucket_exists(self) -> bool:
+        try:
+            return self.bucket.fs.exists(self.staging_bucket)
+        except (OSError, ValueError):  # gcsfs: access denied or an unusable bucket name
+            return False
+
+    def _remove(self, keys: list[str]) -> None:
+        self.bucket.fs.rm([f"{self.staging_bucket}/{key}" for key in keys])
 
     def job_prefix(self, job_name: str) -> str:
         return f"{self.prefix}/{job_name}" if self.prefix else job_name
@@ -309,6 +245,8 @@ class VertexTrainingBackend(TrainingBackend):
         """Turn google.api_core errors into one message quoting the cloud's reason and naming what to fix."""
         from google.api_core import exceptions as gexc
         from google.auth.exceptions import DefaultCredentialsError
+
+        from airflow_retrain.hooks.vertex_ai import EndpointSettingError
 
         what = action + (f" (Vertex AI custom job {job_name})" if job_name else "")
         conn = f"Airflow connection {self.connection_id!r}"
@@ -338,6 +276,8 @@ class VertexTrainingBackend(TrainingBackend):
             raise VertexCloudError(f"{what}: the cloud failed ({type(e).__name__}: {e.message}); retry") from None
         except DefaultCredentialsError as e:
             raise TrainingInputError(f"{what}: no credentials ({e}); set them in {conn}") from None
+        except EndpointSettingError as e:
+            raise TrainingInputError(f"{what}: {e}") from None
 
     @staticmethod
     def _field_for(message: str) -> str:
@@ -371,11 +311,11 @@ class VertexTrainingBackend(TrainingBackend):
     def _list(self, labels: dict[str, str], job_name: str | None = None) -> list[Any]:
         filter_ = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(labels.items()))
         with self._cloud_errors("ListCustomJobs", job_name):
-            pager = self.client.list_custom_jobs(
-                request={"parent": self.parent, "filter": filter_, "page_size": 100}, **self._bounds()
+            pager = self.hook.list_custom_jobs(
+                **self._where(), page_size=100, page_token=None, filter=filter_, read_mask=None, **self._bounds()
             )
             jobs = [j for j in pager if all(j.labels.get(k) == v for k, v in labels.items())]
-        return sorted(jobs, key=lambda j: _ts(j.create_time) or 0)
+        return sorted(jobs, key=lambda j: timestamp(j.create_time) or 0)
 
     def _get(self, job_name: str):
         from google.api_core import exceptions as gexc
@@ -383,7 +323,7 @@ class VertexTrainingBackend(TrainingBackend):
         name = self._resource_name(job_name)
         with self._cloud_errors("GetCustomJob", job_name):
             try:
-                return self.client.get_custom_job(name=name, **self._bounds())
+                return self.hook.get_custom_job(**self._where(), custom_job=_job_id(name), **self._bounds())
             except gexc.NotFound:
                 raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} ({name})") from None
 
@@ -391,58 +331,9 @@ class VertexTrainingBackend(TrainingBackend):
         return self._job(self._get(job_name))
 
     def _job(self, cj: Any) -> TrainingJob:
-        state_name = cj.state.name
-        state = _STATES.get(state_name, JobState.PENDING)
-        pool = cj.job_spec.worker_pool_specs[0] if cj.job_spec.worker_pool_specs else None
-        machine = pool.machine_spec.machine_type if pool else self.machine_type
-        accel = pool.machine_spec.accelerator_type.name if pool and pool.machine_spec.accelerator_type else None
-        accel = None if accel in (None, "ACCELERATOR_TYPE_UNSPECIFIED") else accel
-        replicas = int(pool.replica_count) if pool else 1
-        accelerators = int(pool.machine_spec.accelerator_count) if pool else 0
-        started, ended = _ts(cj.start_time), _ts(cj.end_time)
-        seconds = max(0.0, ((ended if state.terminal else time.time()) - started)) if started and (ended or not state.terminal) else 0.0
-        reason = None
-        if state == JobState.FAILED:
-            message = cj.error.message or state_name
-            low = message.lower()
-            if "preempted" in low or "reclaimed" in low:
-                reason = f"CapacityError: {message}"
-            elif "exited with" in low:
-                reason = f"AlgorithmError: {message}"
-            elif cj.error.code in (3, 5, 7, 9):
-                reason = f"ClientError: {message}"
-            else:
-                reason = f"InternalServerError: {message}"
-        elif state == JobState.STOPPED:
-            reason = "Cancelled: the custom job was cancelled"
-        labels = dict(cj.labels)
-        job_name = labels.get(JOB_NAME_LABEL) or cj.display_name
-        self._resource_names.setdefault(job_name, cj.name)
-        spot = cj.job_spec.scheduling.strategy.name == "SPOT"
-        return TrainingJob(
-            job_name=job_name,
-            backend=self.name,
-            state=state,
-            instance_type=price_key(machine, accel, accelerators),  # the count prices (and counts) every GPU
-            instance_count=replicas,
-            created_at=_ts(cj.create_time),
-            started_at=started,
-            ended_at=ended if state.terminal else None,
-            billable_seconds=round(seconds, 3),
-            failure_reason=reason,
-            tags=from_labels(labels),
-            details={
-                "status": state_name,
-                "resource_name": cj.name,
-                "region": self.region,
-                "spot": spot,
-                "machine_type": machine,
-                "accelerator_type": accel,
-                "accelerator_count": accelerators,
-                "training_seconds": round(seconds, 3),
-                "output_uri": cj.job_spec.base_output_directory.output_uri_prefix,
-            },
-        )
+        job = training_job(cj, self.name, self.region, self.machine_type)
+        self._resource_names.setdefault(job.job_name, cj.name)
+        return job
 
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
         """Stage the source and local channels, then ``CreateCustomJob``.
@@ -461,7 +352,7 @@ class VertexTrainingBackend(TrainingBackend):
             )
         if self._list({JOB_NAME_LABEL: label_value(name)}, name):
             raise TrainingJobExists(f"Vertex AI custom job {name!r} already exists in {self.parent}")
-        if not self.gcs.bucket_exists(self.staging_bucket):
+        if not self._bucket_exists():
             raise TrainingInputError(
                 f"training.vertex.staging_bucket: bucket gs://{self.staging_bucket} does not exist or is not "
                 f"readable with Airflow connection {self.connection_id!r}"
@@ -473,7 +364,7 @@ class VertexTrainingBackend(TrainingBackend):
             channels = {ch: self._channel_uri(name, ch, loc, staged) for ch, loc in request.channels.items()}
             body = self._custom_job(request, script, channels, replicas)
             with self._cloud_errors("CreateCustomJob", name, replicas):
-                created = self.client.create_custom_job(parent=self.parent, custom_job=body, **self._bounds(retry=False))
+                created = self.hook.create_custom_job(**self._where(), custom_job=body, **self._bounds(retry=False))
         except BaseException:
             self._delete(staged)  # nothing half-done: no staged inputs without a job
             raise
@@ -524,7 +415,7 @@ class VertexTrainingBackend(TrainingBackend):
             if path.is_dir() or _SOURCE_SKIP.intersection(rel.parts) or path.suffix == ".pyc":
                 continue
             key = f"{base}/{rel.as_posix()}"
-            self.gcs.upload(self.staging_bucket, key, path.read_bytes())
+            (self.bucket / key).write_bytes(path.read_bytes())
             staged.append(key)
         # Vertex mounts buckets at /gcs/<bucket>/: the script runs from there, its folder beside it.
         return f"/gcs/{self.staging_bucket}/{base}"
@@ -548,13 +439,13 @@ class VertexTrainingBackend(TrainingBackend):
         base = f"{self.job_prefix(job_name)}/input/{channel}"
         for path in files:
             rel = path.name if local.is_file() else path.relative_to(local).as_posix()
-            self.gcs.upload(self.staging_bucket, f"{base}/{rel}", path.read_bytes())
+            (self.bucket / f"{base}/{rel}").write_bytes(path.read_bytes())
             staged.append(f"{base}/{rel}")
         return self._uri(base) + "/"
 
     def _delete(self, keys: list[str]) -> None:
         try:
-            self.gcs.delete(self.staging_bucket, keys)
+            self._remove(keys)
         except Exception:  # noqa: BLE001 - best effort; the original error matters more
             pass
 
@@ -566,7 +457,9 @@ class VertexTrainingBackend(TrainingBackend):
             return job
         with self._cloud_errors("CancelCustomJob", job_name):
             try:
-                self.client.cancel_custom_job(name=self._resource_name(job_name), **self._bounds())
+                self.hook.cancel_custom_job(
+                    **self._where(), custom_job=_job_id(self._resource_name(job_name)), **self._bounds()
+                )
             except gexc.FailedPrecondition:
                 pass  # it finished between describe and cancel
         return self.describe(job_name)
@@ -581,7 +474,7 @@ class VertexTrainingBackend(TrainingBackend):
         model_dir, output_dir = destination / "model", destination / "output"
         copied = {}
         for part, target in (("model", model_dir), ("output", output_dir)):
-            keys = self.gcs.list(self.staging_bucket, f"{base}/{part}/")
+            keys = self._keys(f"{base}/{part}/")
             copied[part] = keys
             if not keys:
                 continue
@@ -593,7 +486,7 @@ class VertexTrainingBackend(TrainingBackend):
                 for piece in rel.parts[:-1]:
                     dest = dest / piece
                 dest.mkdir(parents=True, exist_ok=True)
-                (dest / rel.parts[-1]).write_bytes(self.gcs.download(self.staging_bucket, key))
+                (dest / rel.parts[-1]).write_bytes((self.bucket / key).read_bytes())
         if not copied["model"] or not any(k.endswith("/metrics.json") for k in copied["output"]):
             job = self.describe(job_name)
             if job.state != JobState.COMPLETED:
@@ -611,11 +504,58 @@ class VertexTrainingBackend(TrainingBackend):
         removed = []
         for part in ("source", "input"):
             prefix = f"{self.job_prefix(job_name)}/{part}/"
-            keys = self.gcs.list(self.staging_bucket, prefix)
+            keys = self._keys(prefix)
             if keys:
-                self.gcs.delete(self.staging_bucket, keys)
+                self._remove(keys)
                 removed.append(self._uri(prefix))
         return removed
+
+    def read_logs(self, job_name: str, offset: int | str = 0) -> tuple[str, int | str]:
+        """The job's Cloud Logging lines after ``offset``: ``0`` (from the start) or the cursor
+        ``"<RFC 3339 timestamp>|<insertId>"`` of the last entry read, which this returns next."""
+        from airflow_retrain.hooks.vertex_ai import read_job_log
+
+        job_id = _job_id(self._resource_name(job_name))
+        with self._cloud_errors("read the job's Cloud Logging entries", job_name):
+            lines, cursor = read_job_log(self.hook, self.project_id, job_id, str(offset) if offset else None,
+                                         self.call_timeout)
+        return "".join(f"{line}\n" for line in lines), cursor or offset
+
+    async def aread_logs(self, job_name: str, offset: int | str = 0) -> tuple[str, int | str]:
+        """:meth:`read_logs` on Cloud Logging's async client (the triggerer's event loop)."""
+        from airflow_retrain.hooks.vertex_ai import aread_job_log
+
+        name = self._resource_names.get(job_name) or await asyncio.to_thread(self._resource_name, job_name)
+        await asyncio.to_thread(self._where)  # connection, endpoint and project: read once, off the loop
+        with self._cloud_errors("read the job's Cloud Logging entries", job_name):
+            lines, cursor = await aread_job_log(self.hook, self.project_id, _job_id(name),
+                                                str(offset) if offset else None, self.call_timeout)
+        return "".join(f"{line}\n" for line in lines), cursor or offset
+
+    async def adescribe(self, job_name: str) -> TrainingJob:
+        """:meth:`describe` through the provider's ``CustomJobAsyncHook`` (the triggerer's event loop)."""
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import AsyncRetry, if_exception_type
+
+        from airflow_retrain.hooks.vertex_ai import VertexJobAsyncHook
+
+        name = self._resource_names.get(job_name) or await asyncio.to_thread(self._resource_name, job_name)
+        await asyncio.to_thread(self._where)
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_client[0] is not loop:  # an aio channel serves one loop
+            hook = VertexJobAsyncHook(gcp_conn_id=self.connection_id)
+            with self._cloud_errors("connect to Vertex AI", job_name):
+                self._async_client = (loop, hook, await hook.get_job_service_client(self.region))
+        _, hook, client = self._async_client
+        retry = AsyncRetry(predicate=if_exception_type(gexc.ServiceUnavailable), initial=0.5, maximum=5.0,
+                           multiplier=2.0, timeout=self.call_timeout)
+        with self._cloud_errors("GetCustomJob", job_name):
+            try:
+                cj = await hook.get_custom_job(project_id=self.project_id, location=self.region, job_id=_job_id(name),
+                                               retry=retry, timeout=self.call_timeout, client=client)
+            except gexc.NotFound:
+                raise TrainingJobNotFound(f"no Vertex AI custom job {job_name!r} ({name})") from None
+        return self._job(cj)
 
     def log_location(self, job_name: str) -> str | None:
         params = self.job_link_params(job_name)
