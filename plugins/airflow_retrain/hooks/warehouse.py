@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_retrain.config import state_dir
 from airflow_retrain.hooks.duckdb import DUCKDB_CONN_TYPES, RetrainDuckDBHook
