@@ -26,7 +26,6 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.pop("RETRAIN_SPECS_DIR", None)
 os.environ.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-os.environ["RETRAIN_DBT_STREAM_NODES"] = "0"  # dag.test() runs no triggerer: dbt node tasks run after dbt_build
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
