@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,3 +204,43 @@ def test_clearing_a_failed_node_rebuilds_just_it_and_a_failed_test_is_named(
         con.execute("update raw_customers set id = null where id = 1")
     with pytest.raises(AirflowFailException, match=r"test .*customer_id.* fail"):
         node.execute(make_context(run_id="manual__1", dag_id="dag", try_number=3))
+
+
+DAG_FILE = """
+from datetime import datetime
+from airflow.sdk import DAG
+from airflow_retrain.dbt.render import build_dbt_stage
+
+with DAG("dbt_only", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+    build_dbt_stage(project_dir={project!r}, select=["+customers"], pipeline="unit", warehouse_conn_id=None,
+                    artifact_root={store!r})
+"""
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_dag_test_runs_the_dbt_stage_with_no_switch(shop, tmp_path, monkeypatch):
+    """``dag.test()`` (what ``airflow dags test`` runs) with node tasks that start in the triggerer in a real
+    deployment: they used to defer, dag.test ran their trigger in line, and dbt_build never ran (a hang)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    cache_manifest(str(shop))  # the group renders from this copy's manifest
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "dbt_only.py").write_text(
+        DAG_FILE.format(project=str(shop), store=f"file://{tmp_path / 'store'}")
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(dags))
+    monkeypatch.setenv(
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+        json.dumps([{"name": "dbt-only", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                     "kwargs": {"path": str(dags)}}]),
+    )  # fmt: skip
+    dag = DagBag(dag_folder=str(dags)).dags["dbt_only"]
+    nodes = [t for t in dag.task_ids if t.startswith("dbt.")]
+    assert "dbt.customers" in nodes and all(dag.get_task(t).start_from_trigger for t in nodes)
+    run = dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success", states
+    assert states["dbt.customers"] == states["dbt.stg_customers"] == "success"

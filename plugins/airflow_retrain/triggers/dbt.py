@@ -14,6 +14,7 @@ success) the node ends within one look-up, naming why; while it has not started,
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from airflow.triggers.base import (
@@ -52,7 +53,10 @@ def lookup_producer_state(dag_id: str, run_id: str, task_id: str) -> str | None:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
-    except Exception:  # no supervisor comms here: fall back to the done marker alone
+    except Exception as e:  # no supervisor comms here: fall back to the done marker alone
+        logging.getLogger(__name__).warning(
+            "could not look up %s's state in %s/%s: %r", task_id, dag_id, run_id, e
+        )
         return UNKNOWN
     state = (states.get(run_id) or {}).get(task_id)
     return str(state.value if hasattr(state, "value") else state) if state is not None else None
@@ -107,10 +111,15 @@ class _StatusWatcher:
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            names = await asyncio.to_thread(self._snapshot)
-            if loop.time() - self._state_at >= PRODUCER_STATE_INTERVAL:
-                self.state = await asyncio.to_thread(lookup_producer_state, *self.producer)
-                self._state_at = loop.time()
+            try:
+                names = await asyncio.to_thread(self._snapshot)
+                if loop.time() - self._state_at >= PRODUCER_STATE_INTERVAL:
+                    self.state = await asyncio.to_thread(lookup_producer_state, *self.producer)
+                    self._state_at = loop.time()
+            except Exception as e:  # a failed poll must not strand every waiter of the run: try again
+                logging.getLogger(__name__).warning("polling %s failed: %r", self.status_root, e)
+                await asyncio.sleep(self.interval)
+                continue
             wake = DONE_MARKER in names or self.state in PRODUCER_FINAL
             waiting = []
             for wanted, future in self.waiters:
