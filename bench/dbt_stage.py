@@ -9,9 +9,12 @@ Measures, on the same project and selection:
   from the cached index) vs Cosmos ``DbtDag`` with ``LoadMode.DBT_MANIFEST`` (imports excluded for both;
   each in a fresh interpreter, alternated, median of ``--render-repeats``);
 - **build**: wall time of a plain ``dbt build`` (warm: partial parsing on, second of two runs) vs our task
-  group and Cosmos ``ExecutionMode.LOCAL`` as a real Airflow run executes them: ``airflow standalone``
-  (scheduler, LocalExecutor, triggerer, dag-processor) on ``--port``, runs triggered through the REST API;
-  the group's wall time is first task start to last task end, read back from the API.
+  group, Cosmos ``ExecutionMode.WATCHER`` (one producer ``dbt build``, deferrable per-model sensors) and
+  Cosmos ``ExecutionMode.LOCAL`` as a real Airflow run executes them: ``airflow standalone`` (scheduler,
+  LocalExecutor, triggerer, dag-processor) on ``--port``, runs triggered through the REST API, rounds
+  alternating plain dbt / ours / Cosmos WATCHER (``--per-node`` adds our group forced to one task per
+  node, the design before the per-folder switch); the group's wall time is first task start to last task
+  end, read back from the API. The load average is recorded with each round.
 
 Cosmos is a benchmark-only dependency: it lives in ``.venv-bench`` (``make bench-dbt`` creates it), never in
 the runtime lock. Its tasks share one pool slot: DuckDB allows one writing process at a time.
@@ -93,8 +96,11 @@ class ProcessGroup:
                 proc.wait(timeout=self.grace_seconds)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        supervisor.kill_job(supervisor.token_marker(self.token), roots=[proc.pid], include_roots=True, grace_seconds=10)
+        supervisor.kill_job(
+            supervisor.token_marker(self.token), roots=[proc.pid], include_roots=True, grace_seconds=10
+        )
         proc.poll()
+
 
 OURS_RENDER = """
 import sys, time
@@ -132,11 +138,28 @@ print("RESULT", elapsed, len(dag.task_dict))
 OURS_DAG = """
 from datetime import datetime
 from airflow.sdk import DAG
-from airflow_retrain.dbt.render import build_dbt_stage
+from airflow_retrain.dbt.render import MAX_NODE_TASKS, build_dbt_stage
 
-with DAG("bench_ours", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1) as dag:
+with DAG({dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1) as dag:
     build_dbt_stage(project_dir={project!r}, select={select!r} or None, pipeline="bench", warehouse_conn_id=None,
-                    profiles_dir={profiles!r})
+                    profiles_dir={profiles!r}, max_node_tasks={max_node_tasks})
+"""
+
+COSMOS_WATCHER_DAG = """
+# an airflow DAG file (the words let the dag-processor's safe mode pick it up)
+from datetime import datetime
+from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import ExecutionMode, LoadMode
+
+dag = DbtDag(
+    dag_id="bench_cosmos_watcher", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+    project_config=ProjectConfig(dbt_project_path={project!r}, manifest_path={manifest!r}),
+    profile_config=ProfileConfig(profile_name={profile!r}, target_name={target!r},
+                                 profiles_yml_filepath={profiles!r} + "/profiles.yml"),
+    render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, select={select!r}),
+    execution_config=ExecutionConfig(execution_mode=ExecutionMode.WATCHER, dbt_executable_path={dbt!r}),
+    operator_args={{"install_deps": False}},
+)
 """
 
 COSMOS_DAG = """
@@ -203,7 +226,9 @@ def render_times(args, env, manifest: Path, profile: str, target: str) -> dict[s
     for _ in range(args.render_repeats):
         for name, template in (("ours", OURS_RENDER), ("cosmos", COSMOS_RENDER)):
             code = template.format(**{**fmt, "select": fmt["select"] or ([] if name == "cosmos" else None)})
-            proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+            )
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
             if not line:
                 raise RuntimeError(f"{name} render failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -239,13 +264,17 @@ class Standalone:
         self.token = ""
 
     def __enter__(self) -> Standalone:
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], env=self.env, check=True, capture_output=True
+        )
         subprocess.run(
             [sys.executable, "-m", "airflow", "pools", "set", "dbt_bench", "1", "duckdb: one writer"],
             env=self.env, check=True, capture_output=True,
         )  # fmt: skip
         log = open(self.home / "standalone.log", "w")  # noqa: SIM115
-        self.proc = ProcessGroup([str(Path(sys.executable).with_name("airflow")), "standalone"], self.env, log)
+        self.proc = ProcessGroup(
+            [str(Path(sys.executable).with_name("airflow")), "standalone"], self.env, log
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -254,16 +283,18 @@ class Standalone:
             except (urllib.error.URLError, OSError):
                 time.sleep(2)
         else:
-            raise RuntimeError(f"airflow standalone did not answer on port {self.port}; see {self.home}/standalone.log")
+            raise RuntimeError(
+                f"airflow standalone did not answer on port {self.port}; see {self.home}/standalone.log"
+            )
         pw_file = Path(self.env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
         for _ in range(60):
             if pw_file.exists():
                 break
             time.sleep(1)
         password = json.loads(pw_file.read_text())["admin"]
-        self.token = self._call("POST", "/auth/token", {"username": "admin", "password": password}, auth=False)[
-            "access_token"
-        ]
+        self.token = self._call(
+            "POST", "/auth/token", {"username": "admin", "password": password}, auth=False
+        )["access_token"]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -275,7 +306,10 @@ class Standalone:
             f"http://127.0.0.1:{self.port}{path}",
             method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {self.token}"} if auth else {})},
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.token}"} if auth else {}),
+            },
         )
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read() or b"{}")
@@ -304,7 +338,9 @@ class Standalone:
         tis = []
         offset = 0
         while True:
-            page = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100&offset={offset}")
+            page = self._call(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100&offset={offset}"
+            )
             tis += page["task_instances"]
             offset += 100
             if offset >= page["total_entries"]:
@@ -314,13 +350,16 @@ class Standalone:
         states: dict[str, int] = {}
         for t in tis:
             states[t["state"] or "none"] = states.get(t["state"] or "none", 0) + 1
-        producer = next((t for t in tis if t["task_id"] == "dbt_build"), None)
+        producer = next((t for t in tis if t["task_id"] in ("dbt_build", "dbt_producer_watcher")), None)
         return {
             "state": state,
             "wall_s": (max(ends) - min(starts)) if starts and ends else float("nan"),
-            "producer_s": (_ts(producer["end_date"]) - _ts(producer["start_date"])) if producer and producer.get("end_date") else None,
+            "producer_s": (_ts(producer["end_date"]) - _ts(producer["start_date"]))
+            if producer and producer.get("end_date")
+            else None,
             "tasks": len(tis),
             "states": states,
+            "load_avg_1m": os.getloadavg()[0],
         }
 
 
@@ -329,32 +368,52 @@ def _ts(value: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project-dir", type=Path, required=True)
     parser.add_argument("--profiles-dir", type=Path)
     parser.add_argument("--select", nargs="*")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--home", type=Path, help="bench state (Airflow home, caches); default .local/bench-dbt/<project>")
+    parser.add_argument(
+        "--home", type=Path, help="bench state (Airflow home, caches); default .local/bench-dbt/<project>-home"
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("RETRAIN_BENCH_AIRFLOW_PORT", "8097")))
     parser.add_argument("--render-repeats", type=int, default=3)
-    parser.add_argument("--ours-runs", type=int, default=3, help="rounds of plain dbt build + our Airflow run; the median of all but the first is reported")
-    parser.add_argument("--no-cosmos-build", action="store_true", help="skip the Cosmos LOCAL run (hours at 1,000 models)")
+    parser.add_argument(
+        "--ours-runs",
+        type=int,
+        default=3,
+        help="rounds of plain dbt build + our Airflow run; the median of all but the first is reported",
+    )
+    parser.add_argument(
+        "--no-cosmos-build", action="store_true", help="skip the Cosmos LOCAL run (hours at 1,000 models)"
+    )
+    parser.add_argument("--no-cosmos-watcher", action="store_true", help="skip the Cosmos WATCHER runs")
+    parser.add_argument(
+        "--per-node", action="store_true", help="also run our group forced to one task per node"
+    )
+    parser.add_argument("--run-timeout", type=float, default=3600, help="seconds one Airflow run may take")
     parser.add_argument("--no-build", action="store_true", help="render times only")
     args = parser.parse_args()
     args.project_dir = args.project_dir.resolve()
     args.profiles_dir = (args.profiles_dir or args.project_dir).resolve()
-    args.home = (args.home or ROOT / ".local" / "bench-dbt" / args.project_dir.name).resolve()
+    args.home = (args.home or ROOT / ".local" / "bench-dbt" / f"{args.project_dir.name}-home").resolve()
     shutil.rmtree(args.home / "airflow", ignore_errors=True)
     (args.home / "dags").mkdir(parents=True, exist_ok=True)
     env = _env(args.home)
-    try:
-        import cosmos  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("cosmos") is None:
         sys.exit("astronomer-cosmos is not installed here: run `make bench-dbt` (creates .venv-bench)")
 
     print(f"project {args.project_dir} select {args.select or '(all)'}", flush=True)
     if (args.project_dir / "packages.yml").is_file() and not (args.project_dir / "dbt_packages").is_dir():
-        subprocess.run([_dbt_exe(), "deps", "--profiles-dir", str(args.profiles_dir)], cwd=args.project_dir, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [_dbt_exe(), "deps", "--profiles-dir", str(args.profiles_dir)],
+            cwd=args.project_dir,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     out = subprocess.run(
         [sys.executable, "-m", "airflow_retrain.dbt", "manifest", "--project-dir", str(args.project_dir),
          "--profiles-dir", str(args.profiles_dir)],
@@ -377,37 +436,62 @@ def main() -> None:
         "build_s_ours": None,
         "build_s_plain_dbt": None,
         "build_s_cosmos": None,
+        "build_s_cosmos_watcher": None,
+        "build_s_ours_per_node": None,
     }
     details: dict[str, dict] = {}
     if not args.no_build:
         fmt = {"project": str(args.project_dir), "profiles": str(args.profiles_dir), "select": args.select or None,
                "manifest": str(manifest), "profile": profile, "target": target, "dbt": _dbt_exe()}  # fmt: skip
-        (args.home / "dags" / "bench_ours.py").write_text(OURS_DAG.format(**fmt))
+        (args.home / "dags" / "bench_ours.py").write_text(
+            OURS_DAG.format(**fmt, dag_id="bench_ours", max_node_tasks="MAX_NODE_TASKS")
+        )
+        variants = [("ours", "bench_ours")]
+        if args.per_node:
+            (args.home / "dags" / "bench_ours_per_node.py").write_text(
+                OURS_DAG.format(**fmt, dag_id="bench_ours_per_node", max_node_tasks=10**9)
+            )
+            variants.append(("ours_per_node", "bench_ours_per_node"))
+        if not args.no_cosmos_watcher:
+            (args.home / "dags" / "bench_cosmos_watcher.py").write_text(
+                COSMOS_WATCHER_DAG.format(**{**fmt, "select": args.select or []})
+            )
+            variants.append(("cosmos_watcher", "bench_cosmos_watcher"))
         if not args.no_cosmos_build:
-            (args.home / "dags" / "bench_cosmos.py").write_text(COSMOS_DAG.format(**{**fmt, "select": args.select or []}))
+            (args.home / "dags" / "bench_cosmos.py").write_text(
+                COSMOS_DAG.format(**{**fmt, "select": args.select or []})
+            )
         with Standalone(args.home, env, args.port) as airflow:
-            airflow.wait_for_dag("bench_ours")
-            # Alternate plain dbt and our Airflow run while the same Airflow components run beside both;
-            # the first round warms partial parsing for each and is not reported.
-            plain, ours = [], []
+            for _, dag_id in variants:
+                airflow.wait_for_dag(dag_id)
+            # Alternate plain dbt and each Airflow variant while the same Airflow components run beside all;
+            # the first round warms partial parsing for each and is not reported (unless it is the only one).
+            walls: dict[str, list[float]] = {"plain": []}
             for i in range(args.ours_runs):
-                plain.append(plain_build(args, env))
-                details[f"ours_{i}"] = run = airflow.run("bench_ours", timeout=3600)
-                if run["state"] != "success":
-                    raise RuntimeError(f"our DAG run failed: {run}")
-                ours.append(run["wall_s"])
-                print(f"  airflow run ours #{i + 1}: {run}", flush=True)
-            warm = slice(1, None) if len(ours) > 1 else slice(None)
-            result["build_s_plain_dbt"] = statistics.median(plain[warm])
-            result["build_s_ours"] = statistics.median(ours[warm])
+                walls["plain"].append(plain_build(args, env))
+                for name, dag_id in variants:
+                    details[f"{name}_{i}"] = run = airflow.run(dag_id, timeout=args.run_timeout)
+                    print(f"  airflow run {name} #{i + 1}: {run}", flush=True)
+                    if run["state"] != "success":
+                        raise RuntimeError(f"{dag_id} run failed: {run}")
+                    walls.setdefault(name, []).append(run["wall_s"])
+            warm = slice(1, None) if args.ours_runs > 1 else slice(None)
+            result["build_s_plain_dbt"] = statistics.median(walls["plain"][warm])
+            result["build_s_ours"] = statistics.median(walls["ours"][warm])
+            if "ours_per_node" in walls:
+                result["build_s_ours_per_node"] = statistics.median(walls["ours_per_node"][warm])
+            if "cosmos_watcher" in walls:
+                result["build_s_cosmos_watcher"] = statistics.median(walls["cosmos_watcher"][warm])
             if not args.no_cosmos_build:
                 airflow.wait_for_dag("bench_cosmos")
-                details["cosmos"] = run = airflow.run("bench_cosmos", timeout=4 * 3600)
+                details["cosmos"] = run = airflow.run("bench_cosmos", timeout=args.run_timeout)
                 print(f"  airflow run cosmos: {run}", flush=True)
                 result["build_s_cosmos"] = run["wall_s"]
     _print_table(args, result)
     if args.json:
-        args.json.write_text(json.dumps({**result, "details": details, "project": str(args.project_dir)}, indent=2))
+        args.json.write_text(
+            json.dumps({**result, "details": details, "project": str(args.project_dir)}, indent=2)
+        )
 
 
 def _print_table(args, r: dict) -> None:
@@ -420,11 +504,23 @@ def _print_table(args, r: dict) -> None:
     print()
     print(f"dbt stage benchmark: {args.project_dir.name} (select {' '.join(args.select or []) or 'all'})")
     print(f"{'measure':42s} {'seconds':>9s} {'ratio':>9s}")
-    print(f"{'render, ours (cached index)':42s} {fmt(r['render_s_ours'])} {ratio(r['render_s_ours'], r['render_s_cosmos']):>9s}  of Cosmos (target <= 0.100x)")
+    print(
+        f"{'render, ours (cached index)':42s} {fmt(r['render_s_ours'])} {ratio(r['render_s_ours'], r['render_s_cosmos']):>9s}  of Cosmos (target <= 0.100x)"
+    )
     print(f"{'render, Cosmos DBT_MANIFEST':42s} {fmt(r['render_s_cosmos'])} {'1.000x':>9s}")
     print(f"{'build, plain dbt build (warm)':42s} {fmt(r['build_s_plain_dbt'])} {'1.000x':>9s}")
-    print(f"{'build, ours (Airflow: producer + nodes)':42s} {fmt(r['build_s_ours'])} {ratio(r['build_s_ours'], r['build_s_plain_dbt']):>9s}  of plain (target <= 1.200x)")
-    print(f"{'build, Cosmos LOCAL (Airflow)':42s} {fmt(r['build_s_cosmos'])} {ratio(r['build_s_cosmos'], r['build_s_plain_dbt']):>9s}  of plain")
+    print(
+        f"{'build, ours (Airflow: producer + nodes)':42s} {fmt(r['build_s_ours'])} {ratio(r['build_s_ours'], r['build_s_plain_dbt']):>9s}  of plain (target <= 1.200x)"
+    )
+    print(
+        f"{'build, ours one task per node':42s} {fmt(r['build_s_ours_per_node'])} {ratio(r['build_s_ours_per_node'], r['build_s_plain_dbt']):>9s}  of plain"
+    )
+    print(
+        f"{'build, Cosmos WATCHER (Airflow)':42s} {fmt(r['build_s_cosmos_watcher'])} {ratio(r['build_s_cosmos_watcher'], r['build_s_plain_dbt']):>9s}  of plain; ours {ratio(r['build_s_ours'], r['build_s_cosmos_watcher'])} of it"
+    )
+    print(
+        f"{'build, Cosmos LOCAL (Airflow)':42s} {fmt(r['build_s_cosmos'])} {ratio(r['build_s_cosmos'], r['build_s_plain_dbt']):>9s}  of plain"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 # gcsfs >= 2026 probes each bucket over gRPC Storage Control (TLS) before using the JSON API; the fake
 # Cloud Storage speaks only the JSON API (as emulators do), so switch the probe off before gcsfs loads.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-os.environ["RETRAIN_DBT_STREAM_NODES"] = "0"  # dag.test() runs no triggerer: dbt node tasks run after dbt_build
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 

@@ -18,7 +18,8 @@ from airflow_retrain.dbt.manifest import (
 from airflow_retrain.dbt.profiles import DbtProfileError, child_env, profile_from_connection, resolve_target
 from airflow_retrain.dbt.results import (
     DONE_MARKER,
-    run_status_prefix,
+    run_status_root,
+    start_attempt,
     strip_ansi,
     summarize,
     verdict_from_results,
@@ -126,7 +127,8 @@ def test_node_outcome_success_failure_skip(tmp_path):
     write_node_status(tmp_path, _result("model.p.child", "skipped"))
     assert node_outcome("model.p.child", [], tmp_path)["state"] == "skipped"
     write_json_atomic(tmp_path / DONE_MARKER, {"state": "failed", "message": "dbt build: the project does not compile"})
-    gone = node_outcome("model.p.never", [], tmp_path)
+    assert node_outcome("model.p.never", [], tmp_path) is None  # not final: dbt_build may still retry
+    gone = node_outcome("model.p.never", [], tmp_path, final=True)
     assert gone["state"] == "failed" and "does not compile" in gone["message"]
 
 
@@ -141,8 +143,8 @@ def test_trigger_serializes_and_ends_the_task(tmp_path):
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_retrain.triggers.dbt.DbtNodeTrigger" and kwargs["artifact_root"] == f"file://{tmp_path}"
     assert DbtNodeTrigger(**kwargs).serialize() == (classpath, kwargs)
-    prefix = run_status_prefix("dag", "manual__1", 0, f"file://{tmp_path}")
-    assert str(prefix).startswith(f"file://{tmp_path}/dag/") and str(prefix).endswith("/dbt/status/0")
+    prefix = start_attempt(run_status_root("dag", "manual__1", f"file://{tmp_path}"), 0, 1)
+    assert str(prefix).startswith(f"file://{tmp_path}/dag/") and str(prefix).endswith("/dbt/status/0-1")
 
     async def first_event(t):
         async for event in t.run():
@@ -256,7 +258,8 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     from airflow_retrain.triggers.dbt import _StatusWatcher
 
     ids = [f"model.p.m{i}" for i in range(200)]
-    prefix = run_status_prefix("dag", "manual__1", 0, f"file://{tmp_path}")
+    root = run_status_root("dag", "manual__1", f"file://{tmp_path}")
+    prefix = start_attempt(root, 0, 1)
 
     async def run_all():
         async def one(uid):
@@ -276,7 +279,7 @@ def test_many_node_triggers_share_one_poller(tmp_path):
     events = asyncio.run(run_all())
     states = [e.task_instance_state for e in events]
     assert states[:150] == ["success"] * 150 and set(states[150:]) == {"failed"}
-    watcher = _StatusWatcher._by_dir[str(prefix)]
+    watcher = _StatusWatcher._by_key[f"{root}|dag|manual__1|dbt_build"]
     assert watcher.waiters == [] and watcher.task.done()
 
 
@@ -307,8 +310,8 @@ def test_trigger_polls_an_s3_artifact_store(tmp_path, monkeypatch):
             aws_secret_access_key="testing",
         ).create_bucket(Bucket="dbt-status")  # fmt: skip
         root = "s3://dbt-status/teams/ml"
-        prefix = run_status_prefix("dag", "manual__1", 2, root, "dbt_s3_test")
-        assert str(prefix).endswith("/dbt/status/2") and list_status_names(prefix) == frozenset()
+        prefix = start_attempt(run_status_root("dag", "manual__1", root, "dbt_s3_test"), 2, 1)
+        assert str(prefix).endswith("/dbt/status/2-1") and list_status_names(prefix) == frozenset()
         write_node_status(prefix, _result("model.p.a", "success"))
         assert list_status_names(prefix) == {"model.p.a.json"}
         trigger = DbtNodeTrigger("model.p.b", [], "dag", "manual__1", 2, root, "dbt_s3_test", poll_interval=0.05)

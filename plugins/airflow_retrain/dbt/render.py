@@ -2,7 +2,10 @@
 
 ``dbt_build`` (the producer) runs the whole selection in one ``dbt build``; the ``dbt`` task group holds one
 :class:`~airflow_retrain.operators.dbt.DbtNodeOperator` per selected model, seed and snapshot, with the
-node's tests attached, which completes from the producer's per-node results. Rendering reads only
+node's tests attached, which completes from the producer's per-node results. Above ``max_node_tasks``
+nodes it holds one task per model folder instead: Airflow's triggerer loads the whole serialized DAG for
+each trigger-started task, so a thousand node tasks cost it O(tasks x DAG size) -- minutes at 1,000 models
+(see docs/dbt.md for the measurements). Rendering reads only
 ``index.json`` (see :mod:`.manifest`) and never runs dbt: with no manifest cached yet, only ``dbt_build`` is
 rendered (it caches the manifest on its first run) and the DAG's docs say so.
 """
@@ -35,6 +38,8 @@ class DbtGroupPlan:
     sources: list[str] = field(default_factory=list)
     #: node tasks start beside the producer (they need the producer's upstreams), else after it
     stream: bool = True
+    #: one task per model folder (more nodes than ``max_node_tasks``), else one per node
+    by_folder: bool = False
 
 
 def plan_group(
@@ -97,13 +102,46 @@ def _task_id(uid: str, index: ManifestIndex, taken: set[str]) -> str:
         base = f"source_{node.get('source_name')}__{node['name']}"
     else:
         base = node["name"]
-    if node.get("package_name") and node["package_name"] != index.project_name and node["resource_type"] != "source":
+    if (
+        node.get("package_name")
+        and node["package_name"] != index.project_name
+        and node["resource_type"] != "source"
+    ):
         base = f"{node['package_name']}__{base}"
     task_id = _TASK_ID_RE.sub("_", base)[:200]
     if task_id in taken:
         task_id = f"{node['resource_type']}__{task_id}"
     taken.add(task_id)
     return task_id
+
+
+#: above this many nodes the group shows one task per model folder (see the module docstring)
+MAX_NODE_TASKS = 200
+
+
+def folder_of(uid: str, index: ManifestIndex) -> str:
+    """The folder a node's task belongs to above ``max_node_tasks``: its path in the project (``fqn``)."""
+    node = index.nodes.get(uid)
+    if node is None:
+        return "other_tests"
+    if node["resource_type"] == "source":
+        return "sources"
+    parts = [p for p in node["fqn"][1:-1]] or [node["resource_type"] + "s"]
+    if node.get("package_name") and node["package_name"] != index.project_name:
+        parts = [node["package_name"], *parts]
+    return _TASK_ID_RE.sub("_", "__".join(parts))[:200]
+
+
+def selection_of(uid: str, tests: list[str], index: ManifestIndex) -> list[str]:
+    """``dbt build --select`` of just this node (its tests follow it: dbt's eager indirect selection)."""
+    node = index.nodes.get(uid)
+    if node is None:  # tests attached to no built node
+        return [index.nodes[t]["name"] for t in tests if t in index.nodes]
+    if node["resource_type"] == "source":
+        return [f"source:{node.get('source_name')}.{node['name']}"]
+    if node.get("package_name") and node["package_name"] != index.project_name:
+        return [f"{node['package_name']}.{node['name']}"]
+    return [node["name"]]
 
 
 def docs_base_url() -> str:
@@ -125,6 +163,7 @@ def build_dbt_stage(
     group_id: str = "dbt",
     producer_task_id: str = "dbt_build",
     stream: bool | None = None,
+    max_node_tasks: int = MAX_NODE_TASKS,
     **producer_kwargs: Any,
 ):
     """Create ``dbt_build`` and the ``dbt`` task group in the current DAG.
@@ -132,7 +171,9 @@ def build_dbt_stage(
     :param stream: node tasks start in the triggerer beside ``dbt_build`` and finish as dbt finishes their
         node (default; needs a triggerer). ``False`` (``RETRAIN_DBT_STREAM_NODES=0``): they run after
         ``dbt_build`` on a worker and report its results, which ``dag.test()``/``airflow dags test`` need,
-        since they run no triggerer.
+        since they run no triggerer. (With the default, those run on a worker too: a node task that runs
+        before ``dbt_build`` reschedules itself rather than waiting in line.)
+    :param max_node_tasks: above this many nodes, one task per model folder instead of one per node.
     :return: ``(producer, group or None, plan)``; streaming node tasks complete from the producer's
         results, so only the producer needs upstream dependencies.
     """
@@ -154,8 +195,12 @@ def build_dbt_stage(
                 f"Rendered from a stale manifest of {project_dir} (its files changed since); dbt_build builds the "
                 "current files and refreshes the cache for the next parse."
             )
-    outlets = [Asset(asset_uri(index.project_name, index.nodes[u]["name"])) for u in plan.marts] if index else []
-    doc = f"`dbt build` of `{' '.join(select or [])}`" + (f" excluding `{' '.join(exclude)}`" if exclude else "")
+    outlets = (
+        [Asset(asset_uri(index.project_name, index.nodes[u]["name"])) for u in plan.marts] if index else []
+    )
+    doc = f"`dbt build` of `{' '.join(select or [])}`" + (
+        f" excluding `{' '.join(exclude)}`" if exclude else ""
+    )
     producer = DbtBuildOperator(
         task_id=producer_task_id,
         project_dir=project_dir,
@@ -177,27 +222,63 @@ def build_dbt_stage(
             log.warning("%s", plan.note)
         return producer, None, plan
     docs = docs_base_url()
-    taken: set[str] = set()
     node_timeout = dbt_timeout + timedelta(minutes=10)
-    with TaskGroup(group_id, tooltip=plan.note or f"{len(plan.nodes)} dbt nodes, built by {producer_task_id}") as group:
-        for uid, tests in plan.nodes.items():
-            node = index.nodes.get(uid, {"resource_type": "test", "name": "other tests"})
-            rtype = node["resource_type"]
-            docs_url = f"{docs}/#!/{rtype}/{uid}" if rtype in ("model", "seed", "snapshot", "source") else None
-            DbtNodeOperator(
-                task_id=_task_id(uid, index, taken),
-                unique_id=uid if uid != "__other_tests__" else tests[0],
-                test_ids=tests if uid != "__other_tests__" else tests[1:],
-                artifact_root=producer_kwargs.get("artifact_root"),
-                artifact_conn_id=producer_kwargs.get("artifact_conn_id"),
-                docs_url=docs_url,
-                timeout=node_timeout,
-                stream=stream,
-                retries=0,
-                doc_md=f"dbt {rtype} `{uid}` with {len(tests)} test(s); built by `{producer_task_id}`."
-                + (f" [dbt docs]({docs_url})" if docs_url else ""),
-            )
+    common = {
+        "artifact_root": producer_kwargs.get("artifact_root"),
+        "artifact_conn_id": producer_kwargs.get("artifact_conn_id"),
+        "timeout": node_timeout,
+        "stream": stream,
+        "retries": 0,
+        "producer_task_id": producer_task_id,
+        "build_kwargs": {
+            "pipeline": pipeline, "project_dir": project_dir, "target": target,
+            "warehouse_conn_id": warehouse_conn_id, "profiles_dir": profiles_dir,
+        },
+    }  # fmt: skip
+    by_folder = len(plan.nodes) > max_node_tasks
+    tooltip = plan.note or f"{len(plan.nodes)} dbt nodes, built by {producer_task_id}"
+    with TaskGroup(group_id, tooltip=tooltip) as group:
+        if by_folder:
+            folders: dict[str, dict[str, list[str]]] = {}
+            for uid, tests in plan.nodes.items():
+                folder = folder_of(uid, index)
+                if uid == "__other_tests__":  # tests attached to no built node: the first one stands for them
+                    uid, tests = tests[0], tests[1:]
+                folders.setdefault(folder, {})[uid] = tests
+            for folder, members in sorted(folders.items()):
+                first = next(iter(members))
+                DbtNodeOperator(
+                    task_id=folder,
+                    unique_id=first,
+                    test_ids=members[first],
+                    nodes=members,
+                    rebuild_select=sorted(
+                        {s for uid, tests in members.items() for s in selection_of(uid, tests, index)}
+                    ),
+                    doc_md=f"{len(members)} dbt nodes of `{folder.replace('__', '/')}` with their tests; built by "
+                    f"`{producer_task_id}`; each node's result is in this task's log and XCom.",
+                    **common,
+                )
+        else:
+            taken: set[str] = set()
+            for uid, tests in plan.nodes.items():
+                node = index.nodes.get(uid, {"resource_type": "test", "name": "other tests"})
+                rtype = node["resource_type"]
+                docs_url = (
+                    f"{docs}/#!/{rtype}/{uid}" if rtype in ("model", "seed", "snapshot", "source") else None
+                )
+                DbtNodeOperator(
+                    task_id=_task_id(uid, index, taken),
+                    unique_id=uid if uid != "__other_tests__" else tests[0],
+                    test_ids=tests if uid != "__other_tests__" else tests[1:],
+                    rebuild_select=selection_of(uid, tests, index),
+                    docs_url=docs_url,
+                    doc_md=f"dbt {rtype} `{uid}` with {len(tests)} test(s); built by `{producer_task_id}`."
+                    + (f" [dbt docs]({docs_url})" if docs_url else ""),
+                    **common,
+                )
     plan.stream = stream
+    plan.by_folder = by_folder
     if not stream:
         producer >> group
     return producer, group, plan

@@ -23,6 +23,7 @@ FAILED = {"error", "fail", "runtime error"}
 WARNED = {"warn"}
 SKIPPED = {"skipped", "no-op"}
 DONE_MARKER = "_done.json"
+CURRENT_MARKER = "_current.json"
 
 
 def strip_ansi(text: str | None) -> str:
@@ -117,7 +118,9 @@ def node_result_from_event(event: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def results_from_run_results(run_results: dict[str, Any], index_nodes: dict[str, dict] | None = None) -> list[dict]:
+def results_from_run_results(
+    run_results: dict[str, Any], index_nodes: dict[str, dict] | None = None
+) -> list[dict]:
     """Per-node results from ``run_results.json`` (authoritative once dbt exits)."""
     out = []
     for r in run_results.get("results", []):
@@ -200,7 +203,9 @@ def verdict_from_results(
     warned = [c for c in checks if c.passed and (" warn" in c.reason)]
     total = len(checks)
     if failed:
-        message = f"dbt evidence failed ({len(failed)} of {total} checks): " + "; ".join(c.reason for c in failed)
+        message = f"dbt evidence failed ({len(failed)} of {total} checks): " + "; ".join(
+            c.reason for c in failed
+        )
     else:
         message = f"dbt evidence passed: {total} checks"
         if warned:
@@ -219,7 +224,11 @@ def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
     """Counts for XCom and the run report (seeds and snapshots included)."""
 
     def count(rtypes: tuple[str, ...], statuses: set[str] | None = None) -> int:
-        return sum(1 for r in results if r["resource_type"] in rtypes and (statuses is None or r["status"] in statuses))
+        return sum(
+            1
+            for r in results
+            if r["resource_type"] in rtypes and (statuses is None or r["status"] in statuses)
+        )
 
     failed = [r for r in results if r["status"] in FAILED]
     return {
@@ -237,7 +246,12 @@ def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         "tests_total": count(("test", "unit_test")),
         "skipped": count(("model", "seed", "snapshot", "test", "unit_test"), SKIPPED),
         "failures": [
-            {"node": r["unique_id"], "status": r["status"], "failures": r.get("failures"), "message": r.get("message")}
+            {
+                "node": r["unique_id"],
+                "status": r["status"],
+                "failures": r.get("failures"),
+                "message": r.get("message"),
+            }
             for r in failed
         ],
         "relations": {
@@ -248,17 +262,17 @@ def summarize(results: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
     }
 
 
-def run_status_prefix(
+def run_status_root(
     dag_id: str,
     run_id: str,
-    clear_number: int | str = 0,
     artifact_root: str | None = None,
     artifact_conn_id: str | None = None,
 ) -> Any:
-    """Per-node status of one DAG run (and one clearing of it) in the run's artifact store.
+    """Where the per-node statuses of one DAG run live, in the run's artifact store.
 
-    ``<artifact root>/<dag_id>/<run_key>/dbt/status/<clear_number>``: ``dbt_build`` writes there, the node
-    tasks (in the triggerer or on a worker) read there -- no local disk is shared between them.
+    ``<artifact root>/<dag_id>/<run_key>/dbt/status/``: each try of ``dbt_build`` writes its nodes under
+    ``<clear number>-<try number>/`` and names that folder in ``_current.json``; the node tasks (in the
+    triggerer or on a worker) read there -- no local disk is shared between them.
 
     :return: an :class:`~airflow.sdk.ObjectStoragePath`.
     """
@@ -267,10 +281,29 @@ def run_status_prefix(
 
     store = ArtifactStore.resolve(artifact_root, artifact_conn_id)
     run_key = RunIdentity(pipeline="", dag_id=dag_id, run_id=run_id).run_key
-    return store.run_path(str(dag_id), run_key) / "dbt" / "status" / str(int(clear_number or 0))
+    return store.run_path(str(dag_id), run_key) / "dbt" / "status"
 
 
-#: What the node tasks render (in the triggerer, or on a worker) to find their run's status prefix.
+def start_attempt(status_root: Any, clear_number: int, try_number: int) -> Any:
+    """A try of ``dbt_build`` begins: its (empty) folder, named in ``_current.json``; returns the folder."""
+    from airflow_retrain.artifacts import delete, write_json
+
+    name = f"{int(clear_number or 0)}-{int(try_number or 0)}"
+    attempt = _as_prefix(status_root) / name
+    delete(attempt)  # the same try run again (``airflow tasks test``) starts from no statuses
+    write_json(
+        _as_prefix(status_root) / CURRENT_MARKER,
+        {"attempt": name, "clear_number": int(clear_number or 0), "try_number": int(try_number or 0)},
+    )
+    return attempt
+
+
+def read_current(status_root: Any) -> dict[str, Any] | None:
+    """The try of ``dbt_build`` that last started in this run (``attempt``, ``clear_number``), or ``None``."""
+    return _read(_as_prefix(status_root) / CURRENT_MARKER)
+
+
+#: What the node tasks render (in the triggerer, or on a worker) to find their run's statuses.
 STATUS_RUN_TEMPLATES = {
     "status_dag_id": "{{ ti.dag_id }}",
     "status_run_id": "{{ run_id }}",

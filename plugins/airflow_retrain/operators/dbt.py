@@ -3,16 +3,18 @@ results, and the evidence gate (test results + source freshness → a Verdict).
 
 - :class:`DbtBuildOperator` (``dbt_build``) runs the selection in ONE ``dbt build`` (dbt's own threads,
   partial parsing kept between runs) and writes each node's result as dbt finishes it.
-- :class:`DbtNodeOperator` (one per model, seed and snapshot, in the ``dbt`` task group) starts in the
-  triggerer and completes as success, failed or skipped when its node and the node's tests are done: the
-  grid shows per-model state and timing at the cost of one ``dbt build``.
+- :class:`DbtNodeOperator` (one per model, seed and snapshot -- or, above ``max_node_tasks`` nodes, one per
+  model folder -- in the ``dbt`` task group) starts in the triggerer and completes as success, failed or
+  skipped when its nodes and their tests are done: the grid shows per-model state and timing at the cost
+  of one ``dbt build``. Cleared after ``dbt_build`` finished, it rebuilds just its nodes
+  (``dbt build -s <node>``) on a worker.
 - :class:`DbtEvidenceGateOperator` (``gate_dbt``) turns ``run_results`` and ``dbt source freshness`` into a
   data-quality :class:`~airflow_retrain.gates.base.Verdict` that blocks training.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from airflow.triggers.base import StartTriggerArgs
 
 from airflow_retrain.dbt.results import (
     STATUS_RUN_TEMPLATES,
-    run_status_prefix,
+    run_status_root,
+    start_attempt,
     verdict_from_results,
     write_done,
     write_node_status,
@@ -104,7 +107,9 @@ class DbtBuildOperator(RetrainBaseOperator):
         generated = scratch / "profile"
         generated.mkdir(parents=True, exist_ok=True)
         (generated / "profiles.yml").write_text(text)
-        self.log.info("No profiles.yml in %s: generated one from connection %s", profiles_dir, self.warehouse_conn_id)
+        self.log.info(
+            "No profiles.yml in %s: generated one from connection %s", profiles_dir, self.warehouse_conn_id
+        )
         return str(generated), env
 
     @cached_property
@@ -122,29 +127,36 @@ class DbtBuildOperator(RetrainBaseOperator):
         hook.partial_parse_file = partial_parse_file(self.project_dir, target_name)
 
     def execute(self, context) -> dict[str, Any]:
-        from airflow_retrain.artifacts import delete
         from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint, store_manifest
         from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
 
         run = self.run_identity(context)
         dag_run = context.get("dag_run")
         store = self.artifact_store
-        status_dir = run_status_prefix(
-            run.dag_id, run.run_id, getattr(dag_run, "clear_number", 0) or 0, store.root_uri, store.conn_id
+        status_root = run_status_root(run.dag_id, run.run_id, store.root_uri, store.conn_id)
+        # each try and clearing writes a folder of its own and names it current: the node tasks tell a
+        # node cleared with dbt_build (wait for this try) from one cleared after it (rebuild)
+        status_dir = start_attempt(
+            status_root, getattr(dag_run, "clear_number", 0) or 0, context["ti"].try_number
         )
-        delete(status_dir)  # a retry starts from no statuses; a clearing has its own prefix
         self.log.info("Per-node status for the dbt group: %s", status_dir)
         scratch = run.scratch_dir() / "dbt"
         target_path = scratch / f"try-{context['ti'].try_number}"
         try:
             self._configure_hook(scratch, self.target or "default")
-            resolved = resolve_target(self.project_dir, self.hook.profiles_dir, self.target, self.hook.child_env())
+            resolved = resolve_target(
+                self.project_dir, self.hook.profiles_dir, self.target, self.hook.child_env()
+            )
         except DbtProfileError as e:
             self._done(status_dir, "failed", str(e))
             raise AirflowFailException(str(e)) from None
-        self.hook.partial_parse_file = self.hook.partial_parse_file.parent.parent / resolved.target / "partial_parse.msgpack"
+        self.hook.partial_parse_file = (
+            self.hook.partial_parse_file.parent.parent / resolved.target / "partial_parse.msgpack"
+        )
         self.log.info("dbt writes to %s", resolved.describe())
-        timeout = self.dbt_timeout or (self.execution_timeout.total_seconds() if self.execution_timeout else None)
+        timeout = self.dbt_timeout or (
+            self.execution_timeout.total_seconds() if self.execution_timeout else None
+        )
         try:
             if self.run_deps:
                 self._deps(target_path)
@@ -177,7 +189,11 @@ class DbtBuildOperator(RetrainBaseOperator):
         self._done(status_dir, "success", "dbt build finished")
         manifest = target_path / "manifest.json"
         cached = cache_dir(self.project_dir, fingerprint) / "index.json"
-        if manifest.is_file() and not cached.is_file() and project_fingerprint(self.project_dir) == fingerprint:
+        if (
+            manifest.is_file()
+            and not cached.is_file()
+            and project_fingerprint(self.project_dir) == fingerprint
+        ):
             store_manifest(self.project_dir, manifest, fingerprint)
         summary = result.summary()
         summary["warehouse"] = resolved.describe()
@@ -215,14 +231,21 @@ class DbtBuildOperator(RetrainBaseOperator):
 
 
 class DbtNodeOperator(BaseOperator):
-    """One dbt model, seed or snapshot (with its tests) in the Airflow grid; finishes when ``dbt_build`` did it.
+    """dbt nodes (one model, seed or snapshot with its tests, or a folder of them) in the Airflow grid.
 
-    Starts in the triggerer (``start_from_trigger``): no worker process per node. It reads the statuses
+    Starts in the triggerer (``start_from_trigger``): no worker process per task. It reads the statuses
     ``dbt_build`` writes to the run's artifact store, so give it the same ``artifact_root`` and
-    ``artifact_conn_id`` as ``dbt_build``.
+    ``artifact_conn_id`` as ``dbt_build``. Run on a worker instead (``dag.test()``, ``airflow dags test``,
+    ``stream=False``), it reports at once when ``dbt_build`` has, and otherwise reschedules itself every
+    ``RESCHEDULE_SECONDS`` (never blocking the loop that must run ``dbt_build``). Either way it fails,
+    naming why, once ``dbt_build`` is in a final state without having reported its nodes, or ``timeout``
+    after the run started. Cleared after ``dbt_build`` finished, it runs ``dbt build --select <its nodes>``
+    itself (tests included); a failed dbt test is a data failure, never retried (``retries=0``).
 
-    :param unique_id: the node's dbt ``unique_id``.
+    :param unique_id: the node's dbt ``unique_id`` (for a folder: its first node).
     :param test_ids: dbt tests attached to this node.
+    :param nodes: several nodes, ``unique_id`` -> attached tests (a folder's task).
+    :param rebuild_select: the dbt selection of just these nodes (``dbt build --select``) for a rebuild.
     :param status_dag_id: the DAG whose run's statuses to read (templated; default ``{{ ti.dag_id }}``).
     :param status_run_id: the run (templated; default ``{{ run_id }}``).
     :param status_clear_number: the run's clearing (templated; default ``{{ dag_run.clear_number or 0 }}``).
@@ -231,9 +254,13 @@ class DbtNodeOperator(BaseOperator):
     :param docs_url: the node in dbt docs (the task's "dbt docs" link).
     :param timeout: how long to wait for ``dbt_build`` before failing.
     :param stream: start in the triggerer (``start_from_trigger``) beside ``dbt_build``; ``False``: run on a
-        worker after it (for ``dag.test()``, which runs no triggerer).
+        worker after it.
+    :param producer_task_id: the ``dbt_build`` task.
+    :param build_kwargs: what a rebuild needs of ``dbt_build`` (``pipeline``, ``project_dir``, ``target``,
+        ``warehouse_conn_id``, ``profiles_dir``); without them a cleared node fails, saying to clear ``dbt_build``.
     """
 
+    RESCHEDULE_SECONDS = 5
     template_fields = ("status_dag_id", "status_run_id", "status_clear_number")
     ui_color = "#ffb199"
     operator_extra_links = (DbtDocsLink(),)
@@ -243,6 +270,8 @@ class DbtNodeOperator(BaseOperator):
         *,
         unique_id: str,
         test_ids: list[str],
+        nodes: dict[str, list[str]] | None = None,
+        rebuild_select: list[str] | None = None,
         status_dag_id: str = STATUS_RUN_TEMPLATES["status_dag_id"],
         status_run_id: str = STATUS_RUN_TEMPLATES["status_run_id"],
         status_clear_number: int | str = STATUS_RUN_TEMPLATES["status_clear_number"],
@@ -251,6 +280,8 @@ class DbtNodeOperator(BaseOperator):
         docs_url: str | None = None,
         timeout: timedelta | None = None,
         stream: bool = True,
+        producer_task_id: str = "dbt_build",
+        build_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if not stream:
@@ -258,12 +289,17 @@ class DbtNodeOperator(BaseOperator):
         super().__init__(**kwargs)
         self.unique_id = unique_id
         self.test_ids = test_ids
+        self.nodes = nodes
+        self.rebuild_select = rebuild_select
         self.status_dag_id = status_dag_id
         self.status_run_id = status_run_id
         self.status_clear_number = status_clear_number
         self.artifact_root = artifact_root
         self.artifact_conn_id = artifact_conn_id
         self.docs_url = docs_url
+        self.timeout = timeout
+        self.producer_task_id = producer_task_id
+        self.build_kwargs = build_kwargs
         self.start_from_trigger = stream
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls="airflow_retrain.triggers.dbt.DbtNodeTrigger",
@@ -282,35 +318,105 @@ class DbtNodeOperator(BaseOperator):
             "artifact_root": self.artifact_root,
             "artifact_conn_id": self.artifact_conn_id,
             "docs_url": self.docs_url,
+            "nodes": self.nodes,
+            "producer_task_id": self.producer_task_id,
         }
 
     def execute(self, context) -> dict[str, Any] | None:
-        """On a worker (``stream=False``): report the node from ``dbt_build``'s results, else defer to the trigger."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        """On a worker: report the nodes from ``dbt_build``'s results, rebuild them, or reschedule (never defer:
+        ``dag.test()`` would run the trigger in line and never reach ``dbt_build``)."""
+        from datetime import datetime
 
-        from airflow_retrain.triggers.dbt import DbtNodeTrigger, node_outcome
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        from airflow_retrain.triggers.dbt import DbtNodeTrigger, lookup_producer_state
 
         trigger = DbtNodeTrigger(**self._trigger_kwargs())  # the rendered fields
-        outcome = node_outcome(self.unique_id, self.test_ids, trigger.status_prefix())
-        if outcome is not None:
-            for line in outcome["lines"]:
-                self.log.info("%s", line)
-            if self.docs_url:
-                context["ti"].xcom_push(key="dbt_docs_url", value=self.docs_url)
-            if outcome["state"] == "failed":
-                raise AirflowFailException(outcome["message"])
-            if outcome["state"] == "skipped":
-                raise AirflowSkipException(outcome["message"])
-            self.log.info("%s", outcome["message"])
-            return {"state": outcome["state"], "message": outcome["message"], "results": outcome["results"]}
-        self.defer(
-            trigger=trigger,
-            method_name="execute_complete",
-            timeout=self.start_trigger_args.timeout if self.start_trigger_args else None,
-        )
+        state = lookup_producer_state(str(self.status_dag_id), str(self.status_run_id), self.producer_task_id)
+        outcome = trigger.decide(state)
+        if outcome is None:
+            now = datetime.now(UTC)
+            started = getattr(context.get("dag_run"), "start_date", None) or now
+            if self.timeout is not None and now - started > self.timeout:
+                raise AirflowFailException(
+                    f"{self.producer_task_id} did not report {self._what()} within {self.timeout} of the run's start "
+                    f"(it is {state or 'not scheduled'})"
+                )
+            self.log.info(
+                "%s is %s: checking again in %s s",
+                self.producer_task_id,
+                state or "not scheduled",
+                self.RESCHEDULE_SECONDS,
+            )
+            raise AirflowRescheduleException(now + timedelta(seconds=self.RESCHEDULE_SECONDS))
+        if outcome["state"] == "rebuild":
+            return self._rebuild(context, trigger)
+        return self._report(context, outcome)
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Resumed from the trigger: only to rebuild (the trigger ends the task itself otherwise)."""
+        from airflow_retrain.triggers.dbt import DbtNodeTrigger
+
+        if event and event.get("state") == "rebuild":
+            return self._rebuild(context, DbtNodeTrigger(**self._trigger_kwargs()))
         return event
+
+    def _what(self) -> str:
+        return f"{len(self.nodes)} dbt nodes" if self.nodes else self.unique_id
+
+    def _report(self, context, outcome: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        for line in outcome["lines"]:
+            self.log.info("%s", line)
+        if self.docs_url:
+            context["ti"].xcom_push(key="dbt_docs_url", value=self.docs_url)
+        if outcome["state"] == "failed":
+            raise AirflowFailException(outcome["message"])
+        if outcome["state"] == "skipped":
+            raise AirflowSkipException(outcome["message"])
+        self.log.info("%s", outcome["message"])
+        return {"state": outcome["state"], "message": outcome["message"], "results": outcome["results"]}
+
+    def _rebuild(self, context, trigger) -> dict[str, Any]:
+        """``dbt build --select <these nodes>`` (their tests included), statuses written over the build's."""
+        from airflow_retrain.dbt.results import read_current
+        from airflow_retrain.triggers.dbt import nodes_outcome
+
+        if not self.build_kwargs or not self.rebuild_select:
+            raise AirflowFailException(
+                f"{self.task_id} was cleared after {self.producer_task_id} finished, but it has no dbt project to "
+                f"rebuild {self._what()} with: clear {self.producer_task_id} instead"
+            )
+        root = trigger.status_root()
+        attempt = root / read_current(root)["attempt"]
+        builder = DbtBuildOperator(
+            task_id=f"{self.task_id}__rebuild", select=self.rebuild_select,
+            artifact_root=self.artifact_root, artifact_conn_id=self.artifact_conn_id, **self.build_kwargs,
+        )  # fmt: skip
+        scratch = builder.run_identity(context).scratch_dir() / "dbt"
+        builder._configure_hook(scratch, builder.target or "default")
+        self.log.info(
+            "Cleared after %s finished: dbt build --select %s",
+            self.producer_task_id,
+            " ".join(self.rebuild_select),
+        )
+        try:
+            result = builder.hook.run(
+                "build", select=self.rebuild_select, target=builder.target,
+                target_path=scratch / f"rebuild-{self.task_id}-{context['ti'].try_number}",
+                on_node_finished=lambda r: write_node_status(attempt, r),
+            )  # fmt: skip
+        except DbtCommandError as e:
+            for node in e.result.nodes if e.result else []:
+                write_node_status(attempt, node)
+            if not e.retryable:  # a failed test is a data failure: no retry, named with its cause
+                raise AirflowFailException(str(e)) from None
+            raise
+        for node in result.nodes:
+            write_node_status(attempt, node)
+        outcome = nodes_outcome(trigger.node_map(), attempt, final=True)
+        return self._report(context, outcome)
 
 
 class DbtEvidenceGateOperator(RetrainBaseOperator):
@@ -405,10 +511,17 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
                     raise AirflowFailException(str(e)) from None
                 raise
             checks += verdict_from_results([], freshness).checks
-        verdict = Verdict(gate="dbt", passed=all(c.passed for c in checks), message=verdict_from_checks(checks), checks=checks)
+        verdict = Verdict(
+            gate="dbt",
+            passed=all(c.passed for c in checks),
+            message=verdict_from_checks(checks),
+            checks=checks,
+        )
         for check in verdict.checks:
             if not check.passed or " warn" in check.reason:
-                self.log.log(30 if check.passed else 40, "%s %s", "WARN" if check.passed else "FAIL", check.reason)
+                self.log.log(
+                    30 if check.passed else 40, "%s %s", "WARN" if check.passed else "FAIL", check.reason
+                )
         self.log.info("%s", verdict.message)
         self._record(context, verdict)
         if not verdict.passed:
@@ -428,7 +541,10 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
             hook.log_dict(mlrun.info.run_id, verdict.to_dict(), "gates/dbt.json")
             hook.set_run_tags(
                 mlrun.info.run_id,
-                {"retrain.gate.dbt": "passed" if verdict.passed else "failed", "retrain.gate.dbt.message": verdict.message[:4000]},
+                {
+                    "retrain.gate.dbt": "passed" if verdict.passed else "failed",
+                    "retrain.gate.dbt.message": verdict.message[:4000],
+                },
             )
             hook.client.set_terminated(mlrun.info.run_id, status="FINISHED" if verdict.passed else "FAILED")
             self.log.info("dbt verdict recorded on MLflow run %s", mlrun.info.run_id)
@@ -440,10 +556,10 @@ def verdict_from_checks(checks) -> str:
     failed = [c for c in checks if not c.passed]
     warned = [c for c in checks if c.passed and " warn" in c.reason]
     if failed:
-        return f"dbt evidence failed ({len(failed)} of {len(checks)} checks): " + "; ".join(c.reason for c in failed)
+        return f"dbt evidence failed ({len(failed)} of {len(checks)} checks): " + "; ".join(
+            c.reason for c in failed
+        )
     message = f"dbt evidence passed: {len(checks)} checks"
     if warned:
         message += f", {len(warned)} warned: " + "; ".join(c.reason for c in warned)
     return message
-
-
