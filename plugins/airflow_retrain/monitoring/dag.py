@@ -48,9 +48,11 @@ def build_score_dag(spec: PipelineSpec, start_date: datetime, pool: dict[str, An
     common: dict[str, Any] = {"pipeline": spec.name}
     if spec.artifacts.root:
         common.update(artifact_root=spec.artifacts.root, artifact_conn_id=spec.artifacts.connection_id)
-    select = [monitoring.scoring_model]
+    # With its upstream models: the population is scored as the sources hold it now, not as the last
+    # retrain left the feature mart.
+    select = [f"+{monitoring.scoring_model}"]
     if monitoring.labels is not None and monitoring.labels.model:
-        select.append(monitoring.labels.model)
+        select.append(f"+{monitoring.labels.model}")
     t = monitoring.thresholds
     with DAG(
         dag_id=spec.score_dag_id,
