@@ -4,7 +4,6 @@
 - :mod:`.drift`: drift against the champion's training snapshot, prediction drift, the decision;
 - :mod:`.labels`: realised performance once outcomes arrive;
 - :mod:`.store`: the predictions and monitoring tables in the warehouse (one transaction per run);
-- :mod:`.onnx`: the ONNX export, parity check and runtime timing at registration;
 - :mod:`.history`: the drift and realised-metric history as JSON-able data (for the dashboard);
 - :mod:`.dag`: the ``score_<pipeline>`` DAG.
 """

@@ -1,7 +1,8 @@
 """Batch scoring with the champion: the model's files from the registry, the runtime recorded on its version.
 
-The version tag ``retrain.scoring.runtime`` (set at registration, see :mod:`airflow_retrain.monitoring.onnx`)
-says which runtime scored the holdout faster: ``onnx`` loads the version's ``onnx/model.onnx`` artifact in
+The version tag ``retrain.scoring.runtime``
+says which runtime scored the holdout faster (nothing sets it yet: the export at registration is still to
+be built, so every version scores through pyfunc today): ``onnx`` loads the version's ``onnx/model.onnx`` artifact in
 ONNX Runtime, anything else (or an ONNX model that cannot be loaded) scores through MLflow pyfunc, and the
 result says which one ran and why.
 """
