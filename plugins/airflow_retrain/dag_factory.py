@@ -311,7 +311,26 @@ def _dbt_stage(spec: PipelineSpec, common: dict[str, Any]):
 
 
 def _dag_schedule(spec: PipelineSpec) -> Any:
-    """A cron/preset string as is; an asset schedule as the dbt Assets (or assets-or-cron)."""
+    """A cron/preset string as is; an asset schedule as the dbt Assets (or assets-or-cron); with
+    ``monitoring:``, also the pipeline's drift Asset (the scoring DAG's retrain requests)."""
+    schedule = _base_schedule(spec)
+    if spec.monitoring is None or not spec.monitoring.trigger_retrain:
+        return schedule
+    from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable
+
+    from airflow_retrain.monitoring.drift import drift_asset_uri
+
+    drift = Asset(drift_asset_uri(spec.name))
+    if schedule is None:
+        return drift
+    if isinstance(schedule, str):
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule, timezone=spec.timezone), assets=drift)
+    if isinstance(schedule, AssetOrTimeSchedule):
+        return AssetOrTimeSchedule(timetable=schedule.timetable, assets=schedule.asset_condition | drift)
+    return schedule | drift
+
+
+def _base_schedule(spec: PipelineSpec) -> Any:
     if not isinstance(spec.schedule, AssetSchedule):
         return spec.schedule
     import yaml
@@ -539,6 +558,26 @@ def build_rollback_dags(namespace: dict[str, Any] | None = None, specs_dir: str 
             dag = build_rollback_dag(spec)
         except Exception as e:  # noqa: BLE001 - one broken spec must not hide the other DAGs
             log.error("Skipping rollback DAG of %s: %s", spec.source_path, e)
+            continue
+        dags[dag.dag_id] = dag
+    if namespace is not None:
+        namespace.update(dags)
+    return dags
+
+
+def build_score_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
+    """A ``score_<name>`` DAG per valid spec with a ``monitoring:`` block (see :mod:`airflow_retrain.monitoring.dag`);
+    a spec whose DAG cannot be built is logged and skipped, never fatal."""
+    from airflow_retrain.monitoring.dag import build_score_dag
+
+    dags: dict[str, DAG] = {}
+    for spec in load_specs(specs_dir or _specs_dir()).specs:
+        if spec.monitoring is None:
+            continue
+        try:
+            dag = build_score_dag(spec, _start_date(spec), _pool(spec))
+        except Exception as e:  # noqa: BLE001 - one broken spec must not hide the other DAGs
+            log.error("Skipping scoring DAG of %s: %s", spec.source_path, e)
             continue
         dags[dag.dag_id] = dag
     if namespace is not None:

@@ -13,7 +13,7 @@ They are the same files as the repository's ``dags/`` (a test keeps them identic
 from pathlib import Path
 
 FOLDER = Path(__file__).parent
-DAG_FILES = ("retrain.py", "retrain_spec_check.py", "rollback.py", "gpu_teardown.py")
+DAG_FILES = ("retrain.py", "retrain_spec_check.py", "rollback.py", "gpu_teardown.py", "score.py")
 
 
 def paths() -> list[Path]:

@@ -52,6 +52,69 @@ def check_spec(spec: PipelineSpec) -> list[str]:
         problems.append(f"training.entry_point: no such file {entry}")
     elif not problems:
         problems += _check_gates(spec)
+    if spec.monitoring is not None and not outside:
+        problems += check_monitoring(spec)
+    return problems
+
+
+
+
+def check_monitoring(spec: PipelineSpec) -> list[str]:
+    """``monitoring:`` against the dbt project: the scoring model holds the id and every feature the
+    champion needs (by the models' YAML contracts), and the label source's columns exist with usable types."""
+    from airflow_retrain.gates.data import dbt_type_family
+
+    monitoring = spec.monitoring
+    assert monitoring is not None
+    project = spec.path(spec.dbt.project_dir)
+    if not (project / "dbt_project.yml").is_file():
+        return []  # reported by the dbt checks
+    try:
+        index = load_index(project, allow_stale=True)
+        models = {n["name"] for n in index.nodes.values() if n["resource_type"] == "model"}
+    except ManifestError:
+        models = dbt_model_names(project)
+    problems = []
+    feature_table = spec.dataset.feature_table.split(".")[-1]
+    features = dbt_contract_columns(project, feature_table) or {}
+    needed = [c for c in features if c != spec.dataset.target_column]
+    if monitoring.scoring_model not in models:
+        problems.append(f"monitoring.scoring_model: unknown dbt model {monitoring.scoring_model!r} in {project}")
+    else:
+        scoring = dbt_contract_columns(project, monitoring.scoring_model)
+        if scoring is None:
+            problems.append(
+                f"monitoring.scoring_model: dbt model {monitoring.scoring_model!r} declares no columns in its YAML; "
+                f"declare them (the id and the features of {feature_table}) so they can be checked before scoring"
+            )
+        elif missing := [c for c in needed if c not in scoring]:
+            problems.append(
+                f"monitoring.scoring_model: dbt model {monitoring.scoring_model!r} lacks column(s) the champion "
+                f"needs: {', '.join(missing)} (from {feature_table})"
+            )
+    labels = monitoring.labels
+    if labels is not None:
+        if labels.model is None:
+            pass  # a table outside dbt: read (and its column types checked) when the scoring DAG runs
+        elif labels.model not in models:
+            problems.append(f"monitoring.labels.model: unknown dbt model {labels.model!r} in {project}")
+        elif (columns := dbt_contract_columns(project, labels.model)) is not None:
+            wanted = (
+                ("monitoring.labels.id_column", labels.id_column or spec.dataset.id_column, None),
+                ("monitoring.labels.label_column", labels.label_column or spec.dataset.target_column,
+                 ("int", "float", "bool")),
+                ("monitoring.labels.event_time_column", labels.event_time_column, ("datetime",)),
+            )
+            for field_name, column, families in wanted:
+                if column not in columns:
+                    problems.append(f"{field_name}: column {column!r} is not in dbt model {labels.model!r}")
+                    continue
+                family = dbt_type_family(columns[column])
+                if families and family is not None and family not in families:
+                    problems.append(
+                        f"{field_name}: column {column!r} of {labels.model!r} is {columns[column]}; "
+                        f"expected {' or '.join(families)}"
+                    )
     return problems
 
 

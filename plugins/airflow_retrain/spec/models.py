@@ -30,6 +30,7 @@ from airflow_retrain.spec.fields import (
     unsafe_text,
     validate_schedule,
 )
+from airflow_retrain.spec.monitoring import MonitoringSpec
 from airflow_retrain.spec.training import TrainingSpec
 
 
@@ -371,6 +372,7 @@ class PipelineSpec(StrictModel):
     registry: RegistrySpec
     budget: BudgetSpec | None = None
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    monitoring: MonitoringSpec | None = Field(None, description="score with the champion, retrain on drift")
 
     # Set by the loader, not by the YAML.
     source_path: str = Field("", exclude=True)
@@ -387,6 +389,11 @@ class PipelineSpec(StrictModel):
     @property
     def dag_id(self) -> str:
         return f"{self.name}_retrain"
+
+    @property
+    def score_dag_id(self) -> str:
+        """The scoring DAG of ``monitoring:`` (see :mod:`airflow_retrain.monitoring.dag`)."""
+        return f"score_{self.name}"
 
     @property
     def pool(self) -> str | None:
