@@ -12,13 +12,16 @@ import json
 import math
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_retrain.hooks.mlflow import LeaseLost, LeaseUnavailable, RegistryError
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink
 from airflow_retrain.operators.registry_approval import approval_body
 from airflow_retrain.operators.registry_base import RegistryBaseOperator
 from airflow_retrain.registry.tags import CHAMPION, GATE_OUTCOME_TAG, GATE_TAG, TAG
+
+#: Decisions that leave the champion where it was: ``promote`` ends *skipped* with the reason.
+KEPT_DECISIONS = ("kept_champion", "rejected")
 
 
 class PromoteModelOperator(RegistryBaseOperator):
@@ -29,7 +32,9 @@ class PromoteModelOperator(RegistryBaseOperator):
     the promotion history whatever it is (promoted, kept, rejected by a human). The comparison is the
     champion gate's verdict (``comparison``: the champion re-scored on the same holdout) when there is
     one, else the stored primary metric of both runs. A verdict made against another champion than the one
-    found under the lease is stale: nothing moves and the task fails, to be rerun.
+    found under the lease is stale: nothing moves and the task fails, to be rerun. When the champion is
+    kept (the candidate does not beat it, or a human rejected it) the task ends *skipped*, the reason in its
+    log and the decision in XCom, so the grid tells a kept champion from a promotion and from an error.
 
     With ``mode="decide"`` nothing is written: the operator returns the decision and a Markdown summary
     for the approval step. With ``approval`` (the result of :class:`PromotionApprovalOperator`) a
@@ -92,11 +97,17 @@ class PromoteModelOperator(RegistryBaseOperator):
                 decision = self.decide(context)
                 decision["body_md"] = approval_body(decision)
                 return decision
-            return self.promote(context)
+            decision = self.promote(context)
         except LeaseUnavailable as e:
             raise AirflowFailException(str(e)) from None
         except RegistryError as e:
             raise RuntimeError(str(e)) from None  # Airflow retries; a retry completes what is missing
+        if decision["decision"] in KEPT_DECISIONS:
+            # The champion stays: a skipped (not green) promote in the grid, the reason in its log and the
+            # decision still in XCom for the report, the notifier and the dashboard.
+            context["ti"].xcom_push(key="return_value", value=decision)
+            raise AirflowSkipException(f"champion kept: {decision['reason']}")
+        return decision
 
     def _gates_not_passed(self, tags: dict[str, str]) -> dict[str, str]:
         states = {g: tags.get(f"{GATE_TAG}.{g}", "missing") for g in self.required_gates}
