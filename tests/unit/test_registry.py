@@ -352,3 +352,38 @@ def test_a_kept_champion_ends_promote_skipped_with_the_reason(registry, trained,
     with pytest.raises(AirflowSkipException, match=r"^champion kept: candidate v2 roc_auc=0\.8510 does not beat champion v1"):
         op.execute(ctx)
     assert ctx["ti"].xcoms["return_value"]["decision"] == "kept_champion"  # the report still reads it
+
+
+def test_a_dry_run_decides_but_moves_and_records_nothing(registry, trained, make_context, name):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", 0.95, name)
+    gate(v2, make_context, "run2", 0.95)
+    before = MlflowHook(CONN).promotion_history(name)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc",
+                              mlflow_conn_id=CONN, dry_run_param="dry_run", reason_param="reason")
+    ctx = make_context("churn_retrain", "run2")
+    ctx["params"] = {"dry_run": True, "reason": "try the new features"}
+    with pytest.raises(AirflowSkipException, match=r"^dry run: would be promoted over v1 \(dry_run: nothing moved\)"):
+        op.execute(ctx)
+    assert ctx["ti"].xcoms["return_value"]["decision"] == "dry_run"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
+    assert MlflowHook(CONN).promotion_history(name) == before
+
+
+def test_the_trigger_reason_is_recorded_in_the_promotion_history(registry, trained, make_context, name):
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v1, primary_metric="roc_auc",
+                              mlflow_conn_id=CONN, dry_run_param="dry_run", reason_param="reason")
+    ctx = make_context("churn_retrain", "run1")
+    ctx["params"] = {"dry_run": False, "reason": "label fix in the warehouse"}
+    assert op.execute(ctx)["decision"] == "promoted"
+    assert MlflowHook(CONN).promotion_history(name)[-1]["trigger_reason"] == "label fix in the warehouse"

@@ -50,6 +50,9 @@ class PromoteModelOperator(RegistryBaseOperator):
     :param approval: the approval step's result, or ``None`` when no approval is required.
     :param mode: ``promote`` (default) or ``decide``.
     :param alias: the alias to move.
+    :param dry_run_param: the run Param that, when true, makes this a dry run: decide, move and record
+        nothing, end skipped with what would have happened.
+    :param reason_param: the run Param whose free text is recorded in the history entry (``trigger_reason``).
     :return: the decision, the versions before/after and the compared numbers.
     """
 
@@ -69,9 +72,14 @@ class PromoteModelOperator(RegistryBaseOperator):
         approval: dict[str, Any] | Any = None,
         mode: str = "promote",
         alias: str = CHAMPION,
+        dry_run_param: str | None = None,
+        reason_param: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dry_run_param = dry_run_param
+        self.reason_param = reason_param
+        self._trigger_reason: str | None = None
         if mode not in ("promote", "decide"):
             raise ValueError(f"mode must be 'promote' or 'decide', not {mode!r}")
         self.candidate = candidate
@@ -91,7 +99,23 @@ class PromoteModelOperator(RegistryBaseOperator):
                        "nothing promoted")
         return float(value)
 
+    def _dry_run(self, context) -> dict[str, Any]:
+        """Decide (reading only), move nothing, record nothing: the run trained and gated a candidate."""
+        decision = self.decide(context)
+        before = decision["champion_before"]
+        would = (f"would be promoted over v{before}" if before else "would become the first champion") \
+            if decision.get("promote") else f"would keep v{before}: {decision['reason']}"
+        decision.update(decision="dry_run", promote=False, promoted=False, champion_after=before,
+                        reason=f"{would} (dry_run: nothing moved)")
+        return decision
+
     def execute(self, context) -> dict[str, Any]:
+        params = dict(context.get("params") or {})
+        self._trigger_reason = str(params.get(self.reason_param) or "").strip() or None if self.reason_param else None
+        if self.mode == "promote" and self.dry_run_param and params.get(self.dry_run_param):
+            decision = self._dry_run(context)
+            context["ti"].xcom_push(key="return_value", value=decision)
+            raise AirflowSkipException(f"dry run: {decision['reason']}")
         try:
             if self.mode == "decide":
                 decision = self.decide(context)
@@ -232,13 +256,14 @@ class PromoteModelOperator(RegistryBaseOperator):
                 entry = self.hook.move_alias(lease, self.alias, version, {
                     "action": "promote", "by": holder, "reason": decision["reason"],
                     "candidate_version": version, "evidence": decision["evidence"],
-                    "approved_by": (approval or {}).get("by"),
+                    "approved_by": (approval or {}).get("by"), "trigger_reason": self._trigger_reason,
                 }, expected_from=decision["champion_before"])
             else:
                 entry = self.hook.append_history(lease, {
                     "action": "kept" if decision["decision"] == "kept_champion" else decision["decision"],
                     "alias": self.alias, "from": decision["champion_before"], "to": decision["champion_before"],
                     "by": holder, "reason": decision["reason"], "candidate_version": version,
+                    "trigger_reason": self._trigger_reason,
                 })
             after = self.hook.get_version_by_alias(name, self.alias)
             decision["champion_after"] = str(after.version) if after is not None else None

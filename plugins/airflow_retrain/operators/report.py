@@ -57,6 +57,7 @@ class RunReportOperator(RetrainBaseOperator):
             "run_id": run.run_id,
             "run_key": run.run_key,
             "task_states": states,
+            "params": {k: v for k, v in dict(context.get("params") or {}).items()},
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
         })

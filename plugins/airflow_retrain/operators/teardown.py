@@ -15,16 +15,35 @@ class PrepareRunOperator(RetrainBaseOperator):
     """Setup task: record what the run is (spec snapshot) under the run's prefix in the artifact store.
 
     :param spec: the pipeline spec as a dict, written to ``<run>/run.json``.
+    :param param_schemas: the trigger form's Params (name -> JSON schema): the run's values are checked
+        again here, first thing, so a value that bypassed the form (``airflow dags test -c``, an old run
+        cleared) fails the run at once naming the Param, before any compute is spent.
     :return: the run key, the run's artifact URI and its tags.
     """
 
     ui_color = "#dddddd"
 
-    def __init__(self, *, spec: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, spec: dict[str, Any] | None = None, param_schemas: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.param_schemas = param_schemas or {}
+
+    def _check_params(self, params: dict[str, Any]) -> None:
+        import jsonschema
+        from airflow.sdk.exceptions import AirflowFailException
+
+        for name, schema in self.param_schemas.items():
+            if name not in params:
+                continue
+            try:
+                jsonschema.validate(params[name], schema)
+            except jsonschema.ValidationError as e:
+                where = "".join(f"[{p!r}]" for p in e.absolute_path)
+                raise AirflowFailException(f"Param {name!r}{where}: {e.message}; nothing was run") from None
 
     def execute(self, context) -> dict[str, Any]:
+        self._check_params(dict(context.get("params") or {}))
         run = self.run_identity(context)
         store = self.artifact_store
         run_path = store.run_path(run.dag_id, run.run_key)
