@@ -311,7 +311,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             retries=2,
             **common,
         )
-        report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
+        report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0,
+                                   notify=spec.notify.model_dump() if spec.notify else None,
+                                   mlflow_conn_id=registry.connection_id, **common)
 
         prepare >> dbt >> gate_dbt >> export >> gate_data >> train >> register >> gate
         before_promote >> promote >> teardown >> report

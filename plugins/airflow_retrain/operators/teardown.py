@@ -86,6 +86,7 @@ class TeardownRunOperator(TrainingBackendOperator):
         self.keep_scratch = keep_scratch
         self.warehouse_conn_id = warehouse_conn_id
         self.weekly_budget_usd = weekly_budget_usd
+        self._week_spent: float | None = None
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
@@ -140,12 +141,15 @@ class TeardownRunOperator(TrainingBackendOperator):
             len(jobs), len(stopped), result["compute_seconds"], result["cost_usd"], removed,
         )
         errors.extend(self._record_cost(entries))
+        if self._week_spent is not None:  # the report (and its notifier) tell a budget crossing
+            result.update(week_usd=round(self._week_spent, 6), weekly_budget_usd=self.weekly_budget_usd)
         if errors:
             raise RuntimeError("teardown could not stop or clean up: " + "; ".join(errors))
         return result
 
     def _record_cost(self, entries: list) -> list[str]:
         """Write the run's jobs to the cost ledger and warn over the weekly budget; return errors."""
+        self._week_spent: float | None = None
         if not entries:
             return []
         ledger = CostLedger.from_connection(self.warehouse_conn_id)
@@ -154,6 +158,7 @@ class TeardownRunOperator(TrainingBackendOperator):
             spent = ledger.week_usd(self.pipeline, time.time()) if self.weekly_budget_usd else None
         except Exception as e:  # noqa: BLE001 - reported as a teardown error; the retry writes it again
             return [f"cost ledger ({ledger.params.describe()}): {type(e).__name__}: {e}"]
+        self._week_spent = spent
         self.log.info("Cost ledger: %d job(s) recorded in %s", len(entries), ledger.describe())
         if spent is not None and spent > self.weekly_budget_usd:
             self.log.warning(
