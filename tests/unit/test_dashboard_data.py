@@ -235,6 +235,12 @@ def test_first_screen_answers_what_the_last_run_did_and_why():
     # Gate evidence is folded by gate; no raw gate.* metric row sits in the open.
     assert "<details><summary><b>data</b>" in page and "(60 checks)" in page
     assert page.count("null_rate.c1<") == 1 and page.index("null_rate.c1<") > page.index("<details>")
+    # A run in flight does not hide what the last finished run did.
+    overview = _overview(now)
+    overview["pipelines"][0]["runs"].insert(0, {"run_id": "r4", "state": "running", "outcome": "running: train",
+                                                "stages": {}, "cost": {"usd": None}})
+    glance = render_page(overview).split('class="glance"', 1)[1].split("<h2", 1)[0]
+    assert "kept v2 because" in glance and "now running: train" in glance
 
 
 def test_a_run_stopped_before_its_report_says_where(monkeypatch):

@@ -214,7 +214,7 @@ def model_overview(hook: Any, model_name: str, primary_metric: str, max_versions
 
 
 _ACTIONS = {"promote": "promoted", "kept": "kept", "kept_champion": "kept", "rejected": "rejected",
-            "rollback": "rolled back", "already_champion": "already champion"}
+            "rollback": "rolled back", "already_champion": "already champion", "challenger": "registered as challenger"}
 
 
 def history_row(entry: dict[str, Any]) -> dict[str, Any]:

@@ -100,14 +100,17 @@ def champion_trend(model: dict[str, Any]) -> tuple[float | None, str | None]:
 
 def _glance(p: dict[str, Any]) -> str:
     runs = p["runs"]
-    last = runs[0] if runs else None
+    # The last *finished* run answers "what happened"; one in flight is a line below it.
+    last = next((r for r in runs if r.get("state") not in ("running", "queued")), None)
+    active = next((r for r in runs if r.get("state") in ("running", "queued")), None)
+    now = (f'<div class="outcome-running">now {escape(active["outcome"])}</div>' if active else "")
     if last:
         outcome = last["outcome"]
         headline = (f'<div class="big {outcome_class(outcome)}" data-role="last-outcome">{escape(outcome)}</div>'
                     f'<div class="muted">{escape(last["run_id"])} · {escape(str(last["state"]))} · '
-                    f"{_when(last.get('end_date') or last.get('start_date'))}</div>")
+                    f"{_when(last.get('end_date') or last.get('start_date'))}</div>{now}")
     else:
-        headline = '<div class="big muted">no run yet</div>'
+        headline = f'<div class="big muted">no finished run yet</div>{now}'
     model = p.get("model") or {}
     champion = model.get("champion")
     if champion:
@@ -192,7 +195,8 @@ def _details(p: dict[str, Any]) -> str:
 
 def render(overview: dict[str, Any]) -> str:
     """The whole page (inline CSS and SVG, no script)."""
-    pipelines = overview["pipelines"]
+    # Pipelines with a spec (a model); the other DAGs tagged ``retrain`` (sweep, rollback) stay in the JSON.
+    pipelines = [p for p in overview["pipelines"] if p.get("model") is not None] or overview["pipelines"]
     glance = "".join(_glance(p) for p in pipelines) or "<p>No retraining DAGs (tag <code>retrain</code>).</p>"
     details = "\n".join(_details(p) for p in pipelines)
     weeks = overview["weekly_costs"]
