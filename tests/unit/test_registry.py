@@ -369,7 +369,7 @@ def test_a_dry_run_decides_but_moves_and_records_nothing(registry, trained, make
                               mlflow_conn_id=CONN, dry_run_param="dry_run", reason_param="reason")
     ctx = make_context("churn_retrain", "run2")
     ctx["params"] = {"dry_run": True, "reason": "try the new features"}
-    with pytest.raises(AirflowSkipException, match=r"^dry run: would be promoted over v1 \(dry_run: nothing moved\)"):
+    with pytest.raises(AirflowSkipException, match=r"^dry run: would be promoted over v1 \(roc_auc 0\.9500 vs 0\.8500\) \(dry_run: nothing moved\)"):
         op.execute(ctx)
     assert ctx["ti"].xcoms["return_value"]["decision"] == "dry_run"
     assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"

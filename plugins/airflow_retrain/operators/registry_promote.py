@@ -103,8 +103,11 @@ class PromoteModelOperator(RegistryBaseOperator):
         """Decide (reading only), move nothing, record nothing: the run trained and gated a candidate."""
         decision = self.decide(context)
         before = decision["champion_before"]
-        would = (f"would be promoted over v{before}" if before else "would become the first champion") \
-            if decision.get("promote") else f"would keep v{before}: {decision['reason']}"
+        cand, champ = decision.get("candidate_value"), decision.get("champion_value")
+        numbers = (f"{decision['primary_metric']} {cand:.4f} vs {champ:.4f}"
+                   if isinstance(cand, int | float) and isinstance(champ, int | float) else decision["reason"])
+        would = (f"would be promoted over v{before} ({numbers})" if before else "would become the first champion") \
+            if decision.get("promote") else f"would keep v{before}: {numbers}"
         decision.update(decision="dry_run", promote=False, promoted=False, champion_after=before,
                         reason=f"{would} (dry_run: nothing moved)")
         return decision
