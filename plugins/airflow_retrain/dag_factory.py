@@ -133,7 +133,8 @@ def trigger_params(spec: PipelineSpec) -> dict[str, Any]:
         ),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="train and gate a candidate, never move the champion"),
-        "reason": Param("", type="string", maxLength=500, title="Reason",
+        # Nullable: the UI's form flags an empty non-null string as missing.
+        "reason": Param(None, type=["null", "string"], maxLength=500, title="Reason",
                         description="why this run (recorded in the promotion history)"),
     }
 

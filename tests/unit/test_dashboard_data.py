@@ -230,7 +230,7 @@ def test_first_screen_answers_what_the_last_run_did_and_why():
     assert 'data-role="champion">v2<' in glance and "roc_auc <b>0.8510</b>" in glance and "▲ +0.0110 vs v1" in glance
     assert "$0.01" in glance and "budget $50.00/week" in glance and "2026-12-13 00:00 UTC" in glance
     # The history row has every column: when, Version, Decision, champion move, reason, DAG run.
-    assert ("<tr><td>2026-12-02 00:00 UTC</td><td>v3</td><td>kept</td><td>v2 → v2</td><td>v3 does not beat v2</td>"
+    assert ("<tr><td>2026-12-02 00:00 UTC</td><td>v3</td><td>kept</td><td>champion v2 → v2</td><td>v3 does not beat v2</td>"
             "<td>churn_retrain/r3</td></tr>") in page
     # Gate evidence is folded by gate; no raw gate.* metric row sits in the open.
     assert "<details><summary><b>data</b>" in page and "(60 checks)" in page

@@ -157,11 +157,11 @@ def _history(history: list[dict[str, Any]]) -> str:
     rows = "".join(
         f"<tr><td>{_e(_when(h.get('at')))}</td><td>{_e('v' + str(h['version']) if h.get('version') else None)}</td>"
         f"<td>{_e(h.get('decision'))}</td>"
-        f"<td>{_e(('v' + str(h['from']) if h.get('from') else 'none') + ' → ' + ('v' + str(h['to']) if h.get('to') else 'none'))}</td>"
+        f"<td>{_e(str(h.get('alias') or '') + ' ' + ('v' + str(h['from']) if h.get('from') else 'none') + ' → ' + ('v' + str(h['to']) if h.get('to') else 'none'))}</td>"
         f"<td>{_e(h.get('reason'))}</td><td>{_e(h.get('dag_run'))}</td></tr>"
         for h in history
     )
-    return ("<table><tr><th>when</th><th>Version</th><th>Decision</th><th>champion</th><th>reason</th><th>DAG run</th></tr>"
+    return ("<table><tr><th>when</th><th>Version</th><th>Decision</th><th>alias move</th><th>reason</th><th>DAG run</th></tr>"
             f"{rows or '<tr><td colspan=6 class=muted>no promotions yet</td></tr>'}</table>")
 
 
