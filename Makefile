@@ -56,10 +56,13 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not integration and not slow" -n $(TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
-# The Airflow UI on this machine: api-server, scheduler, dag-processor and triggerer in one process tree.
+# The Airflow UI (api-server, scheduler, dag-processor, triggerer) and the MLflow UI on the embedded registry;
+# `AIRFLOW__API__PORT=8093 MLFLOW_UI_PORT=5001 make ui` moves both (the Execution API URL follows). Ctrl-C stops both.
+MLFLOW_UI_PORT ?= 5000
+export MLFLOW_UI_PORT
 ui: venv
 	$(PY) scripts/demo.py --prepare-only
-	AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=$${AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE:-True} airflow standalone
+	$(PY) scripts/ui.py
 
 # The deployment in docker-compose.yaml (CeleryExecutor, Redis, Postgres, MLflow server), image built from the lock.
 up:

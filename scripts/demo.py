@@ -372,8 +372,9 @@ def _print_history(state: Path, model_name: str = "churn") -> None:
     entries = sorted((json.loads(v) for k, v in tags.items() if k.startswith("retrain.history.")), key=lambda e: e["seq"])
     print("  promotion history (MLflow registered-model tags retrain.history.*):")
     for e in entries[-8:]:
-        print(f"    #{e['seq']} {e['at']} {e['action']:<10} {e.get('alias')}: v{e.get('from')} -> v{e.get('to')}"
-              f"  by {e.get('by')}  ({e.get('reason')})")
+        move = f"{'v' + str(e['from']) if e.get('from') else 'none'} -> {'v' + str(e['to']) if e.get('to') else 'none'}"
+        print(f"    #{e['seq']} {e['at']} {e['action']:<10} v{e.get('candidate_version') or e.get('to')}: "
+              f"{e.get('alias')} {move}  by {e.get('by')}  ({e.get('reason')})")
 
 
 if __name__ == "__main__":

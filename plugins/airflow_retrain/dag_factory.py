@@ -112,6 +112,33 @@ def _instance_count(spec: PipelineSpec) -> int:
     return spec.training.resources.instance_count
 
 
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def trigger_params(spec: PipelineSpec) -> dict[str, Any]:
+    """The trigger form's Params: overrides of the spec's declared hyperparameters (each typed as declared,
+    no other key), ``dry_run`` (train and gate, never promote) and a free-text ``reason`` recorded in the
+    promotion history. The UI's form and the REST API reject a value the schema refuses; ``prepare_run``
+    checks again when the run starts."""
+    from airflow.sdk import Param
+
+    declared = spec.training.hyperparameters
+    return {
+        "hyperparameters": Param(
+            {}, type="object", additionalProperties=False,
+            properties={k: {"type": _JSON_TYPES[type(v)]} for k, v in declared.items()},
+            title="Hyperparameter overrides",
+            description="JSON object; keys among the spec's training.hyperparameters: " + ", ".join(
+                f"{k} ({_JSON_TYPES[type(v)]}, spec: {v})" for k, v in declared.items()),
+        ),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="train and gate a candidate, never move the champion"),
+        # Nullable: the UI's form flags an empty non-null string as missing.
+        "reason": Param(None, type=["null", "string"], maxLength=500, title="Reason",
+                        description="why this run (recorded in the promotion history)"),
+    }
+
+
 def build_dag(spec: PipelineSpec) -> DAG:
     """Build the retraining DAG of one validated spec.
 
@@ -141,9 +168,11 @@ def build_dag(spec: PipelineSpec) -> DAG:
         tags=["retrain", spec.name, *spec.tags],
         doc_md=_doc_md(spec),
         auto_register=False,
+        params=(params := trigger_params(spec)),
         default_args={"owner": spec.owner, "retries": spec.retries, "retry_delay": timedelta(minutes=1)},
     ) as dag:
-        prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0, **common)
+        prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0,
+                                     param_schemas={k: p.schema for k, p in params.items()}, **common)
         dbt, _dbt_nodes, dbt_plan = _dbt_stage(spec, common)
         gate_dbt = DbtEvidenceGateOperator(
             task_id="gate_dbt",
@@ -194,6 +223,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             backend_config=backend_config,
             max_cost_usd=spec.training.max_cost_usd,
             warehouse_conn_id=spec.warehouse_connection_id,
+            hyperparameters_param="hyperparameters",
             **({"pool": spec.training.pool} if spec.training.pool else {}),
             **common,
         )
@@ -258,7 +288,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
             approval = approval_task.output
             gate >> decide >> approval_task
             before_promote = [approval_task]
-        promote = PromoteModelOperator(task_id="promote", approval=approval, **promotion)
+        promote = PromoteModelOperator(task_id="promote", approval=approval, dry_run_param="dry_run",
+                                       reason_param="reason", **promotion)
         if registry.mirror.sagemaker is not None:
             mirror_spec = registry.mirror.sagemaker
             mirror = MirrorToSageMakerOperator(
@@ -281,7 +312,9 @@ def build_dag(spec: PipelineSpec) -> DAG:
             retries=2,
             **common,
         )
-        report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0, **common)
+        report = RunReportOperator(task_id="report", stage_task_ids=STAGES[1:], retries=0,
+                                   notify=spec.notify.model_dump() if spec.notify else None,
+                                   mlflow_conn_id=registry.connection_id, **common)
 
         prepare >> dbt >> gate_dbt >> export >> gate_data >> train >> register >> gate
         before_promote >> promote >> teardown >> report

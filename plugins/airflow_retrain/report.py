@@ -164,9 +164,33 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
 GATE_TASK_PREFIX = "gate_"
 
 
+def _kept_reason(promote: dict[str, Any], candidate: str) -> str:
+    """Why the champion stayed, in a few words: the compared numbers when there are some."""
+    if promote.get("decision") == "rejected":
+        why = str(promote.get("reason") or "").rsplit("; not approved by ", 1)[-1]
+        return f"candidate {candidate} not approved by {why}"
+    metric, cand, champ = promote.get("primary_metric"), promote.get("candidate_value"), promote.get("champion_value")
+    if isinstance(cand, int | float) and isinstance(champ, int | float):
+        need = promote.get("min_improvement")
+        return (f"candidate {candidate} {metric} {cand:.4f} vs {champ:.4f}"
+                + (f", needs +{need:g}" if isinstance(need, int | float) and need else ""))
+    return f"candidate {candidate} did not beat it"
+
+
+def _failed_gate_reason(report: dict[str, Any], task_id: str) -> str:
+    """The failed checks of a failed gate task, from the verdicts it pushed before failing."""
+    verdicts = (report.get("gate_verdicts") or {}).get(task_id) or []
+    failed = [c for v in verdicts if not v.get("passed") and v.get("gate") != "champion"
+              for c in v.get("checks") or [] if not c.get("passed")]
+    names = [f"{c['name']} {_fmt(c.get('observed'))}" for c in failed[:3]]
+    return ", ".join(names) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
+
+
 def run_outcome(report: dict[str, Any]) -> str:
-    """One line saying what the run did: ``promoted v3 (was v1)``, ``kept v1 (candidate v2 ...)``,
-    ``gate failed: metrics (candidate v2; champion unchanged)`` or ``failed at train``.
+    """One line saying what the run did and why: ``promoted v3 (was v1)``, ``kept v1 because candidate v2
+    roc_auc 0.8412 vs 0.8450, needs +0.002``, ``gate failed: metrics: roc_auc 0.7100 (candidate v2;
+    champion unchanged)`` or ``failed at train (no candidate; champion unchanged)``; ``dry run: ...`` when the
+    run was triggered with ``dry_run``.
 
     It becomes the DAG run's note (run list and grid) and heads the dashboard's run row, so a run that
     promoted and one that kept the old champion no longer look the same.
@@ -177,18 +201,24 @@ def run_outcome(report: dict[str, Any]) -> str:
     candidate = f"v{register['version']}" if register.get("version") else "no candidate"
     promote = stages.get("promote") or {}
     decision = promote.get("decision")
+    prefix = "dry run: " if (report.get("params") or {}).get("dry_run") else ""
     if decision == "promoted":
         before = promote.get("champion_before")
         return f"promoted v{promote.get('champion_after')}" + (f" (was v{before})" if before else " (first champion)")
-    if decision == "kept_champion":
-        return f"kept v{promote.get('champion_after')} (candidate {candidate} did not beat it)"
+    if decision in ("kept_champion", "rejected"):
+        return f"kept v{promote.get('champion_after')} because {_kept_reason(promote, candidate)}"
     if decision == "already_champion":
         return f"kept v{promote.get('champion_after')} (already champion)"
-    failed_gates = sorted(t[len(GATE_TASK_PREFIX):] for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed")
+    if decision == "dry_run":
+        return f"dry run: {candidate} {promote.get('reason') or 'not promoted'}"
+    failed_gates = sorted(t for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed")
     if failed_gates:
-        return f"gate failed: {', '.join(failed_gates)} ({candidate}; champion unchanged)"
+        parts = [t[len(GATE_TASK_PREFIX):] + (f": {why}" if (why := _failed_gate_reason(report, t)) else "")
+                 for t in failed_gates]
+        return f"{prefix}gate failed: {'; '.join(parts)} ({candidate}; champion unchanged)"
     failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
     first = next((t for t in failed if states[t] == "failed"), failed[0] if failed else None)
     if first:
-        return f"failed at {first} ({candidate}; champion unchanged)"
-    return f"no decision ({candidate})"
+        error = (report.get("errors") or {}).get(first)
+        return f"{prefix}failed at {first}" + (f": {error}" if error else "") + f" ({candidate}; champion unchanged)"
+    return f"{prefix}no decision ({candidate})"

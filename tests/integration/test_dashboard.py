@@ -130,7 +130,7 @@ def test_run_note_and_overview_tell_what_the_run_did(finished_run, token):
     if promote["decision"] == "promoted":
         assert run["note"].startswith(f"promoted v{version}"), run["note"]
     else:
-        assert run["note"] == f"kept v{promote['champion_after']} (candidate v{version} did not beat it)"
+        assert run["note"].startswith(f"kept v{promote['champion_after']} because candidate v{version} "), run["note"]
     overview = _http("GET", "/retrain/api/overview", headers=auth).json()
     (pipeline,) = [p for p in overview["pipelines"] if p["dag_id"] == "churn_retrain"]
     latest = next(r for r in pipeline["runs"] if r["run_id"] == finished_run.run_id)
@@ -138,6 +138,9 @@ def test_run_note_and_overview_tell_what_the_run_did(finished_run, token):
     assert latest["stages"]["promote"] == "success"
     champion = pipeline["model"]["champion"]
     assert champion["version"] == promote["champion_after"]
+    history = pipeline["model"]["history"]  # newest first, every column the page shows filled
+    assert history[0]["version"] == version and history[0]["decision"] in ("promoted", "kept")
+    assert history[0]["dag_run"] == f"churn_retrain/{finished_run.run_id}"
     assert {"gate": "metrics", "verdict": "passed"} in [{k: g[k] for k in ("gate", "verdict")} for g in champion["gates"]]
     assert latest["cost"]["usd"] is not None
 
@@ -163,7 +166,7 @@ def test_dashboard_in_a_real_browser(finished_run, token):
              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
-                                                       args=flags, viewport={"width": 1300, "height": 1600})
+                                                       args=flags, viewport={"width": 1366, "height": 768})
         try:
             page = browser.new_page()
             page.goto(f"{BASE}/", wait_until="domcontentloaded")
@@ -172,11 +175,17 @@ def test_dashboard_in_a_real_browser(finished_run, token):
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(lambda url: "login" not in url, timeout=60_000)
             page.goto(f"{BASE}/retrain/", wait_until="load")
+            # The first screen (1,366 x 768) answers what the last run did and why, and who is champion.
+            first = page.locator(".glance[data-dag='churn_retrain']")
+            assert first.is_visible() and first.bounding_box()["y"] + first.bounding_box()["height"] <= 768
+            assert first.locator("[data-role=last-outcome]").inner_text() == latest["outcome"]
+            assert first.locator("[data-role=champion]").inner_text() == f"v{champion['version']}"
+            assert f"{metric:.4f}" in first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-first-screen.png"))
             text = page.inner_text("body")
-            assert f"Champion: version {champion['version']}" in text
-            assert f"{metric:.4f}" in text
             assert f"${cost:.4f}" in text
-            assert latest["outcome"] in text
+            row = page.locator("tr", has_text=f"churn_retrain/{finished_run.run_id}").filter(has_text="v").first
+            assert row.locator("td").nth(1).inner_text().startswith("v")  # Version filled, not "-"
             assert page.locator("svg[aria-label='roc_auc by version']").count() == 1
             page.screenshot(path=str(shot), full_page=True)
         finally:

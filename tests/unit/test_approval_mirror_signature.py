@@ -44,9 +44,14 @@ def candidate(hook: MlflowHook, name: str, auc: float, gate: str = "passed") -> 
 
 
 def promote(cand, make_context, run_id, **kwargs):
-    return PromoteModelOperator(task_id="promote", pipeline="p", candidate=cand, primary_metric="roc_auc",
-                                mlflow_conn_id=CONN, lease_settle_seconds=0.05, **kwargs).execute(
-        make_context("p_retrain", run_id))
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    ctx = make_context("p_retrain", run_id)
+    try:
+        return PromoteModelOperator(task_id="promote", pipeline="p", candidate=cand, primary_metric="roc_auc",
+                                    mlflow_conn_id=CONN, lease_settle_seconds=0.05, **kwargs).execute(ctx)
+    except AirflowSkipException:  # champion kept: the decision is in XCom all the same
+        return ctx["ti"].xcoms["return_value"]
 
 
 def approval_event(choice: str, *, reason: str = "", timedout: bool = False) -> dict:

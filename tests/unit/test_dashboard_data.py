@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -143,6 +143,35 @@ def test_charts_are_inline_svg_and_escape_labels():
     assert "<rect" in bar_chart([("2026-11-23", 1.5)], "USD per week")
 
 
+@pytest.mark.parametrize(("low", "high", "ticks"), [
+    (0.7962, 0.88, [0.75, 0.8, 0.85, 0.9]),
+    (0.80, 0.85, [0.8, 0.82, 0.84, 0.86]),
+    (0.0, 1.37, [0.0, 0.5, 1.0, 1.5]),
+    (3, 97, [0, 50, 100]),
+])
+def test_axes_have_round_ticks(low, high, ticks):
+    from airflow_retrain.ui.charts import nice_ticks
+
+    assert nice_ticks(low, high) == pytest.approx(ticks)
+
+
+def test_chart_axes_are_labelled_with_round_numbers_and_empty_cost_is_said_in_words():
+    svg = line_chart([("v1", 0.7962), ("v2", 0.88)], "roc_auc by version")
+    assert ">0.75<" in svg and ">0.90<" in svg and "0.7962<" not in svg.split("<circle")[0]
+    zero = bar_chart([("2026-11-23", 0.0), ("2026-11-30", 0.0)], "USD per week")
+    assert "<svg" not in zero and "$0 in each of 2 week(s)" in zero
+    assert ">$0.000<" in bar_chart([("w", 0.004)], "USD per week") and ">$0.004<" in bar_chart([("w", 0.004)], "USD")
+
+
+def test_history_entries_fill_version_decision_and_dag_run():
+    entry = {"seq": 2, "at": "2026-12-01T00:00:00Z", "action": "kept", "alias": "champion", "from": "1", "to": "1",
+             "by": "churn_retrain/scheduled__2026-12-01/promote", "reason": "v2 does not beat v1", "candidate_version": "2"}
+    row = data.history_row(entry)
+    assert (row["version"], row["decision"], row["dag_run"]) == ("2", "kept", "churn_retrain/scheduled__2026-12-01")
+    move = data.history_row({"seq": 1, "action": "promote", "from": None, "to": "1", "by": "d/r/promote"})
+    assert (move["version"], move["decision"], move["dag_run"]) == ("1", "promoted", "d/r")
+
+
 def test_render_escapes_what_it_shows():
     overview = {
         "pipelines": [{"dag_id": "churn_retrain", "schedule": "@weekly", "next_run": None, "paused": False,
@@ -157,3 +186,66 @@ def test_render_escapes_what_it_shows():
     assert "<script>x" not in page and "&lt;script&gt;" in page
     assert 'class="outcome-failed">gate failed: metrics' in page
     json.dumps(overview)  # the same data is served as JSON
+
+
+def _overview(now_iso: str) -> dict:
+    versions = [
+        {"version": "1", "aliases": [], "metric": 0.84, "metrics": {"roc_auc": 0.84}, "gates": [], "decision": "promoted",
+         "reason": "no champion yet", "dag_run": "churn_retrain/r1"},
+        {"version": "2", "aliases": ["champion"], "metric": 0.851,
+         "metrics": {"roc_auc": 0.851, **{f"gate.data.null_rate.c{i}": 0.0 for i in range(60)}, "gate.metrics.roc_auc": 0.851},
+         "gates": [{"gate": "data", "verdict": "passed", "evidence": "data gate passed"},
+                   {"gate": "metrics", "verdict": "passed", "evidence": "within bounds"}],
+         "decision": "promoted", "reason": "beats v1", "dag_run": "churn_retrain/r2"},
+    ]
+    history = [data.history_row(e) for e in reversed([
+        {"seq": 1, "at": "2026-11-30T00:00:00Z", "action": "promote", "alias": "champion", "from": None, "to": "1",
+         "by": "churn_retrain/r1/promote", "reason": "no champion yet", "candidate_version": "1"},
+        {"seq": 2, "at": "2026-12-01T00:00:00Z", "action": "promote", "alias": "champion", "from": "1", "to": "2",
+         "by": "churn_retrain/r2/promote", "reason": "beats v1", "candidate_version": "2"},
+        {"seq": 3, "at": "2026-12-02T00:00:00Z", "action": "kept", "alias": "champion", "from": "2", "to": "2",
+         "by": "churn_retrain/r3/promote", "reason": "v3 does not beat v2", "candidate_version": "3"},
+    ])]
+    run = {"run_id": "r3", "state": "success", "end_date": now_iso, "run_after": now_iso, "stages": {"promote": "skipped"},
+           "outcome": "kept v2 because candidate v3 roc_auc 0.8490 vs 0.8510, needs +0.002",
+           "cost": {"compute_seconds": 4.0, "gpu_hours": 0.0, "usd": 0.0123}}
+    return {
+        "pipelines": [{"dag_id": "churn_retrain", "schedule": "At 00:00 on Sunday", "next_run": "2026-12-13T00:00:00Z",
+                       "paused": False, "weekly_budget_usd": 50.0, "runs": [run],
+                       "model": {"model_name": "churn", "primary_metric": "roc_auc", "greater_is_better": True,
+                                 "champion": versions[1], "challenger": None, "versions": versions, "history": history}}],
+        "ledger": {"available": False, "reason": "no ledger yet", "entries": 0},
+        "weekly_costs": [{"week": "2026-11-30", "usd": 0.0123, "gpu_hours": 0.0, "runs": 1}],
+        "cost_source": "run reports", "teardown_actions": [],
+    }
+
+
+def test_first_screen_answers_what_the_last_run_did_and_why():
+    from airflow_retrain.ui.render import render as render_page
+
+    now = datetime.now(UTC).isoformat()
+    page = render_page(_overview(now))
+    glance = page.split('class="glance"', 1)[1].split("<h2", 1)[0]
+    assert "kept v2 because candidate v3 roc_auc 0.8490 vs 0.8510, needs +0.002" in glance
+    assert 'data-role="champion">v2<' in glance and "roc_auc <b>0.8510</b>" in glance and "▲ +0.0110 vs v1" in glance
+    assert "$0.01" in glance and "budget $50.00/week" in glance and "2026-12-13 00:00 UTC" in glance
+    # The history row has every column: when, Version, Decision, champion move, reason, DAG run.
+    assert ("<tr><td>2026-12-02 00:00 UTC</td><td>v3</td><td>kept</td><td>champion v2 → v2</td><td>v3 does not beat v2</td>"
+            "<td>churn_retrain/r3</td></tr>") in page
+    # Gate evidence is folded by gate; no raw gate.* metric row sits in the open.
+    assert "<details><summary><b>data</b>" in page and "(60 checks)" in page
+    assert page.count("null_rate.c1<") == 1 and page.index("null_rate.c1<") > page.index("<details>")
+    # A run in flight does not hide what the last finished run did.
+    overview = _overview(now)
+    overview["pipelines"][0]["runs"].insert(0, {"run_id": "r4", "state": "running", "outcome": "running: train",
+                                                "stages": {}, "cost": {"usd": None}})
+    glance = render_page(overview).split('class="glance"', 1)[1].split("<h2", 1)[0]
+    assert "kept v2 because" in glance and "now running: train" in glance
+
+
+def test_a_run_stopped_before_its_report_says_where(monkeypatch):
+    from airflow_retrain.ui import app
+
+    run = {"state": "failed", "stages": {"prepare_run": "success", "train": "failed", "register": "upstream_failed"}}
+    assert app._outcome_without_report(run) == "failed at train (no run report)"
+    assert app._outcome_without_report({"state": "running", "stages": {"train": "running"}}) == "running: train"

@@ -182,3 +182,12 @@ def test_read_split_accepts_folder_and_uri(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no \\*.parquet files"):
         read_split(str(tmp_path / "empty"))
+
+
+def test_evidence_table_shows_a_champion_not_beaten_as_a_decision_not_a_failure():
+    from airflow_retrain.gates.base import Check, Verdict
+
+    check = Check("roc_auc", 0.84, 0.845, None, False, "does not beat")
+    champion = Verdict("champion", False, "champion gate failed: does not beat", [check])
+    assert evidence_table([champion]).splitlines()[-1].endswith("| FAIL")
+    assert evidence_table([champion], advisory=["champion"]).splitlines()[-1].endswith("| NOT BETTER")

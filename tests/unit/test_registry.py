@@ -117,7 +117,19 @@ def promote(candidate, make_context, run_id, min_improvement=0.01):
         min_improvement=min_improvement,
         mlflow_conn_id=CONN,
     )
-    return op.execute(make_context("churn_retrain", run_id))
+    return execute_promote(op, make_context("churn_retrain", run_id))
+
+
+def execute_promote(op, ctx):
+    """The decision whether promote moved the champion or ended skipped (champion kept, reason in XCom)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    try:
+        return op.execute(ctx)
+    except AirflowSkipException as skip:
+        decision = ctx["ti"].xcoms["return_value"]
+        assert str(skip) == f"champion kept: {decision['reason']}"
+        return decision
 
 
 def test_register_logs_everything_and_tags_pending(registry, trained, make_context, name, tmp_path):
@@ -322,7 +334,59 @@ def test_promote_links_name_candidate_and_champion(registry, trained, make_conte
         mlflow_conn_id=CONN,
     )
     ctx = make_context("churn_retrain", "run2")
-    assert op.execute(ctx)["decision"] == "kept_champion"
+    assert execute_promote(op, ctx)["decision"] == "kept_champion"
     xcoms = ctx["ti"].xcoms
     assert xcoms[MlflowCandidateVersionLink.url_xcom_key] == f"http://mlflow.test/#/models/{name}/versions/2"
     assert xcoms[MlflowChampionVersionLink.url_xcom_key] == f"http://mlflow.test/#/models/{name}/versions/1"
+
+
+def test_a_kept_champion_ends_promote_skipped_with_the_reason(registry, trained, make_context, name):
+    """The grid tells a kept champion (promote skipped) from a promotion (success) and an error (failed)."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    assert promote(v1, make_context, "run1")["decision"] == "promoted"
+    v2, _ = register(trained, make_context, "run2", 0.851, name)
+    gate(v2, make_context, "run2", 0.851)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc",
+                              min_improvement=0.01, mlflow_conn_id=CONN)
+    ctx = make_context("churn_retrain", "run2")
+    with pytest.raises(AirflowSkipException, match=r"^champion kept: candidate v2 roc_auc=0\.8510 does not beat champion v1"):
+        op.execute(ctx)
+    assert ctx["ti"].xcoms["return_value"]["decision"] == "kept_champion"  # the report still reads it
+
+
+def test_a_dry_run_decides_but_moves_and_records_nothing(registry, trained, make_context, name):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", 0.95, name)
+    gate(v2, make_context, "run2", 0.95)
+    before = MlflowHook(CONN).promotion_history(name)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc",
+                              mlflow_conn_id=CONN, dry_run_param="dry_run", reason_param="reason")
+    ctx = make_context("churn_retrain", "run2")
+    ctx["params"] = {"dry_run": True, "reason": "try the new features"}
+    with pytest.raises(AirflowSkipException, match=r"^dry run: would be promoted over v1 \(roc_auc 0\.9500 vs 0\.8500\) \(dry_run: nothing moved\)"):
+        op.execute(ctx)
+    assert ctx["ti"].xcoms["return_value"]["decision"] == "dry_run"
+    assert str(registry.get_model_version_by_alias(name, "champion").version) == "1"
+    assert MlflowHook(CONN).promotion_history(name) == before
+
+
+def test_the_trigger_reason_is_recorded_in_the_promotion_history(registry, trained, make_context, name):
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v1, primary_metric="roc_auc",
+                              mlflow_conn_id=CONN, dry_run_param="dry_run", reason_param="reason")
+    ctx = make_context("churn_retrain", "run1")
+    ctx["params"] = {"dry_run": False, "reason": "label fix in the warehouse"}
+    assert op.execute(ctx)["decision"] == "promoted"
+    assert MlflowHook(CONN).promotion_history(name)[-1]["trigger_reason"] == "label fix in the warehouse"

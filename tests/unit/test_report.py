@@ -40,10 +40,10 @@ def test_report_operator_writes_and_renders(make_context, tmp_path):
     latest = store / "churn_retrain" / "latest_report.json"
     assert json.loads(latest.read_text()) == report
     # XCom gets the URI and a few facts, not the report.
-    assert result["outcome"] == "kept v1 (candidate v2 did not beat it)"
+    assert result["outcome"] == "kept v1 because candidate v2 did not beat it"
     assert ctx["ti"].xcoms["run_report"] == report  # readable in the UI's XCom tab
     assert result["summary"] == {
-        "pipeline": "churn", "outcome": "kept v1 (candidate v2 did not beat it)", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
+        "pipeline": "churn", "outcome": "kept v1 because candidate v2 did not beat it", "run_key": run_key, "failed_tasks": [], "job_name": "churn-1",
         "metrics": {"roc_auc": 0.8381, "log_loss": None}, "version": "2", "decision": "kept_champion",
         "champion_after": "1", "cost_usd": 0.0,
     }
@@ -114,13 +114,39 @@ def test_report_of_a_failed_data_gate_names_the_number_and_threshold():
         ({"register": {"version": "1"}, "promote": {"decision": "promoted", "champion_after": "1", "champion_before": None}},
          {}, "promoted v1 (first champion)"),
         ({"register": {"version": "2"}, "promote": {"decision": "kept_champion", "champion_after": "1"}},
-         {}, "kept v1 (candidate v2 did not beat it)"),
+         {}, "kept v1 because candidate v2 did not beat it"),
         ({"register": {"version": "2"}}, {"gate_metrics": "failed", "promote": "upstream_failed"},
          "gate failed: metrics (v2; champion unchanged)"),
         ({}, {"train": "failed", "register": "upstream_failed"}, "failed at train (no candidate; champion unchanged)"),
+        ({"register": {"version": "4"}, "promote": {"decision": "kept_champion", "champion_after": "3",
+                                                    "primary_metric": "roc_auc", "candidate_value": 0.8412,
+                                                    "champion_value": 0.845, "min_improvement": 0.002}},
+         {"promote": "skipped"}, "kept v3 because candidate v4 roc_auc 0.8412 vs 0.8450, needs +0.002"),
+        ({"register": {"version": "4"}, "promote": {"decision": "rejected", "champion_after": "3",
+                                                    "reason": "beats v3; not approved by ana: data looks off"}},
+         {"promote": "skipped"}, "kept v3 because candidate v4 not approved by ana: data looks off"),
     ],
 )
 def test_run_outcome_tells_runs_apart(stages, states, outcome):
     from airflow_retrain.report import run_outcome
 
     assert run_outcome({"stages": stages, "task_states": states}) == outcome
+
+
+def test_a_failed_gate_names_its_failed_checks():
+    from airflow_retrain.report import run_outcome
+
+    check = {"name": "roc_auc", "observed": 0.71, "passed": False, "reason": "below min"}
+    report = {"stages": {"register": {"version": "2"}},
+              "task_states": {"gate_model": "failed", "promote": "upstream_failed"},
+              "gate_verdicts": {"gate_model": [{"gate": "metrics", "passed": False, "checks": [check]},
+                                               {"gate": "champion", "passed": False, "checks": [check]}]}}
+    assert run_outcome(report) == "gate failed: model: roc_auc 0.7100 (v2; champion unchanged)"
+
+
+def test_a_dry_run_says_so():
+    from airflow_retrain.report import run_outcome
+
+    report = {"params": {"dry_run": True}, "stages": {"register": {"version": "5"}, "promote": {
+        "decision": "dry_run", "reason": "would be promoted over v4 (dry_run: nothing moved)"}}}
+    assert run_outcome(report) == "dry run: v5 would be promoted over v4 (dry_run: nothing moved)"

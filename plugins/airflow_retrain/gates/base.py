@@ -111,14 +111,20 @@ def _observed_text(check: Check) -> str:
     return f"{check.observed:.4g}"
 
 
-def evidence_table(verdicts: Iterable[Verdict]) -> str:
-    """Render verdicts as one fixed-width table: ``gate | check | observed | threshold | result``."""
+def evidence_table(verdicts: Iterable[Verdict], advisory: Iterable[str] = ()) -> str:
+    """Render verdicts as one fixed-width table: ``gate | check | observed | threshold | result``.
+
+    :param advisory: gates whose failed checks decide without failing the task (the champion comparison:
+        a candidate that does not beat the champion is a kept champion, not an error); shown ``NOT BETTER``.
+    """
+    advisory = set(advisory)
     rows = [("gate", "check", "observed", "threshold", "result")]
     for verdict in verdicts:
+        failed = "NOT BETTER" if verdict.gate in advisory else "FAIL"
         if not verdict.checks:
-            rows.append((verdict.gate, "-", "-", "-", "PASS" if verdict.passed else "FAIL"))
+            rows.append((verdict.gate, "-", "-", "-", "PASS" if verdict.passed else failed))
         for check in verdict.checks:
-            result = "PASS" if check.passed else "FAIL"
+            result = "PASS" if check.passed else failed
             if check.passed and check.reason.startswith("skipped"):
                 result = "SKIP"
             rows.append((verdict.gate, check.name, _observed_text(check), _threshold_text(check), result))

@@ -304,10 +304,13 @@ class ModelGateOperator(RetrainBaseOperator):
                     verdicts.append(self._efficiency(candidate_model, features))
 
         self._record(name, version, run_id, verdicts)
-        self.log.info("Gate evidence for %s v%s (MLflow run %s):\n%s", name, version, run_id, evidence_table(verdicts))
         by_gate = {v.gate: v for v in verdicts}
         champion_verdict = by_gate.get("champion")
         champion_details = dict(champion_verdict.details) if champion_verdict else {}
+        # Not beating the champion decides promotion, it does not fail the gate: the table says so.
+        advisory = ["champion"] if champion_details.get("decision") != "error" else []
+        self.log.info("Gate evidence for %s v%s (MLflow run %s):\n%s", name, version, run_id,
+                      evidence_table(verdicts, advisory=advisory))
         blocking = [v for v in verdicts if v.gate != "champion" or champion_details.get("decision") == "error"]
         passed = all(v.passed for v in blocking)
         result = {

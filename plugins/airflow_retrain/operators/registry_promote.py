@@ -12,13 +12,16 @@ import json
 import math
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_retrain.hooks.mlflow import LeaseLost, LeaseUnavailable, RegistryError
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink
 from airflow_retrain.operators.registry_approval import approval_body
 from airflow_retrain.operators.registry_base import RegistryBaseOperator
 from airflow_retrain.registry.tags import CHAMPION, GATE_OUTCOME_TAG, GATE_TAG, TAG
+
+#: Decisions that leave the champion where it was: ``promote`` ends *skipped* with the reason.
+KEPT_DECISIONS = ("kept_champion", "rejected")
 
 
 class PromoteModelOperator(RegistryBaseOperator):
@@ -29,7 +32,9 @@ class PromoteModelOperator(RegistryBaseOperator):
     the promotion history whatever it is (promoted, kept, rejected by a human). The comparison is the
     champion gate's verdict (``comparison``: the champion re-scored on the same holdout) when there is
     one, else the stored primary metric of both runs. A verdict made against another champion than the one
-    found under the lease is stale: nothing moves and the task fails, to be rerun.
+    found under the lease is stale: nothing moves and the task fails, to be rerun. When the champion is
+    kept (the candidate does not beat it, or a human rejected it) the task ends *skipped*, the reason in its
+    log and the decision in XCom, so the grid tells a kept champion from a promotion and from an error.
 
     With ``mode="decide"`` nothing is written: the operator returns the decision and a Markdown summary
     for the approval step. With ``approval`` (the result of :class:`PromotionApprovalOperator`) a
@@ -45,6 +50,9 @@ class PromoteModelOperator(RegistryBaseOperator):
     :param approval: the approval step's result, or ``None`` when no approval is required.
     :param mode: ``promote`` (default) or ``decide``.
     :param alias: the alias to move.
+    :param dry_run_param: the run Param that, when true, makes this a dry run: decide, move and record
+        nothing, end skipped with what would have happened.
+    :param reason_param: the run Param whose free text is recorded in the history entry (``trigger_reason``).
     :return: the decision, the versions before/after and the compared numbers.
     """
 
@@ -64,9 +72,14 @@ class PromoteModelOperator(RegistryBaseOperator):
         approval: dict[str, Any] | Any = None,
         mode: str = "promote",
         alias: str = CHAMPION,
+        dry_run_param: str | None = None,
+        reason_param: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dry_run_param = dry_run_param
+        self.reason_param = reason_param
+        self._trigger_reason: str | None = None
         if mode not in ("promote", "decide"):
             raise ValueError(f"mode must be 'promote' or 'decide', not {mode!r}")
         self.candidate = candidate
@@ -86,17 +99,42 @@ class PromoteModelOperator(RegistryBaseOperator):
                        "nothing promoted")
         return float(value)
 
+    def _dry_run(self, context) -> dict[str, Any]:
+        """Decide (reading only), move nothing, record nothing: the run trained and gated a candidate."""
+        decision = self.decide(context)
+        before = decision["champion_before"]
+        cand, champ = decision.get("candidate_value"), decision.get("champion_value")
+        numbers = (f"{decision['primary_metric']} {cand:.4f} vs {champ:.4f}"
+                   if isinstance(cand, int | float) and isinstance(champ, int | float) else decision["reason"])
+        would = (f"would be promoted over v{before} ({numbers})" if before else "would become the first champion") \
+            if decision.get("promote") else f"would keep v{before}: {numbers}"
+        decision.update(decision="dry_run", promote=False, promoted=False, champion_after=before,
+                        reason=f"{would} (dry_run: nothing moved)")
+        return decision
+
     def execute(self, context) -> dict[str, Any]:
+        params = dict(context.get("params") or {})
+        self._trigger_reason = str(params.get(self.reason_param) or "").strip() or None if self.reason_param else None
+        if self.mode == "promote" and self.dry_run_param and params.get(self.dry_run_param):
+            decision = self._dry_run(context)
+            context["ti"].xcom_push(key="return_value", value=decision)
+            raise AirflowSkipException(f"dry run: {decision['reason']}")
         try:
             if self.mode == "decide":
                 decision = self.decide(context)
                 decision["body_md"] = approval_body(decision)
                 return decision
-            return self.promote(context)
+            decision = self.promote(context)
         except LeaseUnavailable as e:
             raise AirflowFailException(str(e)) from None
         except RegistryError as e:
             raise RuntimeError(str(e)) from None  # Airflow retries; a retry completes what is missing
+        if decision["decision"] in KEPT_DECISIONS:
+            # The champion stays: a skipped (not green) promote in the grid, the reason in its log and the
+            # decision still in XCom for the report, the notifier and the dashboard.
+            context["ti"].xcom_push(key="return_value", value=decision)
+            raise AirflowSkipException(f"champion kept: {decision['reason']}")
+        return decision
 
     def _gates_not_passed(self, tags: dict[str, str]) -> dict[str, str]:
         states = {g: tags.get(f"{GATE_TAG}.{g}", "missing") for g in self.required_gates}
@@ -221,13 +259,14 @@ class PromoteModelOperator(RegistryBaseOperator):
                 entry = self.hook.move_alias(lease, self.alias, version, {
                     "action": "promote", "by": holder, "reason": decision["reason"],
                     "candidate_version": version, "evidence": decision["evidence"],
-                    "approved_by": (approval or {}).get("by"),
+                    "approved_by": (approval or {}).get("by"), "trigger_reason": self._trigger_reason,
                 }, expected_from=decision["champion_before"])
             else:
                 entry = self.hook.append_history(lease, {
                     "action": "kept" if decision["decision"] == "kept_champion" else decision["decision"],
                     "alias": self.alias, "from": decision["champion_before"], "to": decision["champion_before"],
                     "by": holder, "reason": decision["reason"], "candidate_version": version,
+                    "trigger_reason": self._trigger_reason,
                 })
             after = self.hook.get_version_by_alias(name, self.alias)
             decision["champion_after"] = str(after.version) if after is not None else None

@@ -7,6 +7,7 @@ from typing import Any
 from airflow_retrain import artifacts
 from airflow_retrain.operators.base import RetrainBaseOperator
 from airflow_retrain.report import format_report, report_summary, run_outcome
+from airflow_retrain.spec.models import NOTIFY_EVENTS
 from airflow_retrain.urls import redact_value
 
 REPORT_XCOM_KEY = "run_report"
@@ -29,11 +30,14 @@ class RunReportOperator(RetrainBaseOperator):
     ui_color = "#eeeeee"
 
     def __init__(
-        self, *, stage_task_ids: list[str], airflow_api_conn_id: str = "retrain_airflow_api", **kwargs: Any
+        self, *, stage_task_ids: list[str], airflow_api_conn_id: str = "retrain_airflow_api",
+        notify: dict[str, Any] | None = None, mlflow_conn_id: str = "mlflow_default", **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.stage_task_ids = stage_task_ids
         self.airflow_api_conn_id = airflow_api_conn_id
+        self.notify = notify
+        self.mlflow_conn_id = mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
@@ -57,6 +61,7 @@ class RunReportOperator(RetrainBaseOperator):
             "run_id": run.run_id,
             "run_key": run.run_key,
             "task_states": states,
+            "params": {k: v for k, v in dict(context.get("params") or {}).items()},
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
         })
@@ -70,6 +75,8 @@ class RunReportOperator(RetrainBaseOperator):
         outcome = run_outcome(report)
         ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
         self._set_note(run.dag_id, run.run_id, outcome)
+        if self.notify:
+            self._notify(context, report, outcome)
         return {"report_uri": uri, "outcome": outcome, "summary": report_summary(report)}
 
     def _set_note(self, dag_id: str, run_id: str, outcome: str) -> None:
@@ -89,3 +96,40 @@ class RunReportOperator(RetrainBaseOperator):
             self.log.warning("Could not set the run note %r through %s: %s", outcome, hook.base_url, e)
             return
         self.log.info("Run note set: %s", outcome)
+
+    def _notify(self, context, report: dict[str, Any], outcome: str) -> None:
+        """Send the spec's ``notify:`` messages for this run's events; a failed send is logged, never fatal."""
+        from airflow_retrain.operators import notify
+
+        events = [e for e in notify.run_event(report) if e in self.notify.get("on", NOTIFY_EVENTS)]
+        if not events:
+            self.log.info("Notify: no event of %s for this run (outcome: %s)", self.notify.get("on"), outcome)
+            return
+        subject, html, text = notify.message(report, outcome, events, notify.links(
+            report, self._airflow_url(), self._version_url(report)))
+        for notifier in notify.notifiers(self.notify, subject, html, text):
+            try:
+                notifier.notify(context)
+            except Exception as e:  # noqa: BLE001 - the report is stored already; say why nobody heard
+                self.log.warning("Notify via %s failed: %s: %s", type(notifier).__name__, type(e).__name__, e)
+            else:
+                self.log.info("Notified via %s: %s", type(notifier).__name__, subject)
+
+    @staticmethod
+    def _airflow_url() -> str | None:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="") or ""
+        return base if base.startswith("http") else None
+
+    def _version_url(self, report: dict[str, Any]) -> str | None:
+        register = (report.get("stages") or {}).get("register") or {}
+        if not register.get("version"):
+            return None
+        try:
+            from airflow_retrain.hooks.mlflow import MlflowHook
+
+            return MlflowHook(self.mlflow_conn_id).version_url(register["model_name"], register["version"])
+        except Exception:  # noqa: BLE001 - a link is a nicety
+            return None
+

@@ -15,16 +15,35 @@ class PrepareRunOperator(RetrainBaseOperator):
     """Setup task: record what the run is (spec snapshot) under the run's prefix in the artifact store.
 
     :param spec: the pipeline spec as a dict, written to ``<run>/run.json``.
+    :param param_schemas: the trigger form's Params (name -> JSON schema): the run's values are checked
+        again here, first thing, so a value that bypassed the form (``airflow dags test -c``, an old run
+        cleared) fails the run at once naming the Param, before any compute is spent.
     :return: the run key, the run's artifact URI and its tags.
     """
 
     ui_color = "#dddddd"
 
-    def __init__(self, *, spec: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, spec: dict[str, Any] | None = None, param_schemas: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
+        self.param_schemas = param_schemas or {}
+
+    def _check_params(self, params: dict[str, Any]) -> None:
+        import jsonschema
+        from airflow.sdk.exceptions import AirflowFailException
+
+        for name, schema in self.param_schemas.items():
+            if name not in params:
+                continue
+            try:
+                jsonschema.validate(params[name], schema)
+            except jsonschema.ValidationError as e:
+                where = "".join(f"[{p!r}]" for p in e.absolute_path)
+                raise AirflowFailException(f"Param {name!r}{where}: {e.message}; nothing was run") from None
 
     def execute(self, context) -> dict[str, Any]:
+        self._check_params(dict(context.get("params") or {}))
         run = self.run_identity(context)
         store = self.artifact_store
         run_path = store.run_path(run.dag_id, run.run_key)
@@ -67,6 +86,7 @@ class TeardownRunOperator(TrainingBackendOperator):
         self.keep_scratch = keep_scratch
         self.warehouse_conn_id = warehouse_conn_id
         self.weekly_budget_usd = weekly_budget_usd
+        self._week_spent: float | None = None
 
     def execute(self, context) -> dict[str, Any]:
         run = self.run_identity(context)
@@ -121,12 +141,15 @@ class TeardownRunOperator(TrainingBackendOperator):
             len(jobs), len(stopped), result["compute_seconds"], result["cost_usd"], removed,
         )
         errors.extend(self._record_cost(entries))
+        if self._week_spent is not None:  # the report (and its notifier) tell a budget crossing
+            result.update(week_usd=round(self._week_spent, 6), weekly_budget_usd=self.weekly_budget_usd)
         if errors:
             raise RuntimeError("teardown could not stop or clean up: " + "; ".join(errors))
         return result
 
     def _record_cost(self, entries: list) -> list[str]:
         """Write the run's jobs to the cost ledger and warn over the weekly budget; return errors."""
+        self._week_spent: float | None = None
         if not entries:
             return []
         ledger = CostLedger.from_connection(self.warehouse_conn_id)
@@ -135,6 +158,7 @@ class TeardownRunOperator(TrainingBackendOperator):
             spent = ledger.week_usd(self.pipeline, time.time()) if self.weekly_budget_usd else None
         except Exception as e:  # noqa: BLE001 - reported as a teardown error; the retry writes it again
             return [f"cost ledger ({ledger.params.describe()}): {type(e).__name__}: {e}"]
+        self._week_spent = spent
         self.log.info("Cost ledger: %d job(s) recorded in %s", len(entries), ledger.describe())
         if spent is not None and spent > self.weekly_budget_usd:
             self.log.warning(

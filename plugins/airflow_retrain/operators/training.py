@@ -208,10 +208,12 @@ class TrainModelOperator(TrainingBackendOperator):
         max_cost_usd: float | None = None,
         max_task_log_bytes: int = DEFAULT_TASK_LOG_MAX_BYTES,
         warehouse_conn_id: str | None = "retrain_warehouse",
+        hyperparameters_param: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.warehouse_conn_id = warehouse_conn_id
+        self.hyperparameters_param = hyperparameters_param
         self.entry_point = entry_point
         self.channels = channels
         self.hyperparameters = hyperparameters
@@ -273,6 +275,15 @@ class TrainModelOperator(TrainingBackendOperator):
                 f"${worst.hourly_price_usd}/h for up to {self.max_runtime_seconds} s may cost ${worst.usd:.2f}, "
                 f"above the budget of ${self.max_cost_usd:.2f}"
             )
+
+    def _overrides(self, context) -> dict[str, Any]:
+        """The trigger form's hyperparameter overrides (the Param ``hyperparameters_param``), if any."""
+        if not self.hyperparameters_param:
+            return {}
+        overrides = dict((context.get("params") or {}).get(self.hyperparameters_param) or {})
+        if overrides:
+            self.log.info("Hyperparameters overridden by the run's Param %r: %s", self.hyperparameters_param, overrides)
+        return overrides
 
     def execute(self, context) -> dict[str, Any]:
         backend = self.training_backend
@@ -356,7 +367,7 @@ class TrainModelOperator(TrainingBackendOperator):
                 job_name=run.job_name(attempt),
                 entry_point=self.entry_point,
                 channels=dict(self.channels),
-                hyperparameters=dict(self.hyperparameters or {}),
+                hyperparameters={**(self.hyperparameters or {}), **self._overrides(context)},
                 instance_type=self.instance_type,
                 instance_count=self.instance_count,
                 max_runtime_seconds=self.max_runtime_seconds,

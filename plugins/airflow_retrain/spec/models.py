@@ -343,6 +343,47 @@ class BudgetSpec(StrictModel):
     weekly_usd: FiniteFloat = Field(gt=0, description="training spend per ISO week (Monday 00:00 UTC), from the cost ledger")
 
 
+NOTIFY_EVENTS = ("failure", "promotion", "kept", "gate_failure", "budget_exceeded")
+
+
+class EmailNotifySpec(StrictModel):
+    """E-mail through Airflow's SMTP provider (``SmtpNotifier``); server and credentials from the connection."""
+
+    to: list[str] = Field(min_length=1, description="recipients")
+    connection_id: str = Field("smtp_default", min_length=1, description="an smtp connection (host, port, login, password)")
+    from_email: str | None = Field(None, description="sender; default: the connection's from_email extra")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if "@" not in a or a.strip() != a]
+        if bad:
+            raise ValueError(f"not an e-mail address: {', '.join(bad)}")
+        return value
+
+
+class SlackNotifySpec(StrictModel):
+    """A Slack message through Airflow's Slack provider (``SlackNotifier``); the token lives in the connection."""
+
+    channel: str = Field(min_length=2, description="e.g. #ml-oncall")
+    connection_id: str = Field("slack_api_default", min_length=1, description="a slack connection (its password: the bot token)")
+
+
+class NotifySpec(StrictModel):
+    """Who hears about a run's outcome, and for which outcomes (default: all of them)."""
+
+    on: list[Literal["failure", "promotion", "kept", "gate_failure", "budget_exceeded"]] = Field(
+        default_factory=lambda: list(NOTIFY_EVENTS), min_length=1, description="outcomes that send a message")
+    email: EmailNotifySpec | None = None
+    slack: SlackNotifySpec | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> NotifySpec:
+        if self.email is None and self.slack is None:
+            raise ValueError("notify needs `email` or `slack` (or both)")
+        return self
+
+
 class PipelineSpec(StrictModel):
     name: str = Field(pattern=NAME_RE, description="pipeline name; the DAG id is <name>_retrain")
     description: str = ""
@@ -371,6 +412,7 @@ class PipelineSpec(StrictModel):
     gates: GatesSpec
     registry: RegistrySpec
     budget: BudgetSpec | None = None
+    notify: NotifySpec | None = None
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     monitoring: MonitoringSpec | None = Field(None, description="score with the champion, retrain on drift")
 

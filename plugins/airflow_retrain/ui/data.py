@@ -213,11 +213,30 @@ def model_overview(hook: Any, model_name: str, primary_metric: str, max_versions
     }
 
 
+_ACTIONS = {"promote": "promoted", "kept": "kept", "kept_champion": "kept", "rejected": "rejected",
+            "rollback": "rolled back", "already_champion": "already champion", "challenger": "registered as challenger"}
+
+
+def history_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One promotion-history entry (``registry.history``: seq, at, action, alias, from, to, by, reason,
+    candidate_version) with the columns the page shows filled: the version decided on, the decision in
+    words, the champion before and after, and the DAG run (``by`` is ``<dag_id>/<run_id>/<task_id>``)."""
+    by = str(entry.get("by") or "")
+    parts = by.split("/")
+    return {
+        **entry,
+        "version": entry.get("version") or entry.get("candidate_version") or entry.get("to"),
+        "decision": entry.get("decision") or _ACTIONS.get(str(entry.get("action")), entry.get("action")),
+        "dag_run": entry.get("dag_run") or ("/".join(parts[:-1]) if len(parts) >= 3 else by or None),
+    }
+
+
 def promotion_history(hook: Any, model_name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The registry's promotion history where the hook keeps one, else the decisions tagged on versions."""
+    """The registry's promotion history where the hook keeps one (newest first), else the decisions tagged
+    on versions."""
     if hasattr(hook, "promotion_history"):
         try:
-            return list(hook.promotion_history(model_name))
+            return [history_row(e) for e in reversed(list(hook.promotion_history(model_name)))]
         except Exception:  # noqa: BLE001 - fall back to the version tags
             pass
     return [
