@@ -306,9 +306,9 @@ class VertexInventory(Inventory):
             except gexc.NotFound:
                 raise ResourceGone(f"{resource.kind} {resource.name} no longer exists") from None
             except gexc.Aborted:
-                if key == self.policy.tags.claim or attempt == LABEL_WRITE_ATTEMPTS - 1:
-                    if key == self.policy.tags.claim:
-                        return False
+                if key == self.policy.tags.claim:
+                    return False  # another sweep wrote first: the claim stays theirs
+                if attempt == LABEL_WRITE_ATTEMPTS - 1:
                     raise
                 fresh = self.refresh(resource)
                 labels, etag = dict(fresh.details["labels"]), fresh.details["etag"]
