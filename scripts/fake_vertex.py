@@ -30,6 +30,7 @@ What a custom job does here:
 * **Spot**: :meth:`FakeVertex.reclaim` preempts a running job's VMs; a job with
   ``scheduling.strategy = SPOT`` restarts (its checkpoints, kept in the GCS stand-in, survive), an
   on-demand job fails. ``interruptions`` per job are reported by :meth:`FakeVertex.job_info`.
+* **Endpoints**: ``scripts/fake_vertex_endpoints.py`` serves a minimal ``EndpointService`` on the same port.
 * **Logs**: each line a job prints is a Cloud Logging entry of resource ``ml_job``, served by
   ``ListLogEntries`` (``scripts/fake_logging.py``) on the same gRPC port.
 * **Validation** like the API's ``INVALID_ARGUMENT``: unknown machine or accelerator type, an
@@ -185,6 +186,7 @@ class FakeVertex:
         self._server = None
         self.gcs = _sibling("fake_gcs").FakeGcs(self.gcs_root, host)
         self.logging = _sibling("fake_logging").FakeLogging(self._log_sources)
+        self.endpoints = _sibling("fake_vertex_endpoints").FakeEndpoints()  # EndpointService, same port
 
     def _log_sources(self):
         with self._lock:
@@ -218,7 +220,11 @@ class FakeVertex:
         }
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers), self.logging.generic_handler())
+            (
+                grpc.method_handlers_generic_handler(SERVICE, handlers),
+                self.logging.generic_handler(),
+                self.endpoints.generic_handler(),
+            )
         )
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if not bound:
@@ -245,6 +251,7 @@ class FakeVertex:
         self.stop_all_jobs()
         with self._lock:
             self._runs.clear()
+            self.endpoints.reset()
             self._quota_failures = 0
             self.calls = {}
 

@@ -1,8 +1,9 @@
-"""The Google provider's Vertex AI custom-job hooks, with the API endpoint settable in the connection.
+"""The Google provider's Vertex AI custom-job and endpoint hooks, with the API endpoint settable in the connection.
 
 :class:`~airflow.providers.google.cloud.hooks.vertex_ai.custom_job.CustomJobHook` (and its async twin)
-always talk to ``<region>-aiplatform.googleapis.com``. These subclasses override only the provider's
-public client factories (``get_job_service_client``, sync and async) so that the Google Cloud
+and :class:`~airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service.EndpointServiceHook` always
+talk to ``<region>-aiplatform.googleapis.com``. These subclasses override only the provider's public
+client factories (``get_job_service_client``, sync and async; ``get_endpoint_service_client``) so that the Google Cloud
 connection can name another endpoint, and add the Cloud Logging client the training log is read with:
 
 ``api_endpoint``
@@ -24,6 +25,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobAsyncHook, CustomJobHook
+from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
 from airflow.providers.google.common.consts import CLIENT_INFO
 from airflow.providers.google.common.hooks.base_google import get_field
 
@@ -52,8 +54,11 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
-class VertexJobHook(CustomJobHook):
-    """``CustomJobHook`` whose JobService endpoint comes from the connection's ``api_endpoint`` extra."""
+class _ConnectionEndpoints:
+    """The connection's endpoint extras, for a :class:`GoogleBaseHook` subclass."""
+
+    extras: dict[str, Any]
+    gcp_conn_id: str
 
     def _setting(self, name: str) -> Any:
         return get_field(self.extras, name)
@@ -71,6 +76,10 @@ class VertexJobHook(CustomJobHook):
                 f"{name} (localhost, 127.0.0.1, ::1), not {endpoint!r}"
             )
         return (str(endpoint) if endpoint else None), bool(endpoint and insecure)
+
+
+class VertexJobHook(_ConnectionEndpoints, CustomJobHook):
+    """``CustomJobHook`` whose JobService endpoint comes from the connection's ``api_endpoint`` extra."""
 
     @cached_property
     def _job_clients(self) -> dict[str | None, Any]:
@@ -137,6 +146,39 @@ class VertexJobHook(CustomJobHook):
             client_info=CLIENT_INFO,
             client_options=self.get_client_options(api_endpoint_override=endpoint),
         )
+
+
+class VertexEndpointHook(_ConnectionEndpoints, EndpointServiceHook):
+    """``EndpointServiceHook`` on the same endpoint settings (the teardown sweep's endpoints)."""
+
+    @cached_property
+    def _endpoint_clients(self) -> dict[str | None, Any]:
+        return {}
+
+    def get_endpoint_service_client(self, region: str | None = None):
+        """The provider's EndpointServiceClient, on the connection's ``api_endpoint`` when one is set (cached)."""
+        if region in self._endpoint_clients:
+            return self._endpoint_clients[region]
+        from google.cloud.aiplatform_v1 import EndpointServiceClient
+
+        endpoint, insecure = self.endpoint("api_endpoint")
+        if not endpoint:
+            client = super().get_endpoint_service_client(region)
+        elif insecure:
+            import grpc
+            from google.cloud.aiplatform_v1.services.endpoint_service.transports import (
+                EndpointServiceGrpcTransport,
+            )
+
+            client = EndpointServiceClient(transport=EndpointServiceGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+        else:
+            client = EndpointServiceClient(
+                credentials=self.get_credentials(),
+                client_info=CLIENT_INFO,
+                client_options=self.get_client_options(api_endpoint_override=endpoint),
+            )
+        self._endpoint_clients[region] = client
+        return client
 
 
 class VertexJobAsyncHook(CustomJobAsyncHook):

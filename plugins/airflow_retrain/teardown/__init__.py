@@ -1,10 +1,10 @@
 """The GPU teardown sweep: inventory per resource kind, a policy, mark-then-act, and the cost ledger.
 
 Kept import-light like :mod:`airflow_retrain.training`: the policy is validated at DAG-parse time, so this
-module only names the resource kinds and where their inventories live; boto3 (and, later, the Vertex AI
-client) is imported only when a sweep builds an inventory (:func:`inventory_class`).
+module only names the resource kinds and where their inventories live; boto3 and the Vertex AI client
+are imported only when a sweep builds an inventory (:func:`inventory_class`).
 
-A new resource kind (Vertex custom jobs and endpoints next) is one :class:`~.base.Inventory` subclass
+A new resource kind is one :class:`~.base.Inventory` subclass
 plus one entry in :data:`INVENTORY_CLASSES` and its kinds in :data:`KIND_ACTIONS`.
 """
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # Inventory name (a section of the policy) -> its class.
 INVENTORY_CLASSES: dict[str, str] = {
     "sagemaker": "airflow_retrain.teardown.sagemaker.SageMakerInventory",
+    "vertex": "airflow_retrain.teardown.vertex.VertexInventory",
     "local": "airflow_retrain.teardown.local.LocalInventory",
 }
 
@@ -29,6 +30,8 @@ KIND_ACTIONS: dict[str, tuple[str, ...]] = {
     "sagemaker.processing_job": ("stop", "report"),
     "sagemaker.endpoint": ("delete", "report"),
     "sagemaker.notebook_instance": ("stop", "report"),
+    "vertex.custom_job": ("cancel", "report"),
+    "vertex.endpoint": ("delete", "report"),
     "local.training_job": ("stop", "report"),
     # A GPU process that belongs to no live job may be someone's notebook kernel: report by default.
     "local.gpu_process": ("report", "kill"),

@@ -98,6 +98,29 @@ class AwsAccountPolicy(_Strict):
     regions: list[str] = Field(min_length=1)
 
 
+#: Google Cloud project ids (6-30 characters: lowercase letters, digits, hyphens; starts with a letter).
+GcpProject = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+#: Vertex AI locations such as ``us-central1``, ``europe-west4``.
+GcpRegion = Annotated[str, Field(pattern=r"^[a-z]+(-[a-z]+)+[0-9]+$")]
+
+
+class GcpProjectPolicy(_Strict):
+    """Google Cloud projects swept with one Airflow Google Cloud connection, in the given Vertex AI regions.
+
+    :param projects: default: the connection's own project.
+    """
+
+    connection_id: str = Field(min_length=1, description="Airflow connection of type google_cloud_platform")
+    projects: list[GcpProject] | None = Field(None, min_length=1)
+    regions: list[GcpRegion] = Field(min_length=1)
+
+    @field_validator("projects", "regions")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a value twice (each would be swept twice)")
+        return value
+
 
 class LocalPolicy(_Strict):
     """The machine the sweep's worker runs on: local-backend jobs and GPU processes."""
@@ -174,6 +197,7 @@ class TeardownPolicy(_Strict):
     warehouse_connection_id: str = Field("retrain_warehouse", description="where the cost ledger lives")
     tags: TagNames = Field(default_factory=TagNames)
     aws: list[AwsAccountPolicy] = Field(default_factory=list)
+    gcp: list[GcpProjectPolicy] = Field(default_factory=list)
     local: LocalPolicy = Field(default_factory=LocalPolicy)
     kinds: dict[str, KindPolicy] = Field(default_factory=dict)
 

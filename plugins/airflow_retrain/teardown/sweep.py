@@ -254,8 +254,9 @@ class Sweeper:
             result.records.append(self._record(resource, "gone", str(e)))
         except Exception as e:  # noqa: BLE001 - a permission error on one resource: go on with the rest
             message = f"{type(e).__name__}: {e}"
-            if hasattr(e, "response"):
-                err = e.response.get("Error", {})
+            # botocore's ClientError carries a dict; Google's API errors carry an HTTP response or None.
+            if isinstance(response := getattr(e, "response", None), dict):
+                err = response.get("Error", {})
                 message = f"{err.get('Code')}: {err.get('Message')}"
             result.errors.append(f"{resource.kind} {resource.name} ({resource.location}): {message}")
             result.records.append(self._record(resource, "error", message, evidence=finding.evidence))
@@ -359,11 +360,11 @@ def format_records(records: list[SweepRecord]) -> str:
 
 
 def build_inventories(policy: Any, clock: Clock | None = None, **local_kwargs: Any) -> list[Inventory]:
-    """Every inventory the policy configures (AWS accounts x regions, this machine, later Vertex)."""
+    """Every inventory the policy configures (AWS accounts x regions, GCP projects x regions, this machine)."""
     from airflow_retrain.teardown import INVENTORY_CLASSES, inventory_class
 
     # Inventories the policy leaves unconfigured are not even imported (no boto3 without an AWS account).
-    configured = {"sagemaker": bool(policy.aws), "local": policy.local.enabled}
+    configured = {"sagemaker": bool(policy.aws), "vertex": bool(policy.gcp), "local": policy.local.enabled}
     inventories: list[Inventory] = []
     for name in INVENTORY_CLASSES:
         if not configured.get(name, True):
