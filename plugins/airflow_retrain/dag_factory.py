@@ -36,6 +36,7 @@ from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
+from airflow_retrain.params import trigger_params
 from airflow_retrain.spec.loader import load_specs, spec_files
 from airflow_retrain.spec.models import AssetSchedule, PipelineSpec, SpecError
 from airflow_retrain.teardown.policy import default_policy_path, load_policy
@@ -110,33 +111,6 @@ def _instance_count(spec: PipelineSpec) -> int:
     if spec.training.backend == "vertex" and spec.training.vertex is not None:
         return spec.training.vertex.replica_count
     return spec.training.resources.instance_count
-
-
-_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
-
-
-def trigger_params(spec: PipelineSpec) -> dict[str, Any]:
-    """The trigger form's Params: overrides of the spec's declared hyperparameters (each typed as declared,
-    no other key), ``dry_run`` (train and gate, never promote) and a free-text ``reason`` recorded in the
-    promotion history. The UI's form and the REST API reject a value the schema refuses; ``prepare_run``
-    checks again when the run starts."""
-    from airflow.sdk import Param
-
-    declared = spec.training.hyperparameters
-    return {
-        "hyperparameters": Param(
-            {}, type="object", additionalProperties=False,
-            properties={k: {"type": _JSON_TYPES[type(v)]} for k, v in declared.items()},
-            title="Hyperparameter overrides",
-            description="JSON object; keys among the spec's training.hyperparameters: " + ", ".join(
-                f"{k} ({_JSON_TYPES[type(v)]}, spec: {v})" for k, v in declared.items()),
-        ),
-        "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="train and gate a candidate, never move the champion"),
-        # Nullable: the UI's form flags an empty non-null string as missing.
-        "reason": Param(None, type=["null", "string"], maxLength=500, title="Reason",
-                        description="why this run (recorded in the promotion history)"),
-    }
 
 
 def build_dag(spec: PipelineSpec) -> DAG:
