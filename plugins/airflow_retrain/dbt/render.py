@@ -59,7 +59,11 @@ def plan_group(
     if problem := selection.problem():
         plan.note = problem
         return plan
-    selected = {u for u in selection.unique_ids if u in nodes}
+    # what dbt build executes: ephemeral models are compiled into their children, never run
+    selected = {
+        u for u in selection.unique_ids
+        if u in nodes and not (nodes[u]["resource_type"] == "model" and nodes[u]["config"].get("materialized") == "ephemeral")
+    }  # fmt: skip
     for uid in sorted(selected):
         if nodes[uid]["resource_type"] in BUILDABLE:
             plan.nodes[uid] = []
@@ -166,7 +170,7 @@ def build_dbt_stage(
         plan = plan_group(index, select, exclude, selector)
         if index.stale:
             plan.note = (
-                f"The dbt graph is stale: rendered from the manifest of {project_dir} cached for older files "
+                f"The dbt graph is stale: rendered from a stale manifest of {project_dir}, cached for older files "
                 f"(fingerprint {index.fingerprint}); dbt_build builds the current files and refreshes the cache "
                 "for the next parse." + (f" {plan.note}" if plan.note else "")
             )
