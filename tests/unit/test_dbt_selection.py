@@ -88,3 +88,15 @@ def test_a_stale_manifest_keeps_its_own_selections(shop_project, tmp_path):
     assert stale.stale
     plan = plan_group(stale, ["+customers"], None, None)  # the old graph, from the old fingerprint's cache
     assert "model.shop.customers" in plan.nodes
+
+
+def test_a_project_that_fails_to_parse_is_one_error_naming_the_file(shop_project, tmp_path):
+    from airflow_retrain.dbt.__main__ import cache_manifest
+    from airflow_retrain.hooks.dbt import DbtCommandError
+
+    project = tmp_path / "shop"
+    shutil.copytree(shop_project, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
+    (project / "models" / "marts" / "broken.sql").write_text("select * from {{ ref('orders' }}\n")
+    with pytest.raises(DbtCommandError, match=r"broken\.sql") as e:
+        cache_manifest(str(project))
+    assert "the project does not compile" in str(e.value)

@@ -8,23 +8,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from airflow_retrain.config import project_root_for, retrain_home
 
 
 def spec_selections(project_dir: str | Path, specs_dir: str | Path | None = None) -> list[tuple]:
     """``(select, exclude, selector)`` of every spec (raw YAML, unchecked) whose dbt project is ``project_dir``."""
     import yaml
 
-    from airflow_retrain.config import project_root_for, retrain_home
-    from airflow_retrain.spec.loader import spec_files
-
+    specs_dir = specs_dir or os.environ.get("RETRAIN_SPECS_DIR")  # the DAG files' specs folder
     folder = Path(specs_dir) if specs_dir else (retrain_home() or Path.cwd()) / "include" / "pipelines"
     project = Path(project_dir).resolve()
     found = []
-    for path in spec_files(folder):
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".yaml", ".yml") and not p.name.startswith("."))
+    for path in files:
         try:
             dbt = (yaml.safe_load(path.read_text()) or {}).get("dbt") or {}
         except (yaml.YAMLError, OSError, AttributeError):
