@@ -68,7 +68,7 @@ def checkout(tmp_path, monkeypatch, airflow_db, warehouse):
 
     home = tmp_path / "project"
     shutil.copytree(ROOT / "dbt", home / "dbt", ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    shutil.copytree(ROOT / "include" / "training", home / "include" / "training")
+    shutil.copytree(ROOT / "include", home / "include", ignore=shutil.ignore_patterns("pipelines", "examples"))
     (home / "include" / "pipelines").mkdir(parents=True)
     monkeypatch.setenv("RETRAIN_HOME", str(home))
     cache_manifest(str(home / "dbt"))  # the manifest as it was before the analyst's change
