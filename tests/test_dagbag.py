@@ -94,11 +94,15 @@ def test_broken_spec_is_an_import_error_and_spares_other_dags(tmp_path, monkeypa
     assert "training.backend" in message and "sagemakr" in message
 
 
-def test_every_spec_broken_still_reports_each(tmp_path, monkeypatch):
+def test_every_spec_broken_still_reports_each(tmp_path, monkeypatch, dbt_manifest):
+    from airflow_retrain.dbt.manifest import load_index
+    from airflow_retrain.dbt.selection import cache_selection
+
     churn = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
     a = dict(churn, name="a")
     del a["registry"]
     b = dict(churn, name="b", dbt=dict(churn["dbt"], select=["+nope"]))
+    cache_selection(dbt_manifest, load_index(dbt_manifest).fingerprint, ["+nope"], None, None)  # dbt confirmed it
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(a))
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(b))
     bag = dagbag(monkeypatch, tmp_path)

@@ -22,7 +22,6 @@ from typing import Any
 from airflow.sdk import DAG
 
 from airflow_retrain.config import retrain_home
-from airflow_retrain.dbt.contracts import dbt_contract_columns
 from airflow_retrain.gates.data import DataGateConfig
 from airflow_retrain.operators.dataset import ExportTrainingDatasetOperator
 from airflow_retrain.operators.dbt import DbtEvidenceGateOperator
@@ -78,12 +77,14 @@ gate passes and the candidate beats it on `{spec.registry.primary_metric}` by at
 
 
 def _data_gate_config(spec: PipelineSpec) -> DataGateConfig:
-    """The spec's ``gates.data`` resolved, with the feature model's dbt contract (read only when matched)."""
-    data = spec.gates.data
-    contract = None
-    if data.schema_.match_contract:
-        contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
-    return DataGateConfig.from_spec(data, min_rows=spec.dataset.min_rows, contract=contract)
+    """The spec's ``gates.data`` resolved; the feature model's dbt contract is read by ``gate_data`` at run
+    time from the manifest ``dbt_build`` refreshed (a model added since the last parse has none cached yet)."""
+    return DataGateConfig.from_spec(
+        spec.gates.data,
+        min_rows=spec.dataset.min_rows,
+        dbt_project_dir=str(spec.path(spec.dbt.project_dir)),
+        feature_model=spec.dataset.feature_table.split(".")[-1],
+    )
 
 
 def _backend_config(spec: PipelineSpec) -> dict[str, Any] | None:
@@ -148,6 +149,8 @@ def build_dag(spec: PipelineSpec) -> DAG:
         prepare = PrepareRunOperator(task_id="prepare_run", spec=spec.to_dict(), retries=0,
                                      param_schemas={k: p.schema for k, p in params.items()}, **common)
         dbt, _dbt_nodes, dbt_plan = _dbt_stage(spec, common)
+        if dbt_plan.note:  # why the dbt group is missing or stale, on the DAG's own page
+            dag.doc_md = f"{dag.doc_md}\n\n**dbt graph:** {dbt_plan.note}"
         gate_dbt = DbtEvidenceGateOperator(
             task_id="gate_dbt",
             project_dir=str(spec.path(spec.dbt.project_dir)),

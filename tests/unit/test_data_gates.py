@@ -151,7 +151,57 @@ def test_null_rates_default_and_per_column():
     strict = DataGate(DataGateConfig(max_null_rate=0.0)).evaluate(evidence(frame))
     assert not strict.passed
     assert [c.name for c in strict.failed_checks] == ["null_rate.charges"]
-    assert "charges null rate 5.00% > max 0.00%" in strict.message
+    assert "charges null rate 5.00% > 0.00% (gates.data.max_null_rate.default)" in strict.message
+
+
+def test_a_first_run_has_no_null_limit_the_spec_did_not_state():
+    """A new model's feature 8.5 % null, no champion yet: the defaults set no absolute limit (was 5 %)."""
+    from airflow_retrain.spec.models import DataGateSpec
+
+    frame = make_frame()
+    frame.loc[: int(0.085 * len(frame)) - 1, "charges"] = np.nan
+    verdict = DataGate(DataGateConfig.from_spec(DataGateSpec(), min_rows=100)).evaluate(evidence(frame))
+    assert verdict.passed, verdict.message
+    assert "skipped: no champion training snapshot to compare null rates with" in check(verdict, "null_rate_increase").reason
+
+
+def test_a_null_rate_that_rises_over_the_champions_snapshot_names_column_value_and_field():
+    from airflow_retrain.spec.models import DataGateSpec
+
+    before = make_frame(seed=1)
+    before.loc[:59, "charges"] = np.nan  # 3 % in the champion's training data
+    now = make_frame(seed=2)
+    now.loc[:239, "charges"] = np.nan  # 12 % now
+    config = DataGateConfig.from_spec(DataGateSpec(), min_rows=100)
+    verdict = DataGate(config).evaluate(evidence(now, snapshot=snapshot_of(before)))
+    assert [c.name for c in verdict.failed_checks] == ["null_rate_increase.charges"]
+    assert ("charges null rate 12.00% vs 3.00% in the champion's training snapshot: rise +9.00% > 5.00% "
+            "(gates.data.max_null_rate.max_increase)") in verdict.message  # fmt: skip
+    assert DataGate(config).evaluate(evidence(before, snapshot=snapshot_of(now))).passed  # a fall is fine
+
+
+def test_schema_against_the_champions_snapshot():
+    from airflow_retrain.spec.models import DataGateSpec
+
+    config = DataGateConfig.from_spec(DataGateSpec(), min_rows=100)
+    verdict = DataGate(config).evaluate(evidence(make_frame().drop(columns=["plan"]), snapshot=snapshot_of(make_frame())))
+    assert not verdict.passed
+    assert "schema differs from the champion's training snapshot (test snapshot) (gates.data.schema.match_champion): " \
+           "column 'plan' removed" in check(verdict, "schema.champion").reason
+
+
+def test_without_an_enforced_contract_the_contract_check_is_skipped_saying_why():
+    note = "dbt model 'm' has no enforced contract (config contract.enforced is not true; its YAML documents 2 column(s)"
+    verdict = DataGate(DataGateConfig(match_contract=True, contract_note=note)).evaluate(evidence(make_frame()))
+    assert verdict.passed
+    assert check(verdict, "schema.contract").reason == f"skipped: {note}"
+    assert verdict.details["schema_contract_skipped"] == note
+
+
+def test_a_spec_column_the_data_lacks_names_the_spec_field():
+    verdict = DataGate(DataGateConfig(null_rate_columns={"income": 0.1})).evaluate(evidence(make_frame()))
+    assert not verdict.passed
+    assert "gates.data.max_null_rate.columns.income: the dataset has no column 'income'" in verdict.message
 
 
 @pytest.mark.parametrize(("rate", "ok"), [(0.25, True), (0.02, False), (0.7, False)])

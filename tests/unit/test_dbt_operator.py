@@ -98,8 +98,11 @@ def test_compile_error_fails_without_retry_naming_the_file(shop, make_context):
 
 @pytest.mark.slow
 def test_selection_matching_nothing_fails_naming_the_selector(shop, make_context):
-    with pytest.raises(AirflowFailException, match=r"selection 'no_such_thing' matches no node"):
+    with pytest.raises(AirflowFailException, match=r"selection 'no_such_thing' matches no node") as e:
         build_op(shop, select=["no_such_thing"]).execute(make_context(run_id="manual__nothing"))
+    # the build cached its manifest and dbt's selection on it: the error names the manifest dbt checked
+    assert "dbt selector 'no_such_thing' matches no node (checked by dbt ls on manifest " in str(e.value)
+    assert "manifest.json (fingerprint " in str(e.value)
 
 
 def test_unknown_target_is_named(shop, make_context):

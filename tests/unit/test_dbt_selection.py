@@ -1,64 +1,67 @@
-"""Our selection over the cached manifest against dbt's own ``dbt ls`` on the same project."""
+"""Selection is dbt's own (``dbt ls`` through ``dbtRunner`` on the cached manifest), cached per fingerprint
+and selection; DAG parsing reads the cache and never runs dbt."""
 
 from __future__ import annotations
 
-import json
+import shutil
+import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the fixtures parse a dbt project and run `dbt ls`: seconds each
+
+from airflow_retrain.dbt.manifest import cache_dir as index_dir
 from airflow_retrain.dbt.manifest import load_index
-from airflow_retrain.dbt.selection import EXECUTED, SelectionError, Selector
-
-CASES = [
-    (["customers"], None),
-    (["marts.customers"], None),  # dotted fqn: folder.model
-    (["cust*"], None),  # wildcard
-    (["models/marts"], None),  # a path
-    (["raw_orders"], None),  # a seed
-    (["shop"], None),  # the package name
-    (["tag:mart"], ["events_daily"]),
-    (["+customers"], None),
-    (["@stg_orders"], None),
-    (["stg_orders+1", "orders_snapshot"], None),
-    (["source:ext+"], None),
-    (["config.materialized:table,customers+"], None),  # intersection
-    (["int_order_payments+"], None),  # through an ephemeral model
-    (["file:orders.sql resource_type:seed"], None),  # union inside one argument
-]
+from airflow_retrain.dbt.render import plan_group
+from airflow_retrain.dbt.selection import cache_selection, cached_selection, selection_path
 
 
-def dbt_ls(project, args: list[str]) -> set[str]:
-    from dbt.cli.main import dbtRunner
-
-    result = dbtRunner().invoke(
-        ["ls", "--project-dir", str(project), "--profiles-dir", str(project), "--output", "json",
-         "--output-keys", "unique_id", "--quiet", *args]
-    )  # fmt: skip
-    assert result.success, result.exception
-    return {json.loads(line)["unique_id"] for line in result.result}
+def _select(project, select=None, exclude=None, selector=None):
+    return cache_selection(project, load_index(project).fingerprint, select, exclude, selector)
 
 
-def executable(index, ids: set[str]) -> set[str]:
-    nodes = index.nodes
-    return {
-        u
-        for u in ids
-        if nodes[u]["resource_type"] in EXECUTED
-        and not (nodes[u]["resource_type"] == "model" and nodes[u]["config"].get("materialized") == "ephemeral")
-    }
+def test_yaml_selector_and_graph_operators_are_dbts(shop_project):
+    # selectors.yml: tag:mart with parents, minus events_daily -- a YAML selector the old port read by hand
+    nightly = set(_select(shop_project, selector="nightly_shop").unique_ids)
+    assert "model.shop.customers" in nightly and "model.shop.stg_orders" in nightly  # parents: true
+    assert "model.shop.events_daily" not in nightly
+    assert "seed.shop.raw_orders" in nightly  # a seed upstream of a mart
+    parents = set(_select(shop_project, ["+customers"], ["raw_payments"]).unique_ids)
+    assert "model.shop.stg_customers" in parents and "seed.shop.raw_payments" not in parents
+    assert any(u.startswith("test.shop.") for u in parents)  # dbt's eager indirect selection of tests
+    # a method the old port refused (it needs dbt); on a manifest dbt answers it
+    assert "model.shop.orders" in _select(shop_project, ["config.materialized:table,+orders"]).unique_ids
 
 
-@pytest.mark.slow
-def test_selection_matches_dbt_ls(shop_project):
+def test_the_cache_is_beside_the_manifest_and_a_hit_runs_no_dbt(shop_project, monkeypatch):
     index = load_index(shop_project)
-    selector = Selector(index)
-    for select, exclude in CASES:
-        args = ["--select", *select] + (["--exclude", *exclude] if exclude else [])
-        expected = executable(index, dbt_ls(shop_project, args))
-        assert selector.select(select, exclude) == expected, (select, exclude)
-    expected = executable(index, dbt_ls(shop_project, ["--selector", "nightly_shop"]))
-    assert selector.select(None, None, "nightly_shop") == expected
-    assert selector.select(["selector:nightly_shop"]) == expected
+    first = _select(shop_project, ["stg_orders+1"])
+    path = selection_path(shop_project, index.fingerprint, ["stg_orders+1"], None, None)
+    assert path.parents[1] == index_dir(shop_project, index.fingerprint) and path.is_file()
+    assert first.manifest == str(path.parents[1] / "manifest.json") and first.fingerprint == index.fingerprint
+
+    def no_dbt(*args, **kwargs):
+        raise AssertionError("a cache hit must not run dbt")
+
+    monkeypatch.setattr(subprocess, "run", no_dbt)
+    assert _select(shop_project, ["stg_orders+1"]).unique_ids == first.unique_ids
+    assert cached_selection(index, ["stg_orders+1"], None, None).unique_ids == first.unique_ids
+    assert cached_selection(index, ["stg_orders+2"], None, None) is None  # another selection: a miss
+
+
+def test_parse_renders_only_what_dbt_selected(shop_project):
+    index = load_index(shop_project)
+    missing = plan_group(index, ["orders"], ["customers"], None)
+    assert not missing.nodes and "dbt has not yet selected `orders`" in missing.note
+    _select(shop_project, ["orders"], ["customers"])
+    plan = plan_group(index, ["orders"], ["customers"], None)
+    assert list(plan.nodes) == ["model.shop.orders"]
+
+
+def test_int_order_payments_ephemeral_is_never_a_task(shop_project):
+    _select(shop_project, ["+orders"])
+    plan = plan_group(load_index(shop_project), ["+orders"], None, None)
+    assert "model.shop.orders" in plan.nodes and "model.shop.int_order_payments" not in plan.nodes
 
 
 @pytest.mark.slow
@@ -66,12 +69,37 @@ def test_selection_matches_dbt_ls(shop_project):
     ("select", "selector", "message"),
     [
         (["nope_model"], None, "dbt selector 'nope_model' matches no node"),
-        (["state:modified+"], None, "needs dbt's run state"),
-        (["selector:nightly_churn"], None, "selector:nightly_churn: no such YAML selector"),
-        (None, "nope", "selector:nope: no such YAML selector in project shop (known: nightly_shop)"),
-        (["source:a.b.c.d"], None, "invalid source selector"),
+        (None, "nope", "Could not find selector named nope"),
+        (["selector:nightly_shop"], None, "'selector' is not a valid method name"),
     ],
 )
-def test_bad_selections_name_the_selector(shop_project, select, selector, message):
-    with pytest.raises(SelectionError, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
-        Selector(load_index(shop_project)).select(select, None, selector)
+def test_a_bad_selection_names_the_manifest_dbt_checked(shop_project, select, selector, message):
+    chosen = _select(shop_project, select, None, selector)
+    problem = chosen.problem()
+    assert problem is not None and message in problem
+    assert f"manifest {chosen.manifest} (fingerprint {load_index(shop_project).fingerprint})" in problem
+
+
+def test_a_stale_manifest_keeps_its_own_selections(shop_project, tmp_path):
+    from airflow_retrain.dbt.__main__ import cache_manifest
+
+    project = tmp_path / "shop"
+    shutil.copytree(shop_project, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
+    cache_manifest(str(project), selections=[(["+customers"], None, None)])
+    (project / "models" / "marts" / "brand_new.sql").write_text("select 1 as x\n")
+    stale = load_index(project, allow_stale=True)
+    assert stale.stale
+    plan = plan_group(stale, ["+customers"], None, None)  # the old graph, from the old fingerprint's cache
+    assert "model.shop.customers" in plan.nodes
+
+
+def test_a_project_that_fails_to_parse_is_one_error_naming_the_file(shop_project, tmp_path):
+    from airflow_retrain.dbt.__main__ import cache_manifest
+    from airflow_retrain.hooks.dbt import DbtCommandError
+
+    project = tmp_path / "shop"
+    shutil.copytree(shop_project, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb"))
+    (project / "models" / "marts" / "broken.sql").write_text("select * from {{ ref('orders' }}\n")
+    with pytest.raises(DbtCommandError, match=r"broken\.sql") as e:
+        cache_manifest(str(project))
+    assert "the project does not compile" in str(e.value)

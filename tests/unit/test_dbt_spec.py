@@ -1,4 +1,4 @@
-"""The spec's dbt block: selection with dbt's semantics against the cached manifest; Asset schedules."""
+"""The spec's dbt block: dbt's own selection, cached on a fresh manifest, decides; Asset schedules."""
 
 from __future__ import annotations
 
@@ -25,24 +25,44 @@ def churn(tmp_path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "select",
-    [["marts.churn_features"], ["churn_*"], ["models/marts"], ["retrain"], ["tag:churn"], ["+churn_features"],
-     ["stg_telco_customers+"], ["source:raw+"], ["config.materialized:table"], ["@stg_telco_customers"]],
-)  # fmt: skip
+def selected_by_dbt(select=None, exclude=None, selector=None):
+    """What dbt_build does after its build: dbt ls on the fresh manifest, cached for the next parse."""
+    from airflow_retrain.dbt.manifest import load_index
+    from airflow_retrain.dbt.selection import cache_selection
+
+    return cache_selection(ROOT / "dbt", load_index(ROOT / "dbt").fingerprint, select, exclude, selector)
+
+
+@pytest.mark.parametrize("select", [["churn_*"], ["tag:churn"], ["source:raw+"], ["config.materialized:table"]])
 def test_selectors_dbt_accepts_are_accepted(tmp_path, select):
+    assert selected_by_dbt(select).problem() is None
     assert load_spec(churn(tmp_path, dbt_select=select)).dbt.select == select
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"dbt_select": ["selector:nightly_churn"]}, r"dbt\.select\[0\]: selector:nightly_churn: no such YAML selector"),
-        ({"dbt_select": [], "dbt_selector": "nightly"}, r"dbt\.selector: selector:nightly: no such YAML selector"),
-        ({"dbt_select": ["+churn_featurez"]}, r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node"),
-        ({"dbt_select": ["state:modified"]}, r"needs dbt's run state"),
+        ({"dbt_select": ["selector:nightly_churn"]}, r"dbt\.select: dbt rejects the selection: .*'selector' is not a valid method"),
+        ({"dbt_select": [], "dbt_selector": "nightly"}, r"dbt\.selector: dbt rejects the selection: .*Could not find selector named nightly"),
+        ({"dbt_select": ["+churn_featurez"]}, r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node \(checked by dbt ls on manifest .*manifest\.json \(fingerprint [0-9a-f]{20}\)"),
         ({"dbt_select": ["stg_telco_customers"]}, r"dataset\.feature_table: 'churn_features' is not in the dbt selection"),
         ({"dbt_select": ["+churn_features"], "dbt_exclude": ["nope"]}, r"dbt\.exclude\[0\]: dbt selector 'nope' matches no node"),
+    ],
+)  # fmt: skip
+def test_bad_selections_are_refused_once_dbt_confirmed_them_on_a_fresh_manifest(tmp_path, changes, message):
+    selected_by_dbt(changes.get("dbt_select") or None, changes.get("dbt_exclude"), changes.get("dbt_selector"))
+    with pytest.raises(SpecError, match=message):
+        load_spec(churn(tmp_path, **changes))
+
+
+def test_a_selection_dbt_has_not_checked_yet_is_not_refused(tmp_path):
+    """Until dbt_build (or make dbt-manifest) ran dbt ls on a fresh manifest, the spec loads; dbt decides."""
+    assert load_spec(churn(tmp_path, dbt_select=["+churn_features", "unchecked_yet"])).dbt.select[1] == "unchecked_yet"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
         ({"dbt_select": []}, r"dbt: dbt\.select or dbt\.selector is required"),
         ({"schedule": {"assets": ["no_such_mart"]}}, r"schedule\.assets\[0\]: unknown dbt model 'no_such_mart'"),
     ],

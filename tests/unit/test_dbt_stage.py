@@ -64,6 +64,13 @@ def _render(project, **kwargs):
     from airflow.sdk import DAG
 
     from airflow_retrain.dbt.render import build_dbt_stage
+    from airflow_retrain.dbt.selection import cache_selection
+
+    try:  # what dbt_build leaves for the next parse: dbt's selection on the cached manifest
+        index = load_index(project, allow_stale=True)
+        cache_selection(project, index.fingerprint, kwargs.get("select"), kwargs.get("exclude"), None)
+    except ManifestMissingError:
+        pass
 
     with DAG("render_test", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
         producer, group, plan = build_dbt_stage(

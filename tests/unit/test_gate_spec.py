@@ -24,12 +24,15 @@ def load(tmp_path, mutate) -> object:
     return load_spec(path)
 
 
-def test_churn_gates_resolve_with_defaults_from_registry(tmp_path):
+def test_churn_gates_resolve_with_defaults_from_registry(tmp_path, dbt_manifest):
+    from airflow_retrain.operators.gates import _with_contract
+
     spec = load(tmp_path, lambda d: None)
     assert spec.model_gate_names == ["data", "metrics", "champion", "slices", "efficiency"]
     assert spec.champion_metric == "roc_auc" and spec.champion_min_improvement == 0.002
     config = _data_gate_config(spec)
-    assert config.contract["monthly_charges"] == "double precision"
+    assert config.contract is None and config.feature_model == "churn_features"  # read by gate_data at run time
+    assert _with_contract(config).contract["monthly_charges"] == "double precision"  # contract.enforced: true
     assert config.on_missing_snapshot == "pass" and config.ks_max == 0.1
     dag = build_dag(spec)
     assert dag.get_task("gate_data").downstream_task_ids == {"train", "gate_model"}  # its verdict feeds gate_model
@@ -54,8 +57,8 @@ def test_data_gate_settings_have_one_shape_from_spec_to_gate(tmp_path):
 
 def test_data_gate_config_without_contract_matching_carries_no_contract(tmp_path):
     spec = load(tmp_path, lambda d: d["gates"]["data"].update(schema={"match_contract": False}))
-    config = DataGateConfig.from_spec(spec.gates.data, min_rows=7, contract={"a": "integer"})
-    assert config.contract is None and config.match_previous is True
+    config = DataGateConfig.from_spec(spec.gates.data, min_rows=7, dbt_project_dir="dbt", feature_model="m")
+    assert config.match_contract is False and config.match_previous is True
 
 
 def test_data_gate_config_refuses_a_field_it_does_not_have():
@@ -84,15 +87,15 @@ def test_champion_and_slice_metrics_must_be_declared_and_scorable(tmp_path):
         load(tmp_path, lambda d: d["gates"]["slices"].update(metric="lift"))
 
 
-def test_unknown_slice_column(tmp_path):
-    with pytest.raises(SpecError, match=r"gates\.slices\.columns\[1\]: unknown column 'contract' \(not in the dbt "
-                                        r"contract of churn_features\)"):
+def test_unknown_slice_column(tmp_path, dbt_manifest):
+    with pytest.raises(SpecError, match=r"gates\.slices\.columns\[1\]: unknown column 'contract' \(not among the \d+ "
+                                        r"columns of the enforced dbt contract of churn_features"):
         load(tmp_path, lambda d: d["gates"]["slices"].update(columns=["is_female", "contract"]))
     with pytest.raises(SpecError, match=r"gates\.slices\.columns\[0\]: 'churned' is the label or id column"):
         load(tmp_path, lambda d: d["gates"]["slices"].update(columns=["churned"]))
 
 
-def test_unknown_null_rate_and_drift_columns(tmp_path):
+def test_unknown_null_rate_and_drift_columns(tmp_path, dbt_manifest):
     def mutate(d):
         d["gates"]["data"]["max_null_rate"]["columns"] = {"total_charge": 0.01}
         d["gates"]["data"]["drift"]["columns"] = ["tenure"]
@@ -133,10 +136,19 @@ def test_first_run_policy_must_be_explicit(tmp_path):
         load(tmp_path, lambda d: d["gates"]["data"]["drift"].pop("on_missing_snapshot"))
 
 
-def test_contract_match_needs_a_contract(tmp_path, monkeypatch):
+def test_documented_columns_are_not_a_contract(tmp_path, dbt_manifest, monkeypatch):
+    """A model whose YAML documents two columns (no contract.enforced) is not a contract: the spec may name
+    its other, real columns, and the gate's contract check is skipped, saying why."""
     import airflow_retrain.spec.checks as checks
+    from airflow_retrain.dbt.contracts import model_contract
+    from airflow_retrain.dbt.manifest import load_index
 
-    monkeypatch.setattr(checks, "dbt_contract_columns", lambda *_: None)
-    with pytest.raises(SpecError, match=r"gates\.data\.schema\.match_contract: dbt model 'churn_features' declares "
-                                        r"no columns"):
-        load(tmp_path, lambda d: None)
+    index = load_index(ROOT / "dbt")
+    node = index.nodes["model.retrain.churn_features"]
+    node.update(contract_enforced=False, columns={"customer_id": "varchar", "churned": "integer"})
+    monkeypatch.setattr(checks, "load_index", lambda *a, **k: index)
+    spec = load(tmp_path, lambda d: d["gates"]["data"]["max_null_rate"].update(columns={"total_charges": 0.2}))
+    assert spec.gates.data.max_null_rate.columns == {"total_charges": 0.2}
+    contract = model_contract(index, "churn_features")
+    assert contract.columns is None
+    assert "has no enforced contract (config contract.enforced is not true; its YAML documents 2 column(s)" in contract.note

@@ -1,17 +1,21 @@
-"""What a dbt project declares, read from its files without running dbt: model names and contract columns.
+"""What a dbt project declares about a model: its name (from files) and its dbt contract (from the manifest).
 
-Used at DAG-parse time (the data gate's contract, the spec's checks), so it reads only YAML and file names.
+A model is a contract only when dbt says so: ``contract: {enforced: true}`` in its config, read from the
+cached manifest (``nodes[...].config.contract.enforced``). Columns a YAML file lists for docs and tests are
+not a contract, and the data gate never treats them as one.
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from airflow_retrain.dbt.manifest import ManifestError, ManifestIndex, load_index
 
 
 def dbt_model_names(project_dir: Path) -> set[str]:
-    """Model names of a dbt project, read from its files (only while no manifest is cached)."""
+    """Model names of a dbt project, read from its files (while no fresh manifest is cached)."""
     names: set[str] = set()
     models = project_dir / "models"
     for pattern in ("*.sql", "*.py"):
@@ -19,26 +23,46 @@ def dbt_model_names(project_dir: Path) -> set[str]:
     return names
 
 
+@dataclass(frozen=True)
+class ModelContract:
+    """A model's dbt contract, or why there is none.
 
-def dbt_contract_columns(project_dir: Path, model: str) -> dict[str, str | None] | None:
-    """Column -> ``data_type`` of a dbt model, read from its YAML (never by running dbt); ``None`` when
-    the model has no YAML entry with columns."""
-    models = project_dir / "models"
-    if not models.is_dir():
-        return None
-    for path in sorted([*models.rglob("*.yml"), *models.rglob("*.yaml")]):
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if model not in text:  # parse only the files that can describe the model (parse time matters)
-            continue
-        try:
-            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-        except yaml.YAMLError:
-            continue
-        for entry in doc.get("models") or []:
-            if isinstance(entry, dict) and entry.get("name") == model and entry.get("columns"):
-                return {c["name"]: c.get("data_type") for c in entry["columns"] if isinstance(c, dict) and "name" in c}
-    return None
+    :param columns: column -> ``data_type`` when the contract is enforced, else ``None``.
+    :param note: where the contract was read, or why the contract check is skipped.
+    :param fresh: read from a manifest of the project's current files (not a stale one).
+    """
 
+    model: str
+    columns: dict[str, str | None] | None
+    note: str
+    fresh: bool = True
+
+
+def model_contract(index: ManifestIndex, model: str) -> ModelContract:
+    """The contract of ``model`` in ``index`` (the project's own package first)."""
+    candidates = [n for n in index.nodes.values() if n["resource_type"] == "model" and n["name"] == model]
+    candidates.sort(key=lambda n: n.get("package_name") != index.project_name)
+    where = f"manifest fingerprint {index.fingerprint}" + (" (stale)" if index.stale else "")
+    if not candidates:
+        return ModelContract(model, None, f"model {model!r} is not in the dbt {where}", not index.stale)
+    node = candidates[0]
+    if not node.get("contract_enforced"):
+        documented = len(node.get("columns") or {})
+        return ModelContract(
+            model,
+            None,
+            f"dbt model {model!r} has no enforced contract (config contract.enforced is not true; its YAML "
+            f"documents {documented} column(s), which are docs, not a contract) in the {where}",
+            not index.stale,
+        )
+    columns = dict(node.get("columns") or {})
+    return ModelContract(model, columns, f"dbt contract of {model!r} ({len(columns)} columns, {where})", not index.stale)
+
+
+def project_contract(project_dir: str | os.PathLike, model: str) -> ModelContract:
+    """:func:`model_contract` from the project's cached manifest (a stale one is used and marked)."""
+    try:
+        index = load_index(project_dir, allow_stale=True)
+    except ManifestError as e:
+        return ModelContract(model, None, f"no dbt manifest to read the contract of {model!r} from: {e}", False)
+    return model_contract(index, model)

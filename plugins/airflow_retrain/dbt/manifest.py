@@ -82,7 +82,8 @@ class ManifestIndex:
 
     :param nodes: ``unique_id`` -> a small dict (name, resource_type, package_name, fqn, path,
         original_file_path, tags, config, depends_on, relation_name, source_name, test_metadata,
-        attached_node, docs_url).
+        attached_node, docs_url; for models ``contract_enforced`` and ``columns``: name -> ``data_type``
+        as the YAML declares them).
     """
 
     project_name: str
@@ -140,6 +141,13 @@ class ManifestIndex:
                     "test_name": (node.get("test_metadata") or {}).get("name"),
                     "attached_node": node.get("attached_node"),
                     "schema": node.get("schema"),
+                    # dbt's contract: only ``contract.enforced`` makes a model's columns a contract
+                    "contract_enforced": bool((config.get("contract") or {}).get("enforced")),
+                    "columns": {
+                        c.get("name") or k: c.get("data_type") for k, c in (node.get("columns") or {}).items()
+                    }
+                    if node.get("resource_type") == "model"
+                    else {},
                     "database": node.get("database"),
                     "alias": node.get("alias") or node.get("identifier"),
                     "freshness": bool((node.get("freshness") or {}).get("error_after", {}).get("count"))

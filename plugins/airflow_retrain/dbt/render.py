@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_retrain.dbt.manifest import BUILDABLE, ManifestError, ManifestIndex, load_index
-from airflow_retrain.dbt.selection import Selector
+from airflow_retrain.dbt.selection import cached_selection
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,29 @@ def plan_group(
     index: ManifestIndex, select: list[str] | None, exclude: list[str] | None, selector: str | None = None
 ) -> DbtGroupPlan:
     """Selected buildable nodes with their tests attached (a test joins each selected node it depends on;
-    tests on sources only join a node per source)."""
-    selected = Selector(index).select(select, exclude, selector)
+    tests on sources only join a node per source).
+
+    The selection is dbt's own, cached beside the manifest (:mod:`.selection`); before ``dbt_build`` or
+    ``make dbt-manifest`` computed it, the plan has no nodes and its note says why.
+    """
     nodes = index.nodes
     plan = DbtGroupPlan(index=index)
+    selection = cached_selection(index, select, exclude, selector)
+    if selection is None:
+        plan.note = (
+            f"dbt has not yet selected `{' '.join(select or [])}`{f' (selector {selector})' if selector else ''} "
+            f"on the manifest of {index.project_dir} (fingerprint {index.fingerprint}); dbt_build does on its "
+            "first run, and the next parse shows the nodes."
+        )
+        return plan
+    if problem := selection.problem():
+        plan.note = problem
+        return plan
+    # what dbt build executes: ephemeral models are compiled into their children, never run
+    selected = {
+        u for u in selection.unique_ids
+        if u in nodes and not (nodes[u]["resource_type"] == "model" and nodes[u]["config"].get("materialized") == "ephemeral")
+    }  # fmt: skip
     for uid in sorted(selected):
         if nodes[uid]["resource_type"] in BUILDABLE:
             plan.nodes[uid] = []
@@ -192,8 +211,9 @@ def build_dbt_stage(
         plan = plan_group(index, select, exclude, selector)
         if index.stale:
             plan.note = (
-                f"Rendered from a stale manifest of {project_dir} (its files changed since); dbt_build builds the "
-                "current files and refreshes the cache for the next parse."
+                f"The dbt graph is stale: rendered from a stale manifest of {project_dir}, cached for older files "
+                f"(fingerprint {index.fingerprint}); dbt_build builds the current files and refreshes the cache "
+                "for the next parse." + (f" {plan.note}" if plan.note else "")
             )
     outlets = (
         [Asset(asset_uri(index.project_name, index.nodes[u]["name"])) for u in plan.marts] if index else []

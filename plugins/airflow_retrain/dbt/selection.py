@@ -1,357 +1,207 @@
-"""dbt's node selection (``--select``/``--exclude``/``--selector``) evaluated over a cached manifest index.
+"""dbt's own node selection, cached beside the manifest it was computed on.
 
-A port of dbt-core 1.11's selection semantics (``dbt/graph/selector_spec.py``, ``selector_methods.py``,
-``selector.py``; Apache-2.0) for the methods a project's build selection uses, so DAG parsing and spec
-validation never import or run dbt. ``tests/unit/test_dbt_selection.py`` checks it against ``dbt ls`` on the
-same projects. Methods that need run state (``state:``, ``result:``, ``source_status:``) are refused with the
-selector named: they only make sense to dbt at build time.
+Selection is dbt's: ``dbt ls`` with the same ``--select``/``--exclude``/``--selector`` ``dbt build`` gets,
+run through ``dbtRunner(manifest=...)`` on the cached ``manifest.json`` (:mod:`.dbt_ls`, a script in dbt's
+Python), so every selection ``dbt build`` accepts works, YAML selectors included, with no port of dbt's
+semantics to drift from. Like Cosmos's ``DBT_LS_CACHE``, the result is cached per project fingerprint and
+selection: ``<manifest cache>/<fingerprint>/selections/<key>.json``.
+
+DAG parsing never runs dbt: it reads the cache (:func:`cached_selection`), and a miss renders
+``dbt_build`` alone. The task that has the manifest (``dbt_build``, or ``make dbt-manifest``) fills it
+(:func:`cache_selection`). The cache is derived from the manifest alone, so a worker without it simply
+recomputes it.
 """
 
 from __future__ import annotations
 
-import re
-from collections import deque
-from collections.abc import Iterable
-from fnmatch import fnmatch
-from pathlib import Path, PurePosixPath
-from typing import Any
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from airflow_retrain.dbt.manifest import ManifestIndex
-
-RAW_SELECTOR_PATTERN = re.compile(
-    r"\A"
-    r"(?P<childrens_parents>(\@))?"
-    r"(?P<parents>((?P<parents_depth>(\d*))\+))?"
-    r"((?P<method>([\w.]+)):)?(?P<value>(.*?))"
-    r"(?P<children>(\+(?P<children_depth>(\d*))))?"
-    r"\Z"
-)
-#: resource types ``dbt build`` executes
-EXECUTED = {"model", "seed", "snapshot", "test", "unit_test"}
-_TESTS = {"test", "unit_test"}
-_NEEDS_STATE = {"state", "result", "source_status"}
-_KNOWN = {
-    "fqn", "tag", "path", "file", "package", "config", "resource_type", "source", "test_type", "test_name",
-    "exposure", "group", "access", "unit_test", "version", "wildcard",
-}  # fmt: skip
+from airflow_retrain.dbt.manifest import ManifestIndex, cache_dir
 
 
 class SelectionError(ValueError):
-    """A selection dbt would reject, or that matches nothing; the message names the selector."""
+    """A selection dbt rejects, or one that matches nothing in a fresh manifest; names the manifest."""
 
 
-def _criteria_from_string(text: str) -> list[str]:
-    return text.split()
+@dataclass
+class Selection:
+    """What ``dbt ls`` returned for one selection on one manifest.
 
-
-def _is_selected_node(fqn: list[str], node_selector: str) -> bool:
-    """dbt's ``is_selected_node`` (unversioned models)."""
-    if fqn and fqn[-1] == node_selector:
-        return True
-    flat_fqn = [item for segment in fqn for item in segment.split(".")]
-    parts = node_selector.split(".")
-    if len(flat_fqn) < len(parts):
-        return False
-    slurp_from_ix = None
-    for i, part in enumerate(parts):
-        if any(w in part for w in ("*", "?", "[", "]")):
-            slurp_from_ix = i
-            break
-        if flat_fqn[i] != part:
-            return False
-    if slurp_from_ix is not None:
-        if fnmatch(".".join(flat_fqn[slurp_from_ix:]), ".".join(parts[slurp_from_ix:])):
-            return True
-        if "." not in node_selector:
-            return bool(fqn) and fnmatch(fqn[-1], node_selector)
-        return False
-    return True
-
-
-class Selector:
-    """Evaluate selections against one manifest index.
-
-    :param index: the project's manifest index.
+    :param unique_ids: the nodes dbt selected (tests by dbt's indirect selection, sources included).
+    :param unmatched: the criteria dbt warned match no node.
+    :param error: dbt's error when it rejected the selection (unknown YAML selector, bad syntax).
+    :param manifest: the ``manifest.json`` dbt selected on; ``fingerprint`` the project files it was parsed from.
     """
 
-    def __init__(self, index: ManifestIndex) -> None:
-        self.index = index
-        self.nodes = index.nodes
-        self.root = Path(index.project_dir)
+    unique_ids: list[str]
+    fingerprint: str
+    manifest: str
+    unmatched: list[str] = field(default_factory=list)
+    error: str | None = None
+    elapsed_s: float = 0.0
 
-    # -- methods ------------------------------------------------------------------------------------
-    def _search(self, method: str, args: list[str], value: str) -> set[str]:
-        nodes = self.nodes
-        if method in ("fqn", "wildcard"):
-            if value == "*":
-                return {u for u, n in nodes.items() if n["resource_type"] != "source"}
-            return {
-                u
-                for u, n in nodes.items()
-                if n["resource_type"] != "source"
-                and (_is_selected_node(n["fqn"], value) or _is_selected_node(n["fqn"][1:], value))
-            }
-        if method == "tag":
-            return {u for u, n in nodes.items() if any(fnmatch(t, value) for t in n["tags"])}
-        if method == "group":
-            return {u for u, n in nodes.items() if n["config"].get("group") and fnmatch(n["config"]["group"], value)}
-        if method == "access":
-            return {u for u, n in nodes.items() if n["resource_type"] == "model" and n["config"].get("access") == value}
-        if method == "package":
-            if value == "this":
-                value = self.index.project_name
-            return {u for u, n in nodes.items() if fnmatch(n["package_name"] or "", value)}
-        if method == "resource_type":
-            return {u for u, n in nodes.items() if n["resource_type"] == value}
-        if method == "test_type":
-            wanted = {"data": {"generic", "singular"}}.get(value, {value})
-            return {u for u, n in nodes.items() if n.get("test_type") in wanted}
-        if method == "test_name":
-            return {
-                u
-                for u, n in nodes.items()
-                if n["resource_type"] == "test" and n.get("test_name") and fnmatch(n["test_name"], value)
-            }
-        if method == "unit_test":
-            return {u for u, n in nodes.items() if n["resource_type"] == "unit_test" and _is_selected_node(n["fqn"], value)}
-        if method == "file":
-            return {
-                u
-                for u, n in nodes.items()
-                if n.get("original_file_path")
-                and (
-                    fnmatch(PurePosixPath(n["original_file_path"]).name, value)
-                    or fnmatch(PurePosixPath(n["original_file_path"]).stem, value)
-                )
-            }
-        if method == "path":
-            paths = {p.relative_to(self.root) for p in self.root.glob(value)} if value else set()
-            selected = set()
-            for u, n in nodes.items():
-                ofp = Path(n.get("original_file_path") or "")
-                patch = n.get("patch_path")
-                if ofp in paths or any(parent in paths for parent in ofp.parents if str(parent) != "."):
-                    selected.add(u)
-                elif patch and Path(patch.split("://", 1)[-1]) in paths:
-                    selected.add(u)
-            return selected
-        if method == "source":
-            parts = value.split(".")
-            if len(parts) == 1:
-                package, source, table = "*", parts[0], "*"
-            elif len(parts) == 2:
-                package, (source, table) = "*", parts
-            elif len(parts) == 3:
-                package, source, table = parts
-            else:
-                raise SelectionError(f"invalid source selector {value!r}: use source, source.table or package.source.table")
-            return {
-                u
-                for u, n in nodes.items()
-                if n["resource_type"] == "source"
-                and fnmatch(n["package_name"] or "", package)
-                and fnmatch(n.get("source_name") or "", source)
-                and fnmatch(n["name"], table)
-            }
-        if method == "exposure":
-            parts = value.split(".")
-            package, name = ("*", parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-            return {
-                u
-                for u, n in nodes.items()
-                if n["resource_type"] == "exposure" and fnmatch(n["package_name"] or "", package) and fnmatch(n["name"], name)
-            }
-        if method == "config":
-            if not args:
-                raise SelectionError(f"config selector needs a key, e.g. config.materialized:{value}")
-            out = set()
-            for u, n in nodes.items():
-                current: Any = n["config"]
-                for key in args:
-                    current = current.get(key) if isinstance(current, dict) else None
-                if isinstance(current, list):
-                    if any(str(v).lower() == value.lower() for v in current):
-                        out.add(u)
-                elif current is not None and str(current).lower() == value.lower():
-                    out.add(u)
-            return out
-        if method == "version":
-            return set()
-        raise SelectionError(f"unknown selector method {method!r}")
+    def where(self) -> str:
+        return f"manifest {self.manifest} (fingerprint {self.fingerprint})"
 
-    # -- graph ----------------------------------------------------------------------------------------
-    def _walk(self, start: Iterable[str], graph: dict[str, list[str]], depth: int | None) -> set[str]:
-        seen: set[str] = set()
-        queue = deque((u, 0) for u in start)
-        while queue:
-            uid, d = queue.popleft()
-            if depth is not None and d >= depth:
-                continue
-            for nxt in graph.get(uid, ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append((nxt, d + 1))
-        return seen
-
-    def criterion(self, raw: str) -> set[str]:
-        """Nodes one criterion (``2+tag:x+``) selects directly, before test expansion."""
-        m = RAW_SELECTOR_PATTERN.match(raw)
-        if not m:
-            raise SelectionError(f"invalid dbt selector {raw!r}")
-        value = m.group("value")
-        method_full = m.group("method")
-        if method_full:
-            method, *args = method_full.split(".")
-        elif "/" in value or "\\" in value:
-            method, args = "path", []
-        elif value.lower().endswith((".sql", ".py", ".csv")):
-            method, args = "file", []
-        else:
-            method, args = "fqn", []
-        if method in _NEEDS_STATE:
-            raise SelectionError(
-                f"selector {raw!r} uses {method}:, which needs dbt's run state; it cannot be rendered ahead of a run"
-            )
-        if method not in _KNOWN:
-            raise SelectionError(f"selector {raw!r}: unknown selector method {method!r}")
-        if m.group("childrens_parents") and (m.group("parents") or m.group("children")):
-            raise SelectionError(f"selector {raw!r}: '@' cannot be combined with '+'")
-        selected = self._search(method, args, value)
-        if m.group("childrens_parents"):
-            children = selected | self._walk(selected, self.index.child_map, None)
-            return children | self._walk(children, self.index.parent_map, None)
-        out = set(selected)
-        if m.group("parents"):
-            depth = m.group("parents_depth")
-            out |= self._walk(selected, self.index.parent_map, int(depth) if depth else None)
-        if m.group("children"):
-            depth = m.group("children_depth")
-            out |= self._walk(selected, self.index.child_map, int(depth) if depth else None)
-        return out
-
-    def match(self, token: str) -> set[str]:
-        """Nodes one space-free token (criteria joined by ``,`` = intersection) selects, with its tests."""
-        return self._with_tests(self._token(token)) & self._executable_ids()
-
-    def _token(self, token: str) -> set[str]:
-        parts = token.split(",")
-        result = self.criterion(parts[0])
-        for part in parts[1:]:
-            result &= self.criterion(part)
-        return result
-
-    def _union(self, specs: Iterable[str]) -> set[str]:
-        result: set[str] = set()
-        for spec in specs:
-            for token in _criteria_from_string(spec):
-                result |= self._token(token)
-        return result
-
-    def _with_tests(self, selected: set[str]) -> set[str]:
-        """dbt's default ``eager`` indirect selection: tests of any selected node come along."""
-        tests = {
-            u
-            for u, n in self.nodes.items()
-            if n["resource_type"] in _TESTS and any(p in selected for p in n["depends_on"])
-        }
-        return selected | tests
-
-    # -- YAML selectors -------------------------------------------------------------------------------
-    def _definition(self, definition: Any) -> set[str]:
-        if isinstance(definition, str):
-            return self._with_tests(self._union([definition]))
-        if not isinstance(definition, dict):
-            raise SelectionError(f"unsupported YAML selector definition {definition!r}")
-        if "union" in definition or "intersection" in definition:
-            key = "union" if "union" in definition else "intersection"
-            included: list[set[str]] = []
-            excluded: set[str] = set()
-            for item in definition[key]:
-                if isinstance(item, dict) and "exclude" in item and len(item) == 1:
-                    for ex in item["exclude"]:
-                        excluded |= self._definition(ex)
-                else:
-                    included.append(self._definition(item))
-            if key == "union":
-                result = set().union(*included) if included else set()
-            else:
-                result = set.intersection(*included) if included else set()
-            return result - excluded
-        method = definition.get("method")
-        if method == "selector":
-            return self.yaml_selector(definition["value"])
-        raw = ""
-        if definition.get("childrens_parents"):
-            raw += "@"
-        if definition.get("parents"):
-            raw += f"{definition.get('parents_depth') or ''}+"
-        raw += f"{method}:{definition.get('value')}" if method else str(definition.get("value"))
-        if definition.get("children"):
-            raw += f"+{definition.get('children_depth') or ''}"
-        result = self._with_tests(self.criterion(raw))
-        if "exclude" in definition:
-            for ex in definition["exclude"]:
-                result -= self._definition(ex)
-        return result
-
-    def yaml_selector(self, name: str) -> set[str]:
-        selectors = self.index.selectors
-        if name not in selectors:
-            known = ", ".join(sorted(selectors)) or "none defined (selectors.yml)"
-            raise SelectionError(f"selector:{name}: no such YAML selector in project {self.index.project_name} (known: {known})")
-        return self._definition(selectors[name]["definition"])
-
-    # -- public ---------------------------------------------------------------------------------------
-    def select(
-        self, select: list[str] | None = None, exclude: list[str] | None = None, selector: str | None = None
-    ) -> set[str]:
-        """Unique ids ``dbt build`` would execute for ``--select``/``--exclude``/``--selector``.
-
-        :raises SelectionError: an invalid selector, or a selection that matches no executable node; the
-            message names the selector.
-        """
-        select = list(select or [])
-        for item in select:
-            if item.startswith("selector:"):
-                if selector:
-                    raise SelectionError(f"{item!r}: use either --selector or selector: in select, not both")
-                selector = item.removeprefix("selector:")
-        select = [s for s in select if not s.startswith("selector:")]
-        if selector:
-            chosen = self.yaml_selector(selector)
-            if select:
-                chosen |= self._with_tests(self._union(select))
-        elif select:
-            for spec in select:
-                for token in _criteria_from_string(spec):
-                    if not self._with_tests(self._token(token)) & self._executable_ids():
-                        raise SelectionError(f"dbt selector {token!r} matches no node of project {self.index.project_name}")
-            chosen = self._with_tests(self._union(select))
-        else:
-            chosen = self._with_tests(self._search("fqn", [], "*"))
-        if exclude:
-            chosen -= self._with_tests(self._union(exclude))
-        result = chosen & self._executable_ids()
-        if not result:
-            what = f"selector:{selector}" if selector else " ".join(select) or "(everything)"
-            raise SelectionError(f"dbt selection {what!r} matches no node of project {self.index.project_name} to build")
-        return result
-
-    def _executable_ids(self) -> set[str]:
-        cached = getattr(self, "_executable", None)
-        if cached is None:
-            cached = {
-                u
-                for u, n in self.nodes.items()
-                if n["resource_type"] in EXECUTED
-                and not (n["resource_type"] == "model" and n["config"].get("materialized") == "ephemeral")
-            }
-            self._executable = cached
-        return cached
+    def problem(self) -> str | None:
+        """Why this selection cannot be built, naming the criterion and the manifest; ``None`` when it can."""
+        if self.error:
+            return f"dbt rejects the selection: {self.error} (checked on {self.where()})"
+        if self.unmatched:
+            names = ", ".join(repr(u) for u in self.unmatched)
+            return f"dbt selector {names} matches no node (checked by dbt ls on {self.where()})"
+        if not self.unique_ids:
+            return f"the dbt selection matches no node (checked by dbt ls on {self.where()})"
+        return None
 
 
-def select_nodes(
-    index: ManifestIndex, select: list[str] | None = None, exclude: list[str] | None = None, selector: str | None = None
-) -> set[str]:
-    """Shortcut for :meth:`Selector.select`."""
-    return Selector(index).select(select, exclude, selector)
+def selection_args(select: list[str] | None, exclude: list[str] | None, selector: str | None) -> list[str]:
+    """The selection arguments, exactly as ``dbt build`` gets them."""
+    args: list[str] = []
+    if select:
+        args += ["--select", *select]
+    if exclude:
+        args += ["--exclude", *exclude]
+    if selector:
+        args += ["--selector", selector]
+    return args
+
+
+def selection_path(
+    project_dir: str | os.PathLike, fingerprint: str, select: list[str] | None, exclude: list[str] | None,
+    selector: str | None,
+) -> Path:  # fmt: skip
+    key = hashlib.sha256(json.dumps(selection_args(select, exclude, selector)).encode()).hexdigest()[:16]
+    return cache_dir(project_dir, fingerprint) / "selections" / f"{key}.json"
+
+
+def cached_selection(
+    index: ManifestIndex, select: list[str] | None, exclude: list[str] | None, selector: str | None = None
+) -> Selection | None:
+    """The cached selection on ``index``'s manifest, or ``None`` (reads one small JSON file; runs no dbt)."""
+    path = selection_path(index.project_dir, index.fingerprint, select, exclude, selector)
+    try:
+        return Selection(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _python_for_dbt() -> str:
+    """dbt's Python: the one beside ``RETRAIN_DBT_EXECUTABLE`` when dbt lives in its own environment."""
+    if exe := os.environ.get("RETRAIN_DBT_EXECUTABLE"):
+        beside = Path(exe).with_name("python")
+        if beside.exists():
+            return str(beside)
+    return sys.executable
+
+
+def run_dbt_ls(
+    project_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    fingerprint: str,
+    select: list[str] | None,
+    exclude: list[str] | None,
+    selector: str | None,
+    *,
+    profiles_dir: str | os.PathLike | None = None,
+    target: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> Selection:
+    """Run ``dbt ls`` on a preloaded manifest in a subprocess (dbt's logging and globals stay out of Airflow).
+
+    :param env: the dbt process's environment (the profile's variables); default a minimal one.
+    """
+    script = Path(__file__).with_name("dbt_ls.py")
+    project_dir = Path(project_dir).resolve()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dbt-ls-") as tmp:
+        out = Path(tmp) / "selection.json"
+        argv = [_python_for_dbt(), str(script), "--manifest", str(manifest), "--out", str(out), "--",
+                "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir or project_dir),
+                "--target-path", str(Path(tmp) / "target"), "--log-path", str(Path(tmp) / "logs")]  # fmt: skip
+        if target:
+            argv += ["--target", target]
+        argv += selection_args(select, exclude, selector)
+        if env is None:
+            from airflow_retrain.dbt.profiles import child_env
+
+            env = child_env()
+        proc = subprocess.run(argv, cwd=project_dir, env=env, capture_output=True, text=True, timeout=timeout)
+        if not out.is_file():
+            tail = " ".join((proc.stderr or proc.stdout or "").split()[-60:])
+            raise SelectionError(f"dbt ls on {manifest} exited with code {proc.returncode} and no result: {tail}")
+        data = json.loads(out.read_text())
+    return Selection(
+        unique_ids=data["unique_ids"],
+        unmatched=data["unmatched"],
+        error=data["error"],
+        fingerprint=fingerprint,
+        manifest=str(manifest),
+        elapsed_s=round(time.perf_counter() - start, 3),
+    )
+
+
+def cache_selection(
+    project_dir: str | os.PathLike,
+    fingerprint: str,
+    select: list[str] | None,
+    exclude: list[str] | None,
+    selector: str | None,
+    **run_kwargs,
+) -> Selection:
+    """The selection on the cached manifest of ``fingerprint``: from the cache, else ``dbt ls`` (then cached).
+
+    :param run_kwargs: ``profiles_dir``, ``target``, ``env`` for :func:`run_dbt_ls`.
+    """
+    path = selection_path(project_dir, fingerprint, select, exclude, selector)
+    if path.is_file():
+        try:
+            cached = Selection(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            cached = None  # a torn or older file: recompute
+        # an error may be the environment's (a profile variable), not the selection's: try again
+        if cached is not None and not cached.error:
+            return cached
+    manifest = cache_dir(project_dir, fingerprint) / "manifest.json"
+    result = run_dbt_ls(project_dir, manifest, fingerprint, select, exclude, selector, **run_kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(result)))
+    os.replace(tmp, path)
+    return result
+
+
+def refresh_after_build(
+    project_dir: str | os.PathLike,
+    manifest: str | os.PathLike,
+    fingerprint: str,
+    select: list[str] | None,
+    exclude: list[str] | None,
+    selector: str | None,
+    **run_kwargs,
+) -> Selection | None:
+    """After a ``dbt build`` (passed or not): cache the manifest it wrote and dbt's selection on it.
+
+    The manifest is cached only when the project's files are still those it was parsed from
+    (``fingerprint``, taken before the build). The next DAG parse then renders the current graph.
+
+    :return: the selection, or ``None`` when no manifest of these files is cached.
+    """
+    from airflow_retrain.dbt.manifest import project_fingerprint, store_manifest
+
+    manifest = Path(manifest)
+    cached = cache_dir(project_dir, fingerprint) / "index.json"
+    if manifest.is_file() and not cached.is_file() and project_fingerprint(project_dir) == fingerprint:
+        store_manifest(project_dir, manifest, fingerprint)
+    if not cached.is_file():
+        return None
+    return cache_selection(project_dir, fingerprint, select, exclude, selector, **run_kwargs)

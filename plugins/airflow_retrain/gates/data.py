@@ -7,9 +7,10 @@ model version, so a later run can measure drift against the champion's training 
 
 :class:`DataGate` compares a new dataset with
 
-- the dbt contract of the feature model (column names and type families) and the previous run's schema;
+- the feature model's enforced dbt contract (column names and type families; skipped, saying why, for a
+  model without ``contract.enforced``), the previous run's schema and the champion's training snapshot's;
 - a minimum row count and a change band against the last run whose data gate passed;
-- a maximum null rate per column;
+- null rates: a rise over the champion's training snapshot, and absolute limits only where the spec states them;
 - a label-rate band;
 - the champion's training snapshot: PSI per feature (numeric columns binned on the snapshot's deciles,
   categorical ones by level) and, for numeric features, the two-sample Kolmogorov-Smirnov *statistic*
@@ -246,11 +247,15 @@ class DataGateConfig:
     the spec, the operator carries it as :meth:`to_dict` (a templated, serialised field) and reads it back
     with :meth:`from_dict`.
 
-    :param contract: column -> dbt ``data_type`` of the feature model; ``None`` skips that check.
-    :param match_previous: compare the schema with the previous run's.
+    :param contract: column -> dbt ``data_type`` of the feature model's enforced contract; ``None``: none known.
+    :param match_contract: check the contract; when ``contract`` is ``None`` it is read at run time from the
+        manifest of ``dbt_project_dir`` (model ``feature_model``), and ``contract_note`` says why it is skipped.
+    :param match_previous: compare the schema with the previous run's; ``match_champion`` with the
+        champion's training snapshot's.
     :param min_rows: fewest rows (train + holdout) a run may have.
     :param max_row_change: largest relative change of the row count against the last passed run.
-    :param max_null_rate: default largest null rate of a column; ``null_rate_columns`` per column.
+    :param max_null_rate: largest null rate of any column (``None``: no absolute limit); ``null_rate_columns``
+        per column; ``max_null_rate_increase``: largest rise over the champion's snapshot.
     :param label_rate_min: smallest label rate; ``label_rate_max`` the largest.
     :param psi_max: largest PSI of a feature against the champion's snapshot; ``None``: not checked.
     :param ks_max: largest KS statistic ``D`` of a numeric feature; ``None``: not checked.
@@ -259,11 +264,17 @@ class DataGateConfig:
     """
 
     contract: dict[str, str | None] | None = None
+    match_contract: bool = False
+    dbt_project_dir: str | None = None
+    feature_model: str | None = None
+    contract_note: str | None = None
     match_previous: bool = True
+    match_champion: bool = False
     min_rows: int | None = None
     max_row_change: float | None = None
-    max_null_rate: float = 1.0
+    max_null_rate: float | None = None
     null_rate_columns: dict[str, float] = field(default_factory=dict)
+    max_null_rate_increase: float | None = None
     label_rate_min: float | None = None
     label_rate_max: float | None = None
     psi_max: float | None = None
@@ -273,22 +284,27 @@ class DataGateConfig:
 
     @classmethod
     def from_spec(
-        cls, data: DataGateSpec, *, min_rows: int, contract: dict[str, str | None] | None
+        cls, data: DataGateSpec, *, min_rows: int, dbt_project_dir: str | None = None, feature_model: str | None = None
     ) -> DataGateConfig:
         """Resolve a spec's ``gates.data`` block.
 
         :param data: the ``gates.data`` block.
         :param min_rows: ``dataset.min_rows``, the fewest rows when ``gates.data.min_rows`` is not set.
-        :param contract: the feature model's dbt contract columns; used only with ``schema.match_contract``.
+        :param dbt_project_dir: the dbt project whose manifest holds ``feature_model``'s contract (read at run
+            time, after ``dbt_build`` refreshed the manifest).
         """
         drift = data.drift
         return cls(
-            contract=contract if data.schema_.match_contract else None,
+            match_contract=data.schema_.match_contract,
+            dbt_project_dir=dbt_project_dir,
+            feature_model=feature_model,
             match_previous=data.schema_.match_previous,
+            match_champion=data.schema_.match_champion,
             min_rows=data.min_rows if data.min_rows is not None else min_rows,
             max_row_change=data.max_row_change,
             max_null_rate=data.max_null_rate.default,
             null_rate_columns=dict(data.max_null_rate.columns),
+            max_null_rate_increase=data.max_null_rate.max_increase,
             label_rate_min=data.label_rate.min if data.label_rate else None,
             label_rate_max=data.label_rate.max if data.label_rate else None,
             psi_max=drift.psi_max if drift else None,
@@ -384,25 +400,33 @@ class DataGate(Gate):
                 else f"schema matches the dbt contract ({len(self.config.contract)} columns)"
             )
             checks.append(Check("schema.contract", float(len(problems)), None, 0.0, not problems, reason))
+        elif self.config.match_contract:
+            note = self.config.contract_note or "no dbt contract known for the feature model"
+            details["schema_contract_skipped"] = note
+            checks.append(Check("schema.contract", None, None, 0.0, True, f"skipped: {note}"))
+        compared = []
         if self.config.match_previous:
-            previous = (ev.previous or {}).get("schema")
+            compared.append(("previous", "the previous run's", (ev.previous or {}).get("schema"), "no previous run"))
+        if self.config.match_champion:
+            where = f"the champion's training snapshot ({ev.snapshot_source})"
+            compared.append(("champion", where, (ev.snapshot or {}).get("schema"), "no champion training snapshot"))
+        for name, what, previous, missing in compared:
             if previous is None:
-                checks.append(Check("schema.previous", None, None, 0.0, True, "skipped: no previous run to compare"))
-            else:
-                problems = [f"column {c!r} removed" for c in previous if c not in schema]
-                problems += [f"column {c!r} added" for c in schema if c not in previous]
-                problems += [
-                    f"{c!r} changed type {previous[c]} -> {schema[c]}"
-                    for c in schema
-                    if c in previous and previous[c] != schema[c]
-                ]
-                details["schema_previous_problems"] = problems
-                reason = (
-                    f"schema differs from the previous run's: {'; '.join(problems[:8])}"
-                    if problems
-                    else "schema matches the previous run's"
-                )
-                checks.append(Check("schema.previous", float(len(problems)), None, 0.0, not problems, reason))
+                checks.append(Check(f"schema.{name}", None, None, 0.0, True, f"skipped: {missing} to compare"))
+                continue
+            problems = [f"column {c!r} removed" for c in previous if c not in schema]
+            problems += [f"column {c!r} added" for c in schema if c not in previous]
+            problems += [
+                f"{c!r} changed type {previous[c]} -> {schema[c]}" for c in schema if c in previous and previous[c] != schema[c]
+            ]
+            details[f"schema_{name}_problems"] = problems
+            field_name = f"gates.data.schema.match_{name}"
+            reason = (
+                f"schema differs from {what} ({field_name}): {'; '.join(problems[:8])}"
+                if problems
+                else f"schema matches {what}"
+            )
+            checks.append(Check(f"schema.{name}", float(len(problems)), None, 0.0, not problems, reason))
         return checks
 
     # -- volume -----------------------------------------------------------------------------------
@@ -439,27 +463,41 @@ class DataGate(Gate):
 
     # -- nulls ------------------------------------------------------------------------------------
     def _nulls(self, ev: DataEvidence) -> list[Check]:
+        """Absolute limits where the spec states them; otherwise a rise over the champion's snapshot."""
+        cfg = self.config
         checks = []
         if len(ev.frame) == 0:
-            return [Check("nulls", None, None, self.config.max_null_rate, False, "no rows to measure null rates on")]
+            return [Check("nulls", None, None, cfg.max_null_rate, False, "no rows to measure null rates on")]
         rates = ev.frame.isna().mean()
+        reference = (ev.snapshot or {}).get("columns") or {}
         for column in ev.frame.columns:
-            limit = self.config.null_rate_columns.get(column, self.config.max_null_rate)
             rate = float(rates[column])
-            ok = rate <= limit
-            checks.append(
-                Check(
-                    f"null_rate.{column}",
-                    rate,
-                    None,
-                    limit,
-                    ok,
-                    f"{column} null rate {rate:.2%} {'<=' if ok else '>'} max {limit:.2%}",
+            if column in cfg.null_rate_columns or cfg.max_null_rate is not None:
+                field_name = "gates.data.max_null_rate." + (
+                    f"columns.{column}" if column in cfg.null_rate_columns else "default"
                 )
-            )
-        for column in self.config.null_rate_columns:
+                limit = cfg.null_rate_columns.get(column, cfg.max_null_rate)
+                ok = rate <= limit
+                checks.append(Check(f"null_rate.{column}", rate, None, limit, ok,
+                                    f"{column} null rate {rate:.2%} {'<=' if ok else '>'} {limit:.2%} ({field_name})"))  # fmt: skip
+            before = (reference.get(column) or {}).get("null_rate")
+            if cfg.max_null_rate_increase is not None and before is not None:
+                rise, limit = rate - float(before), cfg.max_null_rate_increase
+                ok = rise <= limit
+                checks.append(Check(
+                    f"null_rate_increase.{column}", rise, None, limit, ok,
+                    f"{column} null rate {rate:.2%} vs {float(before):.2%} in the champion's training snapshot: rise "
+                    f"{rise:+.2%} {'<=' if ok else '>'} {limit:.2%} (gates.data.max_null_rate.max_increase)",
+                ))  # fmt: skip
+        if cfg.max_null_rate_increase is not None and ev.snapshot is None:
+            checks.append(Check("null_rate_increase", None, None, cfg.max_null_rate_increase, True,
+                                "skipped: no champion training snapshot to compare null rates with; only the limits "
+                                "the spec states (gates.data.max_null_rate.default/columns) apply"))  # fmt: skip
+        for column in cfg.null_rate_columns:
             if column not in ev.frame.columns:
-                checks.append(Check(f"null_rate.{column}", None, None, None, False, f"column {column!r} is missing"))
+                checks.append(Check(f"null_rate.{column}", None, None, None, False,
+                                    f"gates.data.max_null_rate.columns.{column}: the dataset has no column {column!r} "
+                                    f"(its columns: {', '.join(map(str, ev.frame.columns))})"))  # fmt: skip
         return checks
 
     # -- label --------------------------------------------------------------------------------------
@@ -495,7 +533,8 @@ class DataGate(Gate):
             reference = reference_columns.get(column)
             if reference is None or column not in ev.train.columns:
                 where = "the champion's snapshot" if reference is None else "the new data"
-                checks.append(Check(f"psi.{column}", None, None, cfg.psi_max, False, f"{column!r} is missing from {where}"))
+                named = "gates.data.drift.columns: " if cfg.drift_columns else ""
+                checks.append(Check(f"psi.{column}", None, None, cfg.psi_max, False, f"{named}{column!r} is missing from {where}"))
                 continue
             series = ev.train[column]
             if cfg.psi_max is not None:

@@ -31,7 +31,7 @@ from airflow_retrain.dbt.results import (
     write_done,
     write_node_status,
 )
-from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook
+from airflow_retrain.hooks.dbt import DbtCommandError, DbtHook, DbtSelectionError
 from airflow_retrain.hooks.warehouse import WarehouseHook
 from airflow_retrain.links.dbt import DbtDocsLink
 from airflow_retrain.operators.base import RetrainBaseOperator
@@ -126,8 +126,24 @@ class DbtBuildOperator(RetrainBaseOperator):
         hook.env_passthrough = tuple(self.env_passthrough or ())
         hook.partial_parse_file = partial_parse_file(self.project_dir, target_name)
 
+    def _refresh_dbt_cache(self, target_path: Path, fingerprint: str):
+        """Cache the manifest this build wrote and dbt's selection on it, for the next DAG parse."""
+        from airflow_retrain.dbt.selection import refresh_after_build
+
+        try:
+            selection = refresh_after_build(
+                self.project_dir, target_path / "manifest.json", fingerprint, self.select, self.exclude,
+                self.selector, profiles_dir=self.hook.profiles_dir, target=self.target, env=self.hook.child_env(),
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 -- the cache only speeds up the next parse; the build stands
+            self.log.warning("Could not cache dbt's selection for the next DAG parse: %s", e)
+            return None
+        if selection is not None:
+            self.log.info("dbt selection cached (%d nodes, %s)", len(selection.unique_ids), selection.where())
+        return selection
+
     def execute(self, context) -> dict[str, Any]:
-        from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint, store_manifest
+        from airflow_retrain.dbt.manifest import project_fingerprint
         from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
 
         run = self.run_identity(context)
@@ -172,6 +188,9 @@ class DbtBuildOperator(RetrainBaseOperator):
                 on_node_finished=lambda r: write_node_status(status_dir, r),
             )
         except DbtCommandError as e:
+            confirmed = self._refresh_dbt_cache(target_path, fingerprint)
+            if isinstance(e, DbtSelectionError) and confirmed is not None and confirmed.problem():
+                e = DbtSelectionError(f"{e}: {confirmed.problem()}", e.result)
             if e.result is not None:
                 for node in e.result.nodes:
                     write_node_status(status_dir, node)
@@ -187,14 +206,7 @@ class DbtBuildOperator(RetrainBaseOperator):
         for node in result.nodes:  # run_results.json is authoritative (messages, nodes missed by the log)
             write_node_status(status_dir, node)
         self._done(status_dir, "success", "dbt build finished")
-        manifest = target_path / "manifest.json"
-        cached = cache_dir(self.project_dir, fingerprint) / "index.json"
-        if (
-            manifest.is_file()
-            and not cached.is_file()
-            and project_fingerprint(self.project_dir) == fingerprint
-        ):
-            store_manifest(self.project_dir, manifest, fingerprint)
+        self._refresh_dbt_cache(target_path, fingerprint)
         summary = result.summary()
         summary["warehouse"] = resolved.describe()
         summary["target"] = resolved.target

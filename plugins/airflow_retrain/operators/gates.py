@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -25,6 +25,9 @@ from airflow_retrain.gates.metrics import MetricThresholdGate
 from airflow_retrain.hooks.mlflow import MlflowHook
 from airflow_retrain.operators.base import RetrainBaseOperator
 from airflow_retrain.operators.registry import GATE_TAG
+
+if TYPE_CHECKING:
+    from airflow_retrain.gates.data import DataGateConfig
 
 
 class MetricGateOperator(RetrainBaseOperator):
@@ -95,6 +98,19 @@ def _failure_summary(verdicts: list[Verdict]) -> str:
     return " | ".join(parts)
 
 
+def _with_contract(config: DataGateConfig) -> DataGateConfig:
+    """Read the feature model's dbt contract now, from the manifest ``dbt_build`` just refreshed: a contract
+    only when its config has ``contract.enforced: true``; otherwise the note says why the check is skipped."""
+    from dataclasses import replace
+
+    from airflow_retrain.dbt.contracts import project_contract
+
+    if not config.match_contract or config.contract is not None or not config.dbt_project_dir:
+        return config
+    contract = project_contract(config.dbt_project_dir, config.feature_model or "")
+    return replace(config, contract=contract.columns, contract_note=contract.note)
+
+
 class DataGateOperator(RetrainBaseOperator):
     """Check the exported dataset before training; a failure stops the run (no retry, no training paid).
 
@@ -106,7 +122,7 @@ class DataGateOperator(RetrainBaseOperator):
 
     :param dataset: the result of :class:`ExportTrainingDatasetOperator` (channels, label and id columns).
     :param config: a :class:`~airflow_retrain.gates.data.DataGateConfig` as its ``to_dict()`` (the spec's
-        ``gates.data``, resolved by ``DataGateConfig.from_spec`` with the dbt contract); a key that is not
+        ``gates.data``, resolved by ``DataGateConfig.from_spec``; the dbt contract is read at run time); a key that is not
         one of its fields fails the task.
     :param model_name: registered model whose champion's snapshot is the drift reference.
     :param experiment: the pipeline's MLflow experiment (data runs go to ``<experiment>/data``).
@@ -152,7 +168,7 @@ class DataGateOperator(RetrainBaseOperator):
             read_split,
         )
 
-        config = DataGateConfig.from_dict(self.config)
+        config = _with_contract(DataGateConfig.from_dict(self.config))
         run = self.run_identity(context)
         target, id_column = self.dataset["target_column"], self.dataset["id_column"]
         channels = self.dataset["channels"]
@@ -164,9 +180,10 @@ class DataGateOperator(RetrainBaseOperator):
         profile["rows_total"] = len(frame)
         previous, previous_run = store.previous_data_profile(self.hook, self.experiment, self.pipeline, run.run_key)
         snapshot, snapshot_source = (None, None)
-        if config.psi_max is not None or config.ks_max is not None:
+        wants_snapshot = config.match_champion or config.max_null_rate_increase is not None
+        if wants_snapshot or config.psi_max is not None or config.ks_max is not None:
             snapshot, snapshot_source = store.champion_snapshot(self.hook, self.model_name, self.alias)
-            self.log.info("Drift reference: %s", snapshot_source)
+            self.log.info("Champion's training snapshot (schema, null rates, drift): %s", snapshot_source)
         evidence = DataEvidence(
             frame=frame,
             train=train_frame,

@@ -21,7 +21,7 @@ from airflow_retrain.config import (
     retrain_home,
     state_dir,
 )
-from airflow_retrain.dbt.contracts import dbt_contract_columns, dbt_model_names
+from airflow_retrain.dbt.contracts import dbt_model_names, project_contract
 from airflow_retrain.spec.checks import check_spec, declared_metrics
 from airflow_retrain.spec.fields import (
     ARTIFACT_SCHEMES,
@@ -105,7 +105,7 @@ __all__ = [
     "_format_validation_error",
     "artifact_root_problems",
     "check_spec",
-    "dbt_contract_columns",
+    "project_contract",
     "dbt_model_names",
     "declared_metrics",
     "format_validation_error",

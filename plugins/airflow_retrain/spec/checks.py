@@ -1,5 +1,5 @@
 """The one place a valid spec is checked against the world around it: the dbt project (its cached
-manifest, with dbt's selector semantics, and its contracts), the SageMaker/Vertex catalogs and the price
+manifest, dbt's own cached selection on it, and its enforced contracts), the SageMaker/Vertex catalogs and the price
 table, and the training script's declared metrics.
 
 :func:`check_spec` runs after the models validated a spec (:mod:`.models`) and returns every problem
@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from airflow_retrain.cost import UnknownPriceError, max_job_cost
-from airflow_retrain.dbt.contracts import dbt_contract_columns, dbt_model_names
-from airflow_retrain.dbt.manifest import ManifestError, load_index
-from airflow_retrain.dbt.selection import SelectionError, Selector
+from airflow_retrain.dbt.contracts import dbt_model_names, model_contract
+from airflow_retrain.dbt.manifest import ManifestError, ManifestIndex, load_index
+from airflow_retrain.dbt.selection import Selection, cached_selection
 from airflow_retrain.gates.model import SCORABLE_METRICS
 from airflow_retrain.spec.models import AssetSchedule, PipelineSpec
 from airflow_retrain.training.sagemaker_catalog import (
@@ -132,11 +132,12 @@ def _check_inside_project(spec: PipelineSpec, field: str, relative: str) -> str 
 
 
 def _check_dbt(spec: PipelineSpec) -> list[str]:
-    """The dbt selection against the project's cached manifest, with dbt's selector semantics.
+    """The feature model and the dbt selection, as far as they can be known without running dbt.
 
-    Without a cached manifest (``make dbt-manifest`` was never run and no build ran yet) only the feature
-    table is checked, by file name; the selection is then checked by ``dbt_build``, which fails naming a
-    selector that matches nothing.
+    A stale or missing manifest never rejects a spec (an analyst who just added a model has no manifest of
+    it yet): the feature table is then looked up by file name, and the selection is left to ``dbt_build``,
+    which refreshes the cache. Only dbt's own verdict on a manifest of the project's current files (the
+    cached ``dbt ls``, :mod:`airflow_retrain.dbt.selection`) rejects a selection, naming that manifest.
     """
     project = spec.path(spec.dbt.project_dir)
     if not (project / "dbt_project.yml").is_file():
@@ -145,45 +146,49 @@ def _check_dbt(spec: PipelineSpec) -> list[str]:
         index = load_index(project, allow_stale=True)
     except ManifestError:
         index = None
+    fresh = index is not None and not index.stale
+    models = {n["name"] for n in index.nodes.values() if n["resource_type"] == "model"} if index else set()
+    if not fresh:
+        models |= dbt_model_names(project)
     problems = []
     feature = spec.dataset.feature_table.split(".")[-1]
-    if index is None:
-        if feature not in dbt_model_names(project):
-            problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
-        return problems
-    selector = Selector(index)
-    for field_name, items in (("select", spec.dbt.select), ("exclude", spec.dbt.exclude)):
-        for i, item in enumerate(items):
-            for token in item.split():
-                try:
-                    matched = selector.match(token) if not token.startswith("selector:") else selector.yaml_selector(token[9:])
-                except SelectionError as e:
-                    problems.append(f"dbt.{field_name}[{i}]: {e}")
-                    continue
-                if not matched:
-                    problems.append(f"dbt.{field_name}[{i}]: dbt selector {token!r} matches no node of {project}")
-    if spec.dbt.selector:
-        try:
-            selector.yaml_selector(spec.dbt.selector)
-        except SelectionError as e:
-            problems.append(f"dbt.selector: {e}")
-    if not problems:
-        try:
-            chosen = selector.select(spec.dbt.select, spec.dbt.exclude, spec.dbt.selector)
-        except SelectionError as e:
-            problems.append(f"dbt.select: {e}")
-            chosen = set()
-        models = {n["name"] for u, n in index.nodes.items() if n["resource_type"] == "model"}
-        if feature not in models:
-            problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
-        elif chosen and not any(index.nodes[u]["name"] == feature for u in chosen):
-            problems.append(f"dataset.feature_table: {feature!r} is not in the dbt selection, so it would not be built")
+    if feature not in models:
+        problems.append(f"dataset.feature_table: unknown dbt model {spec.dataset.feature_table!r} in {project}")
     if isinstance(spec.schedule, AssetSchedule):
-        models = {n["name"] for n in index.nodes.values() if n["resource_type"] == "model"}
         for i, name in enumerate(spec.schedule.assets):
             if name not in models:
                 problems.append(f"schedule.assets[{i}]: unknown dbt model {name!r} in {project}")
+    if not fresh:
+        return problems
+    assert index is not None
+    selection = cached_selection(index, spec.dbt.select, spec.dbt.exclude, spec.dbt.selector)
+    if selection is None:  # not selected by dbt yet: dbt_build does, and fails naming what matches nothing
+        return problems
+    if selection.problem():
+        return problems + _selection_problems(spec, selection)
+    if not problems and not any(
+        index.nodes.get(u, {}).get("name") == feature for u in selection.unique_ids
+    ):
+        problems.append(f"dataset.feature_table: {feature!r} is not in the dbt selection, so it would not be built")
     return problems
+
+
+def _selection_problems(spec: PipelineSpec, selection: Selection) -> list[str]:
+    """dbt's verdict on the spec's selection, each problem on the field that holds the criterion."""
+    if selection.error:
+        field = "dbt.selector" if spec.dbt.selector else "dbt.select"
+        return [f"{field}: {selection.problem()}"]
+    problems = []
+    for criterion in selection.unmatched:
+        field = "dbt.select"
+        for name, items in (("select", spec.dbt.select), ("exclude", spec.dbt.exclude)):
+            for i, item in enumerate(items):
+                if criterion in item.split():
+                    field = f"dbt.{name}[{i}]"
+        problems.append(
+            f"{field}: dbt selector {criterion!r} matches no node (checked by dbt ls on {selection.where()})"
+        )
+    return problems or [f"dbt.select: {selection.problem()}"]
 
 
 def _check_training(spec: PipelineSpec) -> list[str]:
@@ -302,28 +307,38 @@ def declared_metrics(entry_point: Path) -> list[str] | None:
     return None
 
 
+def _check_columns(spec: PipelineSpec) -> list[str]:
+    """Column names the gates name, against the feature model's real columns where they are known now:
+    its enforced dbt contract in a fresh manifest (dbt refuses to build a table that differs from it).
+    Otherwise the data gate checks them against the exported table at run time, naming the same field."""
+    gates = spec.gates
+    try:
+        index: ManifestIndex | None = load_index(spec.path(spec.dbt.project_dir))
+    except ManifestError:
+        index = None
+    if index is None:
+        return []
+    contract = model_contract(index, spec.dataset.feature_table.split(".")[-1])
+    if contract.columns is None:
+        return []
+    named = [(f"gates.data.max_null_rate.columns.{c}", c) for c in gates.data.max_null_rate.columns]
+    if gates.data.drift and gates.data.drift.columns:
+        named += [(f"gates.data.drift.columns[{i}]", c) for i, c in enumerate(gates.data.drift.columns)]
+    if gates.slices:
+        named += [(f"gates.slices.columns[{i}]", c) for i, c in enumerate(gates.slices.columns)]
+    return [
+        f"{field_name}: unknown column {column!r} (not among the {len(contract.columns)} columns of the "
+        f"enforced dbt contract of {spec.dataset.feature_table}, manifest fingerprint {index.fingerprint})"
+        for field_name, column in named
+        if column not in contract.columns
+    ]
+
+
 def _check_gates(spec: PipelineSpec) -> list[str]:
     """Gate fields checked against the dbt contract and the training script's declared metrics."""
     problems = []
     gates = spec.gates
-    contract = dbt_contract_columns(spec.path(spec.dbt.project_dir), spec.dataset.feature_table.split(".")[-1])
-    if gates.data.schema_.match_contract and not contract:
-        problems.append(
-            f"gates.data.schema.match_contract: dbt model {spec.dataset.feature_table!r} declares no columns "
-            "in its YAML; declare them (a contract) or set match_contract: false"
-        )
-    if contract:
-        columns = set(contract)
-        named = [(f"gates.data.max_null_rate.columns.{c}", c) for c in gates.data.max_null_rate.columns]
-        if gates.data.drift and gates.data.drift.columns:
-            named += [(f"gates.data.drift.columns[{i}]", c) for i, c in enumerate(gates.data.drift.columns)]
-        if gates.slices:
-            named += [(f"gates.slices.columns[{i}]", c) for i, c in enumerate(gates.slices.columns)]
-        for field_name, column in named:
-            if column not in columns:
-                problems.append(
-                    f"{field_name}: unknown column {column!r} (not in the dbt contract of {spec.dataset.feature_table})"
-                )
+    problems += _check_columns(spec)
     if gates.slices:
         for i, column in enumerate(gates.slices.columns):
             if column in (spec.dataset.target_column, spec.dataset.id_column):

@@ -193,8 +193,17 @@ class RateBand(StrictModel):
 
 
 class NullRateSpec(StrictModel):
-    default: FiniteFloat = Field(0.05, ge=0.0, le=1.0, description="largest null rate of any column")
+    """Null rates: absolute limits only where the spec states them; by default a rise over the champion's
+    training snapshot (a first run, with no champion, has no null-rate limit unless one is stated)."""
+
+    default: FiniteFloat | None = Field(
+        None, ge=0.0, le=1.0, description="largest null rate of any column; default: no absolute limit"
+    )
     columns: dict[str, FiniteFloat] = Field(default_factory=dict, description="column -> largest null rate")
+    max_increase: FiniteFloat | None = Field(
+        0.05, ge=0.0, le=1.0,
+        description="largest rise of a column's null rate over the champion's training snapshot (0.05 = 5 points)",
+    )  # fmt: skip
 
     @field_validator("columns")
     @classmethod
@@ -223,8 +232,11 @@ class DriftSpec(StrictModel):
 
 
 class SchemaGateSpec(StrictModel):
-    match_contract: StrictBool = Field(True, description="columns and types match the feature model's dbt contract")
+    match_contract: StrictBool = Field(
+        True, description="columns and types match the feature model's enforced dbt contract (skipped without one)"
+    )
     match_previous: StrictBool = Field(True, description="columns and types match the last passed run's")
+    match_champion: StrictBool = Field(True, description="columns and types match the champion's training snapshot")
 
 
 class DataGateSpec(StrictModel):
