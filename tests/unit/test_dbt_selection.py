@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.slow  # the fixtures parse a dbt project and run `dbt ls`: seconds each
-
 from airflow_retrain.dbt.manifest import cache_dir as index_dir
 from airflow_retrain.dbt.manifest import load_index
 from airflow_retrain.dbt.render import plan_group
 from airflow_retrain.dbt.selection import cache_selection, cached_selection, selection_path
+
+pytestmark = pytest.mark.slow  # the fixtures parse a dbt project and run `dbt ls`: seconds each
 
 
 def _select(project, select=None, exclude=None, selector=None):

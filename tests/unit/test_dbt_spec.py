@@ -80,7 +80,11 @@ def test_asset_schedules(tmp_path):
     spec = load_spec(churn(tmp_path, schedule="asset"))
     assert spec.schedule == AssetSchedule()
     dag = build_dag(spec)
-    assert dag.timetable.asset_condition == Asset("x-dbt://retrain/churn_features")
+    # the dbt Asset, or the scoring DAG's drift Asset (churn.yaml has a `monitoring:` block)
+    from airflow_retrain.monitoring.drift import drift_asset_uri
+
+    assert spec.monitoring is not None
+    assert dag.timetable.asset_condition == Asset("x-dbt://retrain/churn_features") | Asset(drift_asset_uri("churn"))
     both = load_spec(churn(tmp_path, schedule={"assets": ["churn_features"], "cron": "0 6 * * 1"}))
     assert isinstance(build_dag(both).timetable, AssetOrTimeSchedule)
     producer = dag.get_task("dbt_build")

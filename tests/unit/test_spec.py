@@ -61,13 +61,14 @@ def test_unknown_backend(tmp_path):
 
 def test_unknown_dbt_model_in_selection(tmp_path, dbt_manifest):
     data = churn_dict()
-    data["dbt"]["select"] = ["+churn_featurez"]
+    selector = f"+churn_featurez_{tmp_path.name}"  # this test's own: selections are cached per project
+    data["dbt"]["select"] = [selector]
     load_spec(write(tmp_path, data))  # dbt has not checked it yet: dbt_build does, the spec stands meanwhile
     from airflow_retrain.dbt.manifest import load_index
     from airflow_retrain.dbt.selection import cache_selection
 
-    cache_selection(dbt_manifest, load_index(dbt_manifest).fingerprint, ["+churn_featurez"], None, None)
-    with pytest.raises(SpecError, match=r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node"):
+    cache_selection(dbt_manifest, load_index(dbt_manifest).fingerprint, [selector], None, None)
+    with pytest.raises(SpecError, match=rf"dbt\.select\[0\]: dbt selector '\+churn_featurez_{tmp_path.name}' matches no node"):
         load_spec(write(tmp_path, data))
 
 

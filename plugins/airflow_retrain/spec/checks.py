@@ -69,11 +69,22 @@ def check_monitoring(spec: PipelineSpec) -> list[str]:
     project = spec.path(spec.dbt.project_dir)
     if not (project / "dbt_project.yml").is_file():
         return []  # reported by the dbt checks
+    index: ManifestIndex | None
     try:
         index = load_index(project, allow_stale=True)
         models = {n["name"] for n in index.nodes.values() if n["resource_type"] == "model"}
     except ManifestError:
-        models = dbt_model_names(project)
+        index, models = None, dbt_model_names(project)
+
+    def dbt_contract_columns(_project: Path, model: str) -> dict[str, str | None] | None:
+        """The columns the manifest knows for ``model`` (a contract's, or those its YAML declares)."""
+        if index is None:
+            return None
+        for node in index.nodes.values():
+            if node["resource_type"] == "model" and node["name"] == model:
+                return dict(node.get("columns") or {}) or None
+        return None
+
     problems = []
     feature_table = spec.dataset.feature_table.split(".")[-1]
     features = dbt_contract_columns(project, feature_table) or {}
@@ -82,7 +93,9 @@ def check_monitoring(spec: PipelineSpec) -> list[str]:
         problems.append(f"monitoring.scoring_model: unknown dbt model {monitoring.scoring_model!r} in {project}")
     else:
         scoring = dbt_contract_columns(project, monitoring.scoring_model)
-        if scoring is None:
+        if index is None:
+            pass  # no manifest yet: the columns are checked once dbt_build has cached one (a spec is never refused for it)
+        elif scoring is None:
             problems.append(
                 f"monitoring.scoring_model: dbt model {monitoring.scoring_model!r} declares no columns in its YAML; "
                 f"declare them (the id and the features of {feature_table}) so they can be checked before scoring"
