@@ -244,7 +244,7 @@ def main() -> None:
 
     job_s = args.job_seconds
     print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; the three run concurrently, one fake "
-          f"cloud each (scripts/fake_cloud.py, min_training_seconds)")
+          f"cloud each (scripts/fake_cloud, min_training_seconds)")
     print(f"{'contender':22} {'slot s':>8} {'(submit':>8} {'+ resume)':>9} {'slot/job':>9} {'API calls':>10} "
           f"{'done latency s':>15}")
     for label, row in rows.items():

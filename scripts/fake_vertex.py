@@ -8,7 +8,7 @@ messages, so the real client reaches it through an explicit insecure transport::
     JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel("127.0.0.1:PORT")))
 
 (``client_options={"api_endpoint": ...}`` alone insists on TLS). ``make fake-cloud`` starts it beside
-the fake AWS cloud (``scripts/fake_cloud.py``); tests import this one file (``from fakes import
+the fake AWS cloud (``scripts/fake_cloud``); tests import this one file (``from fakes import
 fake_vertex``) and call :func:`start_fake_vertex`.
 
 What a custom job does here:
