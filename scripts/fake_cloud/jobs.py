@@ -449,9 +449,7 @@ class TrainingRun(JobStorage):
         else:
             program = self.request["HyperParameters"].get("sagemaker_program", "")
             text = f'ExecuteUserScriptError: Command "{self.cloud.config.python} {program}" exited with code {outcome.codes[host]}'
-        if len(self.hosts) > 1:
-            text = f"{host}: {text}"
-        return text[:1000]
+        return text[:1000]  # SageMaker's reason does not name the host; the log says which one failed
 
     # -- outputs -------------------------------------------------------------------------------
 

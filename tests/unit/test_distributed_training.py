@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -241,5 +242,8 @@ def test_sagemaker_host_killed_on_the_fake_cloud_fails_the_job_and_stops_the_oth
     assert sm_cloud.kill_host("sm-dist-kill", "algo-2") == pids["algo-2"]
     job = sagemaker_result(sm_cloud, "sm-dist-kill", 60)
     assert job["TrainingJobStatus"] == "Failed"
-    assert job["FailureReason"].startswith("AlgorithmError: algo-2: "), job["FailureReason"]
+    assert re.match(r"AlgorithmError: ExecuteUserScriptError: .* exited with code -9", job["FailureReason"]), job
+    first = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                logStreamName=sm_cloud.training_job("sm-dist-kill")["log_streams"]["algo-1"], startFromHead=True)
+    assert any("host algo-2 exited with -9; stopping the other hosts" in e["message"] for e in first["events"])
     assert not [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
