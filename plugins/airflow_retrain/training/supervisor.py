@@ -39,7 +39,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -264,31 +263,28 @@ def kill_job(
 # ----------------------------------------------------------------------------------------- hosts
 
 
-@dataclass
 class Host:
     """One host of a job: the command it runs, its environment (the job token included) and its folder.
 
     :param stdout: where its output goes (a binary file); ``None``: to ``on_line`` of :func:`run_hosts`.
     """
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    stdout: IO[bytes] | None = None
+    # A plain class, not a dataclass: loaded by path (bench, local_runner) this module is not in sys.modules.
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str, stdout: IO[bytes] | None = None):
+        self.name, self.argv, self.env, self.cwd, self.stdout = name, argv, env, cwd, stdout
 
 
-@dataclass
 class HostsOutcome:
     """How the hosts ended: each one's exit code and seconds, and what ended the job."""
 
-    codes: dict[str, int | None]
-    seconds: dict[str, float]
-    pids: dict[str, int] = field(default_factory=dict)
-    failed_host: str | None = None
-    stopped: str | None = None
-    timed_out: bool = False
-    leftovers: list[int] = field(default_factory=list)
+    def __init__(self, pids: dict[str, int]):
+        self.codes: dict[str, int | None] = {}
+        self.seconds: dict[str, float] = {}
+        self.pids = pids
+        self.failed_host: str | None = None
+        self.stopped: str | None = None
+        self.timed_out = False
+        self.leftovers: list[int] = []
 
     @property
     def exit_code(self) -> int | None:
@@ -352,7 +348,7 @@ def run_hosts(
             reader = threading.Thread(target=_read_lines, args=(host.name, proc.stdout, on_line), daemon=True)
             reader.start()
             readers.append(reader)
-    outcome = HostsOutcome(codes={}, seconds={}, pids={n: p.pid for n, p in procs.items()})
+    outcome = HostsOutcome({n: p.pid for n, p in procs.items()})
     pids = [p.pid for p in procs.values()]
     deadline = started + max_runtime_seconds
     min_until = started + min_seconds
