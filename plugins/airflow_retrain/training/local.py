@@ -294,7 +294,9 @@ class LocalTrainingBackend(TrainingBackend):
         started = record.get("started_at")
         ended = None
         reason = None
-        if result is not None:
+        if result is not None and not (pid and _runner_running(record)):
+            # Terminal only once the runner is gone too: it writes the result just before it exits, and a
+            # job is never reported ended while a process carrying its token still runs.
             state = JobState(result["state"])
             ended = result["ended_at"]
             reason = result.get("reason")
