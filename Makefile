@@ -42,7 +42,7 @@ demo: venv
 # A fake AWS (moto S3, SageMaker with training jobs that really run, CloudWatch, Logs, IAM, STS) on
 # loopback; prints the AIRFLOW_CONN_AWS_DEFAULT to export. Ctrl-C stops it and every job it runs.
 fake-cloud: venv
-	$(PY) scripts/fake_cloud.py --port $(FAKE_CLOUD_PORT) --vertex-port $(FAKE_VERTEX_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
+	$(PY) scripts/fake_cloud --port $(FAKE_CLOUD_PORT) --vertex-port $(FAKE_VERTEX_PORT) --state-dir $(RETRAIN_STATE_DIR)/fake-cloud
 
 # The whole suite (what .ci/run calls; the services of scripts/services.sh are expected), in parallel
 # workers, one test file per worker so a file's module fixtures (an API server, a fake cloud, a DAG bag)

@@ -1,4 +1,4 @@
-"""Benchmark: one gpu_teardown sweep over 1,000 fake SageMaker resources (moto's server, real boto3).
+"""Benchmark: one gpu_teardown sweep over 1,000 fake SageMaker resources (the fake cloud, in-process, real boto3).
 
 Resources: endpoints, training jobs, processing jobs and notebook instances, 80 % tagged by this package
 (half of those idle or expired), 10 % exempt, 10 % untagged. Each size gets a fresh fake cloud and two
@@ -27,10 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 SCHEDULE_SECONDS = 15 * 60
+CONN_ID, REGION = "aws_bench", "us-east-1"
 
 
 def populate(sm, n: int, now: float) -> dict[str, int]:
-    import fake_sagemaker as fake
+    import helpers as fake
+    from moto.sagemaker.models import sagemaker_backends
 
     counts = {"endpoint": 0, "training_job": 0, "processing_job": 0, "notebook": 0}
     for i in range(n):
@@ -52,29 +54,29 @@ def populate(sm, n: int, now: float) -> dict[str, int]:
             fake.create_training_job(sm, name, tags)
         elif kind == "processing_job":
             fake.create_processing_job(sm, name, tags)
+            # moto records processing jobs Completed; the fake serves from this process, so hold it running.
+            sagemaker_backends["123456789012"][REGION].processing_jobs[name].processing_job_status = "InProgress"
         else:
             fake.create_notebook(sm, name, tags)
     return counts
 
 
-def run_size(url: str, n: int, latency_ms: float = 0.0) -> list[dict]:
-    import boto3
-    import fake_sagemaker as fake
+def run_size(cloud, n: int, latency_ms: float = 0.0) -> list[dict]:
+    import helpers as fake
 
     from airflow_retrain.teardown.policy import TeardownPolicy
     from airflow_retrain.teardown.sagemaker import SageMakerInventory
     from airflow_retrain.teardown.sweep import Sweeper
 
-    fake.reset(url)
+    cloud.reset()
     clock = {"now": time.time() + 2 * 3600}
-    sm = boto3.client("sagemaker", endpoint_url=url, region_name=fake.REGION, aws_access_key_id="t", aws_secret_access_key="t")
-    cw = boto3.client("cloudwatch", endpoint_url=url, region_name=fake.REGION, aws_access_key_id="t", aws_secret_access_key="t")
+    sm, cw = fake.sagemaker_estate_cloud(cloud)
     populate(sm, n, clock["now"])
     for i in range(n):  # busy endpoints: invoked ten minutes ago
         if i % 10 in (0, 1, 4, 7, 9) and ((i // 10) % 10) % 2 == 1 and (i // 10) % 10 < 8:
             fake.invoke(cw, f"r{i:05d}", clock["now"] - 600)
     policy = TeardownPolicy.model_validate(
-        {"aws": [{"connection_id": fake.CONN_ID, "regions": [fake.REGION]}], "local": {"enabled": False},
+        {"aws": [{"connection_id": CONN_ID, "regions": [REGION]}], "local": {"enabled": False},
          "claim_settle_seconds": 0, "kinds": {"sagemaker.notebook_instance": {"idle_window": "1h"}}}
     )
     rows = []
@@ -109,21 +111,20 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-teardown-"))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    import fake_sagemaker as fake
+    from fakes import fake_cloud
 
-    fake.patch_training_jobs()
-    server, url = fake.start_server()
-    os.environ[f"AIRFLOW_CONN_{fake.CONN_ID.upper()}"] = fake.aws_connection(url)
+    cloud = fake_cloud.start_fake_cloud(in_process=True)
+    os.environ.update(cloud.airflow_env(CONN_ID))
     real_stdout = sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):  # Airflow's log lines stay off the table / JSON
             logging.getLogger("airflow.providers.amazon").setLevel(logging.WARNING)
-            run_size(url, 10)  # warm-up: imports and first connections, not timed
-            rows = [row for n in args.sizes for row in run_size(url, n)]
+            run_size(cloud, 10)  # warm-up: imports and first connections, not timed
+            rows = [row for n in args.sizes for row in run_size(cloud, n)]
             if args.latency_ms:
-                rows += run_size(url, max(args.sizes), args.latency_ms)
+                rows += run_size(cloud, max(args.sizes), args.latency_ms)
     finally:
-        server.stop()
+        cloud.stop()
     sys.stdout = real_stdout
     fits = {}
     for sweep in ("mark", "act"):

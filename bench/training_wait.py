@@ -17,7 +17,7 @@ finished. All use the same poll interval.
 The provider's deferrable mode runs for real: its ``SageMakerTrigger`` polls through aiobotocore (in the
 lock), as on a triggerer.
 
-Each contender gets its own fake cloud (``scripts/fake_cloud.py``, the one ``make fake-cloud`` runs, as a
+Each contender gets its own fake cloud (``scripts/fake_cloud``, the one ``make fake-cloud`` runs, as a
 child process) so its API calls are counted apart. Jobs really run a script (``tests/fixtures/
 sagemaker_job.py``, which trains nothing and writes a model and metrics) and the fake's
 ``min_training_seconds`` keeps each one training (and billed) for ``--job-seconds``.
@@ -244,7 +244,7 @@ def main() -> None:
 
     job_s = args.job_seconds
     print(f"job trains {job_s:.0f} s; poll interval {args.poll:.0f} s; the three run concurrently, one fake "
-          f"cloud each (scripts/fake_cloud.py, min_training_seconds)")
+          f"cloud each (scripts/fake_cloud, min_training_seconds)")
     print(f"{'contender':22} {'slot s':>8} {'(submit':>8} {'+ resume)':>9} {'slot/job':>9} {'API calls':>10} "
           f"{'done latency s':>15}")
     for label, row in rows.items():

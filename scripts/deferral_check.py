@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prove the SageMaker train task defers on a real Airflow: scheduler + triggerer + LocalExecutor.
 
-Starts the fake cloud (``scripts/fake_cloud.py``; every job trains at least ``--job-seconds``) and
+Starts the fake cloud (``scripts/fake_cloud``; every job trains at least ``--job-seconds``) and
 ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer; LocalExecutor, parallelism 2)
 in a throw-away ``AIRFLOW_HOME``, triggers ``churn_retrain`` built from
 ``include/examples/sagemaker/churn.yaml`` through the REST API, and samples every ``--every`` seconds the

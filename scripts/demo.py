@@ -9,7 +9,7 @@
 Run it twice: the second run's candidate is compared against the first run's champion.
 
 ``--backend sagemaker`` (``make demo BACKEND=sagemaker``) runs ``include/examples/sagemaker/churn.yaml``
-instead: it starts the fake cloud (``scripts/fake_cloud.py``) in the background unless ``FAKE_CLOUD_URL``
+instead: it starts the fake cloud (``scripts/fake_cloud``) in the background unless ``FAKE_CLOUD_URL``
 names a running one, creates the bucket and the execution role the spec names, hands the DAG run the AWS
 connection (``AIRFLOW_CONN_<CONNECTION_ID>`` in its environment only), and stops the fake at the end.
 ``--backend vertex`` (``make demo BACKEND=vertex``) runs ``include/examples/vertex/churn.yaml`` against the
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     before = _read_report(latest)
     cloud = None
     if raw_spec.get("training", {}).get("backend") == "sagemaker":
-        t = step("Starting the fake cloud (scripts/fake_cloud.py: moto S3, SageMaker, CloudWatch Logs)")
+        t = step("Starting the fake cloud (scripts/fake_cloud: moto S3, SageMaker, CloudWatch Logs)")
         cloud, owned, connection_env = _fake_cloud_for(raw_spec, state)
         env.update(connection_env)
         timings["fake cloud"] = time.monotonic() - t
@@ -284,14 +284,13 @@ def _specs_dir_for(spec_path: Path, state: Path) -> Path:
 
 
 def load_fake_cloud_module():
-    """``scripts/fake_cloud.py``, imported by path (the same file ``make fake-cloud`` runs)."""
-    if "fake_cloud" in sys.modules:
-        return sys.modules["fake_cloud"]
-    spec = importlib.util.spec_from_file_location("fake_cloud", Path(__file__).with_name("fake_cloud.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fake_cloud"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The ``scripts/fake_cloud`` package (the same code ``make fake-cloud`` runs), imported from ``scripts/``."""
+    scripts = str(Path(__file__).resolve().parent)
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import fake_cloud
+
+    return fake_cloud
 
 
 def _fake_cloud_for(raw_spec: dict, state: Path):

@@ -8,7 +8,7 @@ messages, so the real client reaches it through an explicit insecure transport::
     JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel("127.0.0.1:PORT")))
 
 (``client_options={"api_endpoint": ...}`` alone insists on TLS). ``make fake-cloud`` starts it beside
-the fake AWS cloud (``scripts/fake_cloud.py``); tests import this one file (``from fakes import
+the fake AWS cloud (``scripts/fake_cloud``); tests import this one file (``from fakes import
 fake_vertex``) and call :func:`start_fake_vertex`.
 
 What a custom job does here:
@@ -47,7 +47,6 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,6 +58,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from airflow_retrain.training import container, supervisor
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 19051
@@ -74,29 +75,6 @@ ALLOWED_HOST_ENV = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def kill_process_tree(pid: int, grace_seconds: float) -> None:
-    """SIGTERM ``pid`` and its descendants, SIGKILL what is left after ``grace_seconds`` (psutil)."""
-    import psutil
-
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [parent, *parent.children(recursive=True)]
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_seconds)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
 
 
 @dataclass
@@ -154,7 +132,8 @@ class _Run:
     spot: bool
     cancel_event: threading.Event = field(default_factory=threading.Event)
     reclaim_event: threading.Event = field(default_factory=threading.Event)
-    processes: list[subprocess.Popen] = field(default_factory=list)
+    processes: list[int] = field(default_factory=list)  # the replicas' pids, in order
+    token: str = field(default_factory=lambda: supervisor.new_token())
     interruptions: int = 0
     attempts: int = 0
     log_lines: list[str] = field(default_factory=list)
@@ -282,9 +261,9 @@ class FakeVertex:
         deadline = time.monotonic() + 30
         while len(run.processes) <= index and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc = run.processes[index]
-        proc.send_signal(signal.SIGKILL)
-        return proc.pid
+        pid = run.processes[index]
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def job_info(self, job_id: str) -> dict[str, Any]:
         run = self._find(job_id)
@@ -293,7 +272,7 @@ class FakeVertex:
             "state": run.job.state.name,
             "interruptions": run.interruptions,
             "attempts": run.attempts,
-            "pids": [p.pid for p in run.processes],
+            "pids": list(run.processes),
             "running": bool(run.thread and run.thread.is_alive()),
             "log": list(run.log_lines),
         }
@@ -510,54 +489,54 @@ class FakeVertex:
                 )
 
     def _run_replicas(self, run: _Run) -> tuple[str, str]:
+        """Run the first pool's replicas through the local backend's host supervisor (one replica failing
+        fails the job and stops the others; nothing of the job outlives it)."""
         pool = run.job.job_spec.worker_pool_specs[0]
         count = max(1, int(pool.replica_count))
-        ports = [_free_port() for _ in range(count)]
-        cluster = {"workerpool0": [f"127.0.0.1:{p}" for p in ports]}
+        cluster = {"workerpool0": [f"127.0.0.1:{container.free_port()}" for _ in range(count)]}
         run.processes = []
-        readers = []
+        hosts = []
         try:
             for index in range(count):
                 env, command = self._environment(run, cluster, index)
+                env[supervisor.JOB_TOKEN_VAR] = run.token
                 run.log_lines.append(f"fake-vertex: replica workerpool0-{index}: {shlex.join(command)}")
-                proc = subprocess.Popen(
-                    command,
-                    cwd=env["HOME"],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                run.processes.append(proc)
-                reader = threading.Thread(target=self._read, args=(run, index, proc), daemon=True)
-                reader.start()
-                readers.append(reader)
+                hosts.append(supervisor.Host(f"workerpool0-{index}", command, env, env["HOME"]))
+        except OSError as exc:
+            return "JOB_STATE_FAILED", f"The replica workerpool0-{len(hosts)} could not start: {exc}"
+
+        def should_stop() -> tuple[str, float] | None:
+            if run.cancel_event.is_set():
+                return "cancelled", self.config.stop_grace_seconds
+            if run.reclaim_event.is_set():
+                return "interrupted", 0.0  # the VMs are gone: no grace
+            return None
+
+        def line(host: str, text: str) -> None:
+            with self._lock:
+                run.log_lines.append(f"[{host}] {text}")
+
+        try:
+            outcome = supervisor.run_hosts(
+                hosts,
+                marker=supervisor.token_marker(run.token),
+                max_runtime_seconds=7 * 86400,
+                grace_seconds=self.config.stop_grace_seconds,
+                leftover_grace_seconds=self.config.stop_grace_seconds,
+                min_seconds=self.config.min_running_seconds,
+                should_stop=should_stop,
+                on_start=lambda _host, pid: run.processes.append(pid),
+                on_line=line,
+                new_session=True,
+            )
         except OSError as exc:
             return "JOB_STATE_FAILED", f"The replica workerpool0-{len(run.processes)} could not start: {exc}"
-        min_until = time.monotonic() + self.config.min_running_seconds
-        failed: tuple[int, int] | None = None
-        while True:
-            codes = [p.poll() for p in run.processes]
-            bad = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if bad:
-                failed = bad[0]
-                break
-            if all(c == 0 for c in codes) and time.monotonic() >= min_until:
-                break
-            if run.cancel_event.is_set() or run.reclaim_event.is_set():
-                break
-            time.sleep(0.05)
-        reclaimed = run.reclaim_event.is_set() and not run.cancel_event.is_set()
-        self._kill(run, 0 if reclaimed else self.config.stop_grace_seconds)
-        for reader in readers:
-            reader.join(timeout=5)
         if run.cancel_event.is_set():
             return "JOB_STATE_CANCELLED", "CANCELED"
-        if reclaimed:
+        if outcome.stopped == "interrupted":
             return "interrupted", ""
-        if failed is not None:
-            index, code = failed
+        if outcome.failed_host is not None:
+            index, code = int(outcome.failed_host.rsplit("-", 1)[1]), outcome.codes[outcome.failed_host]
             reason = _last_error(run.log_lines, index)
             status = f"a non-zero status of {code}" if code > 0 else f"signal {-code}"
             message = (
@@ -607,21 +586,9 @@ class FakeVertex:
             command[0] = self.config.python
         return env, command
 
-    def _read(self, run: _Run, index: int, proc: subprocess.Popen) -> None:
-        for raw in iter(proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self._lock:
-                run.log_lines.append(f"[workerpool0-{index}] {line}")
-        proc.stdout.close()
-
     def _kill(self, run: _Run, grace: float) -> None:
-        for proc in run.processes:
-            if proc.poll() is None:
-                kill_process_tree(proc.pid, grace)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+        """End every process of the job (its replicas and whatever they started)."""
+        supervisor.kill_job(supervisor.token_marker(run.token), grace_seconds=grace, reap=False)
 
 
 def _terminal_states():
@@ -652,14 +619,6 @@ def _parse_label_filter(text: str) -> dict[str, str]:
             raise ValueError(f"unsupported filter term {term!r} (the fake supports labels.KEY=\"VALUE\" AND ...)")
         wanted[match.group(1)] = match.group(2)
     return wanted
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_fake_vertex(

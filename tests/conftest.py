@@ -148,7 +148,7 @@ def make_context():
     return _make
 
 
-# --- The fake AWS cloud (scripts/fake_cloud.py): one child process per session, reset per test ---------
+# --- The fake AWS cloud (scripts/fake_cloud): one child process per session, reset per test ---------
 
 
 @pytest.fixture(scope="session")

@@ -99,3 +99,88 @@ def tasks_on_separate_workers(base: Path) -> Iterator[list[dict]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(task_runner, "_execute_task", as_own_worker)
         yield workers
+
+
+# --- A SageMaker estate on the fake cloud (scripts/fake_cloud): what the teardown sweep finds ----------
+
+#: The role :func:`sagemaker_estate_cloud` creates (moto's default account for the key ``testing``).
+ESTATE_ROLE = "arn:aws:iam::123456789012:role/sagemaker"
+ESTATE_BUCKET = "estate-bucket"
+
+
+def sagemaker_estate_cloud(cloud) -> tuple:
+    """Prepare a (reset) fake cloud for resources that only exist: its role and bucket, and training jobs that
+    wait for capacity (``starting_seconds``): ``InProgress`` with no process, until stopped.
+
+    :return: ``(sagemaker, cloudwatch)`` boto3 clients on the fake.
+    """
+    assert cloud.bootstrap(ESTATE_BUCKET, "sagemaker") == ESTATE_ROLE
+    cloud.configure(starting_seconds=7 * 86400)
+    return cloud.client("sagemaker"), cloud.client("cloudwatch")
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def create_endpoint(sm, name: str, tags: dict[str, str], instance_type: str = "ml.g4dn.xlarge", count: int = 1) -> None:
+    sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ESTATE_ROLE, PrimaryContainer={"Image": "img:latest"})
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": f"{name}-model", "InitialInstanceCount": count, "InstanceType": instance_type}
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config", Tags=_tags(tags))
+
+
+def create_notebook(sm, name: str, tags: dict[str, str], instance_type: str = "ml.p3.2xlarge") -> None:
+    sm.create_notebook_instance(NotebookInstanceName=name, InstanceType=instance_type, RoleArn=ESTATE_ROLE, Tags=_tags(tags))
+
+
+def create_training_job(sm, name: str, tags: dict[str, str], instance_type: str = "ml.g5.xlarge", count: int = 1,
+                        max_runtime: int = 86400) -> None:
+    """A training job that stays ``InProgress`` (waiting for capacity) on a :func:`sagemaker_estate_cloud`."""
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": "img:latest", "TrainingInputMode": "File"},
+        RoleArn=ESTATE_ROLE,
+        OutputDataConfig={"S3OutputPath": f"s3://{ESTATE_BUCKET}/out"},
+        ResourceConfig={"InstanceType": instance_type, "InstanceCount": count, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
+        Tags=_tags(tags),
+    )
+
+
+def create_processing_job(sm, name: str, tags: dict[str, str], instance_type: str = "ml.g4dn.xlarge") -> None:
+    """A processing job (moto records it ``Completed``: the fake runs training jobs only)."""
+    sm.create_processing_job(
+        ProcessingJobName=name,
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": instance_type, "VolumeSizeInGB": 10}},
+        AppSpecification={"ImageUri": "img:latest"},
+        RoleArn=ESTATE_ROLE,
+        StoppingCondition={"MaxRuntimeInSeconds": 86400},
+        Tags=_tags(tags),
+    )
+
+
+def invoke(cloudwatch, endpoint: str, at: float, count: float = 5.0) -> None:
+    """Record ``count`` Invocations of the endpoint at epoch ``at`` (what SageMaker reports to CloudWatch)."""
+    from datetime import UTC, datetime
+
+    cloudwatch.put_metric_data(
+        Namespace="AWS/SageMaker",
+        MetricData=[
+            {
+                "MetricName": "Invocations",
+                "Dimensions": [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": "AllTraffic"}],
+                "Timestamp": datetime.fromtimestamp(at, UTC),
+                "Value": count,
+                "Unit": "None",
+            }
+        ],
+    )
+
+
+def tags_of(sm, arn: str) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}

@@ -1,7 +1,8 @@
 """Test doubles for the clouds, shared with ``make fake-cloud``.
 
-The fake AWS cloud lives in ``scripts/fake_cloud.py`` (users run it as a script); this package loads
-that one file as the module ``fake_cloud`` so tests use exactly what users run:
+The fake AWS cloud is the package ``scripts/fake_cloud`` (users run it with ``make fake-cloud``) and the fake
+Vertex AI is ``scripts/fake_vertex.py``; this package puts ``scripts/`` on ``sys.path`` so tests import
+exactly what users run:
 
     from fakes import fake_cloud
     handle = fake_cloud.start_fake_cloud()
@@ -9,23 +10,14 @@ that one file as the module ``fake_cloud`` so tests use exactly what users run:
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
-_SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+_SCRIPTS = str(Path(__file__).resolve().parents[2] / "scripts")
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)
 
+import fake_cloud  # noqa: E402
+import fake_vertex  # noqa: E402  (the fake Vertex AI JobService, gRPC)
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_cloud = _load("fake_cloud")
-#: The fake Vertex AI JobService (gRPC), ``scripts/fake_vertex.py``.
-fake_vertex = _load("fake_vertex")
+__all__ = ["fake_cloud", "fake_vertex"]

@@ -1,4 +1,4 @@
-"""The fake cloud (``scripts/fake_cloud.py``) through the real boto3 client over HTTP.
+"""The fake cloud (``scripts/fake_cloud``) through the real boto3 client over HTTP.
 
 Every test gets the session's fake reset (``fake_cloud`` fixture). Training jobs run real scripts:
 the churn script on tiny churn-schema Parquet channels, or small scripts that sleep, fail or
@@ -569,7 +569,7 @@ def _free_port() -> int:
 def test_cli_prints_the_connection_and_stops_on_ctrl_c(tmp_path):
     port = int(os.environ.get("RETRAIN_TEST_FAKE_CLOUD_CLI_PORT", "0")) or _free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "fake_cloud.py"), "--port", str(port), "--state-dir", str(tmp_path)],
+        [sys.executable, str(ROOT / "scripts" / "fake_cloud"), "--port", str(port), "--state-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -592,7 +592,7 @@ def test_cli_prints_the_connection_and_stops_on_ctrl_c(tmp_path):
         assert client.health()["status"] == "ok"
         # A second server on the same port fails with one clear line.
         second = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "fake_cloud.py"), "--port", str(port)], capture_output=True, text=True, timeout=60
+            [sys.executable, str(ROOT / "scripts" / "fake_cloud"), "--port", str(port)], capture_output=True, text=True, timeout=60
         )
         assert second.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in second.stderr
         # A job still running when the fake is stopped goes with it: no orphaned script.

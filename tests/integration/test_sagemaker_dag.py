@@ -1,5 +1,5 @@
 """The churn DAG with ``backend: sagemaker`` (``include/examples/sagemaker/churn.yaml``) end to end through
-``dag.test()`` against the fake cloud (``scripts/fake_cloud.py``), every task on its own worker (the
+``dag.test()`` against the fake cloud (``scripts/fake_cloud``), every task on its own worker (the
 separate-workers wrapper of ``test_separate_workers``): the train task submits, defers (``dag.test`` runs
 the trigger inline), resumes and hands on artifact-store URIs; exactly one ``CreateTrainingJob``; the
 model is registered and promoted (the module's ``first_run``, recorded as it finished). Then a run whose

@@ -1,4 +1,4 @@
-"""Faults on the SageMaker path, 20 repetitions each, against the fake cloud (``scripts/fake_cloud.py``) at
+"""Faults on the SageMaker path, 20 repetitions each, against the fake cloud (``scripts/fake_cloud``) at
 the operator level (whole DAGs would make 20 repetitions slow; ``test_sagemaker_dag`` runs the DAG):
 
 - the worker killed (SIGKILL, at a random moment while it submits or waits) and the task retried:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,3 +142,111 @@ def run_script(root: Path, channels, **hps) -> subprocess.CompletedProcess:
         [sys.executable, str(TRAIN_PY)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         timeout=300, check=False,
     )
+
+
+# ------------------------------------------------------------------- SageMaker InstanceCount on the fake cloud
+
+BUCKET = "dist-bucket"
+
+
+def sagemaker_job(cloud, channels, name: str, count: int, **hps) -> dict:
+    """Create ``name`` on the fake cloud with ``InstanceCount: count``, the churn script and the channels."""
+    from fakes.churn_data import framework_hyperparameters, sourcedir_tar_gz
+
+    s3 = cloud.client("s3")
+    s3.put_object(Bucket=BUCKET, Key=f"code/{name}/sourcedir.tar.gz", Body=sourcedir_tar_gz(TRAIN_PY.parent))
+    cloud.client("sagemaker").create_training_job(
+        TrainingJobName=name,
+        RoleArn=cloud.role_arn,
+        AlgorithmSpecification={"TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+                                "TrainingInputMode": "File"},
+        HyperParameters=framework_hyperparameters(
+            "train.py", f"s3://{BUCKET}/code/{name}/sourcedir.tar.gz",
+            **{"n_estimators": 80, "early_stopping_rounds": 0, "max_depth": 4, **hps},
+        ),
+        InputDataConfig=[
+            {"ChannelName": c, "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/data/{c}"}}}
+            for c in ("train", "test")
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": count, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        Environment={"OMP_NUM_THREADS": "1"},
+    )
+    return cloud.training_job(name)
+
+
+def sagemaker_result(cloud, name: str, timeout: float = 240.0) -> dict:
+    sm = cloud.client("sagemaker")
+    return wait_for(
+        lambda: (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"] in ("Completed", "Failed", "Stopped")
+        and d,
+        timeout,
+        0.3,
+    )
+
+
+def read_tar(cloud, key: str) -> dict[str, bytes]:
+    import io
+    import tarfile
+
+    body = cloud.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+@pytest.fixture
+def sm_cloud(fake_cloud, channels):
+    fake_cloud.role_arn = fake_cloud.bootstrap(BUCKET)
+    s3 = fake_cloud.client("s3")
+    for channel, folder in channels.items():
+        for path in sorted(Path(folder).iterdir()):
+            s3.upload_file(str(path), BUCKET, f"data/{channel}/{path.name}")
+    return fake_cloud
+
+
+def test_sagemaker_two_hosts_on_the_fake_cloud_train_one_model_of_one_hosts_quality(sm_cloud, channels):
+    sagemaker_job(sm_cloud, channels, "sm-dist-1", 1)
+    info = sagemaker_job(sm_cloud, channels, "sm-dist-2", 2)
+    assert info["hosts"] == ["algo-1", "algo-2"]
+    results = {}
+    for count in (1, 2):
+        job = sagemaker_result(sm_cloud, f"sm-dist-{count}")
+        assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+        results[count] = json.loads(read_tar(sm_cloud, f"output/sm-dist-{count}/output/output.tar.gz")["metrics.json"])
+    single, double = results[1]["metrics"]["roc_auc"], results[2]["metrics"]["roc_auc"]
+    assert abs(double - single) <= 0.005, (results[2]["metrics"], single)
+    info2 = results[2]["info"]
+    assert info2["hosts"] == ["algo-1", "algo-2"] and set(info2["host_train_seconds"]) == {"algo-1", "algo-2"}
+    assert info2["n_train"] == results[1]["info"]["n_train"]  # every row trained on, once
+    # Each host had its own container, as SageMaker gives it: its own resourceconfig.json and log stream.
+    streams = sm_cloud.training_job("sm-dist-2")["log_streams"]
+    assert sorted(streams) == ["algo-1", "algo-2"]
+    events = sm_cloud.client("logs").get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams["algo-2"], startFromHead=True
+    )["events"]
+    assert any("host 2/2 reads 3 of the channel's files" in e["message"] for e in events)
+
+
+def test_sagemaker_host_killed_on_the_fake_cloud_fails_the_job_and_stops_the_other(sm_cloud, channels):
+    sagemaker_job(sm_cloud, channels, "sm-dist-kill", 2, n_estimators=200000, learning_rate=0.001, checkpoint_interval=0)
+    info = wait_for(lambda: len((i := sm_cloud.training_job("sm-dist-kill"))["host_pids"]) == 2 and i, 120, 0.2)
+    pids = info["host_pids"]
+    logs = sm_cloud.client("logs")
+    wait_for(
+        lambda: all(
+            any("distributed: host" in e["message"] for e in logs.get_log_events(
+                logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"])
+            for stream in sm_cloud.training_job("sm-dist-kill")["log_streams"].values()
+        ),
+        120,
+        0.5,
+    )
+    assert sm_cloud.kill_host("sm-dist-kill", "algo-2") == pids["algo-2"]
+    job = sagemaker_result(sm_cloud, "sm-dist-kill", 60)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert re.match(r"AlgorithmError: ExecuteUserScriptError: .* exited with code -9", job["FailureReason"]), job
+    first = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                logStreamName=sm_cloud.training_job("sm-dist-kill")["log_streams"]["algo-1"], startFromHead=True)
+    assert any("host algo-2 exited with -9; stopping the other hosts" in e["message"] for e in first["events"])
+    assert not [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]

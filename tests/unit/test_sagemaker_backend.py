@@ -1,4 +1,4 @@
-"""SageMakerTrainingBackend against the fake cloud (``scripts/fake_cloud.py``, the one ``make fake-cloud``
+"""SageMakerTrainingBackend against the fake cloud (``scripts/fake_cloud``, the one ``make fake-cloud``
 runs), through the real boto3 clients of the Amazon provider's hooks and an Airflow AWS connection:
 submit, describe, logs, stop, outputs, cost, tags, bad inputs. Jobs run ``tests/fixtures/sagemaker_job.py``
 (steered by its hyperparameters); cloud errors are the fake's injected faults."""

@@ -1,4 +1,5 @@
-"""The gpu_teardown sweep on the fake cloud (moto's server, real boto3 through the Amazon provider's hooks).
+"""The gpu_teardown sweep on the fake cloud (``scripts/fake_cloud``: moto's server with training jobs that
+run, real boto3 through the Amazon provider's hooks).
 
 Time is an injectable clock: the sweep's "now" starts two hours after the resources were created (so they
 are older than the one-hour idle window) and is moved past the grace period between sweeps.
@@ -10,20 +11,13 @@ import json
 import threading
 import time
 
-import boto3
 import pytest
-from fake_sagemaker import (
-    CONN_ID,
-    REGION,
-    STOP_CALLS,
-    aws_connection,
+from helpers import (
     create_endpoint,
     create_notebook,
     create_training_job,
     invoke,
-    patch_training_jobs,
-    reset,
-    start_server,
+    sagemaker_estate_cloud,
     tags_of,
 )
 
@@ -33,23 +27,15 @@ from airflow_retrain.teardown.sagemaker import SageMakerInventory
 from airflow_retrain.teardown.sweep import Sweeper
 
 PLANNED, CLAIM = "retrain:teardown-planned", "retrain:teardown-claim"
+CONN_ID, REGION = "aws_fake", "us-east-1"
 OURS = {"retrain:pipeline": "churn", "retrain:owner": "ml-team", "retrain:dag-id": "churn_retrain"}
-
-
-@pytest.fixture(scope="module")
-def fake_cloud():
-    patch_training_jobs()
-    server, url = start_server()
-    yield url
-    server.stop()
 
 
 @pytest.fixture
 def cloud(fake_cloud, monkeypatch):
-    reset(fake_cloud)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", aws_connection(fake_cloud))
-    kwargs = {"endpoint_url": fake_cloud, "region_name": REGION, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return boto3.client("sagemaker", **kwargs), boto3.client("cloudwatch", **kwargs)
+    """The session's fake cloud (reset), the sweep's connection pointing at it; ``(sagemaker, cloudwatch)``."""
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(fake_cloud.connection()))
+    return sagemaker_estate_cloud(fake_cloud)
 
 
 class Clock:
@@ -303,14 +289,14 @@ def test_clients_retry_with_backoff_within_bounds(cloud, clock):
 
 
 @pytest.mark.slow
-def test_two_concurrent_sweeps_act_once(cloud, clock):
+def test_two_concurrent_sweeps_act_once(cloud, fake_cloud, clock):
     sm, _ = cloud
     create_endpoint(sm, "idle-ep", OURS)
     create_training_job(sm, "expired-job", {**OURS, "retrain:expires-at": str(int(clock() - 60))})
     pol = policy(claim_settle_seconds=0.5)
     sweep(pol, clock)
     clock.advance(31 * 60)
-    STOP_CALLS.clear()
+    fake_cloud.reset_calls()
 
     deletes: list[str] = []
     sweepers = []
@@ -335,7 +321,8 @@ def test_two_concurrent_sweeps_act_once(cloud, clock):
     outcomes = sorted(r.outcome for result in results for r in result.records if r.resource == "idle-ep")
     assert outcomes.count("acted") == 1, outcomes
     assert deletes == ["idle-ep"]
-    assert STOP_CALLS == ["expired-job"]
+    assert fake_cloud.calls().get("sagemaker:StopTrainingJob") == 1
+    assert sm.describe_training_job(TrainingJobName="expired-job")["TrainingJobStatus"] in ("Stopping", "Stopped")
     assert sorted(r.outcome for result in results for r in result.records if r.resource == "expired-job").count("acted") == 1
 
 

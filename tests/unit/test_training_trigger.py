@@ -1,6 +1,6 @@
 """TrainingJobTrigger: serialize round trip, async run through each state, timeout, errors, on_kill;
 and TrainModelOperator's deferral (TaskDeferred), its resume, its budget and retry rules -- against the
-fake cloud (``scripts/fake_cloud.py``) running ``tests/fixtures/sagemaker_job.py``."""
+fake cloud (``scripts/fake_cloud``) running ``tests/fixtures/sagemaker_job.py``."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_retrain.config import state_dir
-from airflow_retrain.training import supervisor
+from airflow_retrain.training import container, supervisor
 from airflow_retrain.training.base import (
     JobState,
     TrainingBackend,
@@ -190,8 +190,8 @@ class LocalTrainingBackend(TrainingBackend):
         except FileExistsError:
             raise TrainingJobExists(f"local training job {request.job_name!r} already exists") from None
 
-        for sub in ("model", "output/data", "input/config", "input/data", "work"):
-            (job_dir / sub).mkdir(parents=True, exist_ok=True)
+        container.make_layout(job_dir)
+        (job_dir / "work").mkdir(exist_ok=True)
         try:
             channel_dirs = self._stage_channels(request, job_dir)
         except Exception:
@@ -199,38 +199,33 @@ class LocalTrainingBackend(TrainingBackend):
             raise
         hps = dict(request.hyperparameters)
         token = supervisor.new_token()
+        hosts = container.host_names(request.instance_count)
+        channels = {name: channel_dirs[name] for name in sorted(channel_dirs)}
         # The script gets no Airflow, registry or warehouse credentials: like a container, it sees only
         # its channels and an allow-listed environment. The environment is handed to the runner, never
-        # written into the job record.
+        # written into the job record. The runner gives each host its own SM_CURRENT_HOST.
         env = base_env
         env.update(
-            {
-                "SM_MODEL_DIR": str(job_dir / "model"),
-                "SM_OUTPUT_DATA_DIR": str(job_dir / "output" / "data"),
-                "SM_OUTPUT_DIR": str(job_dir / "output"),
-                "SM_OUTPUT_FAILURE": str(job_dir / "output" / "failure"),
-                "SM_INPUT_DIR": str(job_dir / "input"),
-                "SM_INPUT_CONFIG_DIR": str(job_dir / "input" / "config"),
-                "SM_CHANNELS": json.dumps(sorted(request.channels)),
-                "SM_HPS": json.dumps(hps),
-                "SM_NUM_GPUS": "0" if request.gpu == "none" else str(gpus),
-                "SM_NUM_CPUS": str(os.cpu_count() or 1),
-                "SM_CURRENT_HOST": "algo-1",
-                "SM_HOSTS": json.dumps(["algo-1"]),
-                "SM_TRAINING_JOB_NAME": request.job_name,
-                "SM_CHECKPOINT_DIR": str(job_dir / "checkpoints"),
-                "TRAINING_JOB_NAME": request.job_name,
-                "PYTHONUNBUFFERED": "1",
-                supervisor.JOB_TOKEN_VAR: token,
-            }
+            container.environment(
+                job_dir,
+                job_name=request.job_name,
+                hosts=hosts,
+                current_host=hosts[0],
+                channels=channels,
+                hyperparameters=hps,
+                instance_type=request.instance_type or "",
+                num_gpus=0 if request.gpu == "none" else gpus,
+            )
         )
-        for channel, location in channel_dirs.items():
-            env[f"SM_CHANNEL_{channel.upper()}"] = str(location)
-        for key, value in hps.items():
-            env[f"SM_HP_{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        env[supervisor.JOB_TOKEN_VAR] = token
         if request.gpu == "none":
             env["CUDA_VISIBLE_DEVICES"] = ""
-        (job_dir / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hps, indent=2))
+        container.write_config(
+            job_dir,
+            hps,
+            container.input_data_config(list(channels)),
+            container.resource_config(hosts, hosts[0], request.instance_type or ""),
+        )
 
         now = time.time()
         record = {
@@ -298,7 +293,9 @@ class LocalTrainingBackend(TrainingBackend):
         started = record.get("started_at")
         ended = None
         reason = None
-        if result is not None:
+        if result is not None and not (pid and _runner_running(record)):
+            # Terminal only once the runner is gone too: it writes the result just before it exits, and a
+            # job is never reported ended while a process carrying its token still runs.
             state = JobState(result["state"])
             ended = result["ended_at"]
             reason = result.get("reason")

@@ -18,6 +18,10 @@ A cgroup would also contain processes that scrub their environment after the sup
 creating one needs a delegated, writable cgroup v2 subtree, which an Airflow worker rarely has (this
 machine mounts v1 controllers with a v2 hierarchy beside them); the token and the subreaper need nothing.
 
+:func:`run_hosts` runs a job's hosts (one process per SageMaker host or Vertex replica) to their end: one
+host failing, a stop, a spot reclaim or the maximum runtime ends the others, and nothing of the job is left
+running when it returns. The local runner and both fake clouds run their jobs through it.
+
 :func:`kill_job` is the one kill path: SIGTERM, a bounded grace, then SIGKILL until nothing carrying the
 token (or descending from the given roots) is left. Standard library only and no package imports: the
 local runner loads this file by path in a training interpreter without Airflow, and other supervisors (the
@@ -30,10 +34,13 @@ import ctypes
 import os
 import secrets
 import signal
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import IO
 
 #: The environment variable that marks every process of one job.
 JOB_TOKEN_VAR = "RETRAIN_JOB_TOKEN"
@@ -198,6 +205,7 @@ def kill_job(
     exclude: Iterable[int] = (),
     keep_reaping: Iterable[int] = (),
     include_roots: bool = False,
+    reap: bool = True,
 ) -> list[int]:
     """End every process of a job: SIGTERM, up to ``grace_seconds`` to exit, then SIGKILL.
 
@@ -206,6 +214,8 @@ def kill_job(
         is killed itself only with ``include_roots`` or when it carries the marker.
     :param exclude: pids never to signal (nor are init and the caller's own parents, ever).
     :param keep_reaping: children of the caller it must not reap (its :class:`subprocess.Popen` pids).
+    :param reap: reap the caller's exited children (a subreaper's orphans); ``False`` in a process that
+        runs other jobs' :class:`subprocess.Popen` children (a fake cloud), whose exit codes it would steal.
     :return: every pid that was signalled.
     """
     skip = {os.getpid(), *exclude, *_ancestors()}
@@ -229,7 +239,8 @@ def kill_job(
         _signal(alive - signalled, signal.SIGTERM)  # a process forked meanwhile gets its SIGTERM too
         signalled |= alive
         time.sleep(0.05)
-        reap_orphans(keep_reaping)
+        if reap:
+            reap_orphans(keep_reaping)
         alive = targets()
     # What ignored SIGTERM: freeze it first, so nothing can fork a replacement between scan and kill.
     for _ in range(200):
@@ -243,6 +254,155 @@ def kill_job(
             continue
         _signal(alive, signal.SIGKILL)
         time.sleep(0.02)
-        reap_orphans(keep_reaping)
+        if reap:
+            reap_orphans(keep_reaping)
         alive = targets()
     return sorted(signalled)
+
+
+# ----------------------------------------------------------------------------------------- hosts
+
+
+class Host:
+    """One host of a job: the command it runs, its environment (the job token included) and its folder.
+
+    :param stdout: where its output goes (a binary file); ``None``: to ``on_line`` of :func:`run_hosts`.
+    """
+
+    # A plain class, not a dataclass: loaded by path (bench, local_runner) this module is not in sys.modules.
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str, stdout: IO[bytes] | None = None):
+        self.name, self.argv, self.env, self.cwd, self.stdout = name, argv, env, cwd, stdout
+
+
+class HostsOutcome:
+    """How the hosts ended: each one's exit code and seconds, and what ended the job."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.codes: dict[str, int | None] = {}
+        self.seconds: dict[str, float] = {}
+        self.pids = pids
+        self.failed_host: str | None = None
+        self.stopped: str | None = None
+        self.timed_out = False
+        self.leftovers: list[int] = []
+
+    @property
+    def exit_code(self) -> int | None:
+        """The failed host's code, else the first non-zero one, else 0."""
+        if self.failed_host is not None:
+            return self.codes[self.failed_host]
+        return next((c for c in self.codes.values() if c != 0), 0)
+
+
+def _read_lines(name: str, stream: IO[bytes], on_line: Callable[[str, str], None]) -> None:
+    for raw in iter(stream.readline, b""):
+        on_line(name, raw.decode("utf-8", "replace").rstrip("\n"))
+    stream.close()
+
+
+def run_hosts(
+    hosts: list[Host],
+    *,
+    marker: bytes | None,
+    max_runtime_seconds: float,
+    grace_seconds: float = 10.0,
+    leftover_grace_seconds: float = 5.0,
+    min_seconds: float = 0.0,
+    should_stop: Callable[[], tuple[str, float] | None] = lambda: None,
+    on_start: Callable[[str, int], None] = lambda name, pid: None,
+    on_line: Callable[[str, str], None] = lambda name, line: None,
+    on_event: Callable[[str], None] = lambda message: None,
+    on_tick: Callable[[], None] = lambda: None,
+    subreaper: bool = False,
+    roots: Iterable[int] = (),
+    new_session: bool = False,
+) -> HostsOutcome:
+    """Start every host, wait for the job's end, end whatever of it still runs; return how it ended.
+
+    The job ends when every host exited 0 (and ``min_seconds`` passed: a fake's "train at least this
+    long"), when one host fails (the others would wait on it in every all-reduce: they get SIGTERM), when
+    ``should_stop`` returns ``(reason, grace)`` (a stop request, a spot reclaim with grace 0) or at
+    ``max_runtime_seconds``. Hosts still running get SIGTERM, then SIGKILL after the grace; then
+    :func:`kill_job` ends every process carrying ``marker`` (daemons, children that left the session).
+
+    :param subreaper: the caller is the job's subreaper (the local runner): reap its orphans meanwhile.
+    :param roots: pids whose descendants belong to the job (the subreaper passes itself).
+    :param new_session: start each host in its own session (a fake cloud serving many jobs).
+    """
+    procs: dict[str, subprocess.Popen] = {}
+    readers = []
+    started = time.monotonic()
+    for host in hosts:
+        proc = subprocess.Popen(
+            host.argv,
+            cwd=host.cwd,
+            env=host.env,
+            stdin=subprocess.DEVNULL,
+            stdout=host.stdout if host.stdout is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+        procs[host.name] = proc
+        on_start(host.name, proc.pid)
+        if host.stdout is None:
+            reader = threading.Thread(target=_read_lines, args=(host.name, proc.stdout, on_line), daemon=True)
+            reader.start()
+            readers.append(reader)
+    outcome = HostsOutcome({n: p.pid for n, p in procs.items()})
+    pids = [p.pid for p in procs.values()]
+    deadline = started + max_runtime_seconds
+    min_until = started + min_seconds
+    ending_since: float | None = None
+    grace = grace_seconds
+    reaped_at = started
+
+    def end(seconds: float) -> None:
+        nonlocal ending_since, grace
+        if ending_since is None:
+            ending_since, grace = time.monotonic(), seconds
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+
+    while True:
+        now = time.monotonic()
+        codes = {name: proc.poll() for name, proc in procs.items()}
+        for name, code in codes.items():
+            if code is not None and name not in outcome.seconds:
+                outcome.seconds[name] = round(now - started, 3)
+        running = [name for name, code in codes.items() if code is None]
+        failed = next((n for n, c in codes.items() if c not in (None, 0)), None)
+        if failed and outcome.failed_host is None and ending_since is None:
+            outcome.failed_host = failed
+            if running:
+                on_event(f"host {failed} exited with {codes[failed]}; stopping the other hosts")
+            end(grace_seconds)
+        if not running and (ending_since is not None or now >= min_until):
+            break
+        if ending_since is None and (request := should_stop()) is not None:
+            outcome.stopped = request[0]
+            end(request[1])
+        if ending_since is None and now > deadline:
+            outcome.timed_out = True
+            on_event(f"MaxRuntimeExceeded after {max_runtime_seconds:g} s: stopping the job")
+            end(grace_seconds)
+        if ending_since is not None and now - ending_since >= grace and running:
+            on_event("the script did not stop after SIGTERM; killing it")
+            for name in running:
+                procs[name].kill()
+            grace = float("inf")
+        if subreaper and now - reaped_at > 2.0:
+            reap_orphans(keep=pids)
+            reaped_at = now
+        on_tick()
+        time.sleep(0.05)
+    for proc in procs.values():
+        proc.wait()
+    outcome.codes = {name: proc.returncode for name, proc in procs.items()}
+    leftover_grace = min(leftover_grace_seconds, grace) if ending_since is not None else leftover_grace_seconds
+    outcome.leftovers = kill_job(
+        marker, roots=roots, grace_seconds=leftover_grace, keep_reaping=pids, reap=subreaper
+    )
+    for reader in readers:
+        reader.join(timeout=5)
+    return outcome
