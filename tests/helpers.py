@@ -9,8 +9,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -99,3 +103,29 @@ def tasks_on_separate_workers(base: Path) -> Iterator[list[dict]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(task_runner, "_execute_task", as_own_worker)
         yield workers
+
+
+@contextlib.contextmanager
+def dagbag_of_spec(folder: Path, spec: dict) -> Iterator:
+    """The project's ``dags/`` parsed with ``spec`` as the only pipeline (written to ``folder/<name>.yaml``,
+    which ``RETRAIN_SPECS_DIR`` points at while open); fails on any import error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    (folder / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
+    try:
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}
+        yield bag
+    finally:
+        os.environ.pop("RETRAIN_SPECS_DIR", None)
+
+
+def run_on_separate_workers(dag, base: Path, when) -> SimpleNamespace:
+    """``dag.test()`` at ``when``, each task on its own worker (see :func:`tasks_on_separate_workers`): the
+    run, its tasks' states and the workers used."""
+    with tasks_on_separate_workers(base) as workers:
+        dr = dag.test(logical_date=when, run_after=when)
+    return SimpleNamespace(
+        dr=dr, states={ti.task_id: ti.state for ti in dr.get_task_instances()}, workers=list(workers)
+    )
