@@ -31,27 +31,6 @@ def problems(tmp_path, data) -> str:
     return str(e.value)
 
 
-def test_example_differs_from_the_local_spec_only_in_training():
-    local, sm = yaml.safe_load(LOCAL.read_text()), example()
-    assert {k: v for k, v in local.items() if k != "training"} == {k: v for k, v in sm.items() if k != "training"}
-    spec = load_spec(EXAMPLE)
-    assert spec.training.backend == "sagemaker"
-    assert spec.training.sagemaker.connection_id == "aws_default"
-
-
-@pytest.mark.parametrize("field", ["role_arn", "bucket"])
-def test_missing_role_or_bucket(tmp_path, field):
-    data = example()
-    del data["training"]["sagemaker"][field]
-    assert f"training.sagemaker.{field}: required field is missing" in problems(tmp_path, data)
-
-
-def test_missing_block(tmp_path):
-    data = example()
-    del data["training"]["sagemaker"]
-    assert "training.sagemaker: required with backend 'sagemaker'" in problems(tmp_path, data)
-
-
 def test_missing_image_when_none_can_be_resolved(tmp_path):
     data = example()
     data["training"]["sagemaker"]["framework_version"] = "0.9-9"
@@ -95,13 +74,6 @@ def test_budget_checked_at_load(tmp_path):
     data["training"]["resources"]["instance_type"] = "ml.p4d.24xlarge"
     text = problems(tmp_path, data)
     assert "training.max_cost_usd: a job may cost up to $18.84 (1 x ml.p4d.24xlarge at $37.688/h" in text
-
-
-def test_sagemaker_block_with_another_backend(tmp_path):
-    data = example()
-    data["training"]["backend"] = "local"
-    data["training"]["resources"]["instance_type"] = "local"
-    assert "training.sagemaker: set, but training.backend is 'local'" in problems(tmp_path, data)
 
 
 def test_dag_wires_backend_settings_pool_and_budget(tmp_path):
