@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,22 @@ def make_context():
         }
 
     return _make
+
+
+@pytest.fixture
+def channel(tmp_path) -> Path:
+    """An empty ``train`` channel folder for a local training job."""
+    path = tmp_path / "data" / "train"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def entry_point(tmp_path, request) -> str:
+    """The requesting test module's ``TRAIN`` script (indented as it likes), written to ``train.py``."""
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(request.module.TRAIN))
+    return str(path)
 
 
 # --- The fake AWS cloud (scripts/fake_cloud.py): one child process per session, reset per test ---------
