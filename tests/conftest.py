@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import tasks_on_separate_workers
+from helpers import FAKE_ROLE_ARN, connect_fake_cloud, tasks_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrain-tests-"))
@@ -189,6 +189,16 @@ def fake_cloud(fake_cloud_server):
     fake_cloud_server.reset()
     yield fake_cloud_server
     fake_cloud_server.reset()  # stops any job the test left running
+
+
+@pytest.fixture
+def cloud(fake_cloud, monkeypatch, request):
+    """The reset fake cloud with the requesting module's ``BUCKET``, the role ``FAKE_ROLE_ARN`` and the module's
+    Airflow connection ``CONN`` pointing at it; no deferral forced through the environment."""
+    bucket, conn_id = request.module.BUCKET, request.module.CONN
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, bucket, conn_id) == FAKE_ROLE_ARN
+    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
+    return fake_cloud
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The execution role ``connect_fake_cloud`` creates by default, and the job script SageMaker tests run.
+FAKE_ROLE_ARN = "arn:aws:iam::123456789012:role/retrain"
+SAGEMAKER_JOB_SCRIPT = ROOT / "tests" / "fixtures" / "sagemaker_job.py"
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -50,11 +53,38 @@ def connect_fake_cloud(cloud, setenv, bucket: str, conn_id: str, role: str = "re
     return role_arn
 
 
+def stage_sagemaker_job(tmp_path: Path) -> Path:
+    """``SAGEMAKER_JOB_SCRIPT`` as ``<tmp_path>/src/train.py`` beside a one-file channel ``<tmp_path>/data``:
+    the script's path."""
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "src" / "train.py"
+    shutil.copy(SAGEMAKER_JOB_SCRIPT, path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.parquet").write_bytes(b"PAR1")
+    return path
+
+
 def stop_running_jobs(backend) -> None:
     """Never leave a job running behind a failed test."""
     for job in backend.find_jobs({}):
         if not job.state.terminal:
             backend.stop(job.job_name, grace_seconds=2)
+
+
+def token_pids(token: str) -> list[int]:
+    """Running processes, other than this one, whose environment carries a job's token (zombies have exited:
+    not counted). ``token`` is ``RETRAIN_JOB_TOKEN``'s value, or a whole ``NAME=value`` marker."""
+    marker = (token if "=" in token else f"RETRAIN_JOB_TOKEN={token}").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:

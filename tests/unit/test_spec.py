@@ -45,31 +45,41 @@ def test_missing_field_names_file_and_field(tmp_path):
     assert "dataset.target_column: required field is missing" in str(e.value)
 
 
-def test_wrong_type_names_field(tmp_path):
-    data = churn_dict()
-    data["training"]["resources"]["instance_count"] = "many"
-    with pytest.raises(SpecError, match=r"training\.resources\.instance_count: .*integer"):
-        load_spec(write(tmp_path, data))
-
-
-def test_unknown_backend(tmp_path):
-    data = churn_dict()
-    data["training"]["backend"] = "sagemakr"
-    with pytest.raises(SpecError, match=r"training\.backend: .*unknown training backend 'sagemakr'"):
-        load_spec(write(tmp_path, data))
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param(("training", "resources", "instance_count"), "many",
+                     r"training\.resources\.instance_count: .*integer", id="wrong_type_names_field"),
+        pytest.param(("training", "backend"), "sagemakr",
+                     r"training\.backend: .*unknown training backend 'sagemakr'", id="unknown_backend"),
+        pytest.param(("dataset", "feature_table"), "no_such_mart",
+                     r"dataset\.feature_table: unknown dbt model 'no_such_mart'", id="unknown_feature_table"),
+        pytest.param(("gates", "metricz"), {},
+                     r"gates\.metricz: unknown field", id="unknown_field_is_rejected"),
+        pytest.param(("registry", "primary_metric"), "f1",
+                     "registry.primary_metric 'f1' must also appear in gates.metrics", id="primary_metric_must_be_gated"),
+        pytest.param(("training", "entry_point"), "include/training/churn/nope.py",
+                     r"training\.entry_point: no such file", id="missing_entry_point"),
+        pytest.param(("name",), "Churn Model",
+                     r"name: String should match pattern", id="invalid_name"),
+    ],
+)
+def test_bad_value_names_the_file_and_the_field(tmp_path, path, value, message):
+    data = node = churn_dict()
+    *parents, key = path
+    for part in parents:
+        node = node[part]
+    node[key] = value
+    spec_path = write(tmp_path, data)
+    with pytest.raises(SpecError, match=message) as e:
+        load_spec(spec_path)
+    assert str(spec_path) in str(e.value)
 
 
 def test_unknown_dbt_model_in_selection(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["+churn_featurez"]
     with pytest.raises(SpecError, match=r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node"):
-        load_spec(write(tmp_path, data))
-
-
-def test_unknown_feature_table(tmp_path):
-    data = churn_dict()
-    data["dataset"]["feature_table"] = "no_such_mart"
-    with pytest.raises(SpecError, match=r"dataset\.feature_table: unknown dbt model 'no_such_mart'"):
         load_spec(write(tmp_path, data))
 
 
@@ -80,20 +90,6 @@ def test_method_selectors_are_resolved_like_dbt(tmp_path, dbt_manifest):
     assert load_spec(write(tmp_path, data)).dbt.select == ["tag:churn", "1+churn_features+"]
 
 
-def test_unknown_field_is_rejected(tmp_path):
-    data = churn_dict()
-    data["gates"]["metricz"] = {}
-    with pytest.raises(SpecError, match=r"gates\.metricz: unknown field"):
-        load_spec(write(tmp_path, data))
-
-
-def test_primary_metric_must_be_gated(tmp_path):
-    data = churn_dict()
-    data["registry"]["primary_metric"] = "f1"
-    with pytest.raises(SpecError, match="registry.primary_metric 'f1' must also appear in gates.metrics"):
-        load_spec(write(tmp_path, data))
-
-
 def test_threshold_needs_a_bound_and_order(tmp_path):
     data = churn_dict()
     data["gates"]["metrics"]["roc_auc"] = {}
@@ -101,13 +97,6 @@ def test_threshold_needs_a_bound_and_order(tmp_path):
         load_spec(write(tmp_path, data))
     data["gates"]["metrics"]["roc_auc"] = {"min": 0.9, "max": 0.8}
     with pytest.raises(SpecError, match="min 0.9 is above max 0.8"):
-        load_spec(write(tmp_path, data))
-
-
-def test_missing_entry_point(tmp_path):
-    data = churn_dict()
-    data["training"]["entry_point"] = "include/training/churn/nope.py"
-    with pytest.raises(SpecError, match=r"training\.entry_point: no such file"):
         load_spec(write(tmp_path, data))
 
 
@@ -136,13 +125,6 @@ def test_load_specs_reports_bad_files_and_keeps_good_ones(tmp_path):
     assert set(Path(p).name for p in loaded.errors) == {"b_bad.yaml", "c_dup.yml"}
     assert "training.backend" in str(loaded.errors[str(tmp_path / "b_bad.yaml")])
     assert "already used by" in str(loaded.errors[str(tmp_path / "c_dup.yml")])
-
-
-def test_invalid_name(tmp_path):
-    data = churn_dict()
-    data["name"] = "Churn Model"
-    with pytest.raises(SpecError, match=r"name: String should match pattern"):
-        load_spec(write(tmp_path, data))
 
 
 def test_artifacts_block(tmp_path):
