@@ -20,6 +20,27 @@ FAKE_ROLE_ARN = "arn:aws:iam::123456789012:role/retrain"
 SAGEMAKER_JOB_SCRIPT = ROOT / "tests" / "fixtures" / "sagemaker_job.py"
 
 
+def write_spec(folder: Path, data: dict | str, name: str = "p.yaml") -> Path:
+    """A pipeline spec file ``folder/name``: ``data`` as YAML, or a string as it is."""
+    path = folder / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def load_problems(path: Path) -> str:
+    """The message of the ``SpecError`` that loading the spec at ``path`` raises (the test fails if it loads)."""
+    from airflow_retrain.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    return str(e.value)
+
+
+def spec_problems(folder: Path, data: dict) -> str:
+    """:func:`load_problems` of ``data`` written as a spec into ``folder``."""
+    return load_problems(write_spec(folder, data))
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

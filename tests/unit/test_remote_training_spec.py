@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import spec_problems
 
-from airflow_retrain.spec import SpecError, load_spec
+from airflow_retrain.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "include" / "pipelines" / "churn.yaml"
@@ -22,14 +23,6 @@ def example_path(backend: str) -> Path:
 
 def example(backend: str) -> dict:
     return yaml.safe_load(example_path(backend).read_text())
-
-
-def problems(tmp_path: Path, data: dict) -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(data))
-    with pytest.raises(SpecError) as e:
-        load_spec(path)
-    return str(e.value)
 
 
 @pytest.mark.parametrize(("backend", "connection_id"), [("sagemaker", "aws_default"), ("vertex", "google_cloud_default")])
@@ -50,14 +43,14 @@ def test_example_differs_from_the_local_spec_only_in_training(backend, connectio
 def test_missing_required_field(tmp_path, backend, field):
     data = example(backend)
     del data["training"][backend][field]
-    assert f"training.{backend}.{field}: required field is missing" in problems(tmp_path, data)
+    assert f"training.{backend}.{field}: required field is missing" in spec_problems(tmp_path, data)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_missing_block(tmp_path, backend):
     data = example(backend)
     del data["training"][backend]
-    assert f"training.{backend}: required with backend '{backend}'" in problems(tmp_path, data)
+    assert f"training.{backend}: required with backend '{backend}'" in spec_problems(tmp_path, data)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -65,4 +58,4 @@ def test_block_with_another_backend(tmp_path, backend):
     data = example(backend)
     data["training"]["backend"] = "local"
     data["training"]["resources"]["instance_type"] = "local"  # a cloud instance type is a problem of its own
-    assert f"training.{backend}: set, but training.backend is 'local'" in problems(tmp_path, data)
+    assert f"training.{backend}: set, but training.backend is 'local'" in spec_problems(tmp_path, data)

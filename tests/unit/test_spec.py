@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import write_spec
 
 from airflow_retrain.spec import PipelineSpec, SpecError, load_spec, load_specs
 
@@ -15,12 +16,6 @@ CHURN = ROOT / "include" / "pipelines" / "churn.yaml"
 
 def churn_dict() -> dict:
     return yaml.safe_load(CHURN.read_text())
-
-
-def write(tmp_path: Path, data, name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
 
 
 def test_churn_spec_loads():
@@ -38,7 +33,7 @@ def test_churn_spec_loads():
 def test_missing_field_names_file_and_field(tmp_path):
     data = churn_dict()
     del data["dataset"]["target_column"]
-    path = write(tmp_path, data)
+    path = write_spec(tmp_path, data)
     with pytest.raises(SpecError) as e:
         load_spec(path)
     assert str(path) in str(e.value)
@@ -70,7 +65,7 @@ def test_bad_value_names_the_file_and_the_field(tmp_path, path, value, message):
     for part in parents:
         node = node[part]
     node[key] = value
-    spec_path = write(tmp_path, data)
+    spec_path = write_spec(tmp_path, data)
     with pytest.raises(SpecError, match=message) as e:
         load_spec(spec_path)
     assert str(spec_path) in str(e.value)
@@ -80,35 +75,35 @@ def test_unknown_dbt_model_in_selection(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["+churn_featurez"]
     with pytest.raises(SpecError, match=r"dbt\.select\[0\]: dbt selector '\+churn_featurez' matches no node"):
-        load_spec(write(tmp_path, data))
+        load_spec(write_spec(tmp_path, data))
 
 
 @pytest.mark.slow
 def test_method_selectors_are_resolved_like_dbt(tmp_path, dbt_manifest):
     data = churn_dict()
     data["dbt"]["select"] = ["tag:churn", "1+churn_features+"]
-    assert load_spec(write(tmp_path, data)).dbt.select == ["tag:churn", "1+churn_features+"]
+    assert load_spec(write_spec(tmp_path, data)).dbt.select == ["tag:churn", "1+churn_features+"]
 
 
 def test_threshold_needs_a_bound_and_order(tmp_path):
     data = churn_dict()
     data["gates"]["metrics"]["roc_auc"] = {}
     with pytest.raises(SpecError, match=r"gates\.metrics\.roc_auc: .*needs min and/or max"):
-        load_spec(write(tmp_path, data))
+        load_spec(write_spec(tmp_path, data))
     data["gates"]["metrics"]["roc_auc"] = {"min": 0.9, "max": 0.8}
     with pytest.raises(SpecError, match="min 0.9 is above max 0.8"):
-        load_spec(write(tmp_path, data))
+        load_spec(write_spec(tmp_path, data))
 
 
 def test_invalid_yaml_reports_line(tmp_path):
-    path = write(tmp_path, "name: churn\ndbt: [unclosed\n")
+    path = write_spec(tmp_path, "name: churn\ndbt: [unclosed\n")
     with pytest.raises(SpecError, match=r"not valid YAML at line"):
         load_spec(path)
 
 
 def test_not_a_mapping(tmp_path):
     with pytest.raises(SpecError, match="expected a mapping"):
-        load_spec(write(tmp_path, "- a\n- b\n"))
+        load_spec(write_spec(tmp_path, "- a\n- b\n"))
 
 
 def test_load_specs_reports_bad_files_and_keeps_good_ones(tmp_path):
@@ -116,10 +111,10 @@ def test_load_specs_reports_bad_files_and_keeps_good_ones(tmp_path):
     bad = churn_dict()
     bad["name"] = "churn_bad"
     bad["training"]["backend"] = "nope"
-    write(tmp_path, good, "a_good.yaml")
-    write(tmp_path, bad, "b_bad.yaml")
+    write_spec(tmp_path, good, "a_good.yaml")
+    write_spec(tmp_path, bad, "b_bad.yaml")
     dup = churn_dict()
-    write(tmp_path, dup, "c_dup.yml")
+    write_spec(tmp_path, dup, "c_dup.yml")
     loaded = load_specs(tmp_path)
     assert [s.name for s in loaded.specs] == ["churn"]
     assert set(Path(p).name for p in loaded.errors) == {"b_bad.yaml", "c_dup.yml"}
@@ -129,9 +124,9 @@ def test_load_specs_reports_bad_files_and_keeps_good_ones(tmp_path):
 
 def test_artifacts_block(tmp_path):
     data = churn_dict()
-    assert load_spec(write(tmp_path, data)).artifacts.root is None  # resolved on the worker
+    assert load_spec(write_spec(tmp_path, data)).artifacts.root is None  # resolved on the worker
     data["artifacts"] = {"root": "s3://ml-artifacts/retrain", "connection_id": "aws_ml"}
-    spec = load_spec(write(tmp_path, data))
+    spec = load_spec(write_spec(tmp_path, data))
     assert (spec.artifacts.root, spec.artifacts.connection_id) == ("s3://ml-artifacts/retrain", "aws_ml")
 
 
@@ -149,7 +144,7 @@ def test_bad_artifacts_block_names_the_field(tmp_path, artifacts, message):
     data = churn_dict()
     data["artifacts"] = artifacts
     with pytest.raises(SpecError, match=message):
-        load_spec(write(tmp_path, data))
+        load_spec(write_spec(tmp_path, data))
 
 
 def test_dag_passes_the_artifact_store_to_every_task(tmp_path):
@@ -157,7 +152,7 @@ def test_dag_passes_the_artifact_store_to_every_task(tmp_path):
 
     data = churn_dict()
     data["artifacts"] = {"root": "s3://ml-artifacts/retrain", "connection_id": "aws_ml"}
-    dag = build_dag(load_spec(write(tmp_path, data)))
+    dag = build_dag(load_spec(write_spec(tmp_path, data)))
     # Every task of the pipeline; the dbt group's per-node tasks only report dbt_build's results.
     stage_tasks = [t for t in dag.tasks if not t.task_id.startswith("dbt.")]
     assert {(t.artifact_root, t.artifact_conn_id) for t in stage_tasks} == {("s3://ml-artifacts/retrain", "aws_ml")}
