@@ -72,6 +72,22 @@ class VertexJobHook(CustomJobHook):
             )
         return (str(endpoint) if endpoint else None), bool(endpoint and insecure)
 
+    def endpoint_client(
+        self, client_class, transport_class, endpoint: str | None, insecure: bool, *, aio: bool = False
+    ):
+        """``client_class`` on ``endpoint``: over a plaintext gRPC channel (``transport_class``, an ``aio`` one for an
+        async client) where :meth:`endpoint` allowed it, else with the connection's credentials."""
+        if insecure:
+            import grpc
+
+            channel = (grpc.aio if aio else grpc).insecure_channel(endpoint)
+            return client_class(transport=transport_class(channel=channel))
+        return client_class(
+            credentials=self.get_credentials(),
+            client_info=CLIENT_INFO,
+            client_options=self.get_client_options(api_endpoint_override=endpoint),
+        )
+
     @cached_property
     def _job_clients(self) -> dict[str | None, Any]:
         return {}
@@ -83,20 +99,11 @@ class VertexJobHook(CustomJobHook):
         endpoint, insecure = self.endpoint("api_endpoint")
         if not endpoint:
             client = super().get_job_service_client(region)
-        elif insecure:
-            import grpc
+        else:
             from google.cloud.aiplatform_v1 import JobServiceClient
             from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcTransport
 
-            client = JobServiceClient(transport=JobServiceGrpcTransport(channel=grpc.insecure_channel(endpoint)))
-        else:
-            from google.cloud.aiplatform_v1 import JobServiceClient
-
-            client = JobServiceClient(
-                credentials=self.get_credentials(),
-                client_info=CLIENT_INFO,
-                client_options=self.get_client_options(api_endpoint_override=endpoint),
-            )
+            client = self.endpoint_client(JobServiceClient, JobServiceGrpcTransport, endpoint, insecure)
         self._job_clients[region] = client
         return client
 
@@ -104,38 +111,23 @@ class VertexJobHook(CustomJobHook):
     def logging_client(self):
         """Cloud Logging's ``LoggingServiceV2Client`` (``google-cloud-logging``), on ``logging_api_endpoint``."""
         from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+        from google.cloud.logging_v2.services.logging_service_v2.transports import (
+            LoggingServiceV2GrpcTransport,
+        )
 
         endpoint, insecure = self.endpoint("logging_api_endpoint")
-        if insecure:
-            import grpc
-            from google.cloud.logging_v2.services.logging_service_v2.transports import (
-                LoggingServiceV2GrpcTransport,
-            )
-
-            return LoggingServiceV2Client(transport=LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel(endpoint)))
-        return LoggingServiceV2Client(
-            credentials=self.get_credentials(),
-            client_info=CLIENT_INFO,
-            client_options=self.get_client_options(api_endpoint_override=endpoint),
-        )
+        return self.endpoint_client(LoggingServiceV2Client, LoggingServiceV2GrpcTransport, endpoint, insecure)
 
     def async_logging_client(self):
         """``LoggingServiceV2AsyncClient`` for the running event loop (a gRPC aio channel belongs to one loop)."""
         from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2AsyncClient
+        from google.cloud.logging_v2.services.logging_service_v2.transports import (
+            LoggingServiceV2GrpcAsyncIOTransport,
+        )
 
         endpoint, insecure = self.endpoint("logging_api_endpoint")
-        if insecure:
-            import grpc
-            from google.cloud.logging_v2.services.logging_service_v2.transports import (
-                LoggingServiceV2GrpcAsyncIOTransport,
-            )
-
-            channel = grpc.aio.insecure_channel(endpoint)
-            return LoggingServiceV2AsyncClient(transport=LoggingServiceV2GrpcAsyncIOTransport(channel=channel))
-        return LoggingServiceV2AsyncClient(
-            credentials=self.get_credentials(),
-            client_info=CLIENT_INFO,
-            client_options=self.get_client_options(api_endpoint_override=endpoint),
+        return self.endpoint_client(
+            LoggingServiceV2AsyncClient, LoggingServiceV2GrpcAsyncIOTransport, endpoint, insecure, aio=True
         )
 
 
@@ -147,23 +139,14 @@ class VertexJobAsyncHook(CustomJobAsyncHook):
     async def get_job_service_client(self, region: str | None = None):
         """The provider's JobServiceAsyncClient, on the connection's ``api_endpoint`` when one is set."""
         from google.cloud.aiplatform_v1 import JobServiceAsyncClient
+        from google.cloud.aiplatform_v1.services.job_service.transports import JobServiceGrpcAsyncIOTransport
 
         sync_hook: VertexJobHook = await self.get_sync_hook()
         endpoint, insecure = sync_hook.endpoint("api_endpoint")
         if not endpoint:
             return await super().get_job_service_client(region)
-        if insecure:
-            import grpc
-            from google.cloud.aiplatform_v1.services.job_service.transports import (
-                JobServiceGrpcAsyncIOTransport,
-            )
-
-            channel = grpc.aio.insecure_channel(endpoint)
-            return JobServiceAsyncClient(transport=JobServiceGrpcAsyncIOTransport(channel=channel))
-        return JobServiceAsyncClient(
-            credentials=sync_hook.get_credentials(),
-            client_info=CLIENT_INFO,
-            client_options=sync_hook.get_client_options(api_endpoint_override=endpoint),
+        return sync_hook.endpoint_client(
+            JobServiceAsyncClient, JobServiceGrpcAsyncIOTransport, endpoint, insecure, aio=True
         )
 
 
