@@ -145,23 +145,8 @@ with DAG({dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=Fal
                     profiles_dir={profiles!r}, max_node_tasks={max_node_tasks})
 """
 
-COSMOS_WATCHER_DAG = """
-# an airflow DAG file (the words let the dag-processor's safe mode pick it up)
-from datetime import datetime
-from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import ExecutionMode, LoadMode
-
-dag = DbtDag(
-    dag_id="bench_cosmos_watcher", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
-    project_config=ProjectConfig(dbt_project_path={project!r}, manifest_path={manifest!r}),
-    profile_config=ProfileConfig(profile_name={profile!r}, target_name={target!r},
-                                 profiles_yml_filepath={profiles!r} + "/profiles.yml"),
-    render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, select={select!r}),
-    execution_config=ExecutionConfig(execution_mode=ExecutionMode.WATCHER, dbt_executable_path={dbt!r}),
-    operator_args={{"install_deps": False}},
-)
-"""
-
+# Cosmos as a deployment would run it: ``ExecutionMode.WATCHER`` (one dbt build whose nodes report to
+# their tasks) or ``ExecutionMode.LOCAL`` (a dbt invocation per node, in the ``dbt_bench`` pool).
 COSMOS_DAG = """
 # an airflow DAG file (the words let the dag-processor's safe mode pick it up)
 from datetime import datetime
@@ -169,13 +154,13 @@ from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, Render
 from cosmos.constants import ExecutionMode, LoadMode
 
 dag = DbtDag(
-    dag_id="bench_cosmos", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
+    dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, max_active_runs=1,
     project_config=ProjectConfig(dbt_project_path={project!r}, manifest_path={manifest!r}),
     profile_config=ProfileConfig(profile_name={profile!r}, target_name={target!r},
                                  profiles_yml_filepath={profiles!r} + "/profiles.yml"),
     render_config=RenderConfig(load_method=LoadMode.DBT_MANIFEST, select={select!r}),
-    execution_config=ExecutionConfig(execution_mode=ExecutionMode.LOCAL, dbt_executable_path={dbt!r}),
-    operator_args={{"pool": "dbt_bench", "install_deps": False}},
+    execution_config=ExecutionConfig(execution_mode=ExecutionMode.{mode}, dbt_executable_path={dbt!r}),
+    operator_args={operator_args!r},
 )
 """
 
@@ -454,12 +439,14 @@ def main() -> None:
             variants.append(("ours_per_node", "bench_ours_per_node"))
         if not args.no_cosmos_watcher:
             (args.home / "dags" / "bench_cosmos_watcher.py").write_text(
-                COSMOS_WATCHER_DAG.format(**{**fmt, "select": args.select or []})
+                COSMOS_DAG.format(**{**fmt, "select": args.select or []}, dag_id="bench_cosmos_watcher", mode="WATCHER",
+                                  operator_args={"install_deps": False})
             )
             variants.append(("cosmos_watcher", "bench_cosmos_watcher"))
         if not args.no_cosmos_build:
             (args.home / "dags" / "bench_cosmos.py").write_text(
-                COSMOS_DAG.format(**{**fmt, "select": args.select or []})
+                COSMOS_DAG.format(**{**fmt, "select": args.select or []}, dag_id="bench_cosmos", mode="LOCAL",
+                                  operator_args={"pool": "dbt_bench", "install_deps": False})
             )
         with Standalone(args.home, env, args.port) as airflow:
             for _, dag_id in variants:

@@ -24,48 +24,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / "include" / "training" / "churn" / "train.py"
-BINARY_FEATURES = [
-    "is_female", "is_senior_citizen", "has_partner", "has_dependents", "contract_one_year",
-    "contract_two_year", "has_paperless_billing", "payment_electronic_check", "payment_mailed_check",
-    "payment_bank_transfer", "payment_credit_card", "has_phone_service", "has_multiple_lines",
-    "internet_dsl", "internet_fiber_optic", "internet_none", "has_online_security", "has_online_backup",
-    "has_device_protection", "has_tech_support", "has_streaming_tv", "has_streaming_movies",
-]  # fmt: skip
-
-
-def churn_features(rows: int, seed: int) -> pd.DataFrame:
-    """Rows with the columns of the dbt mart ``churn_features`` and a learnable, noisy label."""
-    rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"customer_id": np.char.add(f"S{seed}-", np.arange(rows).astype(str))})
-    for name in BINARY_FEATURES:
-        frame[name] = rng.integers(0, 2, rows).astype("int32")
-    frame["tenure_months"] = rng.integers(0, 72, rows).astype("int32")
-    frame["monthly_charges"] = rng.uniform(18, 120, rows).round(2)
-    frame["total_charges"] = (frame["monthly_charges"] * frame["tenure_months"]).round(2)
-    logit = (
-        1.5
-        - 0.06 * frame["tenure_months"]
-        + 1.2 * frame["internet_fiber_optic"]
-        - 1.0 * frame["contract_two_year"]
-        + 0.01 * (frame["monthly_charges"] - 70)
-        + 0.5 * frame["payment_electronic_check"] * frame["has_paperless_billing"]
-    )
-    frame["churned"] = (rng.uniform(0, 1, rows) < 1 / (1 + np.exp(-logit))).astype("int32")
-    return frame
+# The tests' churn-schema generator (the one synthetic version of the mart, with a learnable label).
+sys.path.insert(0, str(ROOT / "tests"))
+from fakes.churn_data import churn_frame  # noqa: E402
 
 
 def write_channels(root: Path, rows: int, files: int) -> dict[str, str]:
     train, test = root / "train", root / "test"
     train.mkdir(parents=True)
     test.mkdir(parents=True)
-    frame = churn_features(rows, 1)
+    frame = churn_frame(rows, 1)
     for i, part in enumerate(np.array_split(np.arange(rows), files)):
         frame.iloc[part].to_parquet(train / f"part-{i:03d}.parquet", index=False)
-    churn_features(max(10_000, rows // 5), 2).to_parquet(test / "part-000.parquet", index=False)
+    churn_frame(max(10_000, rows // 5), 2).to_parquet(test / "part-000.parquet", index=False)
     return {"train": str(train), "test": str(test)}
 
 

@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import tasks_on_separate_workers
+from helpers import FAKE_ROLE_ARN, connect_fake_cloud, tasks_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="retrain-tests-"))
@@ -148,6 +149,22 @@ def make_context():
     return _make
 
 
+@pytest.fixture
+def channel(tmp_path) -> Path:
+    """An empty ``train`` channel folder for a local training job."""
+    path = tmp_path / "data" / "train"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def entry_point(tmp_path, request) -> str:
+    """The requesting test module's ``TRAIN`` script (indented as it likes), written to ``train.py``."""
+    path = tmp_path / "train.py"
+    path.write_text(textwrap.dedent(request.module.TRAIN))
+    return str(path)
+
+
 # --- The fake AWS cloud (scripts/fake_cloud): one child process per session, reset per test ---------
 
 
@@ -172,6 +189,16 @@ def fake_cloud(fake_cloud_server):
     fake_cloud_server.reset()
     yield fake_cloud_server
     fake_cloud_server.reset()  # stops any job the test left running
+
+
+@pytest.fixture
+def cloud(fake_cloud, monkeypatch, request):
+    """The reset fake cloud with the requesting module's ``BUCKET``, the role ``FAKE_ROLE_ARN`` and the module's
+    Airflow connection ``CONN`` pointing at it; no deferral forced through the environment."""
+    bucket, conn_id = request.module.BUCKET, request.module.CONN
+    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, bucket, conn_id) == FAKE_ROLE_ARN
+    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
+    return fake_cloud
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,36 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# The execution role ``connect_fake_cloud`` creates by default, and the job script SageMaker tests run.
+FAKE_ROLE_ARN = "arn:aws:iam::123456789012:role/retrain"
+SAGEMAKER_JOB_SCRIPT = ROOT / "tests" / "fixtures" / "sagemaker_job.py"
+
+
+def write_spec(folder: Path, data: dict | str, name: str = "p.yaml") -> Path:
+    """A pipeline spec file ``folder/name``: ``data`` as YAML, or a string as it is."""
+    path = folder / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def load_problems(path: Path) -> str:
+    """The message of the ``SpecError`` that loading the spec at ``path`` raises (the test fails if it loads)."""
+    from airflow_retrain.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    return str(e.value)
+
+
+def spec_problems(folder: Path, data: dict) -> str:
+    """:func:`load_problems` of ``data`` written as a spec into ``folder``."""
+    return load_problems(write_spec(folder, data))
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
@@ -46,11 +74,38 @@ def connect_fake_cloud(cloud, setenv, bucket: str, conn_id: str, role: str = "re
     return role_arn
 
 
+def stage_sagemaker_job(tmp_path: Path) -> Path:
+    """``SAGEMAKER_JOB_SCRIPT`` as ``<tmp_path>/src/train.py`` beside a one-file channel ``<tmp_path>/data``:
+    the script's path."""
+    (tmp_path / "src").mkdir()
+    path = tmp_path / "src" / "train.py"
+    shutil.copy(SAGEMAKER_JOB_SCRIPT, path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.parquet").write_bytes(b"PAR1")
+    return path
+
+
 def stop_running_jobs(backend) -> None:
     """Never leave a job running behind a failed test."""
     for job in backend.find_jobs({}):
         if not job.state.terminal:
             backend.stop(job.job_name, grace_seconds=2)
+
+
+def token_pids(token: str) -> list[int]:
+    """Running processes, other than this one, whose environment carries a job's token (zombies have exited:
+    not counted). ``token`` is ``RETRAIN_JOB_TOKEN``'s value, or a whole ``NAME=value`` marker."""
+    marker = (token if "=" in token else f"RETRAIN_JOB_TOKEN={token}").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -184,3 +239,29 @@ def invoke(cloudwatch, endpoint: str, at: float, count: float = 5.0) -> None:
 
 def tags_of(sm, arn: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
+
+
+@contextlib.contextmanager
+def dagbag_of_spec(folder: Path, spec: dict) -> Iterator:
+    """The project's ``dags/`` parsed with ``spec`` as the only pipeline (written to ``folder/<name>.yaml``,
+    which ``RETRAIN_SPECS_DIR`` points at while open); fails on any import error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    (folder / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
+    try:
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}
+        yield bag
+    finally:
+        os.environ.pop("RETRAIN_SPECS_DIR", None)
+
+
+def run_on_separate_workers(dag, base: Path, when) -> SimpleNamespace:
+    """``dag.test()`` at ``when``, each task on its own worker (see :func:`tasks_on_separate_workers`): the
+    run, its tasks' states and the workers used."""
+    with tasks_on_separate_workers(base) as workers:
+        dr = dag.test(logical_date=when, run_after=when)
+    return SimpleNamespace(
+        dr=dr, states={ti.task_id: ti.state for ti in dr.get_task_instances()}, workers=list(workers)
+    )

@@ -31,6 +31,7 @@ An unknown price never fails a finished job: :func:`job_cost` reports the cost a
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -228,14 +229,35 @@ def estimate_cost(
     region: str | None = None,
     spot: bool = False,
     training_seconds: float | None = None,
+    unknown_price_ok: bool = False,
 ) -> CostEstimate:
     """Cost of ``seconds`` of billable time on ``instance_count`` instances; raises on unknown prices.
 
     :param training_seconds: seconds the job trained, when they differ from the billable ones
         (SageMaker managed spot); the on-demand comparison and spot savings are computed from them.
+    :param unknown_price_ok: an unknown price gives ``usd=None`` and a warning instead of the error (see
+        :func:`job_cost`).
     """
-    on_demand, spot_price, source = hourly_prices(backend, instance_type, hourly_price_usd, region)
-    price = _paid_price(backend, instance_type, region, on_demand, spot_price, spot)
+    try:
+        on_demand, spot_price, source = hourly_prices(backend, instance_type, hourly_price_usd, region)
+        price = _paid_price(backend, instance_type, region, on_demand, spot_price, spot)
+    except UnknownPriceError as e:
+        if not unknown_price_ok:
+            raise
+        log.warning("Cost unknown: %s", e)
+        return CostEstimate(
+            backend=backend,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            seconds=round(max(0.0, float(seconds)), 3),
+            hourly_price_usd=None,
+            usd=None,
+            price_source="unknown",
+            region=_region(backend, region),
+            spot=spot,
+            training_seconds=None if training_seconds is None else round(float(training_seconds), 3),
+            gpus=job_gpus(backend, instance_type, instance_count),
+        )
     seconds = max(0.0, float(seconds))
     trained = max(seconds, float(training_seconds)) if training_seconds is not None else seconds
     usd = round(seconds / 3600.0 * instance_count * price, 6)
@@ -257,47 +279,9 @@ def estimate_cost(
     )
 
 
-def job_cost(
-    backend: str,
-    instance_type: str,
-    seconds: float,
-    instance_count: int = 1,
-    hourly_price_usd: float | None = None,
-    *,
-    region: str | None = None,
-    spot: bool = False,
-    training_seconds: float | None = None,
-) -> CostEstimate:
-    """Like :func:`estimate_cost`, but an unknown price gives ``usd=None`` and a warning, never an error.
-
-    Used for jobs that already ran: their result must not be lost to a missing table row.
-    """
-    try:
-        return estimate_cost(
-            backend,
-            instance_type,
-            seconds,
-            instance_count,
-            hourly_price_usd,
-            region=region,
-            spot=spot,
-            training_seconds=training_seconds,
-        )
-    except UnknownPriceError as e:
-        log.warning("Cost unknown: %s", e)
-        return CostEstimate(
-            backend=backend,
-            instance_type=instance_type,
-            instance_count=instance_count,
-            seconds=round(max(0.0, float(seconds)), 3),
-            hourly_price_usd=None,
-            usd=None,
-            price_source="unknown",
-            region=_region(backend, region),
-            spot=spot,
-            training_seconds=None if training_seconds is None else round(float(training_seconds), 3),
-            gpus=job_gpus(backend, instance_type, instance_count),
-        )
+#: :func:`estimate_cost` for jobs that already ran: an unknown price gives ``usd=None`` and a warning, never an
+#: error, so their result is not lost to a missing table row.
+job_cost = functools.partial(estimate_cost, unknown_price_ok=True)
 
 
 def max_job_cost(

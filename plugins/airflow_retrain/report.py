@@ -52,6 +52,30 @@ def _gate_lines(report: dict[str, Any], task_id: str, state) -> list[str]:
     return [_verdict_line(v) for v in verdicts if task_id == "gate_data" or v["gate"] != "data"]
 
 
+def _dbt_summary(dbt: dict[str, Any]) -> str:
+    return (
+        f"{dbt['models_built']}/{dbt['models_total']} models built, "
+        f"{dbt['tests_passed']}/{dbt['tests_total']} tests passed"
+        + (f", {dbt['tests_warned']} warned" if dbt.get("tests_warned") else "")
+        + f" ({dbt['elapsed_seconds']:.1f} s, {dbt.get('warehouse', '')})"
+    )
+
+
+def _dataset_summary(ds: dict[str, Any]) -> str:
+    return (
+        f"{ds['relation']}: train {ds['rows']['train']} rows, holdout {ds['rows']['test']} rows, "
+        f"label rate {ds['label_rate']['train']:.3f}/{ds['label_rate']['test']:.3f}, fingerprint {ds['fingerprint']}"
+    )
+
+
+def _teardown_summary(td: dict[str, Any]) -> str:
+    return (
+        f"{len(td['jobs'])} job(s), {len(td['stopped_jobs'])} stopped, "
+        f"{td['compute_seconds']:.1f} compute s, est. ${td['cost_usd']:.4f}"
+        + ("; scratch removed" if td.get("scratch_removed") else "")
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Render a run report as the lines an on-call engineer reads first."""
     s = report.get("stages", {})
@@ -61,24 +85,13 @@ def format_report(report: dict[str, Any]) -> str:
     def state(task: str) -> str:
         return states.get(task) or ("success" if s.get(task) else "no result")
 
-    dbt = s.get("dbt_build")
-    if dbt:
-        lines.append(
-            f"  dbt build      {dbt['models_built']}/{dbt['models_total']} models built, "
-            f"{dbt['tests_passed']}/{dbt['tests_total']} tests passed"
-            + (f", {dbt['tests_warned']} warned" if dbt.get("tests_warned") else "")
-            + f" ({dbt['elapsed_seconds']:.1f} s, {dbt.get('warehouse', '')})"
-        )
-    else:
-        lines.append(f"  dbt build      {state('dbt_build')}")
-    ds = s.get("export_dataset")
-    if ds:
-        lines.append(
-            f"  dataset        {ds['relation']}: train {ds['rows']['train']} rows, holdout {ds['rows']['test']} rows, "
-            f"label rate {ds['label_rate']['train']:.3f}/{ds['label_rate']['test']:.3f}, fingerprint {ds['fingerprint']}"
-        )
-    else:
-        lines.append(f"  dataset        {state('export_dataset')}")
+    def stage_line(label: str, task: str, render) -> str:
+        """The stage's summary as ``render`` words it, or the task's state when it left none."""
+        result = s.get(task)
+        return f"  {label:<15}" + (render(result) if result else state(task))
+
+    lines.append(stage_line("dbt build", "dbt_build", _dbt_summary))
+    lines.append(stage_line("dataset", "export_dataset", _dataset_summary))
     lines += _gate_lines(report, "gate_data", state)
     tr = s.get("train")
     if tr:
@@ -108,11 +121,9 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append("  hosts          " + ", ".join(f"{h} {t:.2f} s" for h, t in hosts.items()))
     else:
         lines.append(f"  training       {state('train')}")
-    reg = s.get("register")
-    if reg:
-        lines.append(f"  registered     {reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})")
-    else:
-        lines.append(f"  registered     {state('register')}")
+    lines.append(stage_line(
+        "registered", "register", lambda reg: f"{reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})"
+    ))
     if "gate_model" in s or "gate_model" in states or "gate_model" in report.get("gate_verdicts", {}):
         lines += _gate_lines(report, "gate_model", state)
     else:
@@ -127,15 +138,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  champion       {pr['model_name']}@champion = version {pr['champion_after']}")
     else:
         lines.append(f"  promotion      {state('promote')} (champion unchanged)")
-    td = s.get("teardown")
-    if td:
-        lines.append(
-            f"  teardown       {len(td['jobs'])} job(s), {len(td['stopped_jobs'])} stopped, "
-            f"{td['compute_seconds']:.1f} compute s, est. ${td['cost_usd']:.4f}"
-            + ("; scratch removed" if td.get("scratch_removed") else "")
-        )
-    else:
-        lines.append(f"  teardown       {state('teardown')}")
+    lines.append(stage_line("teardown", "teardown", _teardown_summary))
     return "\n".join(lines)
 
 

@@ -421,11 +421,16 @@ def test_instance_types_come_from_botocore():
 # --------------------------------------------------------------------------------------------- faults
 
 
-def test_resource_limit_fault_then_success(cloud):
-    cloud.inject_fault("CreateTrainingJob", "ResourceLimitExceeded")
+def refused_create(cloud, fault: str, job: str) -> tuple[str, str]:
+    """Inject ``fault`` into the next ``CreateTrainingJob``, call it for ``job``: the error's code and message."""
+    cloud.inject_fault("CreateTrainingJob", fault)
     with pytest.raises(ClientError) as excinfo:
-        create_job(cloud, "quota-1", "print(1)")
-    code, message = error_of(excinfo)
+        create_job(cloud, job, "print(1)")
+    return error_of(excinfo)
+
+
+def test_resource_limit_fault_then_success(cloud):
+    code, message = refused_create(cloud, "ResourceLimitExceeded", "quota-1")
     assert code == "ResourceLimitExceeded"
     assert "'ml.m5.xlarge for training job usage'" in message
     assert cloud.training_jobs() == [] and cloud.faults() == []
@@ -435,10 +440,7 @@ def test_resource_limit_fault_then_success(cloud):
 
 
 def test_access_denied_fault(cloud):
-    cloud.inject_fault("CreateTrainingJob", "AccessDenied")
-    with pytest.raises(ClientError) as excinfo:
-        create_job(cloud, "denied-1", "print(1)")
-    code, message = error_of(excinfo)
+    code, message = refused_create(cloud, "AccessDenied", "denied-1")
     assert code == "AccessDeniedException"
     assert "is not authorized to perform: sagemaker:CreateTrainingJob" in message
 

@@ -10,14 +10,13 @@ nothing is left running.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import connect_fake_cloud, tasks_on_separate_workers
+from helpers import connect_fake_cloud, dagbag_of_spec, run_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_sm_retrain"
@@ -45,18 +44,9 @@ def spec(fake_cloud_server):
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory, spec, store, airflow_db, warehouse):
-    from airflow.dag_processing.dagbag import DagBag
-
     spec = dict(spec, artifacts={"root": store.as_uri()})
-    folder = tmp_path_factory.mktemp("sm-specs")
-    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec))
-    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
-    try:
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-        assert bag.import_errors == {}
+    with dagbag_of_spec(tmp_path_factory.mktemp("sm-specs"), spec) as bag:
         yield bag
-    finally:
-        os.environ.pop("RETRAIN_SPECS_DIR", None)
 
 
 def _prepare(fake_cloud, spec, mp: pytest.MonkeyPatch):
@@ -83,17 +73,12 @@ def first_run(bag, spec, fake_cloud_server, store, state_dir, tmp_path_factory) 
     try:
         with pytest.MonkeyPatch.context() as mp:
             _prepare(fake_cloud_server, spec, mp)
-            with tasks_on_separate_workers(tmp_path_factory.mktemp("sm-first-run")) as workers:
-                dr = bag.dags[DAG_ID].test(logical_date=FIRST, run_after=FIRST)
-        return SimpleNamespace(
-            dr=dr,
-            states={ti.task_id: ti.state for ti in dr.get_task_instances()},
-            workers=list(workers),
-            calls=fake_cloud_server.calls(),
-            jobs=fake_cloud_server.client("sagemaker").list_training_jobs()["TrainingJobSummaries"],
-            report=run_report(store, FIRST),
-            champion=champion_version(state_dir),
-        )
+            run = run_on_separate_workers(bag.dags[DAG_ID], tmp_path_factory.mktemp("sm-first-run"), FIRST)
+        run.calls = fake_cloud_server.calls()
+        run.jobs = fake_cloud_server.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+        run.report = run_report(store, FIRST)
+        run.champion = champion_version(state_dir)
+        return run
     finally:
         fake_cloud_server.reset()  # stops any job the run left running
 

@@ -17,14 +17,13 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
 import time
-from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from helpers import connect_fake_cloud, wait_for
+from helpers import FAKE_ROLE_ARN as ROLE
+from helpers import stage_sagemaker_job, wait_for
 
 from airflow_retrain.operators.teardown import TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
@@ -33,21 +32,12 @@ from airflow_retrain.training.base import JobState
 from airflow_retrain.training.sagemaker import SageMakerTrainingBackend
 from airflow_retrain.triggers.training import TrainingJobTrigger
 
-ROLE = "arn:aws:iam::123456789012:role/retrain"
 BUCKET = "retrain-fault-tests"
 CONN = "aws_fake_faults"
 CONFIG = {"role_arn": ROLE, "bucket": BUCKET, "prefix": "f", "connection_id": CONN}
 DAG_ID = "churn_retrain"
 REPETITIONS = 20
-JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.py"
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cloud(fake_cloud, monkeypatch):
-    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
-    return fake_cloud
 
 
 @pytest.fixture
@@ -57,16 +47,13 @@ def backend(cloud) -> SageMakerTrainingBackend:
 
 @pytest.fixture
 def make_op(tmp_path):
-    (tmp_path / "src").mkdir()
-    shutil.copy(JOB_SCRIPT, tmp_path / "src" / "train.py")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rows.parquet").write_bytes(b"PAR1")
+    entry_point = str(stage_sagemaker_job(tmp_path))
 
     def _make(deferrable: bool) -> TrainModelOperator:
         return TrainModelOperator(
             task_id="train",
             pipeline="churn",
-            entry_point=str(tmp_path / "src" / "train.py"),
+            entry_point=entry_point,
             channels={"train": str(tmp_path / "data")},
             backend="sagemaker",
             backend_config=CONFIG,

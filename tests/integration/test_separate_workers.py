@@ -7,14 +7,13 @@ none of those folders), never through a worker's disk.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import tasks_on_separate_workers
+from helpers import dagbag_of_spec, run_on_separate_workers
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_workers_retrain"
@@ -30,40 +29,25 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory, store, airflow_db, warehouse):
-    from airflow.dag_processing.dagbag import DagBag
-
     spec = yaml.safe_load((ROOT / "include/pipelines/churn.yaml").read_text())
     spec["name"] = "churn_workers"
     spec["retries"] = 0
     spec["registry"] = dict(spec["registry"], model_name="churn_workers")
     spec["artifacts"] = {"root": store.as_uri()}
-    folder = tmp_path_factory.mktemp("specs")
-    (folder / "churn_workers.yaml").write_text(yaml.safe_dump(spec))
-    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
-    try:
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-        assert bag.import_errors == {}
+    with dagbag_of_spec(tmp_path_factory.mktemp("specs"), spec) as bag:
         yield bag
-    finally:
-        os.environ.pop("RETRAIN_SPECS_DIR", None)
 
 
 @pytest.fixture(scope="module")
 def first_run(bag, store, tmp_path_factory) -> SimpleNamespace:
     """The DAG's run on ``WHEN``, each task on its own worker, and what it left in the store, read as it
     finished (a later test clears and reruns this run, rewriting its report)."""
-    with tasks_on_separate_workers(tmp_path_factory.mktemp("first-run")) as workers:
-        dr = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
-    run_dirs = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
-    return SimpleNamespace(
-        dr=dr,
-        states={ti.task_id: ti.state for ti in dr.get_task_instances()},
-        workers=list(workers),
-        run_dirs=run_dirs,
-        reports={p: json.loads((p / "report.json").read_text()) for p in run_dirs},
-        latest_report=json.loads((store / DAG_ID / "latest_report.json").read_text()),
-        entries={p: sorted(c.name for c in p.iterdir()) for p in run_dirs},
-    )
+    run = run_on_separate_workers(bag.dags[DAG_ID], tmp_path_factory.mktemp("first-run"), WHEN)
+    run.run_dirs = run_dirs = [p for p in (store / DAG_ID).iterdir() if p.is_dir()]
+    run.reports = {p: json.loads((p / "report.json").read_text()) for p in run_dirs}
+    run.latest_report = json.loads((store / DAG_ID / "latest_report.json").read_text())
+    run.entries = {p: sorted(c.name for c in p.iterdir()) for p in run_dirs}
+    return run
 
 
 def test_each_task_on_its_own_worker(first_run, store, state_dir):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fakes import fake_vertex
+from helpers import dagbag_of_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -28,20 +29,13 @@ def fake(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bag(fake, tmp_path_factory, airflow_db, warehouse):
-    from airflow.dag_processing.dagbag import DagBag
-
     spec = yaml.safe_load((ROOT / "include/examples/vertex/churn.yaml").read_text())
     spec["name"] = "churn_vx"
     spec["registry"]["model_name"] = "churn_vx"
     spec["training"]["spot"] = True
     spec["training"]["vertex"]["replica_count"] = 2
-    folder = tmp_path_factory.mktemp("specs")
-    (folder / "churn_vx.yaml").write_text(yaml.safe_dump(spec))
-    os.environ["RETRAIN_SPECS_DIR"] = str(folder)
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    yield bag
-    os.environ.pop("RETRAIN_SPECS_DIR", None)
+    with dagbag_of_spec(tmp_path_factory.mktemp("specs"), spec) as bag:
+        yield bag
 
 
 def test_churn_dag_on_vertex_promotes_the_champion(bag, fake, state_dir):

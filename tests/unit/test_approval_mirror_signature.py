@@ -54,6 +54,14 @@ def promote(cand, make_context, run_id, **kwargs):
         return ctx["ti"].xcoms["return_value"]
 
 
+def decided_over_champion(registry, name, make_context, auc: float) -> tuple[dict, dict]:
+    """v1 (roc_auc 0.80) promoted to champion in run r1, then v2 (``auc``) decided on in run r2 with
+    ``mode="decide"`` (which writes nothing): v2 and the decision."""
+    promote(candidate(registry, name, 0.80), make_context, "r1")
+    v2 = candidate(registry, name, auc)
+    return v2, promote(v2, make_context, "r2", mode="decide")
+
+
 def approval_event(choice: str, *, reason: str = "", timedout: bool = False) -> dict:
     """The payload Airflow resumes ``execute_complete`` with (``HITLDetail.as_resume_event_payload``)."""
     return {"chosen_options": [choice], "params_input": {"reason": reason},
@@ -62,10 +70,7 @@ def approval_event(choice: str, *, reason: str = "", timedout: bool = False) -> 
 
 
 def test_approval_shows_the_evidence_and_approve_moves_champion(registry, name, make_context):
-    v1 = candidate(registry, name, 0.80)
-    promote(v1, make_context, "r1")
-    v2 = candidate(registry, name, 0.86)
-    decision = promote(v2, make_context, "r2", mode="decide")
+    v2, decision = decided_over_champion(registry, name, make_context, 0.86)
     assert decision["promote"] and registry.get_version_by_alias(name, "champion").version == 1  # decide writes nothing
     body = decision["body_md"]
     assert "| candidate | v2 | 0.8600 |" in body and "| champion | v1 | 0.8000 |" in body and "| `metrics` | passed |" in body
@@ -86,10 +91,7 @@ def test_approval_shows_the_evidence_and_approve_moves_champion(registry, name, 
      "approval timed out"),
 ])
 def test_reject_or_timeout_keeps_champion_and_records_why(registry, name, make_context, event, why):
-    v1 = candidate(registry, name, 0.80)
-    promote(v1, make_context, "r1")
-    v2 = candidate(registry, name, 0.90)
-    decision = promote(v2, make_context, "r2", mode="decide")
+    v2, decision = decided_over_champion(registry, name, make_context, 0.90)
     answer = PromotionApprovalOperator(task_id="approve_promotion", decision=decision).execute_complete({}, event)
     assert answer["approved"] is False
     result = promote(v2, make_context, "r2", approval=answer)
@@ -100,10 +102,7 @@ def test_reject_or_timeout_keeps_champion_and_records_why(registry, name, make_c
 
 
 def test_an_approval_given_against_another_champion_is_stale(registry, name, make_context):
-    v1 = candidate(registry, name, 0.80)
-    promote(v1, make_context, "r1")
-    v2 = candidate(registry, name, 0.90)
-    decision = promote(v2, make_context, "r2", mode="decide")
+    v2, decision = decided_over_champion(registry, name, make_context, 0.90)
     answer = PromotionApprovalOperator(task_id="approve_promotion", decision=decision).execute_complete(
         {}, approval_event("Approve", reason="ok"))
     v3 = candidate(registry, name, 0.85)
@@ -114,10 +113,7 @@ def test_an_approval_given_against_another_champion_is_stale(registry, name, mak
 
 
 def test_nothing_to_approve_asks_nobody(registry, name, make_context):
-    v1 = candidate(registry, name, 0.80)
-    promote(v1, make_context, "r1")
-    v2 = candidate(registry, name, 0.70)
-    decision = promote(v2, make_context, "r2", mode="decide")
+    v2, decision = decided_over_champion(registry, name, make_context, 0.70)
     answer = PromotionApprovalOperator(task_id="approve_promotion", decision=decision).execute(
         {"task_instance": None})
     assert answer["asked"] is False and answer["approved"] is False

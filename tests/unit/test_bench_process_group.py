@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import alive, wait_for
+from helpers import alive, token_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,19 +45,6 @@ if {mode!r} == "exit":
     sys.exit(0)
 time.sleep(600)
 """
-
-
-def token_pids(token: str) -> list[int]:
-    marker = f"RETRAIN_JOB_TOKEN={token}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigint", "exit"])

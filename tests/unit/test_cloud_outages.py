@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from helpers import FAKE_ROLE_ARN as ROLE
+from helpers import stage_sagemaker_job
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -33,10 +33,9 @@ from airflow_retrain.training.sagemaker import (
 from airflow_retrain.training.vertex import VertexCloudError, VertexTrainingBackend
 from airflow_retrain.triggers.training import TrainingJobTrigger
 
-ROLE = "arn:aws:iam::123456789012:role/retrain"
 BUCKET = "retrain-outage-tests"
+CONN = "aws_fake_outage"  # the `cloud` fixture points it at the fake cloud
 JOB = "churn-outage-1"
-JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.py"
 DAG_ID = "churn_retrain"
 
 
@@ -194,24 +193,12 @@ def test_trigger_default_tolerance_is_a_few_polls():
 
 
 @pytest.fixture
-def cloud(fake_cloud, monkeypatch):
-    assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_FAKE_OUTAGE", json.dumps(fake_cloud.connection()))
-    monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
-    return fake_cloud
-
-
-@pytest.fixture
 def train_op(tmp_path):
-    (tmp_path / "src").mkdir()
-    shutil.copy(JOB_SCRIPT, tmp_path / "src" / "train.py")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rows.parquet").write_bytes(b"PAR1")
     return TrainModelOperator(
-        task_id="train", pipeline="churn", entry_point=str(tmp_path / "src" / "train.py"),
+        task_id="train", pipeline="churn", entry_point=str(stage_sagemaker_job(tmp_path)),
         channels={"train": str(tmp_path / "data")}, hyperparameters={"fake_duration_s": 30},
         backend="sagemaker",
-        backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "o", "connection_id": "aws_fake_outage"},
+        backend_config={"role_arn": ROLE, "bucket": BUCKET, "prefix": "o", "connection_id": CONN},
         instance_type="ml.m5.xlarge", max_runtime_seconds=600, poll_interval=0.1, deferrable=True,
     )
 

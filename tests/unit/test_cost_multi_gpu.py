@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_problems
 
 from airflow_retrain.cost import estimate_cost, gpus_per_instance, max_job_cost
-from airflow_retrain.spec import SpecError, load_spec
+from airflow_retrain.spec import load_spec
 from airflow_retrain.teardown.ledger import training_run_entry
 from airflow_retrain.training.base import JobState, TrainingJob
 from airflow_retrain.training.sagemaker_catalog import gpus_per_instance as sagemaker_gpus
@@ -34,12 +35,6 @@ def vertex_spec(tmp_path, max_cost_usd: float = 1.0, **vertex) -> Path:
     path = tmp_path / "churn.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def load_problems(path: Path) -> str:
-    with pytest.raises(SpecError) as e:
-        load_spec(path)
-    return str(e.value)
 
 
 def test_four_t4s_cost_four_times_the_gpu_and_count_four_gpus():

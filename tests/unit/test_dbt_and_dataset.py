@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -258,31 +260,32 @@ def _hold_lock(path: Path, seconds: float):
     return proc
 
 
-def test_duckdb_lock_is_waited_for_then_read(tmp_path, monkeypatch):
-    from airflow_retrain.hooks.warehouse import WarehouseHook
-
+@contextlib.contextmanager
+def _warehouse_locked_for(tmp_path, monkeypatch, seconds: float) -> Iterator[Path]:
+    """A 10-row DuckDB warehouse behind the connection ``unit_warehouse``, write-locked by another process for
+    ``seconds`` (or until the block ends): yields its path."""
     path = tmp_path / "wh.duckdb"
     _features_table(path, n=10)
     monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
-    holder = _hold_lock(path, 1.5)
+    holder = _hold_lock(path, seconds)
     try:
-        df = WarehouseHook("unit_warehouse", lock_timeout_seconds=30).read_table('"wh"."marts"."churn_features"')
-        assert len(df) == 10
+        yield path
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_duckdb_lock_is_waited_for_then_read(tmp_path, monkeypatch):
+    from airflow_retrain.hooks.warehouse import WarehouseHook
+
+    with _warehouse_locked_for(tmp_path, monkeypatch, 1.5):
+        df = WarehouseHook("unit_warehouse", lock_timeout_seconds=30).read_table('"wh"."marts"."churn_features"')
+        assert len(df) == 10
 
 
 def test_duckdb_lock_that_never_frees_is_a_clear_error(tmp_path, monkeypatch):
     from airflow_retrain.hooks.warehouse import WarehouseHook
 
-    path = tmp_path / "wh.duckdb"
-    _features_table(path, n=10)
-    monkeypatch.setenv("AIRFLOW_CONN_UNIT_WAREHOUSE", f'{{"conn_type": "duckdb", "host": "{path}"}}')
-    holder = _hold_lock(path, 60)
-    try:
+    with _warehouse_locked_for(tmp_path, monkeypatch, 60) as path:
         with pytest.raises(TimeoutError, match=rf"DuckDB warehouse {path} stayed locked .*PID .*'retrain_embedded_warehouse' pool"):
             WarehouseHook("unit_warehouse", lock_timeout_seconds=1.0).read_table('"wh"."marts"."churn_features"')
-    finally:
-        holder.kill()
-        holder.wait()

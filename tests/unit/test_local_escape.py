@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, stop_running_jobs, wait_for
+from helpers import alive, stop_running_jobs, token_pids, wait_for
 
 from airflow_retrain.runs import RunIdentity
 from airflow_retrain.teardown.local import LocalInventory
@@ -55,24 +55,6 @@ if os.environ.get("SM_HP_MODE") == "exit":
 while True:
     time.sleep(0.1)
 """
-
-
-def token_pids(token: str) -> list[int]:
-    """Running processes whose environment carries the job's token (zombies have exited: not counted).
-
-    ``token`` is ``RETRAIN_JOB_TOKEN``'s value, or a whole ``NAME=value`` marker.
-    """
-    marker = (token if "=" in token else f"RETRAIN_JOB_TOKEN={token}").encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture

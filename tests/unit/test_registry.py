@@ -132,6 +132,17 @@ def execute_promote(op, ctx):
         return decision
 
 
+def champion_then_gated_candidate(trained, make_context, name, candidate_auc):
+    """v1 (roc_auc 0.85) registered, gated and promoted in run1, then v2 (``candidate_auc``) registered and
+    gated in run2: returns v2, ready to be promoted against the champion v1."""
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    promote(v1, make_context, "run1")
+    v2, _ = register(trained, make_context, "run2", candidate_auc, name)
+    gate(v2, make_context, "run2", candidate_auc)
+    return v2
+
+
 def test_register_logs_everything_and_tags_pending(registry, trained, make_context, name, tmp_path):
     result, ctx = register(trained, make_context, "run1", 0.85, name)
     assert result["version"] == "1"
@@ -273,11 +284,7 @@ def test_ungated_version_is_never_promoted(registry, trained, make_context, name
 
 @pytest.mark.slow
 def test_missing_primary_metric_fails_closed(registry, trained, make_context, name):
-    v1, _ = register(trained, make_context, "run1", 0.85, name)
-    gate(v1, make_context, "run1", 0.85)
-    promote(v1, make_context, "run1")
-    v2, _ = register(trained, make_context, "run2", 0.9, name)
-    gate(v2, make_context, "run2", 0.9)
+    v2 = champion_then_gated_candidate(trained, make_context, name, 0.9)
     op = PromoteModelOperator(
         task_id="promote", pipeline="churn", candidate=v2, primary_metric="f1", mlflow_conn_id=CONN,
         required_gates=["metrics"],
@@ -324,11 +331,7 @@ def test_promote_links_name_candidate_and_champion(registry, trained, make_conte
     """A kept champion: the candidate link shows the new version, the champion link the one kept."""
     from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink
 
-    v1, _ = register(trained, make_context, "run1", 0.85, name)
-    gate(v1, make_context, "run1", 0.85)
-    promote(v1, make_context, "run1")
-    v2, _ = register(trained, make_context, "run2", 0.851, name)
-    gate(v2, make_context, "run2", 0.851)
+    v2 = champion_then_gated_candidate(trained, make_context, name, 0.851)
     op = PromoteModelOperator(
         task_id="promote", pipeline="churn", candidate=v2, primary_metric="roc_auc", min_improvement=0.01,
         mlflow_conn_id=CONN,

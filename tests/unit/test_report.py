@@ -54,6 +54,23 @@ def test_report_operator_writes_and_renders(make_context, tmp_path):
     assert "KEPT_CHAMPION: v2 does not beat v1" in text
     assert "churn@champion = version 1" in text
     assert "scratch removed" in text
+    lines = text.splitlines()
+    for line in (
+        "  dbt build      2/2 models built, 41/41 tests passed (7.5 s, duckdb:/x)",
+        "  dataset        marts.churn_features: train 5620 rows, holdout 1423 rows, label rate 0.263/0.274, "
+        "fingerprint 8b72",
+        "  registered     churn version 2 (MLflow run abc)",
+        "  teardown       1 job(s), 0 stopped, 4.0 compute s, est. $0.0000; scratch removed",
+    ):
+        assert line in lines
+
+
+def test_report_without_results_gives_each_stage_its_state():
+    text = format_report({"pipeline": "churn", "task_states": {"dbt_build": "failed", "teardown": "success"}})
+    lines = text.splitlines()
+    for line in ("  dbt build      failed", "  dataset        no result", "  registered     no result",
+                 "  teardown       success"):
+        assert line in lines
 
 
 def test_report_of_a_failed_run_says_where_it_stopped():

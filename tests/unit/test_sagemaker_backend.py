@@ -10,10 +10,11 @@ import json
 import shutil
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
-from helpers import alive, connect_fake_cloud, wait_for
+from helpers import FAKE_ROLE_ARN as ROLE
+from helpers import SAGEMAKER_JOB_SCRIPT as JOB_SCRIPT
+from helpers import alive, wait_for
 
 from airflow_retrain.training.base import (
     JobState,
@@ -25,17 +26,8 @@ from airflow_retrain.training.base import (
 )
 from airflow_retrain.training.sagemaker import SageMakerCloudError, SageMakerTrainingBackend
 
-ROLE = "arn:aws:iam::123456789012:role/retrain"
 BUCKET = "retrain-tests"
 CONN = "aws_fake_sm"
-JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.py"
-
-
-@pytest.fixture
-def cloud(fake_cloud, monkeypatch):
-    """The session's fake cloud, reset, with the bucket and role, and the connection ``CONN`` to it."""
-    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
-    return fake_cloud
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
+from helpers import spec_problems, write_spec
 
 from airflow_retrain.dag_factory import build_dag
-from airflow_retrain.spec import SpecError, load_spec
+from airflow_retrain.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "include" / "pipelines" / "churn.yaml"
@@ -19,53 +19,20 @@ def example() -> dict:
     return yaml.safe_load(EXAMPLE.read_text())
 
 
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def problems(tmp_path, data) -> str:
-    with pytest.raises(SpecError) as e:
-        load_spec(write(tmp_path, data))
-    return str(e.value)
-
-
-def test_example_differs_from_the_local_spec_only_in_training():
-    local, sm = yaml.safe_load(LOCAL.read_text()), example()
-    assert {k: v for k, v in local.items() if k != "training"} == {k: v for k, v in sm.items() if k != "training"}
-    spec = load_spec(EXAMPLE)
-    assert spec.training.backend == "sagemaker"
-    assert spec.training.sagemaker.connection_id == "aws_default"
-
-
-@pytest.mark.parametrize("field", ["role_arn", "bucket"])
-def test_missing_role_or_bucket(tmp_path, field):
-    data = example()
-    del data["training"]["sagemaker"][field]
-    assert f"training.sagemaker.{field}: required field is missing" in problems(tmp_path, data)
-
-
-def test_missing_block(tmp_path):
-    data = example()
-    del data["training"]["sagemaker"]
-    assert "training.sagemaker: required with backend 'sagemaker'" in problems(tmp_path, data)
-
-
 def test_missing_image_when_none_can_be_resolved(tmp_path):
     data = example()
     data["training"]["sagemaker"]["framework_version"] = "0.9-9"
-    assert "training.sagemaker.image: not set and no SageMaker XGBoost framework version '0.9-9'" in problems(
+    assert "training.sagemaker.image: not set and no SageMaker XGBoost framework version '0.9-9'" in spec_problems(
         tmp_path, data
     )
     data["training"]["sagemaker"]["image"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/churn:1"
-    assert load_spec(write(tmp_path, data)).training.sagemaker.image.endswith("/churn:1")
+    assert load_spec(write_spec(tmp_path, data)).training.sagemaker.image.endswith("/churn:1")
 
 
 def test_unknown_instance_type_per_botocore(tmp_path):
     data = example()
     data["training"]["resources"]["instance_type"] = "ml.g99.huge"
-    assert "training.resources.instance_type: 'ml.g99.huge' is not a SageMaker training instance type" in problems(
+    assert "training.resources.instance_type: 'ml.g99.huge' is not a SageMaker training instance type" in spec_problems(
         tmp_path, data
     )
 
@@ -73,41 +40,34 @@ def test_unknown_instance_type_per_botocore(tmp_path):
 def test_bad_role_arn_and_half_a_vpc(tmp_path):
     data = example()
     data["training"]["sagemaker"]["role_arn"] = "my-role"
-    assert "training.sagemaker.role_arn: String should match pattern" in problems(tmp_path, data)
+    assert "training.sagemaker.role_arn: String should match pattern" in spec_problems(tmp_path, data)
     data = example()
     data["training"]["sagemaker"]["subnets"] = ["subnet-1"]
-    assert "training.sagemaker: subnets and security_group_ids go together" in problems(tmp_path, data)
+    assert "training.sagemaker: subnets and security_group_ids go together" in spec_problems(tmp_path, data)
 
 
 def test_unknown_price_is_flagged_at_load(tmp_path):
     # A local run labelled ml.g5.xlarge used to fail *after* training, in the cost lookup.
     data = yaml.safe_load(LOCAL.read_text())
     data["training"]["resources"]["instance_type"] = "ml.g5.xlarge"
-    text = problems(tmp_path, data)
+    text = spec_problems(tmp_path, data)
     assert "training.resources.instance_type: no price for local instance type 'ml.g5.xlarge'" in text
     assert "hourly_price_usd" in text
     data["training"]["resources"]["hourly_price_usd"] = 1.0
-    assert load_spec(write(tmp_path, data)).training.resources.hourly_price_usd == 1.0
+    assert load_spec(write_spec(tmp_path, data)).training.resources.hourly_price_usd == 1.0
 
 
 def test_budget_checked_at_load(tmp_path):
     data = example()
     data["training"]["resources"]["instance_type"] = "ml.p4d.24xlarge"
-    text = problems(tmp_path, data)
+    text = spec_problems(tmp_path, data)
     assert "training.max_cost_usd: a job may cost up to $18.84 (1 x ml.p4d.24xlarge at $37.688/h" in text
-
-
-def test_sagemaker_block_with_another_backend(tmp_path):
-    data = example()
-    data["training"]["backend"] = "local"
-    data["training"]["resources"]["instance_type"] = "local"
-    assert "training.sagemaker: set, but training.backend is 'local'" in problems(tmp_path, data)
 
 
 def test_dag_wires_backend_settings_pool_and_budget(tmp_path):
     data = example()
     data["training"]["pool"] = "gpu_quota"
-    dag = build_dag(load_spec(write(tmp_path, data)))
+    dag = build_dag(load_spec(write_spec(tmp_path, data)))
     train, teardown = dag.get_task("train"), dag.get_task("teardown")
     assert train.pool == "gpu_quota" and train.max_cost_usd == 1.0
     assert train.backend == teardown.backend == "sagemaker"

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import load_problems, write_spec
 from pydantic import BaseModel, ValidationError
 
 from airflow_retrain.dag_factory import collect_pipelines
-from airflow_retrain.spec import PipelineSpec, SpecError, load_spec, s3_bucket_problem
+from airflow_retrain.spec import PipelineSpec, load_spec, s3_bucket_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 CHURN = yaml.safe_load((ROOT / "include" / "pipelines" / "churn.yaml").read_text())
@@ -24,24 +25,12 @@ SAGEMAKER = yaml.safe_load((ROOT / "include" / "examples" / "sagemaker" / "churn
 VERTEX = yaml.safe_load((ROOT / "include" / "examples" / "vertex" / "churn.yaml").read_text())
 
 
-def write(folder: Path, name: str, data: dict) -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def rejection(path: Path) -> str:
-    with pytest.raises(SpecError) as e:
-        load_spec(path)
-    return str(e.value)
-
-
 # --- a registered model belongs to one spec -------------------------------------------------------------
 
 
 def test_second_spec_on_the_same_registered_model_is_refused_naming_both_files(tmp_path):
-    first = write(tmp_path, "churn.yaml", CHURN)
-    second = write(tmp_path, "fraud.yaml", {**CHURN, "name": "fraud"})  # registry.model_name: churn, too
+    first = write_spec(tmp_path, CHURN, "churn.yaml")
+    second = write_spec(tmp_path, {**CHURN, "name": "fraud"}, "fraud.yaml")  # registry.model_name: churn, too
     dags, errors = collect_pipelines(tmp_path)
     assert sorted(dags) == ["churn_retrain"]
     assert list(errors) == [str(second)]
@@ -51,11 +40,11 @@ def test_second_spec_on_the_same_registered_model_is_refused_naming_both_files(t
 
 
 def test_one_model_name_on_two_registries_is_two_models(tmp_path):
-    write(tmp_path, "churn.yaml", CHURN)
+    write_spec(tmp_path, CHURN, "churn.yaml")
     other = copy.deepcopy(CHURN)
     other["name"] = "churn_eu"
     other["registry"]["connection_id"] = "mlflow_eu"
-    write(tmp_path, "churn_eu.yaml", other)
+    write_spec(tmp_path, other, "churn_eu.yaml")
     dags, errors = collect_pipelines(tmp_path)
     assert errors == {}
     assert sorted(dags) == ["churn_eu_retrain", "churn_retrain"]
@@ -65,8 +54,8 @@ def test_one_model_name_on_two_registries_is_two_models(tmp_path):
 def test_shared_model_through_a_dagbag_spares_the_first_pipeline_and_its_rollback(tmp_path, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
-    first = write(tmp_path, "churn.yaml", CHURN)
-    second = write(tmp_path, "fraud.yaml", {**CHURN, "name": "fraud"})
+    first = write_spec(tmp_path, CHURN, "churn.yaml")
+    second = write_spec(tmp_path, {**CHURN, "name": "fraud"}, "fraud.yaml")
     monkeypatch.setenv("RETRAIN_SPECS_DIR", str(tmp_path))
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert {"churn_retrain", "rollback_churn"} <= set(bag.dag_ids)
@@ -182,14 +171,14 @@ def test_a_boolean_is_never_a_number(path, flag):
 def test_the_issue_cases_are_refused_at_load_naming_the_field(tmp_path, path, field):
     base = copy.deepcopy(SAGEMAKER)
     base.setdefault("gates", {}).setdefault("data", {})
-    message = rejection(write(tmp_path, "p.yaml", _with(base, path, True)))
+    message = load_problems(write_spec(tmp_path, _with(base, path, True)))
     assert f"{field}: Input should be a valid " in message
     assert f"{field}: Input should be a valid integer, got true" in message or f"{field}: Input should be a valid number, got true" in message
     assert "got true (booleans are not numbers)" in message
 
 
 def test_an_int_is_still_a_float_and_floats_stay_floats(tmp_path):
-    spec = load_spec(write(tmp_path, "p.yaml", {**CHURN, "budget": {"weekly_usd": 25}}))
+    spec = load_spec(write_spec(tmp_path, {**CHURN, "budget": {"weekly_usd": 25}}))
     assert spec.budget.weekly_usd == 25.0 and isinstance(spec.budget.weekly_usd, float)
     with pytest.raises(ValidationError):  # a fraction where a count belongs
         _validate(_with(FULL, ("training", "sagemaker", "volume_size_gb"), 30.5))
@@ -217,15 +206,15 @@ def test_an_int_is_still_a_float_and_floats_stay_floats(tmp_path):
 def test_bad_sagemaker_bucket_names_the_field(tmp_path, bucket, reason):
     data = copy.deepcopy(SAGEMAKER)
     data["training"]["sagemaker"]["bucket"] = bucket
-    message = rejection(write(tmp_path, "p.yaml", data))
+    message = load_problems(write_spec(tmp_path, data))
     assert "training.sagemaker.bucket: S3 bucket name" in message and reason in message
 
 
 def test_s3_uri_instead_of_a_bucket_name(tmp_path):
     data = copy.deepcopy(SAGEMAKER)
     data["training"]["sagemaker"]["bucket"] = "s3://airflow-retrain-demo"
-    assert "training.sagemaker.bucket: 's3://airflow-retrain-demo': give the bucket's name" in rejection(
-        write(tmp_path, "p.yaml", data)
+    assert "training.sagemaker.bucket: 's3://airflow-retrain-demo': give the bucket's name" in load_problems(
+        write_spec(tmp_path, data)
     )
 
 
@@ -235,7 +224,7 @@ def test_good_bucket_names_pass(bucket):
 
 
 def test_artifact_root_bucket_follows_s3_rules(tmp_path):
-    message = rejection(write(tmp_path, "p.yaml", {**CHURN, "artifacts": {"root": "s3://Shared_Artifacts/ml"}}))
+    message = load_problems(write_spec(tmp_path, {**CHURN, "artifacts": {"root": "s3://Shared_Artifacts/ml"}}))
     assert "artifacts.root: 's3://Shared_Artifacts/ml': S3 bucket name 'Shared_Artifacts'" in message
 
 
@@ -245,23 +234,23 @@ def test_artifact_root_bucket_follows_s3_rules(tmp_path):
 def test_gpu_required_on_a_sagemaker_cpu_instance_is_refused_at_load(tmp_path):
     data = copy.deepcopy(SAGEMAKER)
     data["training"]["resources"].update(instance_type="ml.m5.xlarge", gpu="required")
-    message = rejection(write(tmp_path, "p.yaml", data))
+    message = load_problems(write_spec(tmp_path, data))
     assert "training.resources.gpu: 'required', but training.resources.instance_type ml.m5.xlarge has no GPU" in message
     data["training"]["resources"]["instance_type"] = "ml.g5.xlarge"
     data["training"]["max_cost_usd"] = 100
-    assert load_spec(write(tmp_path, "p.yaml", data)).training.resources.gpu == "required"
+    assert load_spec(write_spec(tmp_path, data)).training.resources.gpu == "required"
 
 
 def test_gpu_required_on_a_vertex_machine_without_accelerator_is_refused_at_load(tmp_path):
     data = copy.deepcopy(VERTEX)
     data["training"]["resources"]["gpu"] = "required"
-    message = rejection(write(tmp_path, "p.yaml", data))
+    message = load_problems(write_spec(tmp_path, data))
     assert (
         "training.resources.gpu: 'required', but training.vertex.machine_type n1-standard-4 has no GPU and "
         "training.vertex.accelerator_type is not set"
     ) in message
     data["training"]["vertex"].update(accelerator_type="NVIDIA_TESLA_T4", accelerator_count=1)
-    assert load_spec(write(tmp_path, "p.yaml", data)).training.vertex.accelerator_count == 1
+    assert load_spec(write_spec(tmp_path, data)).training.vertex.accelerator_count == 1
 
 
 # --- hostile values in the cloud blocks and the budget ----------------------------------------------------
@@ -296,14 +285,14 @@ def test_gpu_required_on_a_vertex_machine_without_accelerator_is_refused_at_load
     ],
 )
 def test_hostile_cloud_and_budget_values_are_refused_naming_the_field(tmp_path, base, path, value, message):
-    assert message in rejection(write(tmp_path, "p.yaml", _with(base, path, value)))
+    assert message in load_problems(write_spec(tmp_path, _with(base, path, value)))
 
 
 def test_unicode_model_names_and_prefixes_that_clouds_take_still_load(tmp_path):
     data = copy.deepcopy(SAGEMAKER)
     data["registry"]["model_name"] = "churn-modèle (v2)"
     data["training"]["sagemaker"]["prefix"] = "team-a/churn_runs/"
-    spec = load_spec(write(tmp_path, "p.yaml", data))
+    spec = load_spec(write_spec(tmp_path, data))
     assert spec.registry.model_name == "churn-modèle (v2)"
 
 
@@ -314,7 +303,7 @@ def test_a_duplicate_key_inside_a_cloud_block_names_its_line(tmp_path):
     assert text.count("bucket:") == 2
     path = tmp_path / "p.yaml"
     path.write_text(text)
-    assert "duplicate key 'bucket' (first at line" in rejection(path)
+    assert "duplicate key 'bucket' (first at line" in load_problems(path)
 
 
 def test_the_examples_still_load_and_serialise():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -37,20 +36,6 @@ def backend(tmp_path):
     backend = LocalTrainingBackend(jobs_dir=tmp_path / "jobs")
     yield backend
     stop_running_jobs(backend)
-
-
-@pytest.fixture
-def channel(tmp_path) -> Path:
-    path = tmp_path / "data" / "train"
-    path.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def entry_point(tmp_path) -> str:
-    path = tmp_path / "train.py"
-    path.write_text(textwrap.dedent(TRAIN))
-    return str(path)
 
 
 def identity(tmp_path, suffix: str = "") -> RunIdentity:

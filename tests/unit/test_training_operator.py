@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -68,20 +67,6 @@ def jobs_dir(tmp_path) -> Path:
     path = tmp_path / "jobs"
     yield path
     stop_running_jobs(LocalTrainingBackend(jobs_dir=path))
-
-
-@pytest.fixture
-def channel(tmp_path) -> Path:
-    path = tmp_path / "data" / "train"
-    path.mkdir(parents=True)
-    return path
-
-
-@pytest.fixture
-def entry_point(tmp_path) -> str:
-    path = tmp_path / "train.py"
-    path.write_text(textwrap.dedent(TRAIN))
-    return str(path)
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from helpers import connect_fake_cloud, wait_for
+from helpers import FAKE_ROLE_ARN as ROLE
+from helpers import stage_sagemaker_job, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -20,18 +20,10 @@ from airflow_retrain.training.base import JobState, TrainingJobRequest
 from airflow_retrain.training.sagemaker import SageMakerTrainingBackend
 from airflow_retrain.triggers.training import TrainingJobTrigger
 
-ROLE = "arn:aws:iam::123456789012:role/retrain"
 BUCKET = "retrain-trigger-tests"
 CONN = "aws_fake_trigger"
 CONFIG = {"role_arn": ROLE, "bucket": BUCKET, "prefix": "t", "connection_id": CONN}
 DAG_ID = "churn_retrain"
-JOB_SCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "sagemaker_job.py"
-
-
-@pytest.fixture
-def cloud(fake_cloud, monkeypatch):
-    assert connect_fake_cloud(fake_cloud, monkeypatch.setenv, BUCKET, CONN) == ROLE
-    return fake_cloud
 
 
 @pytest.fixture
@@ -45,12 +37,7 @@ def creates(cloud) -> int:
 
 @pytest.fixture
 def entry(tmp_path) -> Path:
-    (tmp_path / "src").mkdir()
-    path = tmp_path / "src" / "train.py"
-    shutil.copy(JOB_SCRIPT, path)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "rows.parquet").write_bytes(b"PAR1")
-    return path
+    return stage_sagemaker_job(tmp_path)
 
 
 def submit(backend, entry, name="churn-run-1", **hps):

@@ -33,7 +33,24 @@ class ResourcesSpec(StrictModel):
     )
 
 
-class SageMakerSpec(StrictModel):
+class CloudJobSpec(StrictModel):
+    """What the cloud blocks check alike: the ``prefix`` under their bucket and the training ``image``
+    (each subclass declares both fields, with its own description)."""
+
+    @field_validator("prefix", check_fields=False)
+    @classmethod
+    def _object_prefix(cls, value: str) -> str:
+        if problem := key_prefix_problem(value):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("image", check_fields=False)
+    @classmethod
+    def _image_reference(cls, value: str | None) -> str | None:
+        return check_image(value)
+
+
+class SageMakerSpec(CloudJobSpec):
     """Where and how SageMaker runs the job (``training.sagemaker``, required with ``backend: sagemaker``).
 
     The instance type and count come from ``training.resources``; credentials and the endpoint come
@@ -67,18 +84,6 @@ class SageMakerSpec(StrictModel):
             raise ValueError(problem)
         return value
 
-    @field_validator("prefix")
-    @classmethod
-    def _object_prefix(cls, value: str) -> str:
-        if problem := key_prefix_problem(value):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("image")
-    @classmethod
-    def _image_reference(cls, value: str | None) -> str | None:
-        return check_image(value)
-
     @model_validator(mode="after")
     def _vpc_pair(self) -> SageMakerSpec:
         if bool(self.subnets) != bool(self.security_group_ids):
@@ -86,7 +91,7 @@ class SageMakerSpec(StrictModel):
         return self
 
 
-class VertexSpec(StrictModel):
+class VertexSpec(CloudJobSpec):
     """Where and how Vertex AI runs the job (``training.vertex``, required with ``backend: vertex``).
 
     Credentials (and the default project) come from the Airflow Google Cloud connection
@@ -112,18 +117,6 @@ class VertexSpec(StrictModel):
     network: str | None = Field(None, pattern=r"^projects/[^/]+/global/networks/[^/]+$")
     spot: StrictBool = Field(False, description="Spot VMs (scheduling.strategy SPOT); preempted jobs restart")
     connection_id: str = Field("google_cloud_default", description="Airflow Google Cloud connection")
-
-    @field_validator("prefix")
-    @classmethod
-    def _object_prefix(cls, value: str) -> str:
-        if problem := key_prefix_problem(value):
-            raise ValueError(problem)
-        return value
-
-    @field_validator("image")
-    @classmethod
-    def _image_reference(cls, value: str | None) -> str | None:
-        return check_image(value)
 
     @field_validator("staging_bucket")
     @classmethod
