@@ -82,8 +82,16 @@ def count_attempts(client) -> list[int]:
 def test_every_sagemaker_client_gets_the_bounded_config(monkeypatch, closed_port):
     aws_connection(monkeypatch, "aws_bounded", closed_port)
     backend = sagemaker("aws_bounded")
-    for client in (backend.sagemaker, backend.s3, backend.logs):
-        config = client.meta.config
+
+    async def async_configs():  # the triggerer's clients (aiobotocore), through the same hooks
+        configs = []
+        for hook in (backend.hook, backend.logs_hook):
+            async with await hook.get_async_conn() as client:
+                configs.append(client.meta.config)
+        return configs
+
+    configs = [backend.sagemaker.meta.config, backend.logs.meta.config, *asyncio.run(async_configs())]
+    for config in configs:
         assert (config.connect_timeout, config.read_timeout) == (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
         assert config.retries == {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}
 

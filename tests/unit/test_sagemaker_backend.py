@@ -138,7 +138,7 @@ def test_vpc_kms_spot_and_custom_image(clients, source):
 
 def test_states_logs_outputs_and_cost(cloud, backend, source, tmp_path):
     cloud.configure(starting_seconds=2)
-    _ = (backend.sagemaker, backend.logs, backend.s3)  # clients built before the clock starts
+    _ = (backend.sagemaker, backend.logs, backend.staging_root.fs)  # clients built before the clock starts
     backend.submit(request(source, duration=1.5))
     assert backend.describe("churn-abc123-1").details["secondary_status"] == "Starting"
     assert backend.read_logs("churn-abc123-1", 0) == ("", 0)  # no stream yet
