@@ -351,3 +351,18 @@ def test_on_kill_in_sync_mode_stops_the_job(monkeypatch, make_op, make_context, 
     worker.join(30)
     assert wait_for(lambda: backend.describe(name).state == JobState.STOPPED, 15)
     assert errors and "Stopped" in str(errors[0])
+
+
+async def test_run_awaits_the_async_clients_never_the_blocking_calls(cloud, backend, entry, monkeypatch):
+    """In the triggerer, SageMaker is polled through aiobotocore: the sync describe/logs/stop are never called."""
+    submit(backend, entry, fake_duration_s=0.5)
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("a blocking boto3 call in the triggerer")
+
+    for method in ("describe", "read_logs", "stop"):
+        monkeypatch.setattr(SageMakerTrainingBackend, method, blocking)
+    trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1", poll_interval=0.2)
+    (event,) = await asyncio.wait_for(collect(trigger), 30)
+    assert event.payload["status"] == "done" and event.payload["job"]["state"] == "Completed"
+    assert event.payload["log_tail"][-1] == "Training complete"
