@@ -205,6 +205,8 @@ def cloud(fake_cloud, monkeypatch):
     assert fake_cloud.bootstrap(BUCKET, "retrain") == ROLE
     monkeypatch.setenv("AIRFLOW_CONN_AWS_FAKE_OUTAGE", json.dumps(fake_cloud.connection()))
     monkeypatch.delenv("RETRAIN_DEFERRABLE", raising=False)
+    # The train task defers (to the trigger this test drives) as on a deployment with a triggerer.
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     return fake_cloud
 
 
@@ -246,18 +248,18 @@ def test_submitted_job_is_in_the_ledger_then_ledgered_with_its_last_known_time_w
     trigger = deferred.value.trigger
     trigger.poll_interval = 0.05
     backend = trigger.training_backend
-    real = backend.describe
+    real = backend.adescribe
     seen: list = []
 
-    def forgetful(name):
+    async def forgetful(name):
         if len(seen) >= 3:
             raise TrainingJobNotFound(f"no SageMaker training job {name!r} in us-east-1")
-        job = real(name)
+        job = await real(name)
         if job.state.value == "Running":
             seen.append(job)
         return job
 
-    monkeypatch.setattr(backend, "describe", forgetful)
+    monkeypatch.setattr(backend, "adescribe", forgetful)
     monkeypatch.setattr(trigger, "next_poll_in", lambda created_at: 0.3)
     (event,) = asyncio.run(asyncio.wait_for(collect(trigger), 60))
     assert event.payload["status"] == "error"

@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,16 +57,18 @@ def entry(tmp_path) -> Path:
 
 
 def submit(backend, entry, name="churn-run-1", **hps):
-    return backend.submit(
-        TrainingJobRequest(
-            job_name=name,
-            entry_point=str(entry),
-            channels={"train": str(entry.parent.parent / "data")},
-            hyperparameters=hps,
-            instance_type="ml.m5.xlarge",
-            tags={"retrain:dag-id": DAG_ID},
-        )
+    """Submit as the worker does: outside any event loop (the provider's s3fs ``get_fs`` runs
+    ``asyncio.run``, so it cannot build a filesystem inside the async tests' loop)."""
+    request = TrainingJobRequest(
+        job_name=name,
+        entry_point=str(entry),
+        channels={"train": str(entry.parent.parent / "data")},
+        hyperparameters=hps,
+        instance_type="ml.m5.xlarge",
+        tags={"retrain:dag-id": DAG_ID},
     )
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(backend.submit, request).result()
 
 
 async def collect(trigger) -> list:
@@ -133,21 +136,25 @@ async def test_transient_errors_are_polled_through_then_give_up(monkeypatch, bac
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
                                  poll_interval=0.05, max_consecutive_errors=3)
     calls = {"n": 0}
-    real = trigger.training_backend.describe
+    real = trigger.training_backend.adescribe
 
-    def flaky(name):
+    async def flaky(name):
         calls["n"] += 1
         if calls["n"] <= 2:
             raise RuntimeError("connection reset")
-        return real(name)
+        return await real(name)
 
-    monkeypatch.setattr(trigger.training_backend, "describe", flaky)
+    monkeypatch.setattr(trigger.training_backend, "adescribe", flaky)
     (event,) = await asyncio.wait_for(collect(trigger), 30)
     assert event.payload["status"] == "done"
 
     dead = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
                               poll_interval=0.01, max_consecutive_errors=3)
-    monkeypatch.setattr(dead.training_backend, "describe", lambda name: (_ for _ in ()).throw(RuntimeError("down")))
+
+    async def down(name):
+        raise RuntimeError("down")
+
+    monkeypatch.setattr(dead.training_backend, "adescribe", down)
     (event,) = await asyncio.wait_for(collect(dead), 30)
     assert event.payload["status"] == "error"
     assert "lost the sagemaker cloud while waiting for training job churn-run-1: 3 polls in a row failed" in (

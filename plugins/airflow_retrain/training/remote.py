@@ -99,6 +99,8 @@ class RemoteTrainingBackend(TrainingBackend):
     error_rules: ClassVar[tuple[ErrorRule, ...]] = ()
     #: Named when no rule matches.
     default_error_field: ClassVar[str] = "the training request"
+    #: The store's name for a missing object, said when its client reports only "not found" (s3fs's HEAD).
+    missing_object: ClassVar[str] = "not found"
 
     # -- what a subclass names ------------------------------------------------------------------------
 
@@ -307,15 +309,15 @@ class RemoteTrainingBackend(TrainingBackend):
     def _store_name(self) -> str:
         return {"s3": "S3", "gs": "Cloud Storage"}.get(self.scheme, f"{self.scheme}://")
 
-    @staticmethod
-    def missing_reason(error: FileNotFoundError) -> str:
-        """The store's own words for a missing object (``NoSuchKey: ...`` from the cause s3fs keeps)."""
+    def missing_reason(self, error: FileNotFoundError) -> str:
+        """The store's words for a missing object: the cloud's code and message when the client kept them
+        (s3fs keeps botocore's error as the cause), else :attr:`missing_object` and the client's message."""
         cause = getattr(error, "__cause__", None)
         response = getattr(cause, "response", None)
         if isinstance(response, dict) and response.get("Error"):
             err = response["Error"]
             return f"{err.get('Code', '')}: {err.get('Message', '')}"
-        return str(error)
+        return f"{self.missing_object}: {error}"
 
     @staticmethod
     def _check_required(location: OutputLocation, written: list[PurePosixPath], uri: str) -> None:

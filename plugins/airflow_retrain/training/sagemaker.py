@@ -125,6 +125,7 @@ class SageMakerTrainingBackend(RemoteTrainingBackend):
     name = "sagemaker"
     scheme = "s3"
     error_rules = ERROR_RULES
+    missing_object = "NoSuchKey"  # S3's code for it; s3fs's HEAD reports only 404
 
     def __init__(
         self,

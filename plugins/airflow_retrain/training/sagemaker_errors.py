@@ -107,16 +107,16 @@ def cloud_errors(backend: Any, action: str, job_name: str | None = None, request
     conn = f"Airflow connection {backend.connection_id!r}"
     try:
         yield
+    except unreachable as e:  # first: botocore's timeouts are OSErrors too
+        raise _unreachable(backend, what, conn, e) from None
     except (ClientError, OSError) as e:
-        # s3fs raises OSError subclasses and keeps botocore's ClientError as the cause.
+        # s3fs raises OSError subclasses and keeps botocore's error as the cause.
         cause = e if isinstance(e, ClientError) else e.__cause__
         if isinstance(cause, unreachable):
             raise _unreachable(backend, what, conn, cause) from None
         if not isinstance(cause, ClientError):
             raise
         raise _refusal(backend, what, cause, request) from None
-    except unreachable as e:
-        raise _unreachable(backend, what, conn, e) from None
     except (NoCredentialsError, NoRegionError) as e:
         raise TrainingInputError(f"{what}: {e}; set them in {conn}") from None
     except ParamValidationError as e:
