@@ -15,7 +15,7 @@ PACKAGE = ROOT / "plugins" / "airflow_retrain"
 MAX_LINES = 600
 # Being split by other work; each may shrink, none may grow.
 # Being split by the backends' move onto the providers' hooks; they may shrink, never grow.
-OVERSIZED = {"training/sagemaker.py": 733}
+OVERSIZED: dict[str, int] = {}  # no module may pass MAX_LINES
 
 
 def _modules(package: Path) -> dict[str, Path]:

@@ -28,7 +28,6 @@ registered model); ``run.json`` and ``report.json`` stay.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -79,19 +78,6 @@ def to_uri(path: ObjectStoragePath | str) -> str:
     return f"{protocol}://{path.path}"
 
 
-def _ensure_s3_filesystem(conn_id: str) -> None:
-    """Serve ``s3://`` for ``conn_id`` through the Amazon provider's S3Hook when ``s3fs`` is not installed."""
-    if importlib.util.find_spec("s3fs") is not None:
-        return
-    from airflow.sdk.io import attach
-
-    from airflow_retrain.s3_filesystem import S3HookFileSystem
-
-    store = attach("s3", conn_id)  # Airflow's process-wide cache of stores, one per (protocol, connection)
-    if not isinstance(store.__dict__.get("fs"), S3HookFileSystem):
-        store.fs = S3HookFileSystem(conn_id)
-
-
 def artifact_path(uri: str, conn_id: str | None = None) -> ObjectStoragePath:
     """An :class:`~airflow.sdk.ObjectStoragePath` for ``uri`` that talks through ``conn_id``.
 
@@ -105,10 +91,9 @@ def artifact_path(uri: str, conn_id: str | None = None) -> ObjectStoragePath:
         uri, scheme = file_uri(uri), "file"
     if scheme == "file":
         return ObjectStoragePath(uri)
-    conn_id = conn_id or DEFAULT_CONN_IDS.get(scheme)
-    if scheme in ("s3", "s3a") and conn_id:
-        _ensure_s3_filesystem(conn_id)
-    return ObjectStoragePath(uri, conn_id=conn_id)
+    # s3:// goes through the Amazon provider's s3fs integration (its get_fs maps the connection's
+    # credentials, region, endpoint_url and config_kwargs), gs:// through the Google provider's gcsfs one.
+    return ObjectStoragePath(uri, conn_id=conn_id or DEFAULT_CONN_IDS.get(scheme))
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,12 @@ def kill_worker_midway(cloud, make_op, make_context, run_id: str, deferrable: bo
     ``after_create``, after the cloud accepted its job (while it waits, or defers)."""
     pid = os.fork()
     if pid == 0:  # the worker
+        # A worker process starts with none of this test process's filesystems: Airflow keeps one per
+        # (protocol, connection) per process, and s3fs's async filesystem refuses to run in a forked child
+        # ("not fork-safe"). A real task process is forked from a supervisor that never opened one.
+        from airflow.sdk.io import store
+
+        store._STORE_CACHE.clear()
         try:
             try:
                 make_op(deferrable).execute(make_context(DAG_ID, run_id))

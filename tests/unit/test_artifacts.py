@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +218,26 @@ def test_local_backend_publishes_to_s3(s3_conn, tmp_path):
     assert outputs.model_uri == f"s3://{BUCKET}/local-backend/d/k/training/s3-1/model"
     assert artifacts.read_json(store.path(outputs.metrics_uri)) == {"metrics": {"auc": 0.7}}
     assert artifacts.read_json(store.path(outputs.model_uri) / "model.json") == {"rows": "1,2\n"}
+
+
+def test_s3_goes_through_the_providers_s3fs_with_the_connections_endpoint(s3_conn):
+    """``s3://`` is the Amazon provider's s3fs filesystem, built from the connection (its endpoint_url
+    reaches s3fs); nothing of the package is written into Airflow's cache of stores."""
+    from s3fs import S3FileSystem
+
+    conn_id, client = s3_conn
+    fs = artifact_path(f"s3://{BUCKET}/x", conn_id).fs
+    assert isinstance(fs, S3FileSystem)
+    assert fs.endpoint_url == client.meta.endpoint_url
+
+
+def test_the_package_writes_nothing_into_airflows_store_cache():
+    """Stores come from Airflow's own ``get_fs`` per connection: no module attaches or swaps a filesystem."""
+    package = Path(artifacts.__file__).resolve().parent
+    offenders = [
+        f"{path.relative_to(package)}: {pattern}"
+        for path in package.rglob("*.py")
+        for pattern in (r"_STORE_CACHE", r"(?<![\w.])attach\(", r"\.fs = ")
+        if re.search(pattern, path.read_text())
+    ]
+    assert offenders == []

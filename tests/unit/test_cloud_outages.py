@@ -81,8 +81,16 @@ def count_attempts(client) -> list[int]:
 def test_every_sagemaker_client_gets_the_bounded_config(monkeypatch, closed_port):
     aws_connection(monkeypatch, "aws_bounded", closed_port)
     backend = sagemaker("aws_bounded")
-    for client in (backend.sagemaker, backend.s3, backend.logs):
-        config = client.meta.config
+
+    async def async_configs():  # the triggerer's clients (aiobotocore), through the same hooks
+        configs = []
+        for hook in (backend.hook, backend.logs_hook):
+            async with await hook.get_async_conn() as client:
+                configs.append(client.meta.config)
+        return configs
+
+    configs = [backend.sagemaker.meta.config, backend.logs.meta.config, *asyncio.run(async_configs())]
+    for config in configs:
         assert (config.connect_timeout, config.read_timeout) == (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
         assert config.retries == {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS}
 
@@ -226,18 +234,18 @@ def test_submitted_job_is_in_the_ledger_then_ledgered_with_its_last_known_time_w
     trigger = deferred.value.trigger
     trigger.poll_interval = 0.05
     backend = trigger.training_backend
-    real = backend.describe
+    real = backend.adescribe
     seen: list = []
 
-    def forgetful(name):
+    async def forgetful(name):
         if len(seen) >= 3:
             raise TrainingJobNotFound(f"no SageMaker training job {name!r} in us-east-1")
-        job = real(name)
+        job = await real(name)
         if job.state.value == "Running":
             seen.append(job)
         return job
 
-    monkeypatch.setattr(backend, "describe", forgetful)
+    monkeypatch.setattr(backend, "adescribe", forgetful)
     monkeypatch.setattr(trigger, "next_poll_in", lambda created_at: 0.3)
     (event,) = asyncio.run(asyncio.wait_for(collect(trigger), 60))
     assert event.payload["status"] == "error"

@@ -5,6 +5,7 @@ submit, describe, logs, stop, outputs, cost, tags, bad inputs. Jobs run ``tests/
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -129,7 +130,7 @@ def test_vpc_kms_spot_and_custom_image(clients, source):
 @pytest.mark.slow
 def test_states_logs_outputs_and_cost(cloud, backend, source, tmp_path):
     cloud.configure(starting_seconds=2)
-    _ = (backend.sagemaker, backend.logs, backend.s3)  # clients built before the clock starts
+    _ = (backend.sagemaker, backend.logs, backend.staging_root.fs)  # clients built before the clock starts
     backend.submit(request(source, duration=1.5))
     assert backend.describe("churn-abc123-1").details["secondary_status"] == "Starting"
     assert backend.read_logs("churn-abc123-1", 0) == ("", 0)  # no stream yet
@@ -329,3 +330,46 @@ def test_channels_as_file_uris_and_unsupported_schemes(backend, clients, source)
     with pytest.raises(TrainingInputError, match=r"channel 'train' at gs://b/x is neither s3:// nor a local folder"):
         backend.submit(bad)
     assert _keys(clients["s3"], "unit/churn-abc123-2/") == []  # the staged source was removed again
+
+
+def test_async_describe_and_logs_match_the_sync_ones_and_offsets_survive_a_new_backend(backend, source):
+    backend.submit(request(source, duration=0.5))
+    done = finished(backend)
+    whole, end = backend.read_logs("churn-abc123-1", 0)
+    lines = whole.splitlines()
+    assert lines[-1] == "Training complete" and end == len(lines)
+
+    async def in_the_triggerer(fresh):
+        job = await fresh.adescribe("churn-abc123-1")
+        first = await fresh.aread_logs("churn-abc123-1", 0)
+        again = await fresh.aread_logs("churn-abc123-1", first[1])
+        with pytest.raises(TrainingJobNotFound, match="nope-1"):
+            await fresh.adescribe("nope-1")
+        stopped = await fresh.astop("churn-abc123-1")  # terminal: a no-op
+        return job, first, again, stopped
+
+    fresh = SageMakerTrainingBackend(**backend.config())
+    job, first, again, stopped = asyncio.run(in_the_triggerer(fresh))
+    assert (job.state, job.billable_seconds, job.tags) == (done.state, done.billable_seconds, done.tags)
+    assert first == (whole, end) and again == ("", end)
+    assert stopped.state == JobState.COMPLETED
+    # A process that never read this log (a restarted triggerer) resumes from the line count alone.
+    cold = SageMakerTrainingBackend(**backend.config())
+    assert cold.read_logs("churn-abc123-1", 2) == ("".join(line + "\n" for line in lines[2:]), end)
+
+
+@pytest.mark.parametrize(
+    ("quoted", "field"),
+    [
+        ("ValidationException: Could not assume role arn:aws:iam::1:role/x", "training.sagemaker.role_arn"),
+        ("ValidationException: Invalid InstanceType ml.nope", "training.resources.instance_type"),
+        ("ValidationException: Subnet subnet-1 does not exist", "training.sagemaker.subnets"),
+        ("ValidationException: MaxRuntimeInSeconds must be <= 2419200", "training.resources.max_runtime_seconds"),
+        ("NoSuchBucket: The specified bucket does not exist", "training.sagemaker.bucket"),
+        ("AccessDeniedException: not authorized", "training.sagemaker.role_arn"),
+        ("SomethingNew: never seen", "the training request"),
+    ],
+)
+def test_cloud_refusals_name_the_field_from_the_error_table(quoted, field):
+    backend = SageMakerTrainingBackend(role_arn=ROLE, bucket=BUCKET, connection_id=CONN)
+    assert backend.error_field(quoted).split(" (")[0] == field

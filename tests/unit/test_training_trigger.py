@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,16 +42,18 @@ def entry(tmp_path) -> Path:
 
 
 def submit(backend, entry, name="churn-run-1", **hps):
-    return backend.submit(
-        TrainingJobRequest(
-            job_name=name,
-            entry_point=str(entry),
-            channels={"train": str(entry.parent.parent / "data")},
-            hyperparameters=hps,
-            instance_type="ml.m5.xlarge",
-            tags={"retrain:dag-id": DAG_ID},
-        )
+    """Submit as the worker does: outside any event loop (the provider's s3fs ``get_fs`` runs
+    ``asyncio.run``, so it cannot build a filesystem inside the async tests' loop)."""
+    request = TrainingJobRequest(
+        job_name=name,
+        entry_point=str(entry),
+        channels={"train": str(entry.parent.parent / "data")},
+        hyperparameters=hps,
+        instance_type="ml.m5.xlarge",
+        tags={"retrain:dag-id": DAG_ID},
     )
+    with ThreadPoolExecutor(1) as worker:
+        return worker.submit(backend.submit, request).result()
 
 
 async def collect(trigger) -> list:
@@ -121,21 +124,25 @@ async def test_transient_errors_are_polled_through_then_give_up(monkeypatch, bac
     trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
                                  poll_interval=0.05, max_consecutive_errors=3)
     calls = {"n": 0}
-    real = trigger.training_backend.describe
+    real = trigger.training_backend.adescribe
 
-    def flaky(name):
+    async def flaky(name):
         calls["n"] += 1
         if calls["n"] <= 2:
             raise RuntimeError("connection reset")
-        return real(name)
+        return await real(name)
 
-    monkeypatch.setattr(trigger.training_backend, "describe", flaky)
+    monkeypatch.setattr(trigger.training_backend, "adescribe", flaky)
     (event,) = await asyncio.wait_for(collect(trigger), 30)
     assert event.payload["status"] == "done"
 
     dead = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1",
                               poll_interval=0.01, max_consecutive_errors=3)
-    monkeypatch.setattr(dead.training_backend, "describe", lambda name: (_ for _ in ()).throw(RuntimeError("down")))
+
+    async def down(name):
+        raise RuntimeError("down")
+
+    monkeypatch.setattr(dead.training_backend, "adescribe", down)
     (event,) = await asyncio.wait_for(collect(dead), 30)
     assert event.payload["status"] == "error"
     assert "lost the sagemaker cloud while waiting for training job churn-run-1: 3 polls in a row failed" in (
@@ -343,3 +350,18 @@ def test_on_kill_in_sync_mode_stops_the_job(monkeypatch, make_op, make_context, 
     worker.join(30)
     assert wait_for(lambda: backend.describe(name).state == JobState.STOPPED, 15)
     assert errors and "Stopped" in str(errors[0])
+
+
+async def test_run_awaits_the_async_clients_never_the_blocking_calls(cloud, backend, entry, monkeypatch):
+    """In the triggerer, SageMaker is polled through aiobotocore: the sync describe/logs/stop are never called."""
+    submit(backend, entry, fake_duration_s=0.5)
+
+    def blocking(*args, **kwargs):
+        raise AssertionError("a blocking boto3 call in the triggerer")
+
+    for method in ("describe", "read_logs", "stop"):
+        monkeypatch.setattr(SageMakerTrainingBackend, method, blocking)
+    trigger = TrainingJobTrigger(backend="sagemaker", backend_config=CONFIG, job_name="churn-run-1", poll_interval=0.2)
+    (event,) = await asyncio.wait_for(collect(trigger), 30)
+    assert event.payload["status"] == "done" and event.payload["job"]["state"] == "Completed"
+    assert event.payload["log_tail"][-1] == "Training complete"

@@ -2,7 +2,7 @@
 
 One inventory per AWS account (an Airflow AWS connection) and region, with boto3 clients built by the
 Amazon provider's hooks (credentials, role assumption and ``endpoint_url`` come from the connection).
-Clients are bounded like the training backend's (:func:`~airflow_retrain.training.sagemaker.bounded_botocore_config`:
+Clients are bounded like the training backend's (:func:`~airflow_retrain.training.sagemaker_errors.bounded_botocore_config`:
 5 s to connect, 20 s to answer), with :data:`SWEEP_MAX_ATTEMPTS` attempts in botocore's ``standard`` mode so
 throttling under many parallel reads is retried with backoff; the connection's extra ``config_kwargs``
 overrides them. Every API call is counted (``api_calls``) so the benchmark can report calls per
@@ -119,7 +119,7 @@ class SageMakerInventory(Inventory):
     def _client(self, client_type: str):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        from airflow_retrain.training.sagemaker import bounded_botocore_config
+        from airflow_retrain.training.sagemaker_errors import bounded_botocore_config
 
         hook = AwsBaseHook(aws_conn_id=self.connection_id, client_type=client_type, region_name=self.region)
         client = hook.get_client_type(
@@ -150,24 +150,16 @@ class SageMakerInventory(Inventory):
                 "list_notebook_instances", "NotebookInstances", "NotebookInstanceName", "NotebookInstanceArn"
             ),
         }[kind]
-        kwargs: dict[str, Any] = {"StatusEquals": _RUNNING[kind], "MaxResults": 100}
-        while True:
-            page = getattr(self.sagemaker, op)(**kwargs)
+        pages = self.sagemaker.get_paginator(op).paginate(
+            StatusEquals=_RUNNING[kind], PaginationConfig={"PageSize": 100}
+        )
+        for page in pages:
             for summary in page.get(items, []):
                 yield summary[name_key], summary[arn_key], summary
-            if not page.get("NextToken"):
-                return
-            kwargs["NextToken"] = page["NextToken"]
 
     def _tags(self, arn: str) -> dict[str, str]:
-        tags: dict[str, str] = {}
-        kwargs: dict[str, Any] = {"ResourceArn": arn, "MaxResults": 100}
-        while True:
-            page = self.sagemaker.list_tags(**kwargs)
-            tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-            if not page.get("NextToken"):
-                return tags
-            kwargs["NextToken"] = page["NextToken"]
+        pages = self.sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn, PaginationConfig={"PageSize": 100})
+        return {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
 
     def resources(self) -> Iterable[Resource]:
         listed = [
@@ -337,15 +329,13 @@ class SageMakerInventory(Inventory):
         for offset in range(0, len(queries), _METRIC_QUERIES_PER_CALL):
             chunk = queries[offset : offset + _METRIC_QUERIES_PER_CALL]
             try:
-                kwargs: dict[str, Any] = {"MetricDataQueries": chunk, "StartTime": start, "EndTime": end}
-                while True:
-                    page = self.cloudwatch.get_metric_data(**kwargs)
+                pages = self.cloudwatch.get_paginator("get_metric_data").paginate(
+                    MetricDataQueries=chunk, StartTime=start, EndTime=end
+                )
+                for page in pages:
                     for result in page.get("MetricDataResults", []):
                         resource = owners[result["Id"]]
                         invocations[resource.key] = invocations.get(resource.key, 0.0) + sum(result.get("Values", []))
-                    if not page.get("NextToken"):
-                        break
-                    kwargs["NextToken"] = page["NextToken"]
             except ClientError as e:
                 for query in chunk:
                     failed[owners[query["Id"]].key] = _error_text(e)

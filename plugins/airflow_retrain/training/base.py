@@ -8,6 +8,7 @@ how a retry reattaches instead of starting a second job, and how teardown finds 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -176,6 +177,21 @@ class TrainingBackend(ABC):
     def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
         """New log text since ``offset`` and the next offset; backends without logs return nothing."""
         return "", offset
+
+    async def adescribe(self, job_name: str) -> TrainingJob:
+        """:meth:`describe` for the triggerer's event loop.
+
+        The default runs :meth:`describe` in a thread; a cloud backend awaits its async client instead.
+        """
+        return await asyncio.to_thread(self.describe, job_name)
+
+    async def aread_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
+        """:meth:`read_logs` for the triggerer's event loop (default: in a thread; same offsets)."""
+        return await asyncio.to_thread(self.read_logs, job_name, offset)
+
+    async def astop(self, job_name: str) -> TrainingJob:
+        """:meth:`stop` for the triggerer's event loop (default: in a thread)."""
+        return await asyncio.to_thread(self.stop, job_name)
 
     def cleanup(self, job_name: str) -> list[str]:
         """Remove the job's scratch (inputs, model copies); keep its record. Returns what was removed.

@@ -13,42 +13,63 @@ S3 layout, one prefix per job (``s3://<bucket>/<prefix>/<job name>/``)::
     output/model.tar.gz         written by SageMaker (SM_MODEL_DIR)
     output/output.tar.gz        written by SageMaker (SM_OUTPUT_DATA_DIR: metrics.json)
 
+Staging, unpacking and cleanup are :class:`~airflow_retrain.training.remote.RemoteTrainingBackend`'s,
+through :class:`~airflow.sdk.ObjectStoragePath` (the Amazon provider's s3fs integration). The job API goes
+through the provider's :class:`SageMakerHook` (create, describe -- its async describe in the triggerer --
+and its client for stop and the Search paginator) and the CloudWatch Logs paginators of
+:class:`AwsLogsHook`'s clients, sync and async.
+
 Credentials, region and endpoint come from the Airflow AWS connection (``connection_id``; its extra
-``endpoint_url`` points every client at a fake cloud in tests and demos). Every client is bounded
+``endpoint_url`` points every client at a fake cloud in tests and demos). Every SageMaker and CloudWatch
+client is bounded
 (:func:`bounded_botocore_config`, docs/outages.md): botocore's ``standard`` retries, at most
 :data:`MAX_ATTEMPTS` attempts of :data:`CONNECT_TIMEOUT_SECONDS` to connect and :data:`READ_TIMEOUT_SECONDS`
 to answer, so a call to an unreachable or silent AWS fails within :data:`CALL_BOUND_SECONDS`; the
-connection's extra ``config_kwargs`` (the Amazon provider's way) overrides any of them. Cloud errors are
-re-raised as one message that quotes the cloud's reason and names the spec field or connection to fix;
-refusals a retry cannot fix raise :class:`~airflow_retrain.training.base.TrainingInputError`.
+connection's extra ``config_kwargs`` (the Amazon provider's way) overrides any of them; S3 transfers take
+that extra through the provider's ``get_fs`` (s3fs's own timeouts and retries otherwise). Cloud errors are
+re-raised as one message that quotes the cloud's reason and names the spec field or connection to fix
+(:data:`ERROR_RULES`, a table); refusals a retry cannot fix raise
+:class:`~airflow_retrain.training.base.TrainingInputError`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tarfile
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import urlparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow_retrain.training.base import (
     JobState,
-    TrainingBackend,
     TrainingInputError,
     TrainingJob,
     TrainingJobExists,
     TrainingJobNotFound,
     TrainingJobRequest,
-    TrainingOutputs,
-    TrainingOutputsMissing,
 )
+from airflow_retrain.training.remote import OutputLocation, RemoteTrainingBackend
 from airflow_retrain.training.sagemaker_catalog import DEFAULT_XGBOOST_VERSION, xgboost_image_uri
+from airflow_retrain.training.sagemaker_errors import (
+    CALL_BOUND_SECONDS,
+    CONNECT_TIMEOUT_SECONDS,
+    ERROR_RULES,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT_SECONDS,
+    SageMakerCloudError,
+    bounded_botocore_config,
+    cloud_errors,
+)
+
+# The bounds and the retryable error live in sagemaker_errors; they are this backend's public names too.
+__all__ = ["CALL_BOUND_SECONDS", "CONNECT_TIMEOUT_SECONDS", "MAX_ATTEMPTS", "READ_TIMEOUT_SECONDS",
+           "SageMakerCloudError", "SageMakerTrainingBackend", "bounded_botocore_config", "tag_value"]
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
@@ -60,63 +81,8 @@ _STATUS = {"Completed": JobState.COMPLETED, "Failed": JobState.FAILED, "Stopping
            "Stopped": JobState.STOPPED}
 _TAG_VALUE_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 
-#: Seconds botocore waits to open a connection to AWS, per attempt.
-CONNECT_TIMEOUT_SECONDS = 5
-#: Seconds botocore waits for an answer on an open connection (per socket read), per attempt.
-READ_TIMEOUT_SECONDS = 20
-#: Attempts per call (the first one included) in botocore's ``standard`` retry mode.
-MAX_ATTEMPTS = 3
-#: The longest one call can take against an unreachable or silent AWS: every attempt times out, plus
-#: ``standard`` mode's backoff (at most 1 s, then 2 s, between attempts).
-CALL_BOUND_SECONDS = MAX_ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + (2 ** (MAX_ATTEMPTS - 1) - 1)
-_SOURCE_SKIP = {"__pycache__", ".ipynb_checkpoints", ".git"}
-
-
-class _OutputsMissing(LookupError):
-    pass
-
-
-class SageMakerCloudError(RuntimeError):
-    """The cloud failed a call for a reason that may pass (quota, throttling, network): retry the task."""
-
-
-def bounded_botocore_config(hook: Any, *, max_attempts: int = MAX_ATTEMPTS, retry_mode: str = "standard") -> Any:
-    """The botocore ``Config`` for a client of ``hook``'s connection: bounded timeouts and retries.
-
-    Built from this module's bounds, then merged with the connection's own botocore config (its extra
-    ``config_kwargs``, as the Amazon provider reads it: :attr:`AwsBaseHook.config`), so an operator can
-    lengthen or shorten any of them per connection without touching the package.
-    """
-    from botocore.config import Config
-
-    defaults = Config(
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        read_timeout=READ_TIMEOUT_SECONDS,
-        # total_max_attempts counts the first attempt; botocore's max_attempts would count only retries.
-        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-    )
-    return defaults.merge(hook.config)
-
-
-def timeouts_text(config: Any) -> str:
-    """How a client with ``config`` gives up, for error messages."""
-    retries = getattr(config, "retries", None) or {}
-    attempts = retries.get("total_max_attempts")
-    if attempts is None and "max_attempts" in retries:  # botocore's older key: retries after the first
-        attempts = retries["max_attempts"] + 1
-    return (
-        f"{attempts or 'botocore default'} attempts ({config.connect_timeout} s to connect and "
-        f"{config.read_timeout} s to answer, each)"
-    )
-
-
 def _ts(value: Any) -> float | None:
     return value.timestamp() if isinstance(value, datetime) else (float(value) if value else None)
-
-
-def _s3_split(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
 
 
 def tag_value(value: str) -> str:
@@ -124,7 +90,17 @@ def tag_value(value: str) -> str:
     return _TAG_VALUE_BAD.sub("_", str(value))[:256]
 
 
-class SageMakerTrainingBackend(TrainingBackend):
+@dataclass(frozen=True)
+class _LogCursor:
+    """Where this process last read a job's log: ``lines`` delivered, up to ``start_ms``, whose events at
+    ``start_ms`` were ``seen`` (CloudWatch event ids). It makes the next read start at ``start_ms``."""
+
+    lines: int
+    start_ms: int
+    seen: frozenset[str]
+
+
+class SageMakerTrainingBackend(RemoteTrainingBackend):
     """Train on SageMaker.
 
     :param role_arn: execution role the job runs as (``training.sagemaker.role_arn``).
@@ -147,7 +123,9 @@ class SageMakerTrainingBackend(TrainingBackend):
     """
 
     name = "sagemaker"
-    remote = True
+    scheme = "s3"
+    error_rules = ERROR_RULES
+    missing_object = "NoSuchKey"  # S3's code for it; s3fs's HEAD reports only 404
 
     def __init__(
         self,
@@ -184,7 +162,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         self.spot = spot
         self.max_attempts = max_attempts
         self.retry_mode = retry_mode
-        self._log_streams: dict[str, list[str]] = {}
+        self._log_cursors: dict[str, _LogCursor] = {}
 
     def config(self) -> dict[str, Any]:
         return {
@@ -204,40 +182,38 @@ class SageMakerTrainingBackend(TrainingBackend):
             "retry_mode": self.retry_mode,
         }
 
-    # -- clients, built on first use through the provider's hooks ---------------------------------
-
-    @cached_property
-    def hook(self):
-        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-        return SageMakerHook(aws_conn_id=self.connection_id, region_name=self.region)
+    # -- hooks and clients, built on first use ----------------------------------------------------------
 
     @cached_property
     def client_config(self):
         """The botocore config every client of this backend uses (bounded; the connection may override)."""
-        return bounded_botocore_config(self.hook, max_attempts=self.max_attempts, retry_mode=self.retry_mode)
+        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
-    def _client(self, hook: Any) -> Any:
-        return hook.get_client_type(region_name=self.region, config=self.client_config)
+        plain = SageMakerHook(aws_conn_id=self.connection_id, region_name=self.region)
+        return bounded_botocore_config(plain, max_attempts=self.max_attempts, retry_mode=self.retry_mode)
+
+    @cached_property
+    def hook(self):
+        """The provider's SageMaker hook; its sync and async clients carry :attr:`client_config`."""
+        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+        return SageMakerHook(aws_conn_id=self.connection_id, region_name=self.region, config=self.client_config)
+
+    @cached_property
+    def logs_hook(self):
+        from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
+        return AwsLogsHook(aws_conn_id=self.connection_id, region_name=self.region, config=self.client_config)
 
     @cached_property
     def sagemaker(self):
-        with self._cloud_errors("connect to SageMaker"):
-            return self._client(self.hook)
-
-    @cached_property
-    def s3(self):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        with self._cloud_errors("connect to S3"):
-            return self._client(S3Hook(aws_conn_id=self.connection_id, region_name=self.region))
+        with self.cloud_errors("connect to SageMaker"):
+            return self.hook.conn
 
     @cached_property
     def logs(self):
-        from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
-
-        with self._cloud_errors("connect to CloudWatch Logs"):
-            return self._client(AwsLogsHook(aws_conn_id=self.connection_id, region_name=self.region))
+        with self.cloud_errors("connect to CloudWatch Logs"):
+            return self.logs_hook.conn
 
     @property
     def image_uri(self) -> str:
@@ -248,107 +224,49 @@ class SageMakerTrainingBackend(TrainingBackend):
         except LookupError as e:
             raise TrainingInputError(f"training.sagemaker.image: not set and {e}") from None
 
-    def job_prefix(self, job_name: str) -> str:
-        return f"{self.prefix}/{job_name}" if self.prefix else job_name
+    @property
+    def staging_root(self) -> ObjectStoragePath:
+        from airflow_retrain.artifacts import artifact_path
 
-    # -- error translation --------------------------------------------------------------------------
+        return artifact_path(f"s3://{self.bucket}/{self.prefix}".rstrip("/"), self.connection_id)
 
-    @contextmanager
-    def _cloud_errors(self, action: str, job_name: str | None = None, request: TrainingJobRequest | None = None):
-        """Turn boto errors into one message quoting the cloud's reason and naming what to fix."""
-        from botocore.exceptions import (
-            ClientError,
-            EndpointConnectionError,
-            HTTPClientError,
-            NoCredentialsError,
-            NoRegionError,
-            ParamValidationError,
-        )
-        from botocore.exceptions import ConnectionError as BotoConnectionError
+    # -- error translation ------------------------------------------------------------------------------
 
-        what = f"{action}" + (f" (training job {job_name})" if job_name else "")
-        conn = f"Airflow connection {self.connection_id!r}"
-        try:
-            yield
-        except ClientError as e:
-            err = e.response.get("Error", {})
-            code, message = str(err.get("Code", "")), str(err.get("Message", e))
-            quoted = f"{code}: {message}"
-            if code == "ResourceLimitExceeded":
-                itype = request.instance_type if request else "the instance type"
-                count = request.instance_count if request else "?"
-                raise SageMakerCloudError(
-                    f"{what}: the account's quota for {itype} x{count} is used up ({quoted}); lower "
-                    f"training.resources.instance_count/instance_type, raise the quota, or queue retrains "
-                    f"with training.pool"
-                ) from None
-            if code in ("ThrottlingException", "Throttling", "SlowDown", "TooManyRequestsException"):
-                raise SageMakerCloudError(
-                    f"{what}: still throttled after {timeouts_text(self.client_config)} ({quoted})"
-                ) from None
-            if code in ("AccessDenied", "AccessDeniedException", "UnrecognizedClientException",
-                        "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"):
-                raise TrainingInputError(
-                    f"{what}: access denied ({quoted}); check the credentials of {conn} and the permissions "
-                    f"of training.sagemaker.role_arn {self.role_arn}"
-                ) from None
-            if code in ("NoSuchBucket",):
-                raise TrainingInputError(f"{what}: training.sagemaker.bucket {self.bucket!r}: {quoted}") from None
-            if code in ("ValidationException", "ValidationError", "InvalidParameterValue"):
-                raise TrainingInputError(f"{what}: {self._field_for(message)}: {quoted}") from None
-            if code.startswith(("InternalServer", "ServiceUnavailable", "InternalFailure")) or code.startswith("5"):
-                raise SageMakerCloudError(f"{what}: the cloud failed ({quoted})") from None
-            raise TrainingInputError(f"{what}: {quoted} ({conn})") from None
-        except (EndpointConnectionError, BotoConnectionError, HTTPClientError) as e:
-            # Refused, unreachable, or silent (read timeout, connection closed): after every attempt.
-            raise SageMakerCloudError(
-                f"{what}: cannot reach AWS after {timeouts_text(self.client_config)} ({e}); check {conn} "
-                f"(region {self.region}, extra endpoint_url)"
-            ) from None
-        except (NoCredentialsError, NoRegionError) as e:
-            raise TrainingInputError(f"{what}: {e}; set them in {conn}") from None
-        except ParamValidationError as e:
-            raise TrainingInputError(f"{what}: the request is invalid: {e}") from None
+    def cloud_errors(self, action: str, job_name: str | None = None, request: TrainingJobRequest | None = None):
+        """Turn boto (and s3fs) errors into one message quoting the cloud's reason and naming what to fix."""
+        return cloud_errors(self, action, job_name, request)
 
     @staticmethod
-    def _field_for(message: str) -> str:
-        low = message.lower()
-        for needle, field in (
-            ("role", "training.sagemaker.role_arn"),
-            ("instancetype", "training.resources.instance_type"),
-            ("instance type", "training.resources.instance_type"),
-            ("instancecount", "training.resources.instance_count"),
-            ("image", "training.sagemaker.image"),
-            ("subnet", "training.sagemaker.subnets"),
-            ("securitygroup", "training.sagemaker.security_group_ids"),
-            ("kms", "training.sagemaker.kms_key_id"),
-            ("volume", "training.sagemaker.volume_size_gb"),
-            ("maxruntime", "training.resources.max_runtime_seconds"),
-            ("hyperparameter", "training.hyperparameters"),
-            ("s3", "training.sagemaker.bucket"),
-        ):
-            if needle in low:
-                return field
-        return "the training request"
+    def _not_found(error: Any) -> bool:
+        err = error.response.get("Error", {})
+        return err.get("Code") in ("ValidationException", "ResourceNotFound") and (
+            "could not find" in str(err.get("Message", "")).lower()
+        )
 
-    # -- the interface ------------------------------------------------------------------------------
+    # -- the interface ----------------------------------------------------------------------------------
 
-    def _describe_raw(self, job_name: str) -> dict[str, Any]:
+    def describe(self, job_name: str) -> TrainingJob:
         from botocore.exceptions import ClientError
 
-        with self._cloud_errors("DescribeTrainingJob", job_name):
+        with self.cloud_errors("DescribeTrainingJob", job_name):
             try:
-                return self.sagemaker.describe_training_job(TrainingJobName=job_name)
+                return self._job(self.hook.describe_training_job(job_name))
             except ClientError as e:
-                err = e.response.get("Error", {})
-                if err.get("Code") in ("ValidationException", "ResourceNotFound") and (
-                    "could not find" in str(err.get("Message", "")).lower()
-                ):
+                if self._not_found(e):
                     raise TrainingJobNotFound(f"no SageMaker training job {job_name!r} in {self.region}") from None
                 raise
 
-    def describe(self, job_name: str) -> TrainingJob:
-        return self._job(self._describe_raw(job_name))
+    async def adescribe(self, job_name: str) -> TrainingJob:
+        """:meth:`describe` through the hook's async (aiobotocore) client, for the triggerer."""
+        from botocore.exceptions import ClientError
+
+        with self.cloud_errors("DescribeTrainingJob", job_name):
+            try:
+                return self._job(await self.hook.describe_training_job_async(job_name))
+            except ClientError as e:
+                if self._not_found(e):
+                    raise TrainingJobNotFound(f"no SageMaker training job {job_name!r} in {self.region}") from None
+                raise
 
     def _job(self, desc: dict[str, Any], tags: dict[str, str] | None = None) -> TrainingJob:
         status = desc.get("TrainingJobStatus", "InProgress")
@@ -391,11 +309,13 @@ class SageMakerTrainingBackend(TrainingBackend):
         )
 
     def submit(self, request: TrainingJobRequest) -> TrainingJob:
-        """Stage the source and local channels, then create the job.
+        """Stage the source and local channels, then create the job through the hook.
 
         A taken name raises :class:`TrainingJobExists` (SageMaker refuses duplicate names), so a retry
-        that races its own earlier attempt reattaches instead of starting a second job.
+        that races its own earlier attempt reattaches instead of starting a second job. The hook checks
+        that every channel's S3 prefix exists before it creates the job.
         """
+        from airflow.providers.common.compat.sdk import AirflowException
         from botocore.exceptions import ClientError
 
         name = request.job_name
@@ -409,27 +329,22 @@ class SageMakerTrainingBackend(TrainingBackend):
                 f"training.resources.gpu is 'required' but {request.instance_type} has no GPU"
             )
         image = self.image_uri
-        staged: list[str] = []
-        try:
-            submit_dir = self._upload_source(name, entry.parent, staged)
-            channels = {ch: self._channel_uri(name, ch, loc, staged) for ch, loc in request.channels.items()}
-            params = self._create_params(request, image, submit_dir, channels)
-            with self._cloud_errors("CreateTrainingJob", name, request):
+        with self.staging() as staged:
+            submit_dir = self.stage_source(name, entry.parent, staged)
+            params = self._create_params(request, image, submit_dir, self.stage_channels(request, staged))
+            with self.cloud_errors("CreateTrainingJob", name, request):
                 try:
-                    self.sagemaker.create_training_job(**params)
+                    self.hook.create_training_job(params, wait_for_completion=False, print_log=False)
+                except AirflowException as e:  # the hook's check of the channels' S3 prefixes
+                    raise TrainingInputError(f"CreateTrainingJob (training job {name}): training channels: {e}") from None
                 except ClientError as e:
-                    err = e.response.get("Error", {})
-                    if err.get("Code") in ("ResourceInUse", "ValidationException") and (
-                        "unique" in str(err.get("Message", "")).lower()
-                        or "already exists" in str(err.get("Message", "")).lower()
+                    message = str(e.response.get("Error", {}).get("Message", "")).lower()
+                    if e.response.get("Error", {}).get("Code") in ("ResourceInUse", "ValidationException") and (
+                        "unique" in message or "already exists" in message
                     ):
-                        # A taken name keeps its staged files: they are the existing job's inputs.
-                        staged.clear()
+                        staged.clear()  # a taken name keeps its staged files: they are the existing job's inputs
                         raise TrainingJobExists(f"SageMaker training job {name!r} already exists") from None
                     raise
-        except BaseException:
-            self._delete_keys(staged)  # nothing half-done: no staged inputs without a job
-            raise
         # The job as just created (a describe would cost one more call and say the same).
         return TrainingJob(
             job_name=name,
@@ -438,7 +353,7 @@ class SageMakerTrainingBackend(TrainingBackend):
             instance_type=request.instance_type,
             instance_count=request.instance_count,
             created_at=time.time(),
-            tags=dict(params["Tags"] and {t["Key"]: t["Value"] for t in params["Tags"]}),
+            tags={t["Key"]: t["Value"] for t in params["Tags"]},
             details={"status": "InProgress", "secondary_status": "Starting", "region": self.region,
                      "spot": self.spot},
         )
@@ -501,226 +416,171 @@ class SageMakerTrainingBackend(TrainingBackend):
             # Managed spot: SageMaker syncs /opt/ml/checkpoints (SM_CHECKPOINT_DIR) with this prefix and
             # restores it when the job restarts after an interruption; the script resumes from it.
             params["CheckpointConfig"] = {
-                "S3Uri": f"s3://{self.bucket}/{self.job_prefix(request.job_name)}/checkpoints/",
+                "S3Uri": self.uri(self.job_path(request.job_name) / "checkpoints", folder=True),
                 "LocalPath": "/opt/ml/checkpoints",
             }
         if self.subnets:
             params["VpcConfig"] = {"Subnets": self.subnets, "SecurityGroupIds": self.security_group_ids}
         return params
 
-    def _upload_source(self, job_name: str, folder: Path, staged: list[str]) -> str:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-            for path in sorted(folder.rglob("*")):
-                rel = path.relative_to(folder)
-                if path.is_dir() or _SOURCE_SKIP.intersection(rel.parts) or path.suffix == ".pyc":
-                    continue
-                tar.add(path, arcname=str(rel))
-        key = f"{self.job_prefix(job_name)}/source/sourcedir.tar.gz"
-        with self._cloud_errors(f"upload the entry point's folder {folder} to s3://{self.bucket}/{key}", job_name):
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=buffer.getvalue())
-        staged.append(key)
-        return f"s3://{self.bucket}/{key}"
-
-    def _channel_uri(self, job_name: str, channel: str, location: str, staged: list[str]) -> str:
-        location = str(location)
-        if location.startswith("s3://"):
-            return location.rstrip("/") + "/"
-        scheme = urlparse(location).scheme
-        if scheme not in ("", "file"):
-            raise TrainingInputError(
-                f"training job {job_name}: channel {channel!r} at {location} is neither s3:// nor a local folder"
-            )
-        local = Path(urlparse(location).path if scheme == "file" else location)
-        if not local.exists():
-            raise TrainingInputError(f"training job {job_name}: channel {channel!r} path {local} does not exist")
-        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
-        if not files:
-            raise TrainingInputError(f"training job {job_name}: channel {channel!r} folder {local} is empty")
-        base = f"{self.job_prefix(job_name)}/input/{channel}"
-        for path in files:
-            rel = path.name if local.is_file() else path.relative_to(local).as_posix()
-            key = f"{base}/{rel}"
-            with self._cloud_errors(f"upload channel {channel!r} to s3://{self.bucket}/{key}", job_name):
-                self.s3.upload_file(str(path), self.bucket, key)
-            staged.append(key)
-        return f"s3://{self.bucket}/{base}/"
-
-    def _delete_keys(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), 1000):
-            chunk = keys[start : start + 1000]
-            try:
-                self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in chunk]})
-            except Exception:  # noqa: BLE001 - best effort; the original error matters more
-                pass
-
     def stop(self, job_name: str) -> TrainingJob:
         job = self.describe(job_name)
         if job.state.terminal or job.state == JobState.STOPPING:
             return job
         try:
-            with self._cloud_errors("StopTrainingJob", job_name):
+            with self.cloud_errors("StopTrainingJob", job_name):
                 self.sagemaker.stop_training_job(TrainingJobName=job_name)
         except TrainingInputError:
             # A job that finished between describe and stop is refused with a ValidationException.
-            job = self.describe(job_name)
-            if not (job.state.terminal or job.state == JobState.STOPPING):
+            if not self._stopped_or_done(self.describe(job_name)):
                 raise
         return self.describe(job_name)
 
+    async def astop(self, job_name: str) -> TrainingJob:
+        """:meth:`stop` through the hook's async client, for the triggerer."""
+        job = await self.adescribe(job_name)
+        if self._stopped_or_done(job):
+            return job
+        try:
+            with self.cloud_errors("StopTrainingJob", job_name):
+                async with await self.hook.get_async_conn() as client:
+                    await client.stop_training_job(TrainingJobName=job_name)
+        except TrainingInputError:
+            if not self._stopped_or_done(await self.adescribe(job_name)):
+                raise
+        return await self.adescribe(job_name)
+
+    @staticmethod
+    def _stopped_or_done(job: TrainingJob) -> bool:
+        return job.state.terminal or job.state == JobState.STOPPING
+
     def find_jobs(self, tags: dict[str, str]) -> list[TrainingJob]:
-        """Jobs carrying all ``tags``, through the Search API (one call per page of 100 jobs).
+        """Jobs carrying all ``tags``, through the Search paginator (pages of 100 jobs).
 
         Search is eventually consistent on AWS (a job may appear seconds after its creation): the operator
         therefore also probes the deterministic name it is about to create (``submit`` refuses a taken
         name with :class:`TrainingJobExists`, which the operator turns into a reattach).
         """
         wanted = {k: tag_value(v) for k, v in tags.items()}
-        expression: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"Resource": "TrainingJob", "PaginationConfig": {"PageSize": 100}}
         if wanted:
-            expression = {
+            kwargs["SearchExpression"] = {
                 "Filters": [{"Name": f"Tags.{k}", "Operator": "Equals", "Value": v} for k, v in wanted.items()],
                 "Operator": "And",
             }
         jobs = []
-        token = None
-        with self._cloud_errors("search training jobs by tag"):
-            while True:
-                kwargs: dict[str, Any] = {"Resource": "TrainingJob", "MaxResults": 100}
-                if expression:
-                    kwargs["SearchExpression"] = expression
-                if token:
-                    kwargs["NextToken"] = token
-                page = self.sagemaker.search(**kwargs)
+        with self.cloud_errors("search training jobs by tag"):
+            for page in self.sagemaker.get_paginator("search").paginate(**kwargs):
                 for result in page.get("Results", []):
                     desc = result.get("TrainingJob") or {}
                     job_tags = {t["Key"]: t["Value"] for t in desc.get("Tags") or []}
                     # Verify client-side as well: moto applies only the first tag filter.
                     if all(job_tags.get(k) == v for k, v in wanted.items()) and desc.get("TrainingJobName"):
                         jobs.append(self._job(desc, job_tags))
-                token = page.get("NextToken")
-                if not token:
-                    break
         return sorted(jobs, key=lambda j: j.created_at or 0)
 
-    def fetch_outputs(self, job_name: str, destination: Any) -> TrainingOutputs:
-        """Download and unpack ``model.tar.gz`` and ``output.tar.gz`` under ``destination``.
+    def output_locations(self, job_name: str) -> list[OutputLocation]:
+        """``model.tar.gz`` and ``output.tar.gz`` where this backend told SageMaker to write them
+        (``S3OutputPath/<job>/output/``): no describe call is needed unless they are missing."""
+        output = self.job_path(job_name) / "output"
+        return [
+            OutputLocation("model", output / "model.tar.gz", "model (SM_MODEL_DIR)"),
+            OutputLocation("output", output / "output.tar.gz", "output data (SM_OUTPUT_DATA_DIR, metrics.json)"),
+        ]
 
-        The outputs lie where this backend told SageMaker to write them (``S3OutputPath/<job>/output/``),
-        so no describe call (and no SageMaker client) is needed unless they are missing.
+    def cleanup(self, job_name: str) -> list[str]:
+        """Delete what submit staged (source and uploaded channels); keep outputs and the job's record."""
+        self._log_cursors.pop(job_name, None)
+        return super().cleanup(job_name)
 
-        :param destination: a folder as ``Path`` or ``ObjectStoragePath`` (anything with ``/``, ``mkdir``
-            and ``write_bytes``); the files land in ``destination/model`` and ``destination/output``.
-        """
-        base = f"s3://{self.bucket}/{self.job_prefix(job_name)}/output"
-        model_dir, output_dir = destination / "model", destination / "output"
-        try:
-            self._unpack(job_name, f"{base}/model.tar.gz", model_dir, "model (SM_MODEL_DIR)")
-            self._unpack(job_name, f"{base}/output.tar.gz", output_dir, "output data (SM_OUTPUT_DATA_DIR, metrics.json)")
-        except _OutputsMissing as missing:
-            job = self.describe(job_name)
-            if job.state != JobState.COMPLETED:
-                raise RuntimeError(f"training job {job_name} is {job.state.value}, not Completed: no outputs") from None
-            raise TrainingOutputsMissing(f"training job {job_name} completed but {missing}") from None
-        from airflow_retrain.artifacts import to_uri
-
-        return TrainingOutputs(model_uri=to_uri(model_dir), output_uri=to_uri(output_dir))
-
-    def _unpack(self, job_name: str, uri: str, target: Any, what: str) -> None:
-        from botocore.exceptions import ClientError
-
-        bucket, key = _s3_split(uri)
-        with self._cloud_errors(f"download {uri}", job_name):
-            try:
-                body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except ClientError as e:
-                err = e.response.get("Error", {})
-                if err.get("Code") in ("NoSuchKey", "404", "NotFound"):
-                    raise _OutputsMissing(
-                        f"its {what} is missing from S3: {uri} ({err.get('Code')}: {err.get('Message', '')})"
-                    ) from None
-                raise
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                if not member.isfile():
-                    continue
-                rel = PurePosixPath(member.name)
-                if rel.is_absolute() or ".." in rel.parts:
-                    raise RuntimeError(f"training job {job_name}: {uri} holds an unsafe path {member.name!r}")
-                rel = PurePosixPath(*[p for p in rel.parts if p != "."])
-                dest = target
-                for part in rel.parts[:-1]:
-                    dest = dest / part
-                dest.mkdir(parents=True, exist_ok=True)
-                (dest / rel.parts[-1]).write_bytes(tar.extractfile(member).read())
+    # -- logs ---------------------------------------------------------------------------------------------
 
     def read_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
-        """CloudWatch log lines of the job's streams (``<job name>/algo-N-...``) after ``offset``.
+        """CloudWatch log lines of the job's streams (``<job name>/algo-N-...``) after the first ``offset``.
 
-        ``offset`` packs the timestamp (ms) of the last line read and how many lines with that timestamp
-        were read: ``timestamp * 10_000 + count``. The stream list is cached until every instance has one.
+        ``offset`` counts the lines delivered so far. This process remembers where it read up to (the
+        newest timestamp and the event ids seen there), so a read continuing from the offset it returned
+        asks only for events from that timestamp on; another offset (a new process, a restarted triggerer)
+        reads the log from its start and skips ``offset`` lines.
         """
         from botocore.exceptions import ClientError
 
-        last_ts, seen = divmod(int(offset), 10_000)
-        streams = self._log_streams.get(job_name)
-        events: list[dict[str, Any]] = []
-        with self._cloud_errors("read CloudWatch logs", job_name):
+        cursor = self._cursor(job_name, offset)
+        with self.cloud_errors("read CloudWatch logs", job_name):
             try:
+                streams = [
+                    s["logStreamName"]
+                    for page in self.logs.get_paginator("describe_log_streams").paginate(**self._streams_query(job_name))
+                    for s in page.get("logStreams", [])
+                ]
                 if not streams:
-                    found = self.logs.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job_name}/")
-                    streams = [s["logStreamName"] for s in found.get("logStreams", [])]
-                    if not streams:
-                        return "", offset
-                    self._log_streams[job_name] = streams
-                kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNames": streams, "interleaved": True}
-                if last_ts:
-                    kwargs["startTime"] = last_ts
-                while True:
-                    page = self.logs.filter_log_events(**kwargs)
-                    events.extend(page.get("events", []))
-                    if not page.get("nextToken") or not page.get("events"):
-                        break
-                    kwargs["nextToken"] = page["nextToken"]
+                    return "", offset
+                events = [
+                    event
+                    for page in self.logs.get_paginator("filter_log_events").paginate(
+                        **self._events_query(streams, cursor)
+                    )
+                    for event in page.get("events", [])
+                ]
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
                     return "", offset  # the log group appears with the first job's first line
                 raise
-        events.sort(key=lambda ev: ev["timestamp"])
-        lines = []
-        for event in events:
-            ts = int(event["timestamp"])
-            if ts < last_ts:
-                continue
-            if ts == last_ts:
-                if seen > 0:
-                    seen -= 1
-                    continue
-            lines.append(event["message"].rstrip("\n"))
-        if events:
-            # Events are re-read from last_ts on: the count at the newest timestamp covers old and new.
-            new_last = int(events[-1]["timestamp"])
-            count = sum(1 for ev in events if int(ev["timestamp"]) == new_last)
-            offset = new_last * 10_000 + min(count, 9_999)
-        return "".join(line + "\n" for line in lines), offset
+        return self._deliver(job_name, offset, cursor, events)
 
-    def cleanup(self, job_name: str) -> list[str]:
-        """Delete what submit staged (source and uploaded channels); keep outputs and the job's record."""
-        removed = []
-        for part in ("source", "input"):
-            prefix = f"{self.job_prefix(job_name)}/{part}/"
-            with self._cloud_errors(f"list s3://{self.bucket}/{prefix}", job_name):
-                pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-                keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-            if keys:
-                self._delete_keys(keys)
-                removed.append(f"s3://{self.bucket}/{prefix}")
-        self._log_streams.pop(job_name, None)
-        return removed
+    async def aread_logs(self, job_name: str, offset: int = 0) -> tuple[str, int]:
+        """:meth:`read_logs` through the logs hook's async (aiobotocore) client and its paginators."""
+        from botocore.exceptions import ClientError
+
+        cursor = self._cursor(job_name, offset)
+        with self.cloud_errors("read CloudWatch logs", job_name):
+            try:
+                async with await self.logs_hook.get_async_conn() as client:
+                    pages = client.get_paginator("describe_log_streams").paginate(**self._streams_query(job_name))
+                    streams = [s["logStreamName"] async for page in pages for s in page.get("logStreams", [])]
+                    if not streams:
+                        return "", offset
+                    pages = client.get_paginator("filter_log_events").paginate(**self._events_query(streams, cursor))
+                    events = [event async for page in pages for event in page.get("events", [])]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return "", offset
+                raise
+        return self._deliver(job_name, offset, cursor, events)
+
+    def _cursor(self, job_name: str, offset: int) -> _LogCursor | None:
+        cursor = self._log_cursors.get(job_name)
+        return cursor if cursor is not None and cursor.lines == int(offset) else None
+
+    @staticmethod
+    def _streams_query(job_name: str) -> dict[str, Any]:
+        return {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{job_name}/"}
+
+    @staticmethod
+    def _events_query(streams: list[str], cursor: _LogCursor | None) -> dict[str, Any]:
+        query: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNames": streams}
+        if cursor is not None:
+            query["startTime"] = cursor.start_ms
+        return query
+
+    def _deliver(
+        self, job_name: str, offset: int, cursor: _LogCursor | None, events: list[dict[str, Any]]
+    ) -> tuple[str, int]:
+        """The new lines of ``events`` (every event from the cursor's timestamp on, or the whole log)."""
+        events = sorted(events, key=lambda ev: int(ev["timestamp"]))  # stable: each stream keeps its order
+        if cursor is not None:
+            new = [ev for ev in events if not (int(ev["timestamp"]) == cursor.start_ms and ev["eventId"] in cursor.seen)]
+        else:
+            new = events[int(offset) :]
+        lines = int(offset) + len(new)
+        if events:
+            newest = int(events[-1]["timestamp"])
+            seen = frozenset(ev["eventId"] for ev in events if int(ev["timestamp"]) == newest)
+            self._log_cursors[job_name] = _LogCursor(lines, newest, seen)
+        return "".join(ev["message"].rstrip("\n") + "\n" for ev in new), lines
 
     def log_location(self, job_name: str) -> str | None:
-        return f"CloudWatch Logs group /aws/sagemaker/TrainingJobs, streams {job_name}/* ({self.hook.conn_region_name})"
+        return f"CloudWatch Logs group {LOG_GROUP}, streams {job_name}/* ({self.hook.conn_region_name})"
 
     def job_link_params(self, job_name: str) -> dict[str, str]:
         # As the provider's operators do: the hook's region and the partition it lies in (aws, aws-cn,

@@ -9,8 +9,10 @@ botocore upgrade brings new types with it -- no hand-kept list.
 Image URIs: the SageMaker XGBoost *framework* image is published by AWS under one registry account per
 region (``<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-xgboost:<version>``). The SageMaker Python
 SDK resolves it from ``image_uri_config/xgboost.json``; that SDK is too heavy for this package's runtime
-(it requires mlflow, paramiko, ``mock<5``), so the registry accounts of that file are copied below.
-A spec can always name its own image (``training.sagemaker.image``).
+(measured in docs/sagemaker.md: 23 more packages, 85 MB, and pins that conflict with the lock), so the
+registry accounts and versions of that file are kept as data, ``data/sagemaker_images.json`` (its
+``_source`` names the file they come from), read on first use. A spec can always name its own image
+(``training.sagemaker.image``).
 
 GPUs per instance type: botocore's model does not carry them. They live beside the prices in the one
 price table (``airflow_retrain/data/prices.json``, ``clouds.sagemaker.gpu_families``: family -> GPU type
@@ -23,32 +25,13 @@ table as ``family -> {size: GPUs}``, read on first access.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-# region -> AWS's registry account for the SageMaker XGBoost framework image
-# (sagemaker-python-sdk, src/sagemaker/image_uri_config/xgboost.json, "versions" of the framework).
-XGBOOST_REGISTRIES: dict[str, str] = {
-    "ap-east-1": "651117190479",
-    "ap-northeast-1": "354813040037",
-    "ap-northeast-2": "366743142698",
-    "ap-south-1": "720646828776",
-    "ap-southeast-1": "121021644041",
-    "ap-southeast-2": "783357654285",
-    "ca-central-1": "341280168497",
-    "eu-central-1": "492215442770",
-    "eu-north-1": "662702820516",
-    "eu-south-1": "978288397137",
-    "eu-west-1": "141502667606",
-    "eu-west-2": "764974769150",
-    "eu-west-3": "659782779980",
-    "me-south-1": "801668240914",
-    "sa-east-1": "737474898029",
-    "us-east-1": "683313688378",
-    "us-east-2": "257758044811",
-    "us-west-1": "746614075791",
-    "us-west-2": "246618743249",
-}
-XGBOOST_FRAMEWORK_VERSIONS: tuple[str, ...] = ("1.0-1", "1.2-1", "1.2-2", "1.3-1", "1.5-1", "1.7-1")
+#: The SageMaker XGBoost images of AWS's registries (region -> account, framework versions).
+IMAGES_FILE = Path(__file__).resolve().parent.parent / "data" / "sagemaker_images.json"
 DEFAULT_XGBOOST_VERSION = "1.7-1"
 
 
@@ -86,18 +69,25 @@ class UnknownImageError(LookupError):
     pass
 
 
+@lru_cache(maxsize=1)
+def xgboost_images() -> dict[str, Any]:
+    """``data/sagemaker_images.json``: ``repository``, ``versions`` and ``registries`` (region -> account)."""
+    return json.loads(IMAGES_FILE.read_text())
+
+
 def xgboost_image_uri(region: str, version: str = DEFAULT_XGBOOST_VERSION) -> str:
     """The SageMaker XGBoost framework image for ``region`` and framework ``version``."""
-    if version not in XGBOOST_FRAMEWORK_VERSIONS:
+    images = xgboost_images()
+    if version not in images["versions"]:
         raise UnknownImageError(
-            f"no SageMaker XGBoost framework version {version!r}; known: {', '.join(XGBOOST_FRAMEWORK_VERSIONS)}"
+            f"no SageMaker XGBoost framework version {version!r}; known: {', '.join(images['versions'])}"
         )
     try:
-        account = XGBOOST_REGISTRIES[region]
+        account = images["registries"][region]
     except KeyError:
         raise UnknownImageError(f"no SageMaker XGBoost image registry known for region {region!r}") from None
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account}.dkr.ecr.{region}.{suffix}/sagemaker-xgboost:{version}"
+    return f"{account}.dkr.ecr.{region}.{suffix}/{images['repository']}:{version}"
 
 
 @lru_cache(maxsize=1)

@@ -3,8 +3,9 @@
 The train task submits (or reattaches to) its job and defers to this trigger, so no worker slot is held
 while the job trains. The trigger serializes only the backend's name, its settings (names, bucket,
 region, connection id -- never credentials) and the job's name; in the triggerer it rebuilds the
-backend and polls ``describe`` (and the job's log pages) in a thread, so the event loop never blocks on
-boto3.
+backend and awaits its async methods (``adescribe``, ``aread_logs``, ``astop``): a cloud backend answers
+them with its async client (SageMaker: the Amazon provider's aiobotocore clients), the local backend in a
+thread, so the event loop never blocks on a network call.
 
 - Status transitions and log lines go to the triggerer's log as they come, and the last
   ``max_log_lines`` of them travel in the final event, so the task re-emits them into its own log.
@@ -140,7 +141,7 @@ class TrainingJobTrigger(BaseTrigger):
         self._last_seen_at: float | None = None
         while True:
             try:
-                job = await asyncio.to_thread(backend.describe, self.job_name)
+                job = await backend.adescribe(self.job_name)
             except TrainingJobNotFound as e:
                 if self._last_job is not None:  # it existed: the cloud forgot it
                     message = (
@@ -181,7 +182,7 @@ class TrainingJobTrigger(BaseTrigger):
             self._last_job, self._last_seen_at = job, time.time()
             if job.state.terminal or (job.state != JobState.PENDING and time.monotonic() - logs_read_at >= log_every):
                 try:
-                    text, offset = await asyncio.to_thread(backend.read_logs, self.job_name, offset)
+                    text, offset = await backend.aread_logs(self.job_name, offset)
                 except Exception as e:  # noqa: BLE001 - logs are best effort; the job's state is what counts
                     self.log.warning("Reading the log of training job %s failed: %s", self.job_name, e)
                 else:
@@ -200,7 +201,7 @@ class TrainingJobTrigger(BaseTrigger):
                 return
             if self.deadline is not None and time.time() > self.deadline:
                 self.log.error("Training job %s is past its deadline: stopping it", self.job_name)
-                job = await asyncio.to_thread(backend.stop, self.job_name)
+                job = await backend.astop(self.job_name)
                 yield TriggerEvent(self._event("timeout", job, offset, tail, transitions))
                 return
             await asyncio.sleep(self.next_poll_in(job.created_at))
@@ -222,4 +223,4 @@ class TrainingJobTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """The user acted on the deferred task (mark failed, clear): stop the job it waits for."""
         self.log.warning("Deferred train task killed: stopping training job %s", self.job_name)
-        await asyncio.to_thread(self.training_backend.stop, self.job_name)
+        await self.training_backend.astop(self.job_name)
