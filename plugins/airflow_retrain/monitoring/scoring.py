@@ -1,8 +1,8 @@
 """Batch scoring with the champion: the model's files from the registry, the runtime recorded on its version.
 
 The version tag ``retrain.scoring.runtime``
-says which runtime scored the holdout faster (nothing sets it yet: the export at registration is still to
-be built, so every version scores through pyfunc today): ``onnx`` loads the version's ``onnx/model.onnx`` artifact in
+says which runtime scored the holdout faster, measured at registration (:mod:`airflow_retrain.registry.onnx`):
+``onnx`` loads the version's ``onnx/model.onnx`` artifact in
 ONNX Runtime, anything else (or an ONNX model that cannot be loaded) scores through MLflow pyfunc, and the
 result says which one ran and why.
 """
@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_retrain.gates._mlflow import LoadedModel, download_version
+from airflow_retrain.registry.onnx import ONNX_ARTIFACT, RUNTIME_TAG, onnx_predict_proba
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from airflow_retrain.hooks.mlflow import MlflowHook
-
-RUNTIME_TAG = "retrain.scoring.runtime"
-ONNX_ARTIFACT = "onnx/model.onnx"
 
 
 class ScoringInputError(ValueError):
@@ -73,21 +71,11 @@ def load_champion(hook: MlflowHook, model_name: str, version: Any, workdir: Path
 
 def onnx_session(hook: MlflowHook, run_id: str, workdir: Path):
     """An ONNX Runtime session of the run's ``onnx/model.onnx`` artifact."""
-    import onnxruntime
+    from airflow_retrain.registry.onnx import session
 
     local = hook.call(f"download {ONNX_ARTIFACT} of run {run_id}", hook.client.download_artifacts, run_id,
                       ONNX_ARTIFACT, str(workdir))
-    return onnxruntime.InferenceSession(str(local), providers=["CPUExecutionProvider"])
-
-
-def onnx_predict_proba(session: Any, frame: pd.DataFrame) -> Any:
-    """Probability of the positive class from an ONNX classifier exported without ZipMap."""
-    import numpy as np
-
-    name = session.get_inputs()[0].name
-    outputs = session.run(None, {name: frame.to_numpy(dtype="float32")})
-    proba = np.asarray(outputs[1] if len(outputs) > 1 else outputs[0])
-    return proba[:, 1] if proba.ndim == 2 else proba
+    return session(local)
 
 
 def score_population(champion: Champion, frame: pd.DataFrame, relation: str, id_column: str) -> pd.DataFrame:

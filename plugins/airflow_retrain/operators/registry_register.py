@@ -13,6 +13,7 @@ from airflow_retrain import artifacts
 from airflow_retrain.hooks.mlflow import RegistryError, code_version
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowRunLink
 from airflow_retrain.operators.registry_base import RegistryBaseOperator
+from airflow_retrain.registry.onnx import record_scoring_runtime
 from airflow_retrain.registry.signature import signature_from_parquet
 from airflow_retrain.registry.tags import CHALLENGER, GATE_OUTCOME_TAG, GATE_TAG, TAG
 
@@ -25,6 +26,8 @@ class RegisterModelOperator(RegistryBaseOperator):
     from: pipeline, DAG run, code version (git SHA of ``RETRAIN_HOME``, else ``unknown``) and the data
     snapshot (relation + content fingerprint). A retry of the same DAG run reuses the version it
     already registered from the same training job, even when the failure hid a successful creation.
+    Each new version is also exported to ONNX where its flavour converts and tagged with the scoring
+    runtime measured faster on the holdout (:mod:`airflow_retrain.registry.onnx`); that never fails the task.
     The model, its ``metrics.json`` and the dataset channels (for the signature) are downloaded from the
     artifact store into a temporary folder; if they are gone (the run's teardown removed them), the task
     fails without retry, naming the missing URI -- clear the ``train`` task too, and the run trains again.
@@ -169,6 +172,10 @@ class RegisterModelOperator(RegistryBaseOperator):
             version_tags=version_tags,
             artifacts={"training": output_dir / "metrics.json"},
         )
+        holdout = pd.concat([pd.read_parquet(p) for p in parquet], ignore_index=True).drop(columns=drop)
+        record_scoring_runtime(self.hook, model_name=self.model_name, version=result["version"],
+                               run_id=result["run_id"], flavor=self.flavor, model_dir=model_dir, holdout=holdout,
+                               log=self.log)
         self._make_challenger(result["version"], holder)
         MlflowRunLink.persist(context, result.get("run_url"))
         MlflowCandidateVersionLink.persist(context, result.get("version_url"))
