@@ -333,8 +333,12 @@ def _dag_schedule(spec: PipelineSpec) -> Any:
     drift = Asset(drift_asset_uri(spec.name))
     if schedule is None:
         return drift
+    if schedule in ("@once", "@continuous"):
+        return schedule  # no time to join an Asset to: the drift Asset triggers nothing (docs/monitoring.md)
     if isinstance(schedule, str):
-        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(schedule, timezone=spec.timezone), assets=drift)
+        cron = CronTriggerTimetable(schedule, timezone=spec.timezone)
+        cron.validate()  # the DAG validates only its outer timetable: check the cron inside as the DagBag would
+        return AssetOrTimeSchedule(timetable=cron, assets=drift)
     if isinstance(schedule, AssetOrTimeSchedule):
         return AssetOrTimeSchedule(timetable=schedule.timetable, assets=schedule.asset_condition | drift)
     return schedule | drift

@@ -225,7 +225,8 @@ def test_dag_test_runs_the_dbt_stage_with_no_switch(shop, tmp_path, monkeypatch)
 
     from airflow_retrain.dbt.__main__ import cache_manifest
 
-    cache_manifest(str(shop))  # the group renders from this copy's manifest
+    # the group renders from this copy's manifest and dbt's own selection on it
+    cache_manifest(str(shop), selections=[(["+customers"], None, None)])
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "dbt_only.py").write_text(

@@ -52,7 +52,9 @@ def test_unknown_scoring_model_is_named(tmp_path):
     rejected(tmp_path, churn(scoring_model="churn_nowhere"), "monitoring.scoring_model", "unknown dbt model 'churn_nowhere'")
 
 
-def test_scoring_model_missing_the_champions_columns_names_them(tmp_path):
+@pytest.mark.slow
+def test_scoring_model_missing_the_champions_columns_names_them(tmp_path, dbt_manifest):
+    """Columns come from the cached manifest (dbt_build or `make dbt-manifest` caches it)."""
     text = rejected(tmp_path, churn(scoring_model="stg_telco_customers"), "monitoring.scoring_model", "lacks column(s)")
     assert "contract_one_year" in text and "internet_dsl" in text and "churned" not in text.split("lacks")[1]
 
@@ -79,7 +81,8 @@ def test_bad_monitoring_fields_are_named(tmp_path, monitoring, field, message):
     rejected(tmp_path, churn(**monitoring), field, message)
 
 
-def test_label_model_with_wrong_types_is_named(tmp_path):
+@pytest.mark.slow
+def test_label_model_with_wrong_types_is_named(tmp_path, dbt_manifest):
     # churn_features has customer_id (varchar) and churned (integer) but no event-time column, and its
     # customer_id is not a timestamp.
     labels = {"model": "churn_features", "event_time_column": "customer_id"}

@@ -82,6 +82,7 @@ FULL["gates"]["champion"] = {"min_improvement": 0.01, "greater_is_better": True}
 FULL["registry"]["approval"] = {"required": True, "timeout_minutes": 60}
 FULL["registry"]["mirror"] = {"sagemaker": {"model_package_group": "churn"}}
 FULL["registry"]["lease"] = {"wait_seconds": 10, "settle_seconds": 1}
+FULL["notify"] = {"email": {"to": ["oncall@example.com"]}, "slack": {"channel": "#ml-oncall"}}
 
 
 def _unwrap(annotation: Any) -> list[Any]:

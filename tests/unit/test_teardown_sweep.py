@@ -19,6 +19,7 @@ from helpers import (
     invoke,
     sagemaker_estate_cloud,
     tags_of,
+    wait_for,
 )
 
 from airflow_retrain.cost import estimate_cost
@@ -129,7 +130,9 @@ def test_idle_resources_are_marked_then_acted_on_after_the_grace(estate, clock):
     assert by_name["idle-ep"].detail == "deleted endpoint and endpoint config idle-ep-config"
     assert sm.describe_notebook_instance(NotebookInstanceName="idle-nb")["NotebookInstanceStatus"] == "Stopped"
     assert PLANNED not in tags_of(sm, sm.describe_notebook_instance(NotebookInstanceName="idle-nb")["NotebookInstanceArn"])
-    assert sm.describe_training_job(TrainingJobName="expired-job")["TrainingJobStatus"] == "Stopped"
+    # StopTrainingJob answers at once; the job passes through Stopping to Stopped, as on SageMaker.
+    assert sm.describe_training_job(TrainingJobName="expired-job")["TrainingJobStatus"] in ("Stopping", "Stopped")
+    wait_for(lambda: sm.describe_training_job(TrainingJobName="expired-job")["TrainingJobStatus"] == "Stopped", 30)
     assert sm.describe_training_job(TrainingJobName="live-job")["TrainingJobStatus"] == "InProgress"
     # Exempt and out-of-scope resources were never written to.
     assert {name: tags_of(sm, endpoint_arn(sm, name)) for name in untouched} == untouched
