@@ -152,8 +152,12 @@ def test_two_promotions_race_20_times_consistent_champion_and_history(conn, make
             op = promote_op(cand, conn)
             assert op.hook.client is not None  # build the client before the start line
             barrier.wait()
+            from airflow.sdk.exceptions import AirflowSkipException
+
             try:
                 op.execute(make_context("race_retrain", run_id))
+            except AirflowSkipException:
+                pass  # champion kept: a decision (promote ends skipped with the reason), recorded in the history
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
