@@ -80,7 +80,7 @@ class RunReportOperator(RetrainBaseOperator):
         return {"report_uri": uri, "outcome": outcome, "summary": report_summary(report)}
 
     def _set_note(self, dag_id: str, run_id: str, outcome: str) -> None:
-        from airflow.exceptions import AirflowNotFoundException
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
         from airflow_retrain.hooks.airflow_api import AirflowApiHook
 
@@ -117,7 +117,7 @@ class RunReportOperator(RetrainBaseOperator):
 
     @staticmethod
     def _airflow_url() -> str | None:
-        from airflow.configuration import conf
+        from airflow.sdk import conf
 
         base = conf.get("api", "base_url", fallback="") or ""
         return base if base.startswith("http") else None

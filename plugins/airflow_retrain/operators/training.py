@@ -42,8 +42,8 @@ def _retired_deferrable_switch() -> bool | None:
     Still read for one release so a deployment without a triggerer keeps polling in place until it moves to
     ``[operators] default_deferrable``.
     """
-    from airflow.configuration import conf
     from airflow.exceptions import AirflowProviderDeprecationWarning
+    from airflow.sdk import conf
 
     if (env := os.environ.get("RETRAIN_DEFERRABLE")) is not None:
         source, value = "the environment variable RETRAIN_DEFERRABLE", env.strip().lower() not in _FALSE
@@ -246,7 +246,7 @@ class TrainModelOperator(TrainingBackendOperator):
             return bool(self.deferrable)
         if (retired := _retired_deferrable_switch()) is not None:
             return retired
-        from airflow.configuration import conf
+        from airflow.sdk import conf
 
         return conf.getboolean("operators", "default_deferrable", fallback=False)
 
