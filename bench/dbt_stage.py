@@ -65,6 +65,10 @@ class ProcessGroup:
     def __init__(self, argv: list[str], env: dict[str, str], stdout, grace_seconds: float = 30.0) -> None:
         self.token = supervisor.new_token()
         self.grace_seconds = grace_seconds
+        # The token alone is not enough: Airflow's processes call setproctitle, which overwrites the memory
+        # /proc/<pid>/environ reads, so a LocalExecutor worker orphaned by its scheduler carries no visible
+        # token. As the subreaper, this script inherits such orphans and finds them among its descendants.
+        supervisor.become_subreaper()
         self.proc: subprocess.Popen | None = subprocess.Popen(
             argv, env={**env, supervisor.JOB_TOKEN_VAR: self.token}, stdout=stdout, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -96,8 +100,8 @@ class ProcessGroup:
                 proc.wait(timeout=self.grace_seconds)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        supervisor.kill_job(
-            supervisor.token_marker(self.token), roots=[proc.pid], include_roots=True, grace_seconds=10
+        supervisor.kill_job(  # the group, and whatever was orphaned onto this subreaper (never itself)
+            supervisor.token_marker(self.token), roots=[proc.pid, os.getpid()], include_roots=True, grace_seconds=10
         )
         proc.poll()
 

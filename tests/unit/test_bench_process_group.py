@@ -21,9 +21,14 @@ import json, os, signal, subprocess, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 sleep = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"]
 kids = [subprocess.Popen(sleep), subprocess.Popen(sleep, start_new_session=True)]
+# An orphan without the token (as Airflow's LocalExecutor workers are: setproctitle overwrites the memory
+# /proc/<pid>/environ reads): its parent starts it in a session of its own and exits at once.
+spawn = ("import subprocess, sys; print(subprocess.Popen(" + repr(sleep) + ", env={}, start_new_session=True,"
+         " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+orphan = int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout)
 tmp = sys.argv[1] + ".tmp"
 with open(tmp, "w") as fh:
-    json.dump({"parent": os.getpid(), "children": [k.pid for k in kids]}, fh)
+    json.dump({"parent": os.getpid(), "children": [k.pid for k in kids], "orphan": orphan}, fh)
 os.replace(tmp, sys.argv[1])
 time.sleep(600)
 """
@@ -60,8 +65,10 @@ def test_standalone_and_all_its_children_end_with_the_benchmark(tmp_path, how):
         wait_for(lambda: pids_file.exists() and token_file.exists(), timeout=60)
         token = token_file.read_text()
         pids = json.loads(pids_file.read_text())
-        everyone = [pids["parent"], *pids["children"]]
-        wait_for(lambda: set(everyone) <= set(token_pids(token)), timeout=30)
+        tokened = [pids["parent"], *pids["children"]]
+        wait_for(lambda: set(tokened) <= set(token_pids(token)), timeout=30)
+        everyone = [*tokened, pids["orphan"]]
+        assert alive(pids["orphan"]) and pids["orphan"] not in token_pids(token)
         if how != "exit":
             driver.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
         driver.wait(timeout=60)
@@ -72,3 +79,5 @@ def test_standalone_and_all_its_children_end_with_the_benchmark(tmp_path, how):
         driver.wait()
         for pid in token_pids(token) if token else []:
             os.kill(pid, signal.SIGKILL)
+        if pids_file.exists() and alive(orphan := json.loads(pids_file.read_text())["orphan"]):
+            os.kill(orphan, signal.SIGKILL)
