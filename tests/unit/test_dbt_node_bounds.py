@@ -131,16 +131,23 @@ def _node(root_uri: str, **kwargs):
 
 def test_on_a_worker_a_node_reschedules_never_defers_and_is_bounded(tmp_path, make_context, monkeypatch):
     """``dag.test()`` runs a node task on its loop: deferring there would run the trigger in line and never
-    reach dbt_build. It reschedules instead, and fails once the run is older than its timeout."""
+    reach dbt_build. It reschedules instead, and fails once its first check is older than its timeout (as
+    Airflow's sensors in reschedule mode) -- never because the run's own start or logical date is old."""
     monkeypatch.setattr(triggers, "lookup_producer_state", lambda *a: "scheduled")
     node = _node(f"file://{tmp_path}", timeout=timedelta(minutes=30))
     ctx = make_context(run_id="manual__1")
-    ctx["dag_run"] = type("DR", (), {"start_date": datetime.now(UTC), "clear_number": 0})()
+    # A run that started long ago (a backfill, `dags test -e 2026-03-01`): the first check still waits.
+    ctx["dag_run"] = type("DR", (), {"start_date": datetime.now(UTC) - timedelta(days=30), "clear_number": 0})()
+    first_check = {"at": None}
+    monkeypatch.setattr(ctx["ti"], "get_first_reschedule_date", lambda _ctx: first_check["at"], raising=False)
     with pytest.raises(AirflowRescheduleException):
         node.execute(ctx)
-    ctx["dag_run"].start_date = datetime.now(UTC) - timedelta(hours=1)
+    first_check["at"] = datetime.now(UTC) - timedelta(minutes=10)
+    with pytest.raises(AirflowRescheduleException):
+        node.execute(ctx)
+    first_check["at"] = datetime.now(UTC) - timedelta(hours=1)
     with pytest.raises(
-        AirflowFailException, match=r"dbt_build did not report model.p.m within 0:30:00 .*scheduled"
+        AirflowFailException, match=r"dbt_build did not report model.p.m within 0:30:00 of this task's first check .*scheduled"
     ):
         node.execute(ctx)
 

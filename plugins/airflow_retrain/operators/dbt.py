@@ -348,10 +348,13 @@ class DbtNodeOperator(BaseOperator):
         outcome = trigger.decide(state)
         if outcome is None:
             now = datetime.now(UTC)
-            started = getattr(context.get("dag_run"), "start_date", None) or now
+            # As Airflow's sensors in reschedule mode: the bound runs from this task's first check (a run's
+            # start or logical date can lie far in the past: a backfill, `dags test -e <date>`).
+            first = getattr(context.get("ti"), "get_first_reschedule_date", None)
+            started = (first(context) if first else None) or now
             if self.timeout is not None and now - started > self.timeout:
                 raise AirflowFailException(
-                    f"{self.producer_task_id} did not report {self._what()} within {self.timeout} of the run's start "
+                    f"{self.producer_task_id} did not report {self._what()} within {self.timeout} of this task's first check "
                     f"(it is {state or 'not scheduled'})"
                 )
             self.log.info(
