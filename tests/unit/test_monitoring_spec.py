@@ -49,7 +49,9 @@ def test_the_churn_spec_monitors_its_scoring_model(tmp_path):
 
 
 def test_unknown_scoring_model_is_named(tmp_path):
-    rejected(tmp_path, churn(scoring_model="churn_nowhere"), "monitoring.scoring_model", "unknown dbt model 'churn_nowhere'")
+    text = rejected(tmp_path, churn(scoring_model="churn_nowhere"), "monitoring.scoring_model",
+                    "unknown dbt model 'churn_nowhere'")
+    assert str(tmp_path) in text  # the error names the spec file
 
 
 @pytest.mark.slow
@@ -78,7 +80,8 @@ def test_scoring_model_missing_the_champions_columns_names_them(tmp_path, dbt_ma
     ],
 )
 def test_bad_monitoring_fields_are_named(tmp_path, monitoring, field, message):
-    rejected(tmp_path, churn(**monitoring), field, message)
+    text = rejected(tmp_path, churn(**monitoring), field, message)
+    assert str(tmp_path) in text  # the error names the spec file
 
 
 @pytest.mark.slow

@@ -309,4 +309,5 @@ def test_a_duplicate_key_inside_a_cloud_block_names_its_line(tmp_path):
 
 def test_the_examples_still_load_and_serialise():
     for example in ("include/pipelines/churn.yaml", "include/examples/sagemaker/churn.yaml", "include/examples/vertex/churn.yaml"):
-        json.dumps(load_spec(ROOT / example).to_dict())
+        data = json.loads(json.dumps(load_spec(ROOT / example).to_dict()))
+        assert data["name"] == "churn" and data["training"]["backend"] in ("local", "sagemaker", "vertex"), example
