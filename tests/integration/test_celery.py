@@ -120,12 +120,16 @@ def test_churn_dag_runs_on_celery_workers(tmp_path, churn_loader):
                 return False
 
         wait_for(api_up, timeout=240, interval=2)
-        token = httpx.post(f"{BASE}/auth/token", json={"username": USER, "password": PASSWORD}).json()["access_token"]
+        # A 2-core machine starting an API server, a scheduler and two Celery workers answers slowly at first.
+        token = httpx.post(f"{BASE}/auth/token", json={"username": USER, "password": PASSWORD},
+                           timeout=60).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         wait_for(lambda: (r := get("/api/v2/dags/churn_retrain")) is not None and r.status_code == 200,
                  timeout=240, interval=3)
-        httpx.patch(f"{BASE}/api/v2/dags/churn_retrain", json={"is_paused": False}, headers=auth).raise_for_status()
-        run = httpx.post(f"{BASE}/api/v2/dags/churn_retrain/dagRuns", json={"logical_date": None}, headers=auth)
+        httpx.patch(f"{BASE}/api/v2/dags/churn_retrain", json={"is_paused": False}, headers=auth,
+                    timeout=60).raise_for_status()
+        run = httpx.post(f"{BASE}/api/v2/dags/churn_retrain/dagRuns", json={"logical_date": None}, headers=auth,
+                         timeout=60)
         run.raise_for_status()
         run_id = run.json()["dag_run_id"]
 
