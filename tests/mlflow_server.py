@@ -144,6 +144,11 @@ class InProcessMlflowServer:
         # The app caches its stores in module globals on first use: a server started after another one
         # in this process must open its own database, not keep serving the previous server's.
         handlers._tracking_store = handlers._model_registry_store = handlers._artifact_repo = None
+        # Open the stores now, as ``mlflow server`` does at start-up: opening them sets MLflow's tracking and
+        # registry URIs (and MLFLOW_TRACKING_URI in the environment), which lazily would happen inside
+        # whichever test sends the first request -- in the middle of its before/after environment check.
+        handlers.initialize_backend_stores(os.environ["_MLFLOW_SERVER_FILE_STORE"],
+                                           os.environ["_MLFLOW_SERVER_REGISTRY_STORE"], "mlflow-artifacts:/")
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
