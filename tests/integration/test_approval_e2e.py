@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import bound
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ def run_with(bag, answer, reason=""):
     thread = threading.Thread(target=lambda: seen.update(responder(answer, reason)), daemon=True)
     thread.start()
     dr = bag.dags["churn_approval_retrain"].test()
-    thread.join(30)
+    thread.join(bound(30))
     return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}, seen
 
 

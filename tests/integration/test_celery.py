@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import require_service, wait_for
+from helpers import bound, require_service, wait_for
 from mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def test_churn_dag_runs_on_celery_workers(tmp_path, churn_loader):
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs.values():
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=bound(30))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import bound, wait_for
 from mlflow_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def api_server(airflow_db, tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=bound(20))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -30,7 +30,7 @@ from fakes.churn_data import (
     parquet_bytes,
     sourcedir_tar_gz,
 )
-from helpers import alive, wait_for
+from helpers import alive, bound, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -605,7 +605,7 @@ def test_cli_prints_the_connection_and_stops_on_ctrl_c(tmp_path):
         pid = wait_training(client, "orphan-1")["pid"]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=bound(30)) == 0
     wait_for(lambda: not alive(pid), timeout=10)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import bound  # noqa: E402
 from mlflow_server import AuthProxy, InProcessMlflowServer  # noqa: E402
 
 from airflow_retrain.hooks.mlflow import MlflowHook, RegistryError  # noqa: E402
@@ -166,7 +167,7 @@ def test_two_promotions_race_20_times_consistent_champion_and_history(conn, make
         for t in threads:
             t.start()
         for t in threads:
-            t.join(120)
+            t.join(bound(120))
         assert not errors, errors
         champion = str(hook.get_version_by_alias(name, "champion").version)
         history = hook.promotion_history(name)

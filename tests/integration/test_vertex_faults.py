@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from fakes import fake_vertex
-from helpers import wait_for
+from helpers import bound, wait_for
 
 from airflow_retrain.operators.training import TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -174,7 +174,7 @@ def test_worker_killed_mid_job_then_retried_reattaches_to_the_same_job(cloud, op
         wait_for(lambda: any(line.endswith("round 1/8") for line in cloud.job_info(job_id)["log"]), 60)
     finally:
         worker.send_signal(signal.SIGKILL)
-        worker.wait(30)
+        worker.wait(bound(30))
     assert cloud.job_info(job_id)["state"] == "JOB_STATE_RUNNING"  # the kill left the job training
 
     ctx = make_context(DAG_ID, run_id, try_number=2)
@@ -202,9 +202,9 @@ def test_on_kill_cancels_the_custom_job(cloud, operator_kwargs, make_context):
     thread.start()
     job_id = running_job(cloud)
     op.on_kill()
-    assert wait_for(lambda: cloud.job_info(job_id)["state"] == "JOB_STATE_CANCELLED", 120)  # the fake ends the job's processes first: slow on 2 loaded cores
+    assert wait_for(lambda: cloud.job_info(job_id)["state"] == "JOB_STATE_CANCELLED", 40)  # the fake ends the job's processes first
     assert cloud.calls["CancelCustomJob"] == 1
-    thread.join(60)
+    thread.join(bound(60))
     assert not thread.is_alive() and "result" not in outcome  # the task does not report a trained model
     assert cloud.calls["CreateCustomJob"] == 1
 
@@ -218,7 +218,7 @@ def test_spot_reclaim_mid_task_resumes_from_the_checkpoint(cloud, operator_kwarg
     job_id = running_job(cloud)
     wait_for(lambda: any(line.endswith("round 2/6") for line in cloud.job_info(job_id)["log"]), 60)
     cloud.reclaim(job_id)
-    thread.join(120)
+    thread.join(bound(120))
     result = outcome["result"]
     assert result["state"] == "Completed", result
     info = cloud.job_info(job_id)

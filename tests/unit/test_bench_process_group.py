@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import alive, token_pids, wait_for
+from helpers import alive, bound, token_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ def test_standalone_and_all_its_children_end_with_the_benchmark(tmp_path, how):
         assert alive(pids["orphan"]) and pids["orphan"] not in token_pids(token)
         if how != "exit":
             driver.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
-        driver.wait(timeout=60)
+        driver.wait(timeout=bound(60))
         assert token_pids(token) == []
         assert not [pid for pid in everyone if alive(pid)]
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from helpers import alive, wait_for
+from helpers import alive, bound, wait_for
 
 from airflow_retrain.dbt.manifest import load_index, partial_parse_file
 from airflow_retrain.dbt.results import read_current, read_done, read_node_status, run_status_root
@@ -176,7 +176,7 @@ def test_on_kill_stops_dbt_and_its_children(shop, make_context, tmp_path, monkey
     worker.start()
     wait_for(pids.exists, timeout=60)
     op.on_kill()
-    worker.join(timeout=30)
+    worker.join(timeout=bound(30))
     assert len(errors) == 1 and isinstance(errors[0], DbtCommandError) and "was stopped (the task was killed)" in str(errors[0])
     for pid in map(int, pids.read_text().split()):
         wait_for(lambda pid=pid: not alive(pid), timeout=10)

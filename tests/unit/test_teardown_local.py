@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, stop_running_jobs, wait_for
+from helpers import alive, bound, stop_running_jobs, wait_for
 
 from airflow_retrain.operators.teardown import PrepareRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -210,7 +210,7 @@ def test_gpu_processes_of_no_live_job(backend, tmp_path, monkeypatch):
         result = Sweeper(pol, [LocalInventory(pol, clock)], clock=clock).run()
         (record,) = [r for r in result.records if r.kind == "local.gpu_process"]
         assert record.outcome == "acted" and record.detail == f"killed GPU process {orphan.pid}"
-        assert orphan.wait(timeout=10) is not None
+        assert orphan.wait(timeout=bound(10)) is not None
         assert stranger.poll() is None  # never touched
         # With the default action the finding is only reported.
         pol = policy(tmp_path, local={"jobs_dir": str(backend.jobs_dir)}, scope="all")

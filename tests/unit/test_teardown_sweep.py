@@ -13,6 +13,7 @@ import time
 
 import pytest
 from helpers import (
+    bound,
     create_endpoint,
     create_notebook,
     create_training_job,
@@ -320,7 +321,7 @@ def test_two_concurrent_sweeps_act_once(cloud, fake_cloud, clock):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(bound(60))
     outcomes = sorted(r.outcome for result in results for r in result.records if r.resource == "idle-ep")
     assert outcomes.count("acted") == 1, outcomes
     assert deletes == ["idle-ep"]

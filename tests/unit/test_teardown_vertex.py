@@ -13,6 +13,7 @@ import time
 
 import pytest
 from fakes import fake_vertex
+from helpers import bound
 
 from airflow_retrain.cost import estimate_cost
 from airflow_retrain.hooks.vertex_ai import VertexEndpointHook, VertexJobHook
@@ -238,7 +239,7 @@ def test_two_concurrent_sweeps_act_once(cloud, clock):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(bound(60))
     for name in ("expired-job", "expired-ep"):
         outcomes = [r.outcome for result in results for r in result.records if r.resource.startswith(name + "#")]
         assert outcomes.count("acted") == 1 and outcomes.count("skipped") == 1, (name, outcomes)

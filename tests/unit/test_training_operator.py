@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import stop_running_jobs, wait_for
+from helpers import bound, stop_running_jobs, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -279,7 +279,7 @@ def test_retry_while_job_runs_reattaches(make_op, make_context, run, run_id, job
     assert backend.describe(run.job_name(1)).state == JobState.RUNNING
 
     (channel / "go").touch()
-    thread.join(timeout=10)
+    thread.join(timeout=bound(10))
     assert not thread.is_alive()
     assert "error" not in box, box.get("error")
     assert box["result"]["job_name"] == run.job_name(1)
@@ -353,7 +353,7 @@ def test_on_kill_stops_the_running_job(make_op, make_context, run, run_id, jobs_
 
     op.on_kill()
     assert backend.describe(run.job_name(1)).state == JobState.STOPPED
-    thread.join(timeout=10)
+    thread.join(timeout=bound(10))
     assert not thread.is_alive()
     assert isinstance(box.get("error"), TrainingJobFailed), box
     assert f"training job {run.job_name(1)} Stopped: stopped by request" in str(box["error"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from helpers import FAKE_ROLE_ARN as ROLE
-from helpers import stage_sagemaker_job, wait_for
+from helpers import bound, stage_sagemaker_job, wait_for
 
 from airflow_retrain.operators.training import TrainingJobFailed, TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -347,7 +347,7 @@ def test_on_kill_in_sync_mode_stops_the_job(monkeypatch, make_op, make_context, 
     while op._job_name is None and time.time() < deadline:
         time.sleep(0.1)
     op.on_kill()
-    worker.join(30)
+    worker.join(bound(30))
     assert wait_for(lambda: backend.describe(name).state == JobState.STOPPED, 15)
     assert errors and "Stopped" in str(errors[0])
 
