@@ -82,8 +82,11 @@ def format_report(report: dict[str, Any]) -> str:
     states = report.get("task_states", {})
     lines = [f"Pipeline {report.get('pipeline')}  DAG {report.get('dag_id')}  run {report.get('run_id')}"]
 
+    errors = report.get("errors") or {}
+
     def state(task: str) -> str:
-        return states.get(task) or ("success" if s.get(task) else "no result")
+        text = states.get(task) or ("success" if s.get(task) else "no result")
+        return f"{text}: {errors[task]}" if errors.get(task) else text
 
     def stage_line(label: str, task: str, render) -> str:
         """The stage's summary as ``render`` words it, or the task's state when it left none."""
@@ -192,8 +195,9 @@ def _failed_gate_reason(report: dict[str, Any], task_id: str) -> str:
 def run_outcome(report: dict[str, Any]) -> str:
     """One line saying what the run did and why: ``promoted v3 (was v1)``, ``kept v1 because candidate v2
     roc_auc 0.8412 vs 0.8450, needs +0.002``, ``gate failed: metrics: roc_auc 0.7100 (candidate v2;
-    champion unchanged)`` or ``failed at train (no candidate; champion unchanged)``; ``dry run: ...`` when the
-    run was triggered with ``dry_run``.
+    champion unchanged)`` or ``failed at train: <error> (no candidate; champion unchanged)`` (the error line
+    the failed task recorded, ``errors`` in the report: see :mod:`airflow_retrain.failure`); ``dry run: ...``
+    when the run was triggered with ``dry_run``.
 
     It becomes the DAG run's note (run list and grid) and heads the dashboard's run row, so a run that
     promoted and one that kept the old champion no longer look the same.
@@ -214,7 +218,11 @@ def run_outcome(report: dict[str, Any]) -> str:
         return f"kept v{promote.get('champion_after')} (already champion)"
     if decision == "dry_run":
         return f"dry run: {candidate} {promote.get('reason') or 'not promoted'}"
-    failed_gates = sorted(t for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed")
+    errors = report.get("errors") or {}
+    # A gate task that failed before pushing its verdicts (MLflow unreachable, say) failed as any task does.
+    verdicts = report.get("gate_verdicts") or {}
+    failed_gates = sorted(t for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed"
+                          and (verdicts.get(t) or not errors.get(t)))
     if failed_gates:
         parts = [t[len(GATE_TASK_PREFIX):] + (f": {why}" if (why := _failed_gate_reason(report, t)) else "")
                  for t in failed_gates]
@@ -222,6 +230,6 @@ def run_outcome(report: dict[str, Any]) -> str:
     failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
     first = next((t for t in failed if states[t] == "failed"), failed[0] if failed else None)
     if first:
-        error = (report.get("errors") or {}).get(first)
+        error = errors.get(first)
         return f"{prefix}failed at {first}" + (f": {error}" if error else "") + f" ({candidate}; champion unchanged)"
     return f"{prefix}no decision ({candidate})"

@@ -249,3 +249,40 @@ def test_a_run_stopped_before_its_report_says_where(monkeypatch):
     run = {"state": "failed", "stages": {"prepare_run": "success", "train": "failed", "register": "upstream_failed"}}
     assert app._outcome_without_report(run) == "failed at train (no run report)"
     assert app._outcome_without_report({"state": "running", "stages": {"train": "running"}}) == "running: train"
+
+
+def test_a_failed_runs_reason_is_shown_escaped_in_the_runs_table_and_first_screen():
+    from airflow_retrain.ui.render import render as render_page
+
+    overview = _overview(datetime.now(UTC).isoformat())
+    reason = "failed at train: training job churn-1 Failed: ValueError: bad <img src=x onerror=alert(1)> & co"
+    overview["pipelines"][0]["runs"].insert(0, {
+        "run_id": "r4", "state": "failed", "end_date": datetime.now(UTC).isoformat(), "stages": {"train": "failed"},
+        "outcome": f"{reason} (no candidate; champion unchanged)", "cost": {"usd": None}})
+    page = render_page(overview)
+    shown = "failed at train: training job churn-1 Failed: ValueError: bad &lt;img src=x onerror=alert(1)&gt; &amp; co"
+    glance, details = page.split('class="glance"', 1)[1].split("<h2", 1)
+    assert f'data-role="last-outcome">{shown} (no candidate; champion unchanged)<' in glance
+    assert f'<td class="outcome-failed">{shown} (no candidate; champion unchanged)</td>' in details
+    assert "<img" not in page
+
+
+async def test_a_run_without_report_shows_the_error_its_failed_task_recorded():
+    from airflow_retrain.ui import app
+
+    runs = "/api/v2/dags/churn_retrain/dagRuns"
+    error = "MlflowException: API request to https://bob:pw123@mlflow.example.com/api failed" + " x" * 400
+    routes = {
+        runs: {"dag_runs": [{"dag_run_id": "r5", "state": "failed", "note": None}]},
+        f"{runs}/r5/taskInstances": {"task_instances": [{"task_id": "train", "state": "success"},
+                                                        {"task_id": "register", "state": "failed"}]},
+        # The API returns the stored value; a string may come JSON-encoded.
+        f"{runs}/r5/taskInstances/register/xcomEntries/retrain_error": {"key": "retrain_error",
+                                                                       "value": json.dumps(error)},
+    }
+    api = data.AirflowApi("http://airflow.test", "t", transport=fake_airflow(routes, []))
+    [run] = await app._runs(api, "churn_retrain")
+    assert run["outcome"].startswith(
+        "failed at register: MlflowException: API request to https://mlflow.example.com/api failed x x")
+    assert run["outcome"].endswith("… (no run report)") and "pw123" not in run["outcome"]
+    assert len(run["outcome"]) <= len("failed at register: ") + 300 + len(" (no run report)")

@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_retrain.artifacts import ArtifactStore
+from airflow_retrain.failure import record_failure
 from airflow_retrain.runs import RunIdentity
 from airflow_retrain.training import get_backend
 from airflow_retrain.training.base import TrainingBackend
@@ -19,6 +20,10 @@ class RetrainBaseOperator(BaseOperator):
         deployment's ``RETRAIN_ARTIFACT_ROOT``, else ``file://<state dir>/artifacts``.
     :param artifact_conn_id: the Airflow connection for it (default ``aws_default`` for ``s3://``,
         ``google_cloud_default`` for ``gs://``).
+
+    A task that fails for good records its error's line as XCom ``retrain_error``
+    (:func:`~airflow_retrain.failure.record_failure`, added to any ``on_failure_callback`` given), so the
+    run's outcome says ``failed at <task>: <error>``.
     """
 
     ui_color = "#e8f0fe"
@@ -32,6 +37,8 @@ class RetrainBaseOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if record_failure not in self.on_failure_callback:
+            self.on_failure_callback = [record_failure, *self.on_failure_callback]
         self.pipeline = pipeline
         self.artifact_root = artifact_root
         self.artifact_conn_id = artifact_conn_id

@@ -539,7 +539,8 @@ class DbtEvidenceGateOperator(RetrainBaseOperator):
                 )
         self.log.info("%s", verdict.message)
         self._record(context, verdict)
-        if not verdict.passed:
+        if not verdict.passed:  # the run report names the failed checks from these, as for the other gates
+            context["ti"].xcom_push(key="verdicts", value=[verdict.to_dict()])
             raise AirflowFailException(verdict.message)
         return verdict.to_dict()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_retrain import artifacts
+from airflow_retrain.failure import ERROR_XCOM_KEY, error_text
 from airflow_retrain.operators.base import RetrainBaseOperator
 from airflow_retrain.report import format_report, report_summary, run_outcome
 from airflow_retrain.spec.models import NOTIFY_EVENTS
@@ -46,6 +47,8 @@ class RunReportOperator(RetrainBaseOperator):
         try:
             states = ti.get_task_states(dag_id=run.dag_id, task_ids=self.stage_task_ids, run_ids=[run.run_id])
             states = {k: str(v) if v is not None else None for k, v in states.get(run.run_id, {}).items()}
+            # Pipeline order, so "failed at" names the first stage that failed, not the API's order.
+            states = {t: states[t] for t in [*self.stage_task_ids, *sorted(states)] if t in states}
         except Exception:  # noqa: BLE001 - states are a nicety; results are the report
             states = {}
         # Gate tasks push their verdicts before failing, so a failed gate's evidence is in the report too.
@@ -64,6 +67,7 @@ class RunReportOperator(RetrainBaseOperator):
             "params": {k: v for k, v in dict(context.get("params") or {}).items()},
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
+            "errors": self._errors(ti, states),
         })
         store = self.artifact_store
         # Not strict: a stray NaN in some stage's result must not cost the run its report.
@@ -78,6 +82,20 @@ class RunReportOperator(RetrainBaseOperator):
         if self.notify:
             self._notify(context, report, outcome)
         return {"report_uri": uri, "outcome": outcome, "summary": report_summary(report)}
+
+    def _errors(self, ti, states: dict[str, str | None]) -> dict[str, str]:
+        """``task_id -> error line`` of the failed stages, as each pushed it when it failed
+        (:func:`~airflow_retrain.failure.record_failure`); every stage's when the states are unknown."""
+        failed = [t for t, s in states.items() if s == "failed"] if states else self.stage_task_ids
+        errors = {}
+        for task_id in failed:
+            try:
+                pushed = ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY, default=None)
+            except Exception:  # noqa: BLE001 - the reason is a nicety; the report is what matters
+                continue
+            if text := error_text(pushed if isinstance(pushed, str) else None):  # bounded again, whoever pushed it
+                errors[task_id] = text
+        return errors
 
     def _set_note(self, dag_id: str, run_id: str, outcome: str) -> None:
         from airflow.sdk.exceptions import AirflowNotFoundException

@@ -111,13 +111,17 @@ def _model(spec: Any) -> dict[str, Any]:
                                spec.registry.primary_metric)
 
 
-def _outcome_without_report(run: dict[str, Any]) -> str:
+def _failed_task(run: dict[str, Any]) -> str | None:
+    return next((t for t, s in run["stages"].items() if s == "failed"), None)
+
+
+def _outcome_without_report(run: dict[str, Any], error: str | None = None) -> str:
     """A run the report task has not summed up (still running, or stopped before it): its state, and
-    where it failed."""
+    where it failed, with the error that task recorded."""
     state = str(run.get("state") or "")
-    failed = next((t for t, s in run["stages"].items() if s == "failed"), None)
+    failed = _failed_task(run)
     if state == "failed" and failed:
-        return f"failed at {failed} (no run report)"
+        return f"failed at {failed}" + (f": {error}" if error else "") + " (no run report)"
     if state in ("running", "queued"):
         current = next((t for t, s in run["stages"].items() if s == "running"), None)
         return f"{state}" + (f": {current}" if current else "")
@@ -137,7 +141,9 @@ async def _runs(api: data.AirflowApi, dag_id: str) -> list[dict[str, Any]]:
 
             run["outcome"] = run["note"] or run_outcome(run["report"])
         else:
-            run["outcome"] = run["note"] or _outcome_without_report(run)
+            failed = _failed_task(run) if run["state"] == "failed" and not run["note"] else None
+            error = await data.task_error(api, dag_id, run["run_id"], failed) if failed else None
+            run["outcome"] = run["note"] or _outcome_without_report(run, error)
 
     await asyncio.gather(*(fill(r) for r in runs))
     return runs

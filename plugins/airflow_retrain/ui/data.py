@@ -126,6 +126,27 @@ async def run_report(api: AirflowApi, dag_id: str, run_id: str) -> dict[str, Any
     return value if isinstance(value, dict) else None
 
 
+async def task_error(api: AirflowApi, dag_id: str, run_id: str, task_id: str) -> str | None:
+    """The error line a failed task recorded (XCom ``retrain_error``, see :mod:`airflow_retrain.failure`),
+    bounded and redacted again; ``None`` when it recorded none."""
+    if run_id == WILDCARD:
+        return None
+    from airflow_retrain.failure import ERROR_XCOM_KEY, bounded
+
+    path = f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/{ERROR_XCOM_KEY}"
+    body = await api.get(path)
+    value = (body or {}).get("value")
+    if isinstance(value, str):
+        import json
+
+        try:  # the API returns the stored value: a string may come JSON-encoded
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = value
+        value = decoded if isinstance(decoded, str) else value
+    return (bounded(value) or None) if isinstance(value, str) else None
+
+
 def run_cost(report: dict[str, Any] | None) -> dict[str, float | None]:
     """Compute seconds, GPU-hours (GPUs x hours) and USD of one run, from its report."""
     stages = (report or {}).get("stages") or {}

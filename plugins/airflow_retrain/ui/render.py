@@ -31,7 +31,7 @@ svg .bar{fill:#2f9e44}svg .axis{font-size:10px;fill:#52606d}svg .grid{stroke:#e4
 .glance{display:grid;grid-template-columns:minmax(340px,2.2fr) 1.3fr 1fr 1fr;gap:0;border:1px solid #ddd;
 border-radius:6px;margin:6px 0}.glance>div{padding:8px 12px;border-right:1px solid #eee}
 .glance>div:last-child{border-right:none}.label{font-size:.78em;text-transform:uppercase;color:#7b8794}
-.big{font-size:1.25em;font-weight:600}.up{color:#2f9e44}.down{color:#e03131}
+.big{font-size:1.25em;font-weight:600;overflow-wrap:anywhere}.up{color:#2f9e44}.down{color:#e03131}
 details{margin:2px 0}summary{cursor:pointer}.pass{color:#2f9e44}.fail{color:#e03131}
 """
 
