@@ -219,16 +219,21 @@ def run_outcome(report: dict[str, Any]) -> str:
     if decision == "dry_run":
         return f"dry run: {candidate} {promote.get('reason') or 'not promoted'}"
     errors = report.get("errors") or {}
-    # A gate task that failed before pushing its verdicts (MLflow unreachable, say) failed as any task does.
     verdicts = report.get("gate_verdicts") or {}
-    failed_gates = sorted(t for t, s in states.items() if t.startswith(GATE_TASK_PREFIX) and s == "failed"
-                          and (verdicts.get(t) or not errors.get(t)))
-    if failed_gates:
+
+    def gate_decided(task: str) -> bool:
+        """A gate that failed on its verdict; one that failed before pushing it (MLflow unreachable, say)
+        failed as any task does, with its error."""
+        return task.startswith(GATE_TASK_PREFIX) and (bool(verdicts.get(task)) or not errors.get(task))
+
+    # The first failure in pipeline order is the cause: gate_dbt also fails after a failed dbt_build.
+    failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
+    first = next((t for t in failed if states[t] == "failed"), failed[0] if failed else None)
+    if first and states[first] == "failed" and gate_decided(first):
+        failed_gates = sorted(t for t, s in states.items() if s == "failed" and gate_decided(t))
         parts = [t[len(GATE_TASK_PREFIX):] + (f": {why}" if (why := _failed_gate_reason(report, t)) else "")
                  for t in failed_gates]
         return f"{prefix}gate failed: {'; '.join(parts)} ({candidate}; champion unchanged)"
-    failed = [t for t, s in states.items() if s in ("failed", "upstream_failed")]
-    first = next((t for t in failed if states[t] == "failed"), failed[0] if failed else None)
     if first:
         error = errors.get(first)
         return f"{prefix}failed at {first}" + (f": {error}" if error else "") + f" ({candidate}; champion unchanged)"

@@ -251,6 +251,8 @@ def test_evidence_gate_records_a_failed_build(shop, make_context):
     ctx = make_context(run_id="manual__gate", pulled={"dbt_build": failed})
     with pytest.raises(AirflowFailException, match=r"unique_x fail \(2 failing rows\): Got 2 results"):
         gate.execute(ctx)
+    # pushed before failing, as the other gates do: the run's outcome names the failed checks
+    assert [c["name"] for c in ctx["ti"].xcoms["verdicts"][0]["checks"]] == ["test.shop.unique_x.1"]
     from airflow_retrain.hooks.mlflow import MlflowHook
 
     client = MlflowHook("mlflow_default").client  # the verdict is on an MLflow run of the pipeline

@@ -98,7 +98,11 @@ def test_a_dbt_failure_names_the_model():
     text = error_text(AirflowFailException(str(raised.value)))
     assert text.startswith("dbt build failed: model stg_orders error: Runtime Error in model stg_orders")
     assert 'Binder Error: Referenced column "amount" not found' in text  # the message's second line too
-    report = {"task_states": {"dbt_build": "failed", "gate_dbt": "upstream_failed"}, "errors": {"dbt_build": text}}
+    # gate_dbt runs after a failed dbt_build (all_done) and fails on the same nodes: dbt_build is the cause.
+    failed_check = {"name": "model.shop.stg_orders", "observed": None, "passed": False}
+    report = {"task_states": {"dbt_build": "failed", "gate_dbt": "failed", "export_dataset": "upstream_failed"},
+              "errors": {"dbt_build": text, "gate_dbt": "dbt evidence failed"},
+              "gate_verdicts": {"gate_dbt": [{"gate": "dbt", "passed": False, "checks": [failed_check]}]}}
     assert run_outcome(report) == f"failed at dbt_build: {text} (no candidate; champion unchanged)"
 
 
