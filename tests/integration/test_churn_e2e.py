@@ -211,6 +211,11 @@ def test_training_failure_still_tears_down(scenario):
     assert all_removed(teardown["scratch_removed"])
     assert sorted(run.versions) == ["1", "2"]
     assert str(run.champion.version) == "1"
+    # The failing task recorded its error through Airflow's on_failure_callback; the outcome carries it.
+    assert "ValueError: simulated training failure (CUDA out of memory)" in run.report["errors"]["train"]
+    from airflow_retrain.report import run_outcome
+
+    assert run_outcome(run.report) == f"failed at train: {run.report['errors']['train']} (no candidate; champion unchanged)"
 
 
 def test_second_run_compares_with_the_champions_snapshot_and_rescores_it(scenario, registry):
