@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+#: XCom key of the reason a stage skipped itself (``train``: inputs unchanged since the champion).
+SKIP_REASON_KEY = "skip_reason"
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
@@ -120,7 +122,8 @@ def format_report(report: dict[str, Any]) -> str:
         if len(hosts) > 1:
             lines.append("  hosts          " + ", ".join(f"{h} {t:.2f} s" for h, t in hosts.items()))
     else:
-        lines.append(f"  training       {state('train')}")
+        skipped = (report.get("skipped") or {}).get("train")
+        lines.append(f"  training       {f'skipped: {skipped}' if skipped else state('train')}")
     lines.append(stage_line(
         "registered", "register", lambda reg: f"{reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})"
     ))
@@ -192,7 +195,8 @@ def _failed_gate_reason(report: dict[str, Any], task_id: str) -> str:
 def run_outcome(report: dict[str, Any]) -> str:
     """One line saying what the run did and why: ``promoted v3 (was v1)``, ``kept v1 because candidate v2
     roc_auc 0.8412 vs 0.8450, needs +0.002``, ``gate failed: metrics: roc_auc 0.7100 (candidate v2;
-    champion unchanged)`` or ``failed at train (no candidate; champion unchanged)``; ``dry run: ...`` when the
+    champion unchanged)``, ``failed at train (no candidate; champion unchanged)`` or ``skipped training:
+    inputs unchanged since champion v1 ...``; ``dry run: ...`` when the
     run was triggered with ``dry_run``.
 
     It becomes the DAG run's note (run list and grid) and heads the dashboard's run row, so a run that
@@ -224,4 +228,6 @@ def run_outcome(report: dict[str, Any]) -> str:
     if first:
         error = (report.get("errors") or {}).get(first)
         return f"{prefix}failed at {first}" + (f": {error}" if error else "") + f" ({candidate}; champion unchanged)"
+    if skipped := (report.get("skipped") or {}).get("train"):
+        return f"{prefix}skipped training: {skipped}"
     return f"{prefix}no decision ({candidate})"
