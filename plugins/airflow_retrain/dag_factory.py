@@ -35,7 +35,8 @@ from airflow_retrain.operators.report import RunReportOperator
 from airflow_retrain.operators.sweep import GpuTeardownSweepOperator
 from airflow_retrain.operators.teardown import PrepareRunOperator, TeardownRunOperator
 from airflow_retrain.operators.training import TrainModelOperator
-from airflow_retrain.params import trigger_params
+from airflow_retrain.params import DBT_SELECT_PARAM, FORCE_PARAM, trigger_params
+from airflow_retrain.registry.inputs import skip_unchanged
 from airflow_retrain.spec.loader import load_specs, spec_files
 from airflow_retrain.spec.models import AssetSchedule, PipelineSpec, SpecError
 from airflow_retrain.teardown.policy import default_policy_path, load_policy
@@ -201,6 +202,7 @@ def build_dag(spec: PipelineSpec) -> DAG:
             max_cost_usd=spec.training.max_cost_usd,
             warehouse_conn_id=spec.warehouse_connection_id,
             hyperparameters_param="hyperparameters",
+            data_fingerprint=export.output["fingerprint"], skip_unchanged=skip_unchanged(spec, FORCE_PARAM),
             **({"pool": spec.training.pool} if spec.training.pool else {}),
             **common,
         )
@@ -308,15 +310,12 @@ def _dbt_stage(spec: PipelineSpec, common: dict[str, Any]):
 
     return build_dbt_stage(
         project_dir=str(spec.path(spec.dbt.project_dir)),
-        select=list(spec.dbt.select),
-        exclude=list(spec.dbt.exclude),
-        selector=spec.dbt.selector,
+        select=list(spec.dbt.select), exclude=list(spec.dbt.exclude), selector=spec.dbt.selector,
         target=spec.dbt.target,
         warehouse_conn_id=spec.warehouse_connection_id,
         profiles_dir=str(spec.path(spec.dbt.profiles_dir)) if spec.dbt.profiles_dir else None,
-        dbt_timeout=timedelta(minutes=spec.dbt.timeout_minutes),
-        **_pool(spec),
-        **common,
+        dbt_timeout=timedelta(minutes=spec.dbt.timeout_minutes), select_param=DBT_SELECT_PARAM,
+        **_pool(spec), **common,
     )
 
 

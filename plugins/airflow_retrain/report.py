@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+#: XCom key of the reason a stage skipped itself (``train``: inputs unchanged since the champion).
+SKIP_REASON_KEY = "skip_reason"
 
 def _fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
@@ -123,7 +125,8 @@ def format_report(report: dict[str, Any]) -> str:
         if len(hosts) > 1:
             lines.append("  hosts          " + ", ".join(f"{h} {t:.2f} s" for h, t in hosts.items()))
     else:
-        lines.append(f"  training       {state('train')}")
+        skipped = (report.get("skipped") or {}).get("train")
+        lines.append(f"  training       {f'skipped: {skipped}' if skipped else state('train')}")
     lines.append(stage_line(
         "registered", "register", lambda reg: f"{reg['model_name']} version {reg['version']} (MLflow run {reg['run_id']})"
     ))
@@ -197,7 +200,8 @@ def run_outcome(report: dict[str, Any]) -> str:
     roc_auc 0.8412 vs 0.8450, needs +0.002``, ``gate failed: metrics: roc_auc 0.7100 (candidate v2;
     champion unchanged)`` or ``failed at train: <error> (no candidate; champion unchanged)`` (the error line
     the failed task recorded, ``errors`` in the report: see :mod:`airflow_retrain.failure`); ``dry run: ...``
-    when the run was triggered with ``dry_run``.
+    when the run was triggered with ``dry_run``; ``skipped training: inputs unchanged since champion v1 ...``
+    when the inputs were those of the champion.
 
     It becomes the DAG run's note (run list and grid) and heads the dashboard's run row, so a run that
     promoted and one that kept the old champion no longer look the same.
@@ -237,4 +241,6 @@ def run_outcome(report: dict[str, Any]) -> str:
     if first:
         error = errors.get(first)
         return f"{prefix}failed at {first}" + (f": {error}" if error else "") + f" ({candidate}; champion unchanged)"
+    if skipped := (report.get("skipped") or {}).get("train"):
+        return f"{prefix}skipped training: {skipped}"
     return f"{prefix}no decision ({candidate})"

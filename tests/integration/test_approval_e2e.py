@@ -15,6 +15,9 @@ import pytest
 import yaml
 from helpers import bound
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 CONN = "mlflow_approval"
@@ -98,7 +101,7 @@ def run_with(bag, answer, reason=""):
     seen: dict = {}
     thread = threading.Thread(target=lambda: seen.update(responder(answer, reason)), daemon=True)
     thread.start()
-    dr = bag.dags["churn_approval_retrain"].test()
+    dr = bag.dags["churn_approval_retrain"].test(run_conf=FORCE)
     thread.join(bound(30))
     return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}, seen
 

@@ -21,6 +21,9 @@ import pytest
 from helpers import bound, require_service, wait_for
 from mlflow_server import free_port
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RETRAIN_TEST_CELERY_API_PORT") or free_port())  # a free one unless given
 BASE = f"http://127.0.0.1:{PORT}"
@@ -128,7 +131,7 @@ def test_churn_dag_runs_on_celery_workers(tmp_path, churn_loader):
                  timeout=240, interval=3)
         httpx.patch(f"{BASE}/api/v2/dags/churn_retrain", json={"is_paused": False}, headers=auth,
                     timeout=60).raise_for_status()
-        run = httpx.post(f"{BASE}/api/v2/dags/churn_retrain/dagRuns", json={"logical_date": None}, headers=auth,
+        run = httpx.post(f"{BASE}/api/v2/dags/churn_retrain/dagRuns", json={"logical_date": None, "conf": FORCE}, headers=auth,
                          timeout=60)
         run.raise_for_status()
         run_id = run.json()["dag_run_id"]

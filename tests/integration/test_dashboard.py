@@ -20,6 +20,9 @@ import pytest
 from helpers import bound, wait_for
 from mlflow_server import free_port
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RETRAIN_TEST_AIRFLOW_API_PORT") or free_port())  # a free one unless given
 BASE = f"http://127.0.0.1:{PORT}"
@@ -93,7 +96,7 @@ def finished_run(api_server, warehouse, token):
     try:
         bag = DagBag(dag_folder=str(ROOT / "dags"))
         assert bag.import_errors == {}
-        dr = bag.dags["churn_retrain"].test()
+        dr = bag.dags["churn_retrain"].test(run_conf=FORCE)
     finally:
         os.environ.pop("AIRFLOW_CONN_RETRAIN_AIRFLOW_API", None)
     assert dr.state == "success"

@@ -18,6 +18,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlflow_server import AuthProxy, InProcessMlflowServer  # noqa: E402
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 USER, PASSWORD = "retrain", "Planted-URI-Pa55:word@x"
@@ -66,7 +69,7 @@ def test_planted_uri_password_reaches_the_server_and_nothing_else(bag, proxy, ca
     from airflow_retrain.hooks.mlflow import MlflowHook
 
     proxy.requests.clear()
-    dr = bag.dags["churn_retrain"].test()
+    dr = bag.dags["churn_retrain"].test(run_conf=FORCE)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == "success", states
     assert proxy.requests and all(auth for _, _, auth in proxy.requests)  # every request authenticated
@@ -92,7 +95,7 @@ def test_second_run_then_rollback_from_the_history(bag):
 
     first = bag.dags[f"{RB}_retrain"].test()  # promotes v1
     assert first.state == "success"
-    dr = bag.dags[f"{RB}_retrain"].test()  # v2 does not beat it: kept
+    dr = bag.dags[f"{RB}_retrain"].test(run_conf=FORCE)  # same inputs, forced to train; v2 does not beat it: kept
     assert dr.state == "success"
     hook = MlflowHook()
     assert str(hook.get_version_by_alias(RB, "champion").version) == "1"

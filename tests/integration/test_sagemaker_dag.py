@@ -18,6 +18,9 @@ import pytest
 import yaml
 from helpers import connect_fake_cloud, dagbag_of_spec, run_on_separate_workers
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_sm_retrain"
 MODEL = "churn_sm"
@@ -124,7 +127,7 @@ def test_failed_job_leaves_the_champion_and_runs_teardown(first_run, bag, cloud,
     before = champion_version(state_dir)
     assert before is not None and before == first_run.champion  # promoted by the module's first run
     cloud.fail_next_jobs("AlgorithmError: ValueError: simulated failure in the training script", phase="Training")
-    dr = bag.dags[DAG_ID].test(logical_date=FAILING, run_after=FAILING)
+    dr = bag.dags[DAG_ID].test(logical_date=FAILING, run_after=FAILING, run_conf=FORCE)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert dr.state == "failed", states
     assert states["train"] == "failed"

@@ -15,6 +15,9 @@ import pytest
 import yaml
 from helpers import dagbag_of_spec, run_on_separate_workers
 
+# Runs here retrain the same inputs as an earlier champion of the session: force them to train.
+FORCE = {"force": True}
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "churn_workers_retrain"
 # One fixed date: the rerun test clears and reruns the first run (its run id is named after it).
@@ -95,7 +98,7 @@ def test_run_cleared_after_teardown_trains_again(first_run, bag, store, separate
     before = json.loads((run_dir / "report.json").read_text())["stages"]
     assert not (run_dir / "training").exists()  # teardown removed the outputs
 
-    again = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN)
+    again = bag.dags[DAG_ID].test(logical_date=WHEN, run_after=WHEN, run_conf=FORCE)
     states = {ti.task_id: ti.state for ti in again.get_task_instances()}
     assert again.state == "success", states
     assert [p for p in (store / DAG_ID).iterdir() if p.is_dir()] == [run_dir]  # the same run

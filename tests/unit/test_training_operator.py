@@ -126,7 +126,7 @@ def execute_in_thread(op, context) -> tuple[threading.Thread, dict]:
 
 def test_constructor_is_cheap_and_honest(make_op, entry_point):
     op = make_op(hyperparameters={"depth": 4})
-    assert op.template_fields == ("entry_point", "channels", "hyperparameters")
+    assert op.template_fields == ("entry_point", "channels", "hyperparameters", "data_fingerprint")
     assert op.entry_point == entry_point
     assert op.hyperparameters == {"depth": 4}
     assert "training_backend" not in op.__dict__  # the backend is built on first use

@@ -22,7 +22,7 @@ def spec():
 
 def test_every_retrain_dag_offers_the_params_in_its_trigger_form(spec):
     dag = build_dag(spec)
-    assert set(dag.params) == {"hyperparameters", "dry_run", "reason"}
+    assert set(dag.params) == {"hyperparameters", "dry_run", "reason", "force", "dbt_select"}
     schema = dag.params.get_param("hyperparameters").schema
     assert schema["additionalProperties"] is False
     assert schema["properties"]["max_depth"] == {"type": "integer"}

@@ -54,6 +54,8 @@ class DbtBuildOperator(RetrainBaseOperator):
     :param dbt_timeout: seconds before dbt (and its children) is killed; default ``execution_timeout``.
     :param env_passthrough: names of worker environment variables dbt may also see.
     :param run_deps: run ``dbt deps`` first when the project declares packages that are not installed.
+    :param select_param: a trigger-form Param whose value, when set, is this run's selection instead of
+        ``select`` and ``selector`` (read at run time; an override that selects nothing fails naming the Param).
     :return: a summary: models/seeds/snapshots built, tests passed/failed, relations, target.
     """
 
@@ -73,9 +75,11 @@ class DbtBuildOperator(RetrainBaseOperator):
         dbt_timeout: float | None = None,
         env_passthrough: list[str] | None = None,
         run_deps: bool = True,
+        select_param: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.select_param = select_param
         self.project_dir = project_dir
         self.select = select
         self.exclude = exclude
@@ -145,7 +149,12 @@ class DbtBuildOperator(RetrainBaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow_retrain.dbt.manifest import project_fingerprint
         from airflow_retrain.dbt.profiles import DbtProfileError, resolve_target
+        from airflow_retrain.params import dbt_selection
 
+        self.select, self.selector, override = dbt_selection(context.get("params"), self.select_param,
+                                                             self.select, self.selector)
+        if override:
+            self.log.info("dbt selection from the run's Param %r: %s (instead of the spec's)", self.select_param, override)
         run = self.run_identity(context)
         dag_run = context.get("dag_run")
         store = self.artifact_store
@@ -191,6 +200,8 @@ class DbtBuildOperator(RetrainBaseOperator):
             confirmed = self._refresh_dbt_cache(target_path, fingerprint)
             if isinstance(e, DbtSelectionError) and confirmed is not None and confirmed.problem():
                 e = DbtSelectionError(f"{e}: {confirmed.problem()}", e.result)
+            if override and isinstance(e, DbtSelectionError):
+                e = DbtSelectionError(f"Param {self.select_param!r} = {override!r} selects no dbt node: {e}", e.result)
             if e.result is not None:
                 for node in e.result.nodes:
                     write_node_status(status_dir, node)
@@ -205,7 +216,13 @@ class DbtBuildOperator(RetrainBaseOperator):
             raise
         for node in result.nodes:  # run_results.json is authoritative (messages, nodes missed by the log)
             write_node_status(status_dir, node)
-        self._done(status_dir, "success", "dbt build finished")
+        if override and not result.nodes:  # e.g. an empty intersection: dbt warns of no criterion, builds nothing
+            confirmed = self._refresh_dbt_cache(target_path, fingerprint)
+            why = (confirmed.problem() if confirmed else None) or "dbt build ran no node"
+            message = f"Param {self.select_param!r} = {override!r} selects no dbt node: {why}; nothing was built"
+            self._done(status_dir, "failed", message)
+            raise AirflowFailException(message)
+        self._done(status_dir, "success", "dbt build finished" + (f" (Param {self.select_param!r})" if override else ""))
         self._refresh_dbt_cache(target_path, fingerprint)
         summary = result.summary()
         summary["warehouse"] = resolved.describe()

@@ -13,6 +13,7 @@ from airflow_retrain import artifacts
 from airflow_retrain.hooks.mlflow import RegistryError, code_version
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowRunLink
 from airflow_retrain.operators.registry_base import RegistryBaseOperator
+from airflow_retrain.registry.inputs import version_tags as version_inputs_tags
 from airflow_retrain.registry.onnx import record_scoring_runtime
 from airflow_retrain.registry.signature import signature_from_parquet
 from airflow_retrain.registry.tags import CHALLENGER, GATE_OUTCOME_TAG, GATE_TAG, TAG
@@ -24,7 +25,8 @@ class RegisterModelOperator(RegistryBaseOperator):
     Every candidate is registered, whatever the gates later decide; it becomes ``challenger`` (recorded in
     the promotion history) and its gate tags start as ``pending``. Its version tags say where it came
     from: pipeline, DAG run, code version (git SHA of ``RETRAIN_HOME``, else ``unknown``) and the data
-    snapshot (relation + content fingerprint). A retry of the same DAG run reuses the version it
+    snapshot (relation + content fingerprint), and the training inputs' fingerprints when ``train`` computed
+    them (:mod:`airflow_retrain.registry.inputs`). A retry of the same DAG run reuses the version it
     already registered from the same training job, even when the failure hid a successful creation.
     Each new version is also exported to ONNX where its flavour converts and tagged with the scoring
     runtime measured faster on the holdout (:mod:`airflow_retrain.registry.onnx`); that never fails the task.
@@ -152,6 +154,8 @@ class RegisterModelOperator(RegistryBaseOperator):
             f"{TAG}.code_version": code_version(),
             f"{TAG}.data.relation": self.dataset["relation"],
             f"{TAG}.data.fingerprint": self.dataset["fingerprint"],
+            # what the next run compares to skip an unchanged retrain (registry.inputs)
+            **version_inputs_tags(self.training.get("inputs") or {}),
         }
         version_tags = {
             **identity,

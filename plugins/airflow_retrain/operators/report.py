@@ -7,7 +7,7 @@ from typing import Any
 from airflow_retrain import artifacts
 from airflow_retrain.failure import ERROR_XCOM_KEY, error_text
 from airflow_retrain.operators.base import RetrainBaseOperator
-from airflow_retrain.report import format_report, report_summary, run_outcome
+from airflow_retrain.report import SKIP_REASON_KEY, format_report, report_summary, run_outcome
 from airflow_retrain.spec.models import NOTIFY_EVENTS
 from airflow_retrain.urls import redact_value
 
@@ -68,6 +68,9 @@ class RunReportOperator(RetrainBaseOperator):
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
             "errors": self._errors(ti, states),
+            # why train skipped itself (inputs unchanged since the champion): the run's outcome says so
+            "skipped": {t: r for t in self.stage_task_ids if t == "train"
+                        and (r := ti.xcom_pull(task_ids=t, key=SKIP_REASON_KEY, default=None))},
         })
         store = self.artifact_store
         # Not strict: a stray NaN in some stage's result must not cost the run its report.

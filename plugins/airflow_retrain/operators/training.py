@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from airflow_retrain import artifacts
 from airflow_retrain.operators.base import TrainingBackendOperator
+from airflow_retrain.report import SKIP_REASON_KEY
 from airflow_retrain.teardown.ledger import last_known_usage
 from airflow_retrain.training.base import (
     JobState,
@@ -185,11 +186,15 @@ class TrainModelOperator(TrainingBackendOperator):
     :param warehouse_conn_id: the warehouse of the cost ledger: a submitted job is recorded there at once
         (and again with its last known time if the task loses the cloud), so no job that ran escapes the
         ledger; the run's teardown writes its final cost. ``None``: no ledger row from this task.
+    :param data_fingerprint: the exported data's content fingerprint (``export_dataset``'s ``fingerprint``).
+    :param skip_unchanged: ``{"model_name", "mlflow_conn_id", "force_param", "config"}``: skip (no job) when
+        this run's training inputs equal those recorded on the champion, unless the Param ``force_param`` is
+        true (:mod:`airflow_retrain.registry.inputs`); the result's ``inputs`` are then recorded on the version.
     :return: job name, backend, state, metrics and info from ``metrics.json``, ``model_uri``,
         ``output_uri``, ``metrics_uri``, compute seconds and cost (``usd`` is ``None`` when no price is known).
     """
 
-    template_fields = ("entry_point", "channels", "hyperparameters")
+    template_fields = ("entry_point", "channels", "hyperparameters", "data_fingerprint")
     ui_color = "#76b900"
     operator_extra_links = ()  # the backend's own, set per task (see __init__)
 
@@ -209,9 +214,13 @@ class TrainModelOperator(TrainingBackendOperator):
         max_task_log_bytes: int = DEFAULT_TASK_LOG_MAX_BYTES,
         warehouse_conn_id: str | None = "retrain_warehouse",
         hyperparameters_param: str | None = None,
+        data_fingerprint: str | None = None,
+        skip_unchanged: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.data_fingerprint = data_fingerprint
+        self.skip_unchanged = skip_unchanged
         self.warehouse_conn_id = warehouse_conn_id
         self.hyperparameters_param = hyperparameters_param
         self.entry_point = entry_point
@@ -284,6 +293,29 @@ class TrainModelOperator(TrainingBackendOperator):
         if overrides:
             self.log.info("Hyperparameters overridden by the run's Param %r: %s", self.hyperparameters_param, overrides)
         return overrides
+
+    def _inputs(self, context) -> dict[str, str]:
+        """This run's training inputs as fingerprints (data, code, resolved hyperparameters, config)."""
+        from airflow_retrain.registry.inputs import training_inputs
+
+        config = {k: getattr(self, k) for k in ("backend", "backend_config", "gpu", "instance_type", "instance_count")}
+        return training_inputs(data=self.data_fingerprint, entry_point=self.entry_point,
+                               config={**config, **self.skip_unchanged.get("config", {})},
+                               hyperparameters={**(self.hyperparameters or {}), **self._overrides(context)})
+
+    def _skip_if_unchanged(self, context) -> None:
+        """Skip (no job; downstream skipped) when the champion was trained on these very inputs."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airflow_retrain.hooks.mlflow import MlflowHook
+        from airflow_retrain.registry.inputs import skip_reason
+
+        if self.skip_unchanged and (reason := skip_reason(
+            self.skip_unchanged, context.get("params"), lambda: self._inputs(context),
+            lambda: MlflowHook(self.skip_unchanged["mlflow_conn_id"]), self.log,
+        )):
+            context["ti"].xcom_push(key=SKIP_REASON_KEY, value=reason)
+            raise AirflowSkipException(reason)
 
     def execute(self, context) -> dict[str, Any]:
         backend = self.training_backend
@@ -361,6 +393,7 @@ class TrainModelOperator(TrainingBackendOperator):
             if self._reusable_outputs(done, self._training_path(run) / done.job_name) is not None:
                 self.log.info("Training job %s of this run already completed; reusing its outputs", done.job_name)
                 return done
+        self._skip_if_unchanged(context)  # after reattaching: a job this run started is always finished
         attempt = len(jobs) + 1
         for attempt in range(len(jobs) + 1, len(jobs) + 11):
             request = TrainingJobRequest(
@@ -435,6 +468,7 @@ class TrainModelOperator(TrainingBackendOperator):
             **outputs.to_dict(),
             "compute_seconds": job.billable_seconds,
             "cost": cost.to_dict(),
+            **({"inputs": self._inputs(context)} if self.skip_unchanged else {}),
         }
 
     def _training_path(self, run):
