@@ -116,6 +116,7 @@ def test_export_writes_deterministic_split(tmp_path, monkeypatch, make_context):
     assert len(train) + len(test) == 500 and set(train.customer_id).isdisjoint(test.customer_id)
     assert 60 <= len(test) <= 140
     assert ctx["ti"].xcoms["channels"] == result["channels"]
+    assert ctx["ti"].xcoms["fingerprint"] == result["fingerprint"]  # train reads it under its own key
     assert result["rows"] == {"train": len(train), "test": len(test)}
     # The split is by id hash: the same customers are held out in a later run.
     expected = {c for c in train.customer_id.tolist() + test.customer_id.tolist()

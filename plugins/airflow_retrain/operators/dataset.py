@@ -155,6 +155,8 @@ class ExportTrainingDatasetOperator(RetrainBaseOperator):
             relation, artifacts.to_uri(base), rows, rates, fingerprint,
         )
         context["ti"].xcom_push(key="channels", value=channels)
+        # train compares it with the champion's (skip when unchanged): its own key, as the channels
+        context["ti"].xcom_push(key="fingerprint", value=fingerprint)
         return {
             "relation": relation,
             "channels": channels,
