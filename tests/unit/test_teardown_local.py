@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, bound, stop_running_jobs, wait_for
+from helpers import Clock, alive, bound, stop_running_jobs, wait_for
 
 from airflow_retrain.operators.teardown import PrepareRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -30,14 +30,6 @@ pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "pid").write_text(str(os.getpid()
 while True:
     time.sleep(0.1)
 """
-
-
-class Clock:
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from helpers import (
+    Clock,
     bound,
     create_endpoint,
     create_notebook,
@@ -38,17 +39,6 @@ def cloud(fake_cloud, monkeypatch):
     """The session's fake cloud (reset), the sweep's connection pointing at it; ``(sagemaker, cloudwatch)``."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(fake_cloud.connection()))
     return sagemaker_estate_cloud(fake_cloud)
-
-
-class Clock:
-    def __init__(self, start: float):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from fakes import fake_vertex
-from helpers import bound
+from helpers import Clock, bound
 
 from airflow_retrain.cost import estimate_cost
 from airflow_retrain.hooks.vertex_ai import VertexEndpointHook, VertexJobHook
@@ -43,17 +43,6 @@ def cloud(fake, monkeypatch, tmp_path):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_vertex.connection(fake, PROJECT)))
     monkeypatch.setenv("RETRAIN_STATE_DIR", str(tmp_path / "state"))  # where custom jobs' marks live
     return fake
-
-
-class Clock:
-    def __init__(self, start: float):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
