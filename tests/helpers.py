@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,23 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def run_together(sweepers: list) -> list:
+    """``sweeper.run()`` of each, in threads released at the same moment; their results, in order."""
+    barrier = threading.Barrier(len(sweepers))
+    results: list = [None] * len(sweepers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = sweepers[i].run()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sweepers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(bound(60))
+    return results
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
