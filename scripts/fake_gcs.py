@@ -365,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     fake = FakeGcs(args.root, port=args.port).start()
     print(f"Fake Cloud Storage on {fake.endpoint} (buckets in {fake.root})", flush=True)
+    return serve_until_signalled(fake)
+
+
+def serve_until_signalled(fake: Any) -> int:
+    """Block until SIGINT or SIGTERM, then ``fake.stop()``; the exit status of a fake's ``main``."""
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())

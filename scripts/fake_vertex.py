@@ -659,14 +659,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(buckets in {fake.gcs_root})", flush=True)
     print("  export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false", flush=True)
     print(f"  export AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT='{json.dumps(connection(fake))}'", flush=True)
-    done = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
-    try:
-        done.wait()
-    finally:
-        fake.stop()
-    return 0
+    return _sibling("fake_gcs").serve_until_signalled(fake)
 
 
 if __name__ == "__main__":

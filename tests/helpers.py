@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,36 @@ def bound(seconds: float) -> float:
     return seconds * WAIT_SCALE
 
 
+class Clock:
+    """An injectable clock (the sweep's, the inventories'): ``now`` stays where it is put until moved."""
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run_together(sweepers: list) -> list:
+    """``sweeper.run()`` of each, in threads released at the same moment; their results, in order."""
+    barrier = threading.Barrier(len(sweepers))
+    results: list = [None] * len(sweepers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = sweepers[i].run()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sweepers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(bound(60))
+    return results
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``bound(timeout)`` seconds."""
     timeout = bound(timeout)
@@ -85,6 +117,22 @@ def connect_fake_cloud(cloud, setenv, bucket: str, conn_id: str, role: str = "re
     for key, value in cloud.airflow_env(conn_id).items():
         setenv(key, value)
     return role_arn
+
+
+@contextlib.contextmanager
+def connected_fake_vertex(gcs_root: Path, conn_id: str, project: str, **config) -> Iterator:
+    """The fake Vertex AI (``config``: its :class:`FakeVertexConfig` fields) with ``AIRFLOW_CONN_<conn_id>``
+    pointing at it for ``project``; the connection is removed and the fake stopped on exit."""
+    from fakes import fake_vertex
+
+    server = fake_vertex.start_fake_vertex(gcs_root=gcs_root, config=config)
+    var = f"AIRFLOW_CONN_{conn_id.upper()}"
+    os.environ[var] = json.dumps(fake_vertex.connection(server, project))
+    try:
+        yield server
+    finally:
+        os.environ.pop(var, None)
+        server.stop()
 
 
 def stage_sagemaker_job(tmp_path: Path) -> Path:

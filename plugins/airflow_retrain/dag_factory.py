@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -565,17 +566,7 @@ model's promotion lease and is recorded in the history with `reason`. Pipeline s
 
 def build_rollback_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
     """A rollback DAG per valid spec; a spec whose DAG cannot be built is logged and skipped, never fatal."""
-    dags: dict[str, DAG] = {}
-    for spec in load_specs(specs_dir or _specs_dir()).specs:
-        try:
-            dag = build_rollback_dag(spec)
-        except Exception as e:  # noqa: BLE001 - one broken spec must not hide the other DAGs
-            log.error("Skipping rollback DAG of %s: %s", spec.source_path, e)
-            continue
-        dags[dag.dag_id] = dag
-    if namespace is not None:
-        namespace.update(dags)
-    return dags
+    return _dag_per_spec("rollback", build_rollback_dag, namespace, specs_dir)
 
 
 def build_score_dags(namespace: dict[str, Any] | None = None, specs_dir: str | os.PathLike | None = None) -> dict[str, DAG]:
@@ -583,16 +574,24 @@ def build_score_dags(namespace: dict[str, Any] | None = None, specs_dir: str | o
     a spec whose DAG cannot be built is logged and skipped, never fatal."""
     from airflow_retrain.monitoring.dag import build_score_dag
 
+    def build(spec: PipelineSpec) -> DAG | None:
+        return None if spec.monitoring is None else build_score_dag(spec, _start_date(spec), _pool(spec))
+
+    return _dag_per_spec("scoring", build, namespace, specs_dir)
+
+
+def _dag_per_spec(kind: str, build: Callable[[PipelineSpec], DAG | None], namespace: dict[str, Any] | None,
+                  specs_dir: str | os.PathLike | None) -> dict[str, DAG]:
+    """``build(spec)`` for each valid spec (``None``: that spec has no such DAG), into ``namespace``."""
     dags: dict[str, DAG] = {}
     for spec in load_specs(specs_dir or _specs_dir()).specs:
-        if spec.monitoring is None:
-            continue
         try:
-            dag = build_score_dag(spec, _start_date(spec), _pool(spec))
+            dag = build(spec)
         except Exception as e:  # noqa: BLE001 - one broken spec must not hide the other DAGs
-            log.error("Skipping scoring DAG of %s: %s", spec.source_path, e)
+            log.error("Skipping %s DAG of %s: %s", kind, spec.source_path, e)
             continue
-        dags[dag.dag_id] = dag
+        if dag is not None:
+            dags[dag.dag_id] = dag
     if namespace is not None:
         namespace.update(dags)
     return dags

@@ -12,6 +12,7 @@ import threading
 import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from .config import INTERNAL_HEADER
@@ -68,7 +69,34 @@ class Fault:
         return self.status or _DEFAULT_STATUS.get(self.error, 400)
 
 
-class FaultPlan:
+class _Plan:
+    """Pending faults, each used up by ``count`` matching calls; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Any] = []
+
+    def _take(self, matches: Callable[[Any], bool], **changes: Any) -> Any:
+        """A copy (with ``changes``) of the first pending fault that ``matches``, one of its uses spent."""
+        with self._lock:
+            for fault in self._faults:
+                if matches(fault):
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults.remove(fault)
+                    return dataclasses.replace(fault, **changes)
+        return None
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dataclasses.asdict(f) for f in self._faults]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
+class FaultPlan(_Plan):
     """Pending faults; ``FAKE_CLOUD_FAULTS`` seeds it at start-up.
 
     ``FAKE_CLOUD_FAULTS="sagemaker:CreateTrainingJob=ThrottlingException*2;s3:GetObject=AccessDenied"``
@@ -77,8 +105,7 @@ class FaultPlan:
     """
 
     def __init__(self, spec: str = "") -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
+        super().__init__()
         for item in filter(None, (part.strip() for part in spec.split(";"))):
             match = re.fullmatch(r"([a-z0-9-]+):([A-Za-z0-9]+)=([A-Za-z0-9.]+)(?:\*(\d+))?", item)
             if not match:
@@ -95,22 +122,7 @@ class FaultPlan:
             self._faults.append(fault)
 
     def take(self, service: str, operation: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.service == service and fault.operation == operation:
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self._faults.remove(fault)
-                    return dataclasses.replace(fault)
-        return None
-
-    def pending(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dataclasses.asdict(f) for f in self._faults]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        return self._take(lambda f: f.service == service and f.operation == operation)
 
 
 JOB_FAULT_PHASES = ("Starting", "Downloading", "Training")
@@ -131,10 +143,8 @@ class JobFault:
     name_prefix: str = ""
 
 
-class JobFaultPlan:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[JobFault] = []
+class JobFaultPlan(_Plan):
+    """Pending job faults: each fails the next ``count`` training jobs whose names it matches."""
 
     def add(self, fault: JobFault) -> None:
         if fault.phase not in JOB_FAULT_PHASES:
@@ -145,22 +155,7 @@ class JobFaultPlan:
             self._faults.append(fault)
 
     def take(self, job_name: str) -> JobFault | None:
-        with self._lock:
-            for fault in self._faults:
-                if job_name.startswith(fault.name_prefix):
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self._faults.remove(fault)
-                    return dataclasses.replace(fault, count=1)
-        return None
-
-    def pending(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dataclasses.asdict(f) for f in self._faults]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
+        return self._take(lambda f: job_name.startswith(f.name_prefix), count=1)
 
 
 

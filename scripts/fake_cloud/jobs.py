@@ -25,7 +25,7 @@ from airflow_retrain.training import container, supervisor
 
 from .config import ALLOWED_HOST_ENV, LOG_GROUP
 from .faults import JobFault
-from .storage import JobInputError, JobStorage, gpu_count
+from .storage import JobInputError, JobStorage
 
 if TYPE_CHECKING:
     from .server import FakeCloud
@@ -343,7 +343,7 @@ class TrainingRun(JobStorage):
             env.update(
                 container.environment(
                     root, job_name=self.name, hosts=self.hosts, current_host=host, channels=channels,
-                    hyperparameters=hps, instance_type=instance_type, num_gpus=gpu_count(),
+                    hyperparameters=hps, instance_type=instance_type, num_gpus=container.gpu_count(),
                     data_config=data_config, tracker=tracker,
                 )
             )

@@ -4,8 +4,6 @@ each host's container root, and the ``model.tar.gz``/``output.tar.gz`` and check
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 import tarfile
 import urllib.parse
 from pathlib import Path
@@ -23,17 +21,6 @@ def _split_s3_uri(uri: str) -> tuple[str, str]:
     if parsed.scheme != "s3" or not parsed.netloc:
         raise JobInputError(f"{uri!r} is not an s3:// URI")
     return parsed.netloc, parsed.path.lstrip("/")
-
-
-def gpu_count() -> int:
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 class JobStorage:

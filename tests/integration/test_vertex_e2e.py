@@ -5,13 +5,11 @@ carries the run's labels and the report shows per-host timings and the spot pric
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
-from fakes import fake_vertex
-from helpers import dagbag_of_spec
+from helpers import connected_fake_vertex, dagbag_of_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -19,12 +17,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    server = fake_vertex.start_fake_vertex(gcs_root=tmp_path_factory.mktemp("gcs"))
-    (server.gcs_root / "airflow-retrain-demo").mkdir()
-    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(fake_vertex.connection(server, "airflow-retrain-demo"))
-    yield server
-    os.environ.pop("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", None)
-    server.stop()
+    with connected_fake_vertex(tmp_path_factory.mktemp("gcs"), "google_cloud_default", "airflow-retrain-demo") as server:
+        (server.gcs_root / "airflow-retrain-demo").mkdir()
+        yield server
 
 
 @pytest.fixture(scope="module")

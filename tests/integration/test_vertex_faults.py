@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,8 +25,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from fakes import fake_vertex
-from helpers import bound, wait_for
+from helpers import bound, connected_fake_vertex, wait_for
 
 from airflow_retrain.operators.training import TrainModelOperator
 from airflow_retrain.runs import RunIdentity
@@ -93,11 +91,8 @@ time.sleep(600)
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    server = fake_vertex.start_fake_vertex(gcs_root=tmp_path_factory.mktemp("gcs"), config={"stop_grace_seconds": 1})
-    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps(fake_vertex.connection(server, "faults-proj"))
-    yield server
-    os.environ.pop(f"AIRFLOW_CONN_{CONN.upper()}", None)
-    server.stop()
+    with connected_fake_vertex(tmp_path_factory.mktemp("gcs"), CONN, "faults-proj", stop_grace_seconds=1) as server:
+        yield server
 
 
 @pytest.fixture

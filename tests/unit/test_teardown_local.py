@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import alive, bound, stop_running_jobs, wait_for
+from helpers import Clock, alive, bound, stop_running_jobs, wait_for
 
 from airflow_retrain.operators.teardown import PrepareRunOperator
 from airflow_retrain.runs import RunIdentity
@@ -30,14 +30,6 @@ pathlib.Path(os.environ["SM_OUTPUT_DATA_DIR"], "pid").write_text(str(os.getpid()
 while True:
     time.sleep(0.1)
 """
-
-
-class Clock:
-    def __init__(self):
-        self.now = time.time()
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture
@@ -239,7 +231,7 @@ def test_local_claim_is_exclusive(tmp_path):
     resource = Resource(kind="local.training_job", name="job-1", location="local", state="Running")
     a.set_tag(resource, pol.tags.claim, "sweep-a@1")
     b.set_tag(Resource(kind="local.training_job", name="job-1", location="local", state="Running"), pol.tags.claim, "sweep-b@1")
-    assert Path(a._claim_path(resource)).read_text() == "sweep-a@1"
+    assert Path(a.marks.claim_path(resource)).read_text() == "sweep-a@1"
 
 
 def test_marks_of_jobs_that_ended_are_dropped(tmp_path):
@@ -249,6 +241,6 @@ def test_marks_of_jobs_that_ended_are_dropped(tmp_path):
     inventory = LocalInventory(pol, state_root=tmp_path)
     ended = Resource(kind="local.training_job", name="churn-0123456789ab-1", location="local", state="Running")
     inventory.set_tag(ended, pol.tags.planned, "stop@1")
-    assert inventory._mark_path(ended).exists()
+    assert inventory.marks.tags_path(ended).exists()
     assert list(inventory.resources()) == []  # the job is no longer running (no record at all)
-    assert not inventory._mark_path(ended).exists()
+    assert not inventory.marks.tags_path(ended).exists()

@@ -8,16 +8,16 @@ are older than the one-hour idle window) and is moved past the grace period betw
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from helpers import (
-    bound,
+    Clock,
     create_endpoint,
     create_notebook,
     create_training_job,
     invoke,
+    run_together,
     sagemaker_estate_cloud,
     tags_of,
     wait_for,
@@ -38,17 +38,6 @@ def cloud(fake_cloud, monkeypatch):
     """The session's fake cloud (reset), the sweep's connection pointing at it; ``(sagemaker, cloudwatch)``."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(fake_cloud.connection()))
     return sagemaker_estate_cloud(fake_cloud)
-
-
-class Clock:
-    def __init__(self, start: float):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -310,18 +299,7 @@ def test_two_concurrent_sweeps_act_once(cloud, fake_cloud, clock):
             "before-call.sagemaker.DeleteEndpoint", lambda params, **_: deletes.append(api_params(params)["EndpointName"])
         )
         sweepers.append(Sweeper(pol, inventories, clock=clock))
-    barrier = threading.Barrier(2)
-    results = [None, None]
-
-    def run(i):
-        barrier.wait()
-        results[i] = sweepers[i].run()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(bound(60))
+    results = run_together(sweepers)
     outcomes = sorted(r.outcome for result in results for r in result.records if r.resource == "idle-ep")
     assert outcomes.count("acted") == 1, outcomes
     assert deletes == ["idle-ep"]

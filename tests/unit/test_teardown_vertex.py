@@ -8,12 +8,11 @@ is an injectable clock, two hours after the resources were created, moved past t
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest
 from fakes import fake_vertex
-from helpers import bound
+from helpers import Clock, run_together
 
 from airflow_retrain.cost import estimate_cost
 from airflow_retrain.hooks.vertex_ai import VertexEndpointHook, VertexJobHook
@@ -43,17 +42,6 @@ def cloud(fake, monkeypatch, tmp_path):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(fake_vertex.connection(fake, PROJECT)))
     monkeypatch.setenv("RETRAIN_STATE_DIR", str(tmp_path / "state"))  # where custom jobs' marks live
     return fake
-
-
-class Clock:
-    def __init__(self, start: float):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -228,18 +216,7 @@ def test_two_concurrent_sweeps_act_once(cloud, clock):
     sweep(pol, clock)
     clock.advance(31 * 60)
     sweepers = [Sweeper(pol, build_inventories(pol, clock), clock=clock) for _ in range(2)]
-    barrier = threading.Barrier(2)
-    results = [None, None]
-
-    def run(i):
-        barrier.wait()
-        results[i] = sweepers[i].run()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(bound(60))
+    results = run_together(sweepers)
     for name in ("expired-job", "expired-ep"):
         outcomes = [r.outcome for result in results for r in result.records if r.resource.startswith(name + "#")]
         assert outcomes.count("acted") == 1 and outcomes.count("skipped") == 1, (name, outcomes)

@@ -4,13 +4,12 @@ GCS stand-in: submit, describe, labels, outputs, cost, links, cancel, replicas, 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from fakes import fake_vertex
-from helpers import wait_for
+from helpers import connected_fake_vertex, wait_for
 
 from airflow_retrain.runs import RunIdentity, to_labels
 from airflow_retrain.training.base import (
@@ -65,11 +64,8 @@ sys.exit(contract.run_main(run))
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    server = fake_vertex.start_fake_vertex(gcs_root=tmp_path_factory.mktemp("gcs"), config={"stop_grace_seconds": 2})
-    os.environ[f"AIRFLOW_CONN_{CONN.upper()}"] = json.dumps(fake_vertex.connection(server, "retrain-proj"))
-    yield server
-    os.environ.pop(f"AIRFLOW_CONN_{CONN.upper()}", None)
-    server.stop()
+    with connected_fake_vertex(tmp_path_factory.mktemp("gcs"), CONN, "retrain-proj", stop_grace_seconds=2) as server:
+        yield server
 
 
 @pytest.fixture

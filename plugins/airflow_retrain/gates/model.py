@@ -137,44 +137,40 @@ class ChampionGate(Gate):
             "delta": None,
         }
         name = f"{self.metric}.delta"
+
+        def decided(decision: str, passed: bool, reason: str, observed: float | None = None,
+                    threshold: float | None = self.min_improvement) -> Verdict:
+            details["decision"] = decision
+            return combine(self.name, [Check(name, observed, threshold, None, passed, reason)], details,
+                           what="champion gate")
+
         candidate_value = score(self.metric, evidence.labels, evidence.candidate)
         details["candidate_value"] = candidate_value
         if candidate_value is None:
-            details["decision"] = "error"
-            check = Check(name, None, self.min_improvement, None, False,
-                          f"candidate {self.metric} on the holdout is not a finite number")
-            return combine(self.name, [check], details, what="champion gate")
+            return decided("error", False, f"candidate {self.metric} on the holdout is not a finite number")
         if evidence.champion_error:
-            details["decision"] = "error"
-            check = Check(name, None, self.min_improvement, None, False,
-                          f"champion v{evidence.champion_version}: {evidence.champion_error}")
-            return combine(self.name, [check], details, what="champion gate")
+            return decided("error", False, f"champion v{evidence.champion_version}: {evidence.champion_error}")
         if evidence.champion is None:
-            details["decision"] = "no_champion"
-            check = Check(name, None, self.min_improvement, None, True,
-                          f"no champion yet: candidate {self.metric}={candidate_value:.4f} is the first")
-            return combine(self.name, [check], details, what="champion gate")
+            return decided("no_champion", True,
+                           f"no champion yet: candidate {self.metric}={candidate_value:.4f} is the first")
         if evidence.champion_version is not None and evidence.champion_version == evidence.candidate_version:
-            details.update(decision="already_champion", champion_value=candidate_value, delta=0.0)
-            check = Check(name, 0.0, None, None, True, f"v{evidence.candidate_version} is already the champion")
-            return combine(self.name, [check], details, what="champion gate")
+            details.update(champion_value=candidate_value, delta=0.0)
+            return decided("already_champion", True, f"v{evidence.candidate_version} is already the champion",
+                           observed=0.0, threshold=None)
         champion_value = score(self.metric, evidence.labels, evidence.champion)
         details["champion_value"] = champion_value
         if champion_value is None:
-            details["decision"] = "error"
-            check = Check(name, None, self.min_improvement, None, False,
-                          f"champion v{evidence.champion_version} {self.metric} on the holdout is not a finite number")
-            return combine(self.name, [check], details, what="champion gate")
+            return decided("error", False, f"champion v{evidence.champion_version} {self.metric} on the holdout "
+                           "is not a finite number")
         delta = improvement(candidate_value, champion_value, self.greater_is_better)
         beats = delta > 0 and delta >= self.min_improvement
-        details.update(delta=delta, decision="beats" if beats else "does_not_beat")
+        details["delta"] = delta
         reason = (
             f"candidate {self.metric}={candidate_value:.4f} {'beats' if beats else 'does not beat'} champion "
             f"v{evidence.champion_version} {self.metric}={champion_value:.4f} re-scored on the same holdout "
             f"({len(evidence.labels)} rows) by the required {self.min_improvement:g} (delta {delta:+.4f})"
         )
-        check = Check(name, delta, self.min_improvement, None, beats, reason)
-        return combine(self.name, [check], details, what="champion gate")
+        return decided("beats" if beats else "does_not_beat", beats, reason, observed=delta)
 
 
 # ------------------------------------------------------------------------------------------ slices

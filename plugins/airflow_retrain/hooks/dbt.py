@@ -39,6 +39,7 @@ from airflow_retrain.dbt.results import (
     strip_ansi,
     summarize,
 )
+from airflow_retrain.dbt.selection import selection_args
 
 _COMPILE_MARKERS = ("Compilation Error", "Parsing Error", "depends on a node named", "Syntax error in")
 
@@ -214,12 +215,7 @@ class DbtHook(BaseHook):
         argv += ["--log-format-file", "json", "--no-use-colors"]
         if target:
             argv += ["--target", target]
-        if select:
-            argv += ["--select", *select]
-        if exclude:
-            argv += ["--exclude", *exclude]
-        if selector:
-            argv += ["--selector", selector]
+        argv += selection_args(select, exclude, selector)
         argv += extra_args or []
         if self.partial_parse_file and self.partial_parse_file.is_file():
             shutil.copyfile(self.partial_parse_file, target_path / "partial_parse.msgpack")

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_retrain.artifacts import ArtifactStore
 from airflow_retrain.failure import record_failure
+from airflow_retrain.hooks.mlflow import MlflowHook
 from airflow_retrain.runs import RunIdentity
 from airflow_retrain.training import get_backend
 from airflow_retrain.training.base import TrainingBackend
@@ -50,6 +51,21 @@ class RetrainBaseOperator(BaseOperator):
     def artifact_store(self) -> ArtifactStore:
         """Resolved when a task runs (the deployment's environment is the worker's), never at parse time."""
         return ArtifactStore.resolve(self.artifact_root, self.artifact_conn_id)
+
+
+class MlflowBaseOperator(RetrainBaseOperator):
+    """An operator that talks to MLflow through a :class:`MlflowHook` built on first use (never in ``__init__``).
+
+    :param mlflow_conn_id: the MLflow connection.
+    """
+
+    def __init__(self, *, mlflow_conn_id: str = MlflowHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(self.mlflow_conn_id)
 
 
 class TrainingBackendOperator(RetrainBaseOperator):

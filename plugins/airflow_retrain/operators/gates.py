@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import json
 import tempfile
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_retrain.gates.base import Check, Verdict, combine, evidence_table
 from airflow_retrain.gates.metrics import MetricThresholdGate
-from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.operators.base import RetrainBaseOperator
+from airflow_retrain.operators.base import MlflowBaseOperator
 from airflow_retrain.operators.registry import GATE_TAG
 
 if TYPE_CHECKING:
     from airflow_retrain.gates.data import DataGateConfig
 
 
-class MetricGateOperator(RetrainBaseOperator):
+class MetricGateOperator(MlflowBaseOperator):
     """Fail (without retry) unless every metric is present, finite and within its bounds.
 
     The verdict is written to the candidate's model version (``retrain.gate.metrics`` = passed/failed,
@@ -52,18 +50,12 @@ class MetricGateOperator(RetrainBaseOperator):
         thresholds: dict[str, dict[str, float | None]],
         metrics: dict[str, Any] | Any,
         candidate: dict[str, Any] | Any = None,
-        mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.thresholds = thresholds
         self.metrics = metrics
         self.candidate = candidate
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context) -> dict[str, Any]:
         gate = MetricThresholdGate(self.thresholds)
@@ -111,7 +103,7 @@ def _with_contract(config: DataGateConfig) -> DataGateConfig:
     return replace(config, contract=contract.columns, contract_note=contract.note)
 
 
-class DataGateOperator(RetrainBaseOperator):
+class DataGateOperator(MlflowBaseOperator):
     """Check the exported dataset before training; a failure stops the run (no retry, no training paid).
 
     The evidence goes to this DAG run's *data run* in MLflow (experiment ``<experiment>/data``):
@@ -141,7 +133,6 @@ class DataGateOperator(RetrainBaseOperator):
         model_name: str,
         experiment: str,
         alias: str = "champion",
-        mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -150,11 +141,6 @@ class DataGateOperator(RetrainBaseOperator):
         self.model_name = model_name
         self.experiment = experiment
         self.alias = alias
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context) -> dict[str, Any]:
         import pandas as pd
@@ -217,7 +203,7 @@ class DataGateOperator(RetrainBaseOperator):
         return result
 
 
-class ModelGateOperator(RetrainBaseOperator):
+class ModelGateOperator(MlflowBaseOperator):
     """Gate a registered candidate: thresholds, champion re-scored on the same holdout, slices, efficiency.
 
     Every verdict is recorded on the candidate: version tags ``retrain.gate.<gate>`` = ``passed``/``failed``
@@ -260,7 +246,6 @@ class ModelGateOperator(RetrainBaseOperator):
         slices: dict[str, Any] | None = None,
         efficiency: dict[str, Any] | None = None,
         alias: str = "champion",
-        mlflow_conn_id: str = "mlflow_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -273,11 +258,6 @@ class ModelGateOperator(RetrainBaseOperator):
         self.slices = slices
         self.efficiency = efficiency
         self.alias = alias
-        self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(self.mlflow_conn_id)
 
     def execute(self, context) -> dict[str, Any]:
         from airflow_retrain.gates.data import read_split

@@ -1,20 +1,17 @@
-"""The base of the registry operators: a lazily built :class:`MlflowHook` and the promotion lease's settings."""
+"""The base of the registry operators: the promotion lease's settings (the MLflow hook is the base's)."""
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.operators.base import RetrainBaseOperator
+from airflow_retrain.operators.base import MlflowBaseOperator
 
 
-class RegistryBaseOperator(RetrainBaseOperator):
-    """An operator with a lazily built :class:`MlflowHook` and the lease settings.
+class RegistryBaseOperator(MlflowBaseOperator):
+    """An MLflow operator with the promotion lease's settings.
 
-    :param mlflow_conn_id: the MLflow connection.
     :param lease_wait_seconds: how long to wait for another run's promotion lease before failing.
     :param lease_settle_seconds: verify-after-write pause of the lease (see :meth:`MlflowHook.lease`).
     """
@@ -22,19 +19,13 @@ class RegistryBaseOperator(RetrainBaseOperator):
     def __init__(
         self,
         *,
-        mlflow_conn_id: str = "mlflow_default",
         lease_wait_seconds: float = 300.0,
         lease_settle_seconds: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
         self.lease_wait_seconds = lease_wait_seconds
         self.lease_settle_seconds = lease_settle_seconds
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(self.mlflow_conn_id)
 
     def _lease(self, model_name: str, holder: str):
         return self.hook.lease(model_name, holder, wait_seconds=self.lease_wait_seconds,

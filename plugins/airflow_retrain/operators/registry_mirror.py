@@ -5,11 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from airflow_retrain.hooks.mlflow import MlflowHook
-from airflow_retrain.operators.base import RetrainBaseOperator
+from airflow_retrain.operators.base import MlflowBaseOperator
 
 
-class MirrorToSageMakerOperator(RetrainBaseOperator):
+class MirrorToSageMakerOperator(MlflowBaseOperator):
     """Register the new champion in the SageMaker Model Registry too (a package in a group, ``Approved``).
 
     Runs after ``promote``; does nothing unless the candidate was promoted. The model package group is
@@ -26,23 +25,18 @@ class MirrorToSageMakerOperator(RetrainBaseOperator):
     ui_color = "#ffcc80"
 
     def __init__(self, *, decision: dict[str, Any] | Any, model_package_group: str, aws_conn_id: str = "aws_default",
-                 region: str | None = None, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+                 region: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.decision = decision
         self.model_package_group = model_package_group
         self.aws_conn_id = aws_conn_id
         self.region = region
-        self.mlflow_conn_id = mlflow_conn_id
 
     @cached_property
     def sagemaker_hook(self):
         from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
 
         return SageMakerHook(aws_conn_id=self.aws_conn_id, region_name=self.region)
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(self.mlflow_conn_id)
 
     def find_mirrored(self, name: str, version: str) -> str | None:
         """The ARN of the group's package that already mirrors ``name`` v``version``, or ``None``.

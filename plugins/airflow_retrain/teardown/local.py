@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,11 +42,11 @@ from typing import Any
 
 from airflow_retrain.config import state_dir
 from airflow_retrain.teardown.base import Clock, Finding, Inventory, Resource, ResourceGone, ttl_expired
+from airflow_retrain.teardown.marks import FileMarks, safe_name
 from airflow_retrain.training.base import TrainingJobNotFound
 
 RunState = Callable[[str, str], str | None]
 _ENDED_RUN_STATES = {"success", "failed"}
-_STALE_CLAIM_SECONDS = 3600.0
 NVIDIA_SMI_QUERY = ["--query-compute-apps=pid,process_name,used_memory", "--format=csv"]
 
 
@@ -81,10 +80,6 @@ def task_sdk_run_state(dag_id: str, run_id: str) -> str | None:
         return None
     state = task_runner.RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
     return None if state is None else str(getattr(state, "value", state))  # DagRunState.SUCCESS -> "success"
-
-
-def _safe(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
 
 
 class LocalInventory(Inventory):
@@ -130,65 +125,25 @@ class LocalInventory(Inventory):
     def marks_dir(self) -> Path:
         return self.state_root / "teardown" / "marks"
 
-    # -- marks (tags of things that have none) --------------------------------------------------------
-    def _mark_path(self, resource: Resource) -> Path:
-        return self.marks_dir / f"{_safe(resource.kind)}--{_safe(resource.name)}.json"
-
-    def _claim_path(self, resource: Resource) -> Path:
-        return self.marks_dir / f"{_safe(resource.kind)}--{_safe(resource.name)}.claim"
-
-    def _stored_tags(self, resource: Resource) -> dict[str, str]:
-        tags: dict[str, str] = {}
-        try:
-            tags.update(json.loads(self._mark_path(resource).read_text()))
-        except (OSError, ValueError):
-            pass
-        try:
-            tags[self.policy.tags.claim] = self._claim_path(resource).read_text()
-        except OSError:
-            pass
-        return tags
+    @cached_property
+    def marks(self) -> FileMarks:
+        """Marks and claims of local resources (they have no tags of their own), one file per kind and name."""
+        return FileMarks(self.marks_dir, self.policy.tags.claim,
+                         stem=lambda resource: f"{safe_name(resource.kind)}--{safe_name(resource.name)}")
 
     def set_tag(self, resource: Resource, key: str, value: str) -> None:
-        self.marks_dir.mkdir(parents=True, exist_ok=True)
-        if key == self.policy.tags.claim:
-            path = self._claim_path(resource)
-            try:
-                if time.time() - path.stat().st_mtime > _STALE_CLAIM_SECONDS:
-                    path.unlink(missing_ok=True)  # left by a sweep that died while acting
-            except OSError:
-                pass
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return  # another sweep holds the claim; the re-read shows it is not ours
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value)
-        else:
-            path = self._mark_path(resource)
-            stored = {k: v for k, v in self._stored_tags(resource).items() if k != self.policy.tags.claim}
-            stored[key] = value
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(stored))
-            os.replace(tmp, path)
-        resource.tags[key] = value
+        # A claim another sweep holds is not ours: the re-read shows it, so the tag is not set here.
+        if self.marks.set(resource, key, value):
+            resource.tags[key] = value
 
     def remove_tag(self, resource: Resource, key: str) -> None:
-        if key == self.policy.tags.claim:
-            self._claim_path(resource).unlink(missing_ok=True)
-        else:
-            path = self._mark_path(resource)
-            stored = {k: v for k, v in self._stored_tags(resource).items() if k not in (key, self.policy.tags.claim)}
-            if stored:
-                path.write_text(json.dumps(stored))
-            else:
-                path.unlink(missing_ok=True)
+        self.marks.remove(resource, key)
         resource.tags.pop(key, None)
 
     def forget(self, resource: Resource) -> None:
         """Drop the marks of a resource that is gone."""
-        self._mark_path(resource).unlink(missing_ok=True)
-        self._claim_path(resource).unlink(missing_ok=True)
+        self.marks.tags_path(resource).unlink(missing_ok=True)
+        self.marks.claim_path(resource).unlink(missing_ok=True)
 
     # -- listing -------------------------------------------------------------------------------------
     def _job_resource(self, job) -> Resource:
@@ -204,7 +159,7 @@ class LocalInventory(Inventory):
             instance_count=job.instance_count,
             details={"pid": job.details.get("pid"), "gpus": job.details.get("gpus_visible", 0)},
         )
-        resource.tags.update(self._stored_tags(resource))
+        resource.tags.update(self.marks.read(resource))
         return resource
 
     def _live_jobs(self) -> list:
@@ -273,9 +228,9 @@ class LocalInventory(Inventory):
 
     def _drop_stale_marks(self, live_names: set[str]) -> None:
         """Marks of local jobs that ended since (stopped by their own teardown, or finished) go too."""
-        prefix = f"{_safe('local.training_job')}--"
+        prefix = f"{safe_name('local.training_job')}--"
         for path in self.marks_dir.glob(f"{prefix}*") if self.marks_dir.is_dir() else []:
-            if path.name.removeprefix(prefix).rsplit(".", 1)[0] not in {_safe(n) for n in live_names}:
+            if path.name.removeprefix(prefix).rsplit(".", 1)[0] not in {safe_name(n) for n in live_names}:
                 path.unlink(missing_ok=True)
 
     def resources(self) -> Iterable[Resource]:
@@ -321,7 +276,7 @@ class LocalInventory(Inventory):
                 instance_type="local",
                 details={"pid": gpu.pid, "process_name": gpu.process_name, "used_memory_mib": gpu.used_memory_mib, "job": job_name},
             )
-            resource.tags.update(self._stored_tags(resource))
+            resource.tags.update(self.marks.read(resource))
             yield resource
 
     # -- judging -------------------------------------------------------------------------------------
@@ -389,7 +344,7 @@ class LocalInventory(Inventory):
             except psutil.NoSuchProcess:
                 raise ResourceGone(f"process {resource.details['pid']} has exited") from None
             fresh = Resource(**{**resource.to_dict(), "details": dict(resource.details)})
-            fresh.tags = {**{k: v for k, v in resource.tags.items() if not k.startswith("retrain:teardown")}, **self._stored_tags(resource)}
+            fresh.tags = {**{k: v for k, v in resource.tags.items() if not k.startswith("retrain:teardown")}, **self.marks.read(resource)}
             return fresh
         try:
             job = self.backend.describe(resource.name)

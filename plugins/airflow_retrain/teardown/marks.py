@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from airflow_retrain.teardown.base import Resource
@@ -23,7 +24,8 @@ from airflow_retrain.teardown.base import Resource
 STALE_CLAIM_SECONDS = 3600.0
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` with anything but letters, digits, ``_``, ``.`` and ``-`` replaced by ``_`` (a file name)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
@@ -31,14 +33,13 @@ class FileMarks:
     """Tags (the mark, the claim) of resources, as files under ``directory``.
 
     :param claim_key: the policy's claim tag: stored as an ``O_EXCL`` file, never overwritten.
+    :param stem: a resource's file name without suffix (default: its :attr:`Resource.key`, made safe).
     """
 
-    def __init__(self, directory: Path, claim_key: str) -> None:
+    def __init__(self, directory: Path, claim_key: str, stem: Callable[[Resource], str] | None = None) -> None:
         self.directory = Path(directory)
         self.claim_key = claim_key
-
-    def _stem(self, resource: Resource) -> str:
-        return _safe(resource.key)
+        self._stem = stem or (lambda resource: safe_name(resource.key))
 
     def tags_path(self, resource: Resource) -> Path:
         return self.directory / f"{self._stem(resource)}.json"
@@ -102,8 +103,8 @@ class FileMarks:
         a set of :attr:`Resource.key`); returns how many resources were forgotten."""
         if not self.directory.is_dir():
             return 0
-        prefix = _safe(f"{kind}:{location}:")
-        kept = {_safe(key) for key in keep}
+        prefix = safe_name(f"{kind}:{location}:")
+        kept = {safe_name(key) for key in keep}
         gone = {
             path.name.rsplit(".", 1)[0]
             for path in self.directory.glob(f"{prefix}*")

@@ -156,26 +156,30 @@ class VertexInventory(Inventory):
         return tags
 
     # -- listing -------------------------------------------------------------------------------------
-    def _job_resource(self, cj: Any) -> Resource:
-        pools = list(cj.job_spec.worker_pool_specs)
-        variants = _replica_prices((p.machine_spec, int(p.replica_count)) for p in pools)
-        timeout = cj.job_spec.scheduling.timeout
-        resource = Resource(
-            kind="vertex.custom_job",
-            name=f"{cj.display_name}#{cj.name.rsplit('/', 1)[-1]}",
+    def _resource(self, kind: str, item: Any, state: str, started_at: float | None,
+                  replicas: Iterable[tuple[Any, int]], **details: Any) -> Resource:
+        """A custom job or endpoint ``item`` as a :class:`Resource`; ``replicas``: (machine spec, count)."""
+        variants = _replica_prices(replicas)
+        return Resource(
+            kind=kind,
+            name=f"{item.display_name}#{item.name.rsplit('/', 1)[-1]}",
             location=self.location,
-            state=cj.state.name,
-            tags=self._tags(dict(cj.labels)),
-            started_at=_epoch(cj.start_time) or _epoch(cj.create_time),
+            state=state,
+            tags=self._tags(dict(item.labels)),
+            started_at=started_at,
             backend="vertex",
             instance_type=variants[0][0] if variants else None,
             instance_count=sum(n for _, n in variants) or 1,
-            arn=cj.name,
-            details={
-                "region": self.region,
-                "variant_instances": variants,
-                "max_runtime_seconds": timeout.total_seconds() if timeout else None,
-            },
+            arn=item.name,
+            details={"region": self.region, "variant_instances": variants, **details},
+        )
+
+    def _job_resource(self, cj: Any) -> Resource:
+        timeout = cj.job_spec.scheduling.timeout
+        resource = self._resource(
+            "vertex.custom_job", cj, cj.state.name, _epoch(cj.start_time) or _epoch(cj.create_time),
+            ((p.machine_spec, int(p.replica_count)) for p in cj.job_spec.worker_pool_specs),
+            max_runtime_seconds=timeout.total_seconds() if timeout else None,
         )
         if cj.job_spec.scheduling.strategy.name == "SPOT":
             resource.details["pricing"] = "spot"
@@ -183,26 +187,11 @@ class VertexInventory(Inventory):
         return resource
 
     def _endpoint_resource(self, ep: Any) -> Resource:
-        dedicated = [m.dedicated_resources for m in ep.deployed_models]
-        variants = _replica_prices((d.machine_spec, int(d.min_replica_count)) for d in dedicated)
-        return Resource(
-            kind="vertex.endpoint",
-            name=f"{ep.display_name}#{ep.name.rsplit('/', 1)[-1]}",
-            location=self.location,
-            state="DEPLOYED" if ep.deployed_models else "EMPTY",
-            tags=self._tags(dict(ep.labels)),
-            started_at=_epoch(ep.create_time),
-            backend="vertex",
-            instance_type=variants[0][0] if variants else None,
-            instance_count=sum(n for _, n in variants) or 1,
-            arn=ep.name,
-            details={
-                "region": self.region,
-                "variant_instances": variants,
-                "deployed_models": [m.id for m in ep.deployed_models],
-                "etag": ep.etag,
-                "labels": dict(ep.labels),
-            },
+        return self._resource(
+            "vertex.endpoint", ep, "DEPLOYED" if ep.deployed_models else "EMPTY", _epoch(ep.create_time),
+            ((m.dedicated_resources.machine_spec, int(m.dedicated_resources.min_replica_count))
+             for m in ep.deployed_models),
+            deployed_models=[m.id for m in ep.deployed_models], etag=ep.etag, labels=dict(ep.labels),
         )
 
     def _pages(self, fn: Callable[..., Any], items: str) -> Iterable[Any]:

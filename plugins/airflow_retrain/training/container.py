@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,19 @@ def host_environment(
         (config_dir / "resourceconfig.json").write_text(json.dumps(resource, indent=2))
         env["SM_INPUT_CONFIG_DIR"] = str(config_dir)
     return env
+
+
+def gpu_count() -> int:
+    """GPUs this host's ``nvidia-smi`` can see (0 without a driver): a container run here gets ``SM_NUM_GPUS``
+    from it, and the training script picks the device itself."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 def free_port() -> int:

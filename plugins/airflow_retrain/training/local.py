@@ -94,15 +94,8 @@ def training_environment(
 
 @lru_cache(maxsize=1)
 def local_gpu_count() -> int:
-    """GPUs ``nvidia-smi`` can see (0 without a driver); the training script picks the device itself."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    """:func:`container.gpu_count`, asked once per process (``nvidia-smi`` is slow to answer)."""
+    return container.gpu_count()
 
 
 _START_TIMEOUT_SECONDS = 60.0
