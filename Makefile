@@ -18,7 +18,7 @@ export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := False
 export AIRFLOW__API__PORT ?= 8080
 export PATH := $(VENV)/bin:$(PATH)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
-# `make demo BACKEND=sagemaker` trains on the fake cloud; `make fake-cloud` serves it in the foreground.
+# `make demo BACKEND=sagemaker` trains on the fake cloud; `make demo MONITORING=1` then shows a drift-triggered retrain; `make fake-cloud` serves it in the foreground.
 BACKEND ?= local
 FAKE_CLOUD_PORT ?= 5599
 FAKE_VERTEX_PORT ?= 5598
@@ -37,7 +37,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	@touch $@
 
 demo: venv
-	$(PY) scripts/demo.py --backend $(BACKEND)
+	$(PY) scripts/demo.py --backend $(BACKEND) $(if $(MONITORING),--monitoring)
 
 # A fake AWS (moto S3, SageMaker with training jobs that really run, CloudWatch, Logs, IAM, STS) on
 # loopback; prints the AIRFLOW_CONN_AWS_DEFAULT to export. Ctrl-C stops it and every job it runs.

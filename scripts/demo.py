@@ -17,6 +17,8 @@ fake Vertex AI JobService (``scripts/fake_vertex.py``, gRPC on loopback, served 
 GCS stand-in (a local folder holding the spec's staging bucket); the DAG run gets the Google Cloud
 connection (``AIRFLOW_CONN_<CONNECTION_ID>``, extras ``api_endpoint``/``gcs.endpoint``) in its environment.
 ``--spec FILE`` runs any other spec.
+``--monitoring`` (``make demo MONITORING=1``) then scores with the champion, shifts a feature and runs the
+retrain the drift triggers, printing its outcome with the reason (``scripts/demo_monitoring.py``).
 """
 
 from __future__ import annotations
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="load data and init Airflow, run nothing")
     parser.add_argument("--backend", choices=sorted(DEFAULT_SPECS), default="local", help="training backend of the demo spec")
     parser.add_argument("--spec", type=Path, help="run this spec instead of the backend's example")
+    parser.add_argument("--monitoring", action="store_true",
+                        help="then score with the champion, shift a feature and run the retrain the drift triggers")
     args = parser.parse_args(argv)
+    if args.monitoring and args.backend != "local":
+        parser.error("--monitoring runs with the local backend only")
     spec_path = (args.spec or DEFAULT_SPECS[args.backend]).resolve()
     raw_spec = _read_spec(spec_path)
     dag_id = f"{raw_spec['name']}_retrain"
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     env = _env()
     if args.spec or args.backend != "local":
         env["RETRAIN_SPECS_DIR"] = str(_specs_dir_for(spec_path, Path(env["RETRAIN_STATE_DIR"])))
+    if args.monitoring:  # the spec's copy: the retrain DAG on the drift Asset alone, no cooldown
+        env["RETRAIN_SPECS_DIR"] = str(_monitoring().write_demo_spec(raw_spec, spec_path, Path(env["RETRAIN_STATE_DIR"])))
     os.environ.update(env)
     state = Path(env["RETRAIN_STATE_DIR"])
     state.mkdir(parents=True, exist_ok=True)
@@ -200,7 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"!! tasks not successful: {failed}; see {log_path}")
         return 1
+    if args.monitoring and champion:
+        return _monitoring().run_demo(env=env, state=state, pipeline=raw_spec["name"], dag_id=dag_id,
+                                      latest_report=latest, read_report=_read_report,
+                                      reload_data=loader["load_to_duckdb"])
     return 0 if champion else 1
+
+
+def _monitoring():
+    """``scripts/demo_monitoring.py`` (``--monitoring``), imported from ``scripts/``."""
+    scripts = str(Path(__file__).resolve().parent)
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import demo_monitoring
+
+    return demo_monitoring
 
 
 def _latest_report_path(spec_path: Path, dag_id: str):

@@ -83,6 +83,8 @@ def format_report(report: dict[str, Any]) -> str:
     s = report.get("stages", {})
     states = report.get("task_states", {})
     lines = [f"Pipeline {report.get('pipeline')}  DAG {report.get('dag_id')}  run {report.get('run_id')}"]
+    if trigger := trigger_label(report.get("trigger")):
+        lines.append(f"  trigger        {trigger}")
 
     errors = report.get("errors") or {}
 
@@ -195,7 +197,36 @@ def _failed_gate_reason(report: dict[str, Any], task_id: str) -> str:
     return ", ".join(names) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
 
 
+#: The longest drift reason kept in a run's outcome (the note and the history entry stay one readable line).
+TRIGGER_REASON_CHARS = 300
+
+
+def trigger_label(trigger: dict[str, Any] | None) -> str | None:
+    """Why a run started, when something other than its cron or a person started it:
+    ``drift-triggered (score_churn run scheduled__...: <the monitoring reason>)``; ``None`` otherwise.
+
+    :param trigger: the report's ``trigger`` (see :func:`airflow_retrain.monitoring.drift.drift_trigger`).
+    """
+    if not trigger or trigger.get("kind") != "drift":
+        return None
+    reason = " ".join(str(trigger.get("reason") or "no reason recorded").split())
+    if len(reason) > TRIGGER_REASON_CHARS:
+        reason = reason[:TRIGGER_REASON_CHARS - 1] + "…"
+    earlier = int(trigger.get("events") or 1) - 1
+    more = f"; +{earlier} earlier request(s)" if earlier > 0 else ""
+    return (f"drift-triggered ({trigger.get('scoring_dag_id') or 'scoring'} run "
+            f"{trigger.get('scoring_run_id') or '?'}: {reason}{more})")
+
+
 def run_outcome(report: dict[str, Any]) -> str:
+    """:func:`decision_outcome`, headed by why the run started when drift started it (``report["trigger"]``):
+    ``drift-triggered (score_churn run ...: PSI ...): promoted v3 (was v2)``. A cron or manual run: unchanged."""
+    outcome = decision_outcome(report)
+    label = trigger_label(report.get("trigger"))
+    return f"{label}: {outcome}" if label else outcome
+
+
+def decision_outcome(report: dict[str, Any]) -> str:
     """One line saying what the run did and why: ``promoted v3 (was v1)``, ``kept v1 because candidate v2
     roc_auc 0.8412 vs 0.8450, needs +0.002``, ``gate failed: metrics: roc_auc 0.7100 (candidate v2;
     champion unchanged)`` or ``failed at train: <error> (no candidate; champion unchanged)`` (the error line

@@ -393,3 +393,25 @@ def test_the_trigger_reason_is_recorded_in_the_promotion_history(registry, train
     ctx["params"] = {"dry_run": False, "reason": "label fix in the warehouse"}
     assert op.execute(ctx)["decision"] == "promoted"
     assert MlflowHook(CONN).promotion_history(name)[-1]["trigger_reason"] == "label fix in the warehouse"
+
+
+def test_a_drift_triggered_promotion_says_why_in_its_history_entry(registry, trained, make_context, name):
+    from drift_events import REASON, drift_event, triggering
+
+    from airflow_retrain.hooks.mlflow import MlflowHook
+
+    v1, _ = register(trained, make_context, "run1", 0.85, name)
+    gate(v1, make_context, "run1", 0.85)
+    op = PromoteModelOperator(task_id="promote", pipeline="churn", candidate=v1, primary_metric="roc_auc",
+                              mlflow_conn_id=CONN, reason_param="reason")
+    ctx = make_context("churn_retrain", "asset_triggered__1")
+    ctx["triggering_asset_events"] = triggering(drift_event())
+    assert op.execute(ctx)["decision"] == "promoted"
+    entry = MlflowHook(CONN).promotion_history(name)[-1]
+    assert entry["reason"].startswith(f"drift-triggered (score_churn run scheduled__2026-12-01: {REASON}): ")
+    assert entry["trigger_reason"] is None  # no free-text Param given; the drift is in the reason
+    # a cron (or manual) run's entry is the decision's reason alone
+    v2, _ = register(trained, make_context, "run2", 0.95, name)
+    gate(v2, make_context, "run2", 0.95)
+    assert promote(v2, make_context, "run2")["decision"] == "promoted"
+    assert not MlflowHook(CONN).promotion_history(name)[-1]["reason"].startswith("drift-triggered")

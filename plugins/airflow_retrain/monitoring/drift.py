@@ -20,9 +20,45 @@ from airflow_retrain.gates.data import column_ks, column_psi, psi, psi_bins
 if TYPE_CHECKING:
     import pandas as pd
 
+
 def drift_asset_uri(pipeline: str) -> str:
     """The Airflow Asset a drift-triggered retrain request updates; the retrain DAG is scheduled on it."""
     return f"x-retrain://{pipeline}/drift"
+
+
+def drift_trigger(context: Any, pipeline: str) -> dict[str, Any] | None:
+    """Why this run of the retrain DAG was started by drift, from the drift Asset events that triggered it.
+
+    Read through the Task SDK context (``triggering_asset_events``: the events the run consumed); the
+    newest event's ``extra`` is what ``request_retrain`` wrote. A run started by its cron, by hand or by a dbt
+    Asset has no drift event: ``None``.
+
+    :return: ``{"kind": "drift", "reason", "scoring_dag_id", "scoring_run_id", "champion_version",
+        "monitoring_run_id", "requested_at", "events"}`` or ``None``.
+    """
+    from airflow.sdk import Asset
+
+    accessor = context.get("triggering_asset_events") if hasattr(context, "get") else None
+    if not accessor:
+        return None
+    try:
+        events = list(accessor.get(Asset(drift_asset_uri(pipeline))) or [])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not events:
+        return None
+    latest = max(events, key=lambda e: e.timestamp)
+    extra = dict(latest.extra or {})
+    return {
+        "kind": "drift",
+        "reason": str(extra.get("reason") or "drift Asset updated (no reason recorded)"),
+        "scoring_dag_id": latest.source_dag_id or f"score_{pipeline}",
+        "scoring_run_id": extra.get("scoring_run_id") or latest.source_run_id,
+        "champion_version": extra.get("champion_version"),
+        "monitoring_run_id": extra.get("monitoring_run_id"),
+        "requested_at": latest.timestamp.isoformat(),
+        "events": len(events),
+    }
 
 
 #: Edges of the score histogram kept as the prediction-drift reference (scores are probabilities).

@@ -16,9 +16,11 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_retrain.hooks.mlflow import LeaseLost, LeaseUnavailable, RegistryError
 from airflow_retrain.links.mlflow import MlflowCandidateVersionLink, MlflowChampionVersionLink
+from airflow_retrain.monitoring.drift import drift_trigger
 from airflow_retrain.operators.registry_approval import approval_body
 from airflow_retrain.operators.registry_base import RegistryBaseOperator
 from airflow_retrain.registry.tags import CHAMPION, GATE_OUTCOME_TAG, GATE_TAG, TAG
+from airflow_retrain.report import trigger_label
 
 #: Decisions that leave the champion where it was: ``promote`` ends *skipped* with the reason.
 KEPT_DECISIONS = ("kept_champion", "rejected")
@@ -80,6 +82,7 @@ class PromoteModelOperator(RegistryBaseOperator):
         self.dry_run_param = dry_run_param
         self.reason_param = reason_param
         self._trigger_reason: str | None = None
+        self._drift: str | None = None
         if mode not in ("promote", "decide"):
             raise ValueError(f"mode must be 'promote' or 'decide', not {mode!r}")
         self.candidate = candidate
@@ -115,6 +118,8 @@ class PromoteModelOperator(RegistryBaseOperator):
     def execute(self, context) -> dict[str, Any]:
         params = dict(context.get("params") or {})
         self._trigger_reason = str(params.get(self.reason_param) or "").strip() or None if self.reason_param else None
+        # A run the scoring DAG's drift Asset started says so in its history entry (and why).
+        self._drift = trigger_label(drift_trigger(context, self.pipeline)) if self.pipeline else None
         if self.mode == "promote" and self.dry_run_param and params.get(self.dry_run_param):
             decision = self._dry_run(context)
             context["ti"].xcom_push(key="return_value", value=decision)
@@ -257,7 +262,7 @@ class PromoteModelOperator(RegistryBaseOperator):
                 if not_passed:  # re-checked right before the move: a gate may have been re-run
                     self._fail(f"{name} v{version}: gates not passed {not_passed}; nothing promoted")
                 entry = self.hook.move_alias(lease, self.alias, version, {
-                    "action": "promote", "by": holder, "reason": decision["reason"],
+                    "action": "promote", "by": holder, "reason": self._entry_reason(decision),
                     "candidate_version": version, "evidence": decision["evidence"],
                     "approved_by": (approval or {}).get("by"), "trigger_reason": self._trigger_reason,
                 }, expected_from=decision["champion_before"])
@@ -265,7 +270,7 @@ class PromoteModelOperator(RegistryBaseOperator):
                 entry = self.hook.append_history(lease, {
                     "action": "kept" if decision["decision"] == "kept_champion" else decision["decision"],
                     "alias": self.alias, "from": decision["champion_before"], "to": decision["champion_before"],
-                    "by": holder, "reason": decision["reason"], "candidate_version": version,
+                    "by": holder, "reason": self._entry_reason(decision), "candidate_version": version,
                     "trigger_reason": self._trigger_reason,
                 })
             after = self.hook.get_version_by_alias(name, self.alias)
@@ -287,6 +292,10 @@ class PromoteModelOperator(RegistryBaseOperator):
         self.log.info("Decision: %s", json.dumps(decision, default=str))
         return decision
 
+
+    def _entry_reason(self, decision: dict[str, Any]) -> str:
+        """The history entry's reason: the decision's, headed by the drift that started the run, if it did."""
+        return f"{self._drift}: {decision['reason']}" if self._drift else decision["reason"]
 
     def _record_unrecorded_move(self, lease, version: str, holder: str, decision: dict[str, Any]):
         """A retry after a failure between the alias move and its history entry writes the missing entry."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow_retrain import artifacts
 from airflow_retrain.failure import ERROR_XCOM_KEY, error_text
+from airflow_retrain.monitoring.drift import drift_trigger
 from airflow_retrain.operators.base import RetrainBaseOperator
 from airflow_retrain.report import SKIP_REASON_KEY, format_report, report_summary, run_outcome
 from airflow_retrain.spec.models import NOTIFY_EVENTS
@@ -18,7 +19,8 @@ class RunReportOperator(RetrainBaseOperator):
     """Teardown task after the cleanup: a readable summary of the run in its log, and a JSON report in the
     artifact store (``<run>/report.json``, and ``<root>/<dag_id>/latest_report.json``).
 
-    The run's outcome (``promoted v3 (was v1)``, ``kept v1 ...``, ``gate failed: metrics ...``) becomes the DAG
+    The run's outcome (``promoted v3 (was v1)``, ``kept v1 ...``, ``gate failed: metrics ...``; headed by
+    ``drift-triggered (score_<pipeline> run ...: <reason>)`` when the drift Asset started it) becomes the DAG
     run's note through Airflow's REST API when the ``airflow_api_conn_id`` connection exists, so the run list
     and grid tell runs apart; the whole report is also pushed as XCom ``run_report`` (readable in the UI's
     XCom tab and on the dashboard), not only a path.
@@ -65,6 +67,8 @@ class RunReportOperator(RetrainBaseOperator):
             "run_key": run.run_key,
             "task_states": states,
             "params": {k: v for k, v in dict(context.get("params") or {}).items()},
+            # why the run started when the scoring DAG's drift Asset started it (None: cron, manual, dbt)
+            "trigger": drift_trigger(context, self.pipeline),
             "stages": stages,
             "gate_verdicts": {k: v for k, v in gate_verdicts.items() if v},
             "errors": self._errors(ti, states),

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from airflow_retrain.config import retrain_home
 from airflow_retrain.spec.loader import load_specs
-from airflow_retrain.ui import data
+from airflow_retrain.ui import data, monitoring
 from airflow_retrain.ui.render import render
 from airflow_retrain.urls import redact_value
 
@@ -137,9 +137,10 @@ async def _runs(api: data.AirflowApi, dag_id: str) -> list[dict[str, Any]]:
         )
         run["cost"] = data.run_cost(run["report"])
         if run["report"]:
-            from airflow_retrain.report import run_outcome
+            from airflow_retrain.report import run_outcome, trigger_label
 
             run["outcome"] = run["note"] or run_outcome(run["report"])
+            run["trigger"] = trigger_label(run["report"].get("trigger"))  # drift-triggered: why it started
         else:
             failed = _failed_task(run) if run["state"] == "failed" and not run["note"] else None
             error = await data.task_error(api, dag_id, run["run_id"], failed) if failed else None
@@ -162,6 +163,9 @@ async def collect(api: data.AirflowApi) -> dict[str, Any]:
             pipeline["weekly_budget_usd"] = spec.budget.weekly_usd if spec.budget else None
             if pipeline["model"] is not None:
                 pipeline["model"]["greater_is_better"] = spec.registry.greater_is_better
+            if spec.monitoring is not None:
+                history = await run_in_threadpool(monitoring.load_history, spec.name, spec.warehouse_connection_id)
+                pipeline["monitoring"] = monitoring.monitoring_view(spec, history, runs)
     warehouse = next((s.warehouse_connection_id for s in specs.values()), "retrain_warehouse")
     ledger = await run_in_threadpool(data.ledger_rows, warehouse)
     if ledger.get("available"):

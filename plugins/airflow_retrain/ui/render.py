@@ -3,7 +3,8 @@
 The first screen (1,366 x 768) answers "did last night's retrain ship a better model, and if not, why, and
 what did it cost" for every pipeline: one summary row each (last run's outcome and reason, champion and its
 primary metric with the trend, cost this week, next run). Below, per pipeline: recent runs with reasons,
-the promotion history, the gate evidence folded by gate (``<details>``), then cost by week.
+the promotion history, the gate evidence folded by gate (``<details>``), with a ``monitoring:`` block the
+drift view (:mod:`airflow_retrain.ui.monitoring`), then cost by week.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from airflow_retrain.ui import data
 from airflow_retrain.ui.charts import bar_chart, line_chart
+from airflow_retrain.ui.monitoring import render_monitoring
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:12px 16px;color:#1f2933;background:#fff;font-size:14px}
@@ -44,7 +46,10 @@ def _e(value: Any) -> str:
     return escape(str(value))
 
 
-def outcome_class(outcome: str) -> str:
+def outcome_class(outcome: str, trigger: str | None = None) -> str:
+    """The colour of an outcome by what the run decided (a drift-triggered run's ``trigger`` label heads it)."""
+    if trigger and outcome.startswith(f"{trigger}: "):
+        outcome = outcome[len(trigger) + 2:]
     if outcome.startswith(("promoted", "dry run: v")):
         return "outcome-promoted"
     if outcome.startswith("kept"):
@@ -106,7 +111,7 @@ def _glance(p: dict[str, Any]) -> str:
     now = (f'<div class="outcome-running">now {escape(active["outcome"])}</div>' if active else "")
     if last:
         outcome = last["outcome"]
-        headline = (f'<div class="big {outcome_class(outcome)}" data-role="last-outcome">{escape(outcome)}</div>'
+        headline = (f'<div class="big {outcome_class(outcome, last.get("trigger"))}" data-role="last-outcome">{escape(outcome)}</div>'
                     f'<div class="muted">{escape(last["run_id"])} · {escape(str(last["state"]))} · '
                     f"{_when(last.get('end_date') or last.get('start_date'))}</div>{now}")
     else:
@@ -169,7 +174,7 @@ def _details(p: dict[str, Any]) -> str:
     out = [f'<h2 id="{escape(p["dag_id"])}">{escape(p["dag_id"])}</h2>']
     runs = "".join(
         f"<tr><td>{escape(r['run_id'])}</td><td>{_e(_when(r.get('end_date') or r.get('run_after')))}</td>"
-        f'<td class="{outcome_class(r["outcome"])}">{escape(r["outcome"])}</td>'
+        f'<td class="{outcome_class(r["outcome"], r.get("trigger"))}">{escape(r["outcome"])}</td>'
         f"<td>{_stages(r['stages'])}</td>"
         f"<td>{'$' + format(r['cost']['usd'], '.4f') if r['cost']['usd'] is not None else '-'}</td></tr>"
         for r in p["runs"]
@@ -190,6 +195,8 @@ def _details(p: dict[str, Any]) -> str:
                        f"{' — ' + escape(row['decision']) if row.get('decision') else ''}</h3>{_evidence(row)}")
     elif model:
         out.append(f'<p class="muted">MLflow: {escape(model["error"])}</p>')
+    if p.get("monitoring"):
+        out.append(render_monitoring(p["monitoring"]))
     return "\n".join(out)
 
 
