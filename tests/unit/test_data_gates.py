@@ -90,6 +90,36 @@ def test_drift_that_must_fail_names_feature_number_and_threshold():
     assert verdict_metrics(verdict)["gate.data.psi.charges"] > 1.0
 
 
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_a_drift_triggered_retrain_records_drift_and_fails_only_when_told(policy):
+    """The monitor requested this retrain because the data moved: with ``on_drift_trigger: warn`` (the
+    default) the drift is recorded with its numbers and passes saying why; ``fail`` holds it to the bound."""
+    reference = make_frame(seed=1)
+    new = make_frame(seed=2, charges_mean=80.0, plan_p=(0.1, 0.2, 0.7))
+    cfg = DataGateConfig(psi_max=0.2, ks_max=0.1, on_missing_snapshot="fail", on_drift_trigger=policy)
+    ev = evidence(new, snapshot=snapshot_of(reference))
+    ev.drift_trigger = "PSI charges 1.3 > 0.2"
+    verdict = DataGate(cfg).evaluate(ev)
+    assert check(verdict, "psi.charges").observed > 1.0  # measured either way
+    if policy == "fail":
+        assert not verdict.passed and {c.name for c in verdict.failed_checks} == {"psi.charges", "ks.charges", "psi.plan"}
+    else:
+        assert verdict.passed, verdict.message
+        assert "> max 0.2; allowed: a drift-triggered retrain (gates.data.drift.on_drift_trigger: warn)" in (
+            check(verdict, "psi.charges").reason)
+    assert not DataGate(cfg).evaluate(evidence(new, snapshot=snapshot_of(reference))).passed  # a cron run fails
+
+
+def test_a_drift_triggered_retrain_still_fails_a_feature_it_cannot_measure():
+    reference = make_frame(seed=1)
+    new = make_frame(seed=2).drop(columns=["charges"])
+    ev = evidence(new, snapshot=snapshot_of(reference))
+    ev.drift_trigger = "PSI charges 1.3 > 0.2"
+    verdict = DataGate(DataGateConfig(psi_max=0.2, on_missing_snapshot="fail", match_previous=False)).evaluate(ev)
+    assert "psi.charges" in {c.name for c in verdict.failed_checks}
+    assert "'charges' is missing from the new data" in verdict.message
+
+
 def test_psi_counts_unseen_levels_and_nulls():
     reference = snapshot_of(make_frame(seed=1))["columns"]["plan"]
     assert column_psi(reference, pd.Series(["monthly"] * 50 + ["yearly"] * 30 + ["two_year"] * 20)) < 0.01

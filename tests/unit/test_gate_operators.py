@@ -121,13 +121,15 @@ def register(model_dir, dataset, make_context, run_id, stored_auc, name, gates=N
     return op.execute(make_context("churn_retrain", run_id))
 
 
-def data_gate(dataset, make_context, run_id, name, **config):
+def data_gate(dataset, make_context, run_id, name, triggered_by=None, **config):
     defaults = {"contract": CONTRACT, "min_rows": 100, "max_row_change": 0.5, "max_null_rate": 0.0,
                 "label_rate_min": 0.05, "label_rate_max": 0.8, "psi_max": 0.2, "ks_max": 0.1,
                 "on_missing_snapshot": "pass"}
     op = DataGateOperator(task_id="gate_data", pipeline="churn", dataset=dataset, config={**defaults, **config},
                           model_name=name, experiment=f"retrain/{name}", mlflow_conn_id=CONN)
     ctx = make_context("churn_retrain", run_id)
+    if triggered_by is not None:
+        ctx["triggering_asset_events"] = triggered_by
     try:
         return op.execute(ctx), ctx
     finally:
@@ -203,6 +205,17 @@ def test_data_gates_first_run_snapshot_then_drift_stops_the_run(registry, models
     )
     assert failed_runs[0].data.tags["retrain.gate.data"] == "failed"
     assert failed_runs[0].data.metrics["gate.data.psi.charges"] > 0.2
+
+    # The same shift in a retrain the drift monitor requested: drift is recorded, not a veto (on_drift_trigger
+    # defaults to warn); the same data in a run nobody requested still fails.
+    from drift_events import drift_event, triggering
+
+    week4 = write_dataset(tmp_path / "w4", rows(1300, seed=4, charges_mean=95.0))
+    result4, _ = data_gate(week4, make_context, "run4", name, triggered_by=triggering(drift_event()))
+    psi = next(c for c in result4["verdict"]["checks"] if c["name"] == "psi.charges")
+    assert result4["passed"] and psi["observed"] > 0.2 and "drift-triggered retrain" in psi["reason"]
+    with pytest.raises(AirflowFailException, match="PSI of charges"):
+        data_gate(week4, make_context, "run5", name)
 
 
 @pytest.mark.slow

@@ -136,6 +136,14 @@ def test_first_run_policy_must_be_explicit(tmp_path):
         load(tmp_path, lambda d: d["gates"]["data"]["drift"].pop("on_missing_snapshot"))
 
 
+def test_drift_triggered_policy_defaults_to_warn_and_names_a_bad_value(tmp_path, dbt_manifest):
+    assert _data_gate_config(load(tmp_path, lambda d: None)).on_drift_trigger == "warn"
+    strict = load(tmp_path, lambda d: d["gates"]["data"]["drift"].update(on_drift_trigger="fail"))
+    assert _data_gate_config(strict).on_drift_trigger == "fail"
+    with pytest.raises(SpecError, match=r"gates\.data\.drift\.on_drift_trigger"):
+        load(tmp_path, lambda d: d["gates"]["data"]["drift"].update(on_drift_trigger="ignore"))
+
+
 def test_documented_columns_are_not_a_contract(tmp_path, dbt_manifest, monkeypatch):
     """A model whose YAML documents two columns (no contract.enforced) is not a contract: the spec may name
     its other, real columns, and the gate's contract check is skipped, saying why."""

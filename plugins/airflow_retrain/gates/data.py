@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_retrain.gates.base import Check, Gate, Verdict, combine, finite_or_none
@@ -261,6 +261,8 @@ class DataGateConfig:
     :param ks_max: largest KS statistic ``D`` of a numeric feature; ``None``: not checked.
     :param on_missing_snapshot: what a drift check does when no champion snapshot exists.
     :param drift_columns: features to check for drift; default every feature of the snapshot.
+    :param on_drift_trigger: ``warn``: in a retrain the drift monitor requested, drift over the bound is
+        recorded and passes (saying so); ``fail``: it fails as in any run.
     """
 
     contract: dict[str, str | None] | None = None
@@ -281,6 +283,7 @@ class DataGateConfig:
     ks_max: float | None = None
     on_missing_snapshot: str = "fail"
     drift_columns: list[str] | None = None
+    on_drift_trigger: str = "warn"
 
     @classmethod
     def from_spec(
@@ -311,6 +314,7 @@ class DataGateConfig:
             ks_max=drift.ks_max if drift else None,
             on_missing_snapshot=drift.on_missing_snapshot if drift else "fail",
             drift_columns=list(drift.columns) if drift and drift.columns else None,
+            on_drift_trigger=drift.on_drift_trigger if drift else "warn",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +340,7 @@ class DataEvidence:
     :param previous_rows: that run's total row count.
     :param snapshot: the champion's training snapshot; ``None`` when there is none.
     :param snapshot_source: where the snapshot came from (shown in the evidence).
+    :param drift_trigger: why the drift monitor requested this retrain; ``None``: it did not.
     """
 
     frame: pd.DataFrame
@@ -347,6 +352,7 @@ class DataEvidence:
     previous_rows: int | None = None
     snapshot: dict[str, Any] | None = None
     snapshot_source: str | None = None
+    drift_trigger: str | None = None
 
 
 def _bound_check(name: str, value: float | None, lo: float | None, hi: float | None, what: str) -> Check:
@@ -543,6 +549,13 @@ class DataGate(Gate):
             if cfg.ks_max is not None and reference.get("kind") == "numeric":
                 value = finite_or_none(column_ks(reference, series))
                 checks.append(_bound_check(f"ks.{column}", value, None, cfg.ks_max, f"KS D of {column}"))
+        if ev.drift_trigger and cfg.on_drift_trigger == "warn":
+            # The monitor asked for this retrain because the data moved: measured drift is evidence, not a
+            # veto (schema, nulls, rows and the model gates still decide). A column that cannot be measured
+            # at all still fails.
+            note = "allowed: a drift-triggered retrain (gates.data.drift.on_drift_trigger: warn)"
+            checks = [replace(c, passed=True, reason=f"{c.reason}; {note}")
+                      if not c.passed and c.observed is not None else c for c in checks]
         return checks
 
 

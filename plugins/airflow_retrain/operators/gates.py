@@ -153,6 +153,7 @@ class DataGateOperator(MlflowBaseOperator):
             profile_table,
             read_split,
         )
+        from airflow_retrain.monitoring.drift import drift_trigger
 
         config = _with_contract(DataGateConfig.from_dict(self.config))
         run = self.run_identity(context)
@@ -180,7 +181,11 @@ class DataGateOperator(MlflowBaseOperator):
             previous_rows=(previous or {}).get("rows_total"),
             snapshot=snapshot,
             snapshot_source=snapshot_source,
+            drift_trigger=(trigger := drift_trigger(context, self.pipeline)) and trigger["reason"],
         )
+        if trigger:
+            self.log.info("Requested by the drift monitor (%s): drift over the bound is %s", trigger["reason"],
+                          "recorded, not failed" if config.on_drift_trigger == "warn" else "failed as in any run")
         verdict = DataGate(config).evaluate(evidence)
         verdict.details["previous_data_run"] = previous_run
         data_run = store.open_data_run(self.hook, self.experiment, self.pipeline, run.dag_id, run.run_key)

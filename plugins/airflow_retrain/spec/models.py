@@ -223,6 +223,10 @@ class DriftSpec(StrictModel):
         description="no champion snapshot yet (first run): pass or fail; required, so the first run is explicit"
     )
     columns: list[str] | None = Field(None, description="features to check; default: every feature")
+    on_drift_trigger: Literal["warn", "fail"] = Field(
+        "warn", description="a retrain the drift monitor requested: warn (drift over the bound is recorded, the "
+        "gate passes: the data moved, which is why it retrains) or fail (held to the bound like any run)",
+    )
 
     @model_validator(mode="after")
     def _has_bound(self) -> DriftSpec:
