@@ -129,12 +129,33 @@ def test_churn_dag_runs_on_celery_workers(tmp_path, churn_loader):
         auth = {"Authorization": f"Bearer {token}"}
         wait_for(lambda: (r := get("/api/v2/dags/churn_retrain")) is not None and r.status_code == 200,
                  timeout=240, interval=3)
-        httpx.patch(f"{BASE}/api/v2/dags/churn_retrain", json={"is_paused": False}, headers=auth,
-                    timeout=60).raise_for_status()
-        run = httpx.post(f"{BASE}/api/v2/dags/churn_retrain/dagRuns", json={"logical_date": None, "conf": FORCE}, headers=auth,
-                         timeout=60)
-        run.raise_for_status()
-        run_id = run.json()["dag_run_id"]
+
+        def call(method, path, ok=(200,), **kwargs):
+            """A write the test must see through: the API server shares one SQLite file with a scheduler, a
+            DAG processor, a triggerer and two workers, and answers 500 while another holds the write lock.
+            Only idempotent calls come here (a run is created under its own id: 409 means it exists)."""
+            last = []
+
+            def attempt():
+                alive_or_fail()
+                try:
+                    response = httpx.request(method, f"{BASE}{path}", headers=auth, timeout=60, **kwargs)
+                except httpx.HTTPError as exc:
+                    last[:] = [repr(exc)]
+                    return False
+                last[:] = [response.status_code, response.text[:500]]
+                return response.status_code in ok
+
+            try:
+                wait_for(attempt, timeout=120, interval=3)
+            except AssertionError:
+                raise AssertionError(f"{method} {path}: {last}; api-server log: "
+                                     f"{(logs / 'api-server.log').read_text()[-3000:]}") from None
+
+        call("PATCH", "/api/v2/dags/churn_retrain", json={"is_paused": False})
+        run_id = f"manual__celery_{os.getpid()}"
+        call("POST", "/api/v2/dags/churn_retrain/dagRuns", ok=(200, 409),
+             json={"dag_run_id": run_id, "logical_date": None, "conf": FORCE})
 
         def finished():
             r = get(f"/api/v2/dags/churn_retrain/dagRuns/{run_id}")
