@@ -92,12 +92,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def parse_runs_listing(stdout: str) -> list[dict]:
+    """The runs in ``airflow dags list-runs -o json`` output: the JSON array on its own line, after whatever
+    warnings the CLI prints to stdout first (Airflow 3.3 prints a graphviz warning there)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("["):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return []
+
+
 def _list_runs(airflow: str, dag_id: str, env: dict[str, str]) -> list[dict]:
     out = subprocess.run([airflow, "dags", "list-runs", dag_id, "-o", "json"], env=env, capture_output=True, text=True)
-    try:
-        return json.loads(out.stdout or "[]")
-    except ValueError:
-        return []
+    return parse_runs_listing(out.stdout)
 
 
 def run_triggered_retrain(dag_id: str, env: dict[str, str], log_dir: Path) -> dict | None:

@@ -71,6 +71,19 @@ def test_only_asset_triggered_runs_are_waited_for(demo):
     assert demo.asset_triggered_runs(listing) == [{"run_id": "asset_triggered__2", "state": "running"}]
 
 
+def test_the_runs_listing_is_read_past_the_warnings_the_cli_prints_first(demo):
+    """Airflow 3.3's ``dags list-runs -o json`` prints a graphviz warning on stdout before the array: read
+    as a whole, the listing was never JSON and the demo waited its 20 minutes for a run that had finished."""
+    stdout = (
+        "2026-12-06T12:25:46Z [warning  ] Could not import graphviz. Rendering graph to the graphical format\n"
+        "Run `pip install graphviz` to attempt to install it. [py.warnings] category=UserWarning\n"
+        '[{"dag_id": "churn_retrain", "run_id": "asset_triggered__2026-12-06T12:13:41_SKvO", "state": "success"}]\n'
+    )
+    assert demo.parse_runs_listing(stdout) == [
+        {"dag_id": "churn_retrain", "run_id": "asset_triggered__2026-12-06T12:13:41_SKvO", "state": "success"}]
+    assert demo.parse_runs_listing("") == [] and demo.parse_runs_listing("[not json\n") == []
+
+
 @pytest.mark.parametrize(("args", "flag"), [(["MONITORING=1"], True), ([], False)])
 def test_make_demo_passes_monitoring(args, flag):
     out = subprocess.run(["make", "-n", "demo", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
