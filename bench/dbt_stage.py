@@ -411,6 +411,16 @@ def main() -> None:
     if out.returncode:
         sys.exit(f"dbt parse failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
     print("  " + out.stdout.strip().splitlines()[-1], flush=True)
+    # dbt resolves the selection (`dbt ls`, cached per manifest and selection) as a DAG's first dbt_build does;
+    # without it a DAG renders dbt_build alone and "render" would time that fallback, not the node group.
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow_retrain.dbt", "select", "--project-dir", str(args.project_dir),
+         "--profiles-dir", str(args.profiles_dir), *(["--select", *args.select] if args.select else [])],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode:
+        sys.exit(f"dbt ls failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+    print("  selection: " + out.stdout.strip().splitlines()[-1], flush=True)
     sys.path.insert(0, str(ROOT / "plugins"))
     os.environ.update({k: env[k] for k in ("RETRAIN_STATE_DIR", "RETRAIN_HOME")})
     from airflow_retrain.dbt.manifest import cache_dir, project_fingerprint
